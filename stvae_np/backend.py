@@ -1,0 +1,83 @@
+"""The one place that knows about NumPy versus CuPy.
+
+Every op in the package starts with ``xp = get_array_module(x)`` and then calls
+``xp.<name>``: the same code runs on NumPy arrays (CPU) and CuPy arrays (GPU).
+CuPy is optional: when it is not installed, or installed without a working CUDA
+device, everything here still works and simply answers "NumPy".
+"""
+from __future__ import annotations
+
+import numpy as np
+
+try:  # CuPy imports fine on a machine with no GPU; using it then fails.
+    import cupy as _cp
+    import cupyx as _cupyx
+except Exception:  # ImportError, or a broken CUDA install raising anything else
+    _cp = None
+    _cupyx = None
+
+DEVICES = ("cpu", "gpu")
+
+
+def get_array_module(*arrays):
+    """Return ``cupy`` if any argument is a CuPy array, else ``numpy``."""
+    if _cp is not None:
+        return _cp.get_array_module(*arrays)
+    return np
+
+
+def gpu_available() -> bool:
+    """True only when CuPy imports *and* a CUDA device answers. Never raises."""
+    if _cp is None:
+        return False
+    try:
+        return _cp.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+def asnumpy(a):
+    """Return ``a`` as a NumPy array (copying from the GPU if needed)."""
+    if _cp is not None and isinstance(a, _cp.ndarray):
+        return _cp.asnumpy(a)
+    return np.asarray(a)
+
+
+def to_device(a, device: str):
+    """Move an array to ``"cpu"`` (NumPy) or ``"gpu"`` (CuPy); a no-op if already there."""
+    if device == "cpu":
+        return asnumpy(a)
+    if device == "gpu":
+        if not gpu_available():
+            raise RuntimeError("device 'gpu' asked for, but no CUDA device is available "
+                               "(install the GPU extra: pip install -r requirements-gpu.txt)")
+        return _cp.asarray(a)
+    raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+
+
+def device_of(a) -> str:
+    """``"gpu"`` for a CuPy array, ``"cpu"`` otherwise."""
+    return "gpu" if get_array_module(a) is not np else "cpu"
+
+
+def scatter_add(out, indices, values):
+    """Unbuffered ``out[indices] += values`` on a 1-D array: repeated indices all add up.
+
+    Plain ``out[idx] += v`` keeps only one of the repeated writes; a sampler's image
+    gradient needs every one of them. NumPy uses ``bincount`` (much faster than
+    ``np.add.at``), CuPy uses ``cupyx.scatter_add`` (atomic adds on the GPU).
+
+    Args:
+        out: 1-D array, modified in place and returned.
+        indices: integer array, every entry in ``[0, out.size)``.
+        values: array of the same shape as ``indices``.
+    """
+    if out.ndim != 1:
+        raise ValueError(f"scatter_add expects a 1-D target, got shape {out.shape}")
+    xp = get_array_module(out)
+    if xp is np:
+        out += np.bincount(indices.ravel(), weights=values.ravel(),
+                           minlength=out.size).astype(out.dtype, copy=False)
+    else:
+        _cupyx.scatter_add(out, indices.ravel(), values.ravel())
+    return out

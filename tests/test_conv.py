@@ -1,0 +1,183 @@
+"""Convolution, max-pool and up-sample: values against naive loops, gradients against
+centred finite differences in float64, dtype keeping, and errors for bad input."""
+import numpy as np
+import pytest
+
+from stvae_np.conv import (conv2d_backward, conv2d_forward, maxpool2_backward,
+                           maxpool2_forward, upsample2_backward, upsample2_forward)
+from stvae_np.gradcheck import numerical_gradient, rel_error
+
+TOL = 1e-6
+
+
+def naive_conv2d(x, w, b):
+    """The definition, one output pixel at a time."""
+    n, c, h, wd = x.shape
+    f, _, k, _ = w.shape
+    p = k // 2
+    xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    out = np.zeros((n, f, h, wd), dtype=np.float64)
+    for i in range(n):
+        for j in range(f):
+            for y in range(h):
+                for xx in range(wd):
+                    out[i, j, y, xx] = np.sum(w[j] * xp[i, :, y:y + k, xx:xx + k]) + b[j]
+    return out
+
+
+@pytest.mark.parametrize("method", ["im2col", "shift"])
+@pytest.mark.parametrize("k", [1, 3, 5, 7])
+def test_conv2d_forward_matches_naive_loop(k, method):
+    rng = np.random.default_rng(k)
+    x = rng.standard_normal((2, 3, 6, 5))
+    w = rng.standard_normal((4, 3, k, k))
+    b = rng.standard_normal(4)
+    out, _ = conv2d_forward(x, w, b, method=method)
+    assert out.shape == (2, 4, 6, 5)
+    np.testing.assert_allclose(out, naive_conv2d(x, w, b), rtol=1e-12, atol=1e-12)
+
+
+def test_conv2d_auto_picks_the_smaller_buffer():
+    x = np.zeros((1, 64, 8, 8))
+    assert conv2d_forward(x, np.zeros((2, 64, 3, 3)), None)[1].method == "shift"
+    x = np.zeros((1, 1, 8, 8))
+    assert conv2d_forward(x, np.zeros((16, 1, 3, 3)), None)[1].method == "im2col"
+
+
+def _check_conv_grads(x, w, b, method, seed):
+    rng = np.random.default_rng(seed)
+    out, cache = conv2d_forward(x, w, b, method=method)
+    dout = rng.standard_normal(out.shape)
+    x0, w0 = x.copy(), w.copy()
+    dx, dw, db = conv2d_backward(dout, cache)
+    np.testing.assert_array_equal(x, x0)  # backward leaves its inputs alone
+    np.testing.assert_array_equal(w, w0)
+    dx_num = numerical_gradient(lambda v: conv2d_forward(v, w, b, method=method)[0], x, dout)
+    dw_num = numerical_gradient(lambda v: conv2d_forward(x, v, b, method=method)[0], w, dout)
+    db_num = numerical_gradient(lambda v: conv2d_forward(x, w, v, method=method)[0], b, dout)
+    errs = rel_error(dx, dx_num), rel_error(dw, dw_num), rel_error(db, db_num)
+    assert max(errs) <= TOL, f"dx, dw, db relative errors {errs}"
+    return errs
+
+
+@pytest.mark.parametrize("method", ["im2col", "shift"])
+@pytest.mark.parametrize("k,shape", [(1, (2, 3, 5, 4)), (3, (2, 3, 6, 5)),
+                                     (7, (2, 2, 8, 9)), (15, (1, 2, 9, 8))])
+def test_conv2d_gradients(k, shape, method):
+    rng = np.random.default_rng(100 + k)
+    n, c, h, w = shape
+    x = rng.standard_normal(shape)
+    wt = rng.standard_normal((3, c, k, k)) / k
+    b = rng.standard_normal(3)
+    _check_conv_grads(x, wt, b, method, seed=k)
+
+
+def test_conv2d_without_bias():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 2, 5, 5))
+    w = rng.standard_normal((2, 2, 3, 3))
+    out, cache = conv2d_forward(x, w, None)
+    np.testing.assert_allclose(out, naive_conv2d(x, w, np.zeros(2)), atol=1e-12)
+    dx, dw, db = conv2d_backward(np.ones_like(out), cache)
+    assert db is None and dx.shape == x.shape and dw.shape == w.shape
+
+
+@pytest.mark.parametrize("method", ["im2col", "shift"])
+def test_conv2d_keeps_float32(method):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    b = np.zeros(4, np.float32)
+    out, cache = conv2d_forward(x, w, b, method=method)
+    dx, dw, db = conv2d_backward(np.ones_like(out), cache)
+    assert out.dtype == dx.dtype == dw.dtype == db.dtype == np.float32
+    np.testing.assert_allclose(out, naive_conv2d(x.astype(np.float64), w.astype(np.float64), b),
+                               rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("x_shape,w_shape,b_shape,msg", [
+    ((3, 6, 6), (4, 3, 3, 3), (4,), "4-D"),
+    ((1, 3, 6, 6), (4, 3, 4, 4), (4,), "odd"),
+    ((1, 3, 6, 6), (4, 3, 3, 5), (4,), "square"),
+    ((1, 2, 6, 6), (4, 3, 3, 3), (4,), "channel mismatch"),
+    ((1, 3, 6, 6), (4, 3, 3, 3), (5,), "b must have shape"),
+])
+def test_conv2d_bad_input(x_shape, w_shape, b_shape, msg):
+    with pytest.raises(ValueError, match=msg):
+        conv2d_forward(np.zeros(x_shape), np.zeros(w_shape), np.zeros(b_shape))
+
+
+def test_conv2d_rejects_mixed_dtypes_and_integers():
+    with pytest.raises(ValueError, match="dtypes differ"):
+        conv2d_forward(np.zeros((1, 1, 4, 4), np.float32), np.zeros((1, 1, 3, 3)), None)
+    with pytest.raises(ValueError, match="floating-point"):
+        conv2d_forward(np.zeros((1, 1, 4, 4), int), np.zeros((1, 1, 3, 3), int), None)
+
+
+# ----------------------------------------------------------------------------- max-pool
+def test_maxpool2_values():
+    x = np.arange(16, dtype=np.float64).reshape(1, 1, 4, 4)
+    out, _ = maxpool2_forward(x)
+    np.testing.assert_array_equal(out[0, 0], [[5, 7], [13, 15]])
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4, 6), (1, 2, 8, 8)])
+def test_maxpool2_gradient(shape):
+    rng = np.random.default_rng(3)
+    # a permutation keeps every window's values distinct and at least 1/size apart,
+    # so the step h never changes a winner
+    x = rng.permutation(np.prod(shape)).reshape(shape).astype(np.float64) / np.prod(shape)
+    out, cache = maxpool2_forward(x)
+    dout = rng.standard_normal(out.shape)
+    dx = maxpool2_backward(dout, cache)
+    dx_num = numerical_gradient(lambda v: maxpool2_forward(v)[0], x, dout, h=1e-6)
+    assert rel_error(dx, dx_num) <= TOL
+    assert np.count_nonzero(dx) == out.size  # exactly one winner per window
+
+
+def test_maxpool2_tie_goes_to_one_winner():
+    x = np.ones((1, 1, 2, 2))
+    out, cache = maxpool2_forward(x)
+    dx = maxpool2_backward(np.full((1, 1, 1, 1), 3.0), cache)
+    assert dx.sum() == 3.0 and np.count_nonzero(dx) == 1
+
+
+def test_maxpool2_bad_input():
+    with pytest.raises(ValueError, match="even"):
+        maxpool2_forward(np.zeros((1, 1, 5, 4)))
+    with pytest.raises(ValueError, match="4-D"):
+        maxpool2_forward(np.zeros((4, 4)))
+
+
+def test_maxpool2_keeps_float32():
+    x = np.random.default_rng(0).standard_normal((1, 2, 4, 4)).astype(np.float32)
+    out, cache = maxpool2_forward(x)
+    assert out.dtype == np.float32 and maxpool2_backward(out, cache).dtype == np.float32
+
+
+# ----------------------------------------------------------------------------- up-sample
+def test_upsample2_values():
+    x = np.array([[[[1.0, 2.0], [3.0, 4.0]]]])
+    out, _ = upsample2_forward(x)
+    np.testing.assert_array_equal(out[0, 0], [[1, 1, 2, 2], [1, 1, 2, 2],
+                                              [3, 3, 4, 4], [3, 3, 4, 4]])
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 3, 4), (1, 1, 5, 5)])
+def test_upsample2_gradient(shape):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(shape)
+    out, cache = upsample2_forward(x)
+    dout = rng.standard_normal(out.shape)
+    dx = upsample2_backward(dout, cache)
+    dx_num = numerical_gradient(lambda v: upsample2_forward(v)[0], x, dout)
+    assert rel_error(dx, dx_num) <= TOL
+    assert upsample2_forward(x.astype(np.float32))[0].dtype == np.float32
+
+
+def test_upsample2_bad_input():
+    with pytest.raises(ValueError, match="4-D"):
+        upsample2_forward(np.zeros((2, 2, 2)))
+    _, cache = upsample2_forward(np.zeros((1, 1, 2, 2)))
+    with pytest.raises(ValueError, match="dout must have shape"):
+        upsample2_backward(np.zeros((1, 1, 3, 4)), cache)
