@@ -1,0 +1,144 @@
+"""The two terms of the training loss: reconstruction (MSE) and flow smoothness (Huber).
+
+    L_t = mean((ŷ_t − x_{t+1})²) + w_H · H(∇T_t)
+
+This module computes each term and its gradient; the weight w_H and the average over
+time steps are applied by the model. Losses are returned as 0-d arrays of the input's
+dtype, on the input's device: turning them into Python floats is a device sync on the
+GPU, so that is left to the caller (logging). Backward passes never modify their inputs.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from .backend import get_array_module
+
+DEFAULT_HUBER_DELTA = 1e-3   # the paper's δ (DESIGN.md)
+
+
+# ----------------------------------------------------------------------------- MSE
+class MSECache(NamedTuple):
+    diff: object     # pred − target, pred's shape
+
+
+def mse_forward(pred, target):
+    """Mean squared error over every element.
+
+    loss = (1/M) Σ_i (pred_i − target_i)²,   M = pred.size
+
+    Args:
+        pred: float array, any shape.
+        target: array of the same shape and dtype.
+    Returns:
+        loss: 0-d array, pred's dtype.
+        cache: :class:`MSECache`.
+    """
+    if tuple(pred.shape) != tuple(target.shape):
+        raise ValueError(f"mse: shape mismatch, pred {tuple(pred.shape)} vs target {tuple(target.shape)}")
+    if pred.dtype != target.dtype:
+        raise ValueError(f"mse: dtypes differ (pred {pred.dtype}, target {target.dtype})")
+    if pred.dtype.kind != "f":
+        raise ValueError(f"mse: expected floating-point arrays, got {pred.dtype}")
+    if pred.size == 0:
+        raise ValueError("mse: empty input")
+    xp = get_array_module(pred, target)
+    diff = pred - target
+    loss = xp.asarray(xp.mean(diff * diff), dtype=pred.dtype)   # NumPy's mean gives a scalar, not a 0-d array
+    return loss, MSECache(diff)
+
+
+def mse_backward(dloss, cache):
+    """dpred = dloss · 2 (pred − target) / M.
+
+    Args:
+        dloss: scalar or 0-d array, the upstream gradient of the loss (1 at the top).
+        cache: from :func:`mse_forward`.
+    Returns:
+        dpred: pred's shape and dtype.
+    """
+    diff = cache.diff
+    xp = get_array_module(diff)
+    scale = xp.asarray(dloss, dtype=diff.dtype) * (2.0 / diff.size)
+    return scale * diff
+
+
+# ----------------------------------------------------------------------------- Huber smoothness
+class HuberCache(NamedTuple):
+    shape: tuple     # flow's shape
+    grad_x: object   # (..., h, w−1) H_δ'(D_x) / |D_x|: the per-difference gradient of the mean
+    grad_y: object   # (..., h−1, w) H_δ'(D_y) / |D_y|
+
+
+def _huber(a, delta):
+    """H_δ(a) = a²/2 for |a| ≤ δ, δ(|a| − δ/2) otherwise (quadratic near 0, linear beyond)."""
+    xp = get_array_module(a)
+    abs_a = xp.abs(a)
+    return xp.where(abs_a <= delta, 0.5 * a * a, delta * (abs_a - 0.5 * delta))
+
+
+def huber_smoothness_forward(flow, delta=DEFAULT_HUBER_DELTA):
+    """Huber penalty on the flow's finite differences, which favours piecewise-smooth flow.
+
+    D_x = T[..., :, 1:] − T[..., :, :-1]           (..., h, w−1)
+    D_y = T[..., 1:, :] − T[..., :-1, :]           (..., h−1, w)
+    H(∇T) = mean(H_δ(D_x)) + mean(H_δ(D_y))
+    H_δ(a) = a²/2 if |a| ≤ δ else δ(|a| − δ/2)
+
+    Both flow channels (and the batch) are averaged together. The loss weight w_H is
+    applied by the model, not here.
+
+    Args:
+        flow: float array (..., h, w), e.g. (N, 2, h, w); the last two axes are spatial
+              and each must have at least 2 pixels.
+        delta: δ > 0, where the penalty turns from quadratic to linear (default 1e-3,
+               the paper's).
+    Returns:
+        loss: 0-d array, flow's dtype.
+        cache: :class:`HuberCache`.
+    """
+    if flow.ndim < 2:
+        raise ValueError(f"huber_smoothness: flow needs two spatial axes, got shape {tuple(flow.shape)}")
+    if flow.shape[-1] < 2 or flow.shape[-2] < 2:
+        raise ValueError(f"huber_smoothness: spatial size must be at least 2×2, "
+                         f"got {flow.shape[-2]}×{flow.shape[-1]}")
+    if flow.dtype.kind != "f":
+        raise ValueError(f"huber_smoothness: expected a floating-point array, got {flow.dtype}")
+    delta = float(delta)
+    if not delta > 0:   # also rejects NaN
+        raise ValueError(f"huber_smoothness: delta must be positive, got {delta}")
+    xp = get_array_module(flow)
+    d_x = flow[..., :, 1:] - flow[..., :, :-1]
+    d_y = flow[..., 1:, :] - flow[..., :-1, :]
+    loss = xp.asarray(xp.mean(_huber(d_x, delta)) + xp.mean(_huber(d_y, delta)), dtype=flow.dtype)
+    # H_δ'(a) = a inside, δ·sign(a) outside: that is exactly clip(a, −δ, δ)
+    grad_x = xp.clip(d_x, -delta, delta) / d_x.size
+    grad_y = xp.clip(d_y, -delta, delta) / d_y.size
+    return loss, HuberCache(tuple(flow.shape), grad_x, grad_y)
+
+
+def huber_smoothness_backward(dloss, cache):
+    """Gradient of H(∇T): each difference D = T[b] − T[a] sends +g to T[b] and −g to T[a].
+
+    g_x = dloss · H_δ'(D_x) / |D_x|,   g_y = dloss · H_δ'(D_y) / |D_y|
+    dflow[..., :, 1:] += g_x,  dflow[..., :, :-1] −= g_x,   and likewise along rows with g_y.
+
+    H_δ' is continuous, so the only kink is in H_δ'' (at |a| = δ): finite-difference
+    checks should keep differences off ±δ.
+
+    Args:
+        dloss: scalar or 0-d array, the upstream gradient (w_H when called by the model).
+        cache: from :func:`huber_smoothness_forward`.
+    Returns:
+        dflow: flow's shape and dtype.
+    """
+    shape, grad_x, grad_y = cache
+    xp = get_array_module(grad_x)
+    scale = xp.asarray(dloss, dtype=grad_x.dtype)
+    g_x = scale * grad_x
+    g_y = scale * grad_y
+    dflow = xp.zeros(shape, dtype=grad_x.dtype)
+    dflow[..., :, 1:] += g_x
+    dflow[..., :, :-1] -= g_x
+    dflow[..., 1:, :] += g_y
+    dflow[..., :-1, :] -= g_y
+    return dflow

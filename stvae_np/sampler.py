@@ -1,0 +1,225 @@
+"""Grid generator and bilinear sampler (the spatial transformer's sampling step), forward and backward.
+
+The flow ``T (N, 2, h, w)`` is in pixels, channel 0 = x (columns), channel 1 = y
+(rows). It is a *backward* warp: the output at (y, x) reads the input at the source
+point
+
+    G(y, x) = (x_s, y_s) = (x + T[0](y, x),  y + T[1](y, x))
+
+so an object moving right by v pixels needs T_x = −v. The source point is rarely on
+the pixel lattice; the sampler reads it by bilinear interpolation of its four integer
+neighbours q, with zero outside the map:
+
+    out[n, c, y, x] = Σ_q img[n, c, q_y, q_x] · max(0, 1 − |x_s − q_x|) · max(0, 1 − |y_s − q_y|)
+
+The idea follows Chainer's ``spatial_transformer_sampler`` (floor, four weights,
+scatter-add the image gradient); the code is our own. Every function works on NumPy
+and CuPy arrays (``xp = get_array_module(x)``) and returns arrays of its inputs'
+dtype. Backward passes never modify their inputs.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from .backend import get_array_module, scatter_add
+
+
+# ----------------------------------------------------------------------------- grid
+def base_grid(n, h, w, like):
+    """The identity grid: every output pixel's own coordinates.
+
+    grid[:, 0, y, x] = x   (column index),   grid[:, 1, y, x] = y   (row index)
+
+    Args:
+        n, h, w: batch size and spatial size.
+        like: any array; the grid gets its array module (NumPy/CuPy) and dtype.
+    Returns:
+        (n, 2, h, w), a fresh (writable) array.
+    """
+    xp = get_array_module(like)
+    grid = xp.empty((n, 2, h, w), dtype=like.dtype)
+    grid[:, 0] = xp.arange(w, dtype=like.dtype)[None, None, :]   # x varies along columns
+    grid[:, 1] = xp.arange(h, dtype=like.dtype)[None, :, None]   # y varies along rows
+    return grid
+
+
+def flow_to_grid(flow):
+    """Grid generator: source coordinates from a flow in pixels, G = base_grid + T.
+
+    It has no parameters and is linear with slope one, so its backward is the
+    identity: dflow = dgrid (no separate backward function is needed).
+
+    Args:
+        flow: (N, 2, h, w) float, channel 0 = T_x, channel 1 = T_y, in pixels.
+    Returns:
+        grid: (N, 2, h, w), flow's dtype: (x + T_x, y + T_y).
+    """
+    if flow.ndim != 4 or flow.shape[1] != 2:
+        raise ValueError(f"flow_to_grid: flow must be (N, 2, h, w), got shape {tuple(flow.shape)}")
+    n, _, h, w = flow.shape
+    grid = base_grid(n, h, w, flow)
+    grid += flow
+    return grid
+
+
+# ----------------------------------------------------------------------------- checks
+def _check_sampler_args(img, grid):
+    if img.ndim != 4:
+        raise ValueError(f"bilinear: img must be 4-D (N, C, H, W), got shape {tuple(img.shape)}")
+    if grid.ndim != 4:
+        raise ValueError(f"bilinear: grid must be 4-D (N, 2, Ho, Wo), got shape {tuple(grid.shape)}")
+    if grid.shape[1] != 2:
+        raise ValueError(f"bilinear: grid must have 2 channels (x, y), got {grid.shape[1]}")
+    if img.shape[0] != grid.shape[0]:
+        raise ValueError(f"bilinear: batch mismatch, img has {img.shape[0]} items "
+                         f"but grid has {grid.shape[0]}")
+    if img.dtype != grid.dtype:
+        raise ValueError(f"bilinear: dtypes differ (img {img.dtype}, grid {grid.dtype})")
+    if img.dtype.kind != "f":
+        raise ValueError(f"bilinear: expected floating-point arrays, got {img.dtype}")
+
+
+# ----------------------------------------------------------------------------- sampler
+class BilinearCache(NamedTuple):
+    img: object      # (N, C, H, W) the input (the four neighbour values are re-gathered in backward)
+    grid_shape: tuple
+    index: object    # (N, 1, 4·P) int, flat index y·W + x of each neighbour, clipped into the map
+    weight: object   # (N, 1, 4, P) w_q = wy_q · wx_q · valid_q
+    dw_dx: object    # (N, 1, 4, P) ∂w_q/∂x_s = ±wy_q · valid_q
+    dw_dy: object    # (N, 1, 4, P) ∂w_q/∂y_s = wx_q · (±1) · valid_q
+
+
+def _neighbours(coord, size):
+    """Lower neighbour, the two 1-D weights and validity masks along one axis.
+
+    Coordinates are first clipped to [−2, size + 1]. Beyond that range both
+    neighbours are off the map anyway (so nothing changes, value or gradient), and
+    the clip keeps ±1e30 or ±inf from overflowing the integer cast. NaN passes through
+    the clip; its neighbours are moved to an off-map position so that the indices stay
+    valid while the NaN weights carry the NaN into the output (no device sync needed to
+    detect it).
+    """
+    xp = get_array_module(coord)
+    c = xp.clip(coord, -2, size + 1)
+    c0 = xp.floor(c)
+    w1 = c - c0                      # weight of the upper neighbour, 1 − |c − (c0 + 1)|
+    w0 = 1 - w1                      # weight of the lower neighbour, 1 − |c − c0|
+    c0 = xp.where(xp.isnan(c0), -2, c0)
+    valid0 = (c0 >= 0) & (c0 <= size - 1)
+    valid1 = (c0 >= -1) & (c0 <= size - 2)
+    i0 = xp.clip(c0, 0, size - 1).astype(xp.int64)     # in range; invalid ones get weight 0
+    i1 = xp.clip(c0 + 1, 0, size - 1).astype(xp.int64)
+    return (i0, i1), (w0, w1), (valid0, valid1)
+
+
+def _gather(img, index):
+    """img (N, C, H, W), index (N, 1, 4·P) flat y·W + x -> values (N, C, 4, P)."""
+    xp = get_array_module(img)
+    n, c, h, w = img.shape
+    vals = xp.take_along_axis(img.reshape(n, c, h * w), index, axis=2)   # (N, C, 4·P)
+    return vals.reshape(n, c, 4, -1)
+
+
+def bilinear_forward(img, grid):
+    """Bilinear sampling of ``img`` at the source points ``grid``, zero outside the map.
+
+    Equations, for the source point (x_s, y_s) = grid[n, :, y, x] with
+    x0 = ⌊x_s⌋, x1 = x0 + 1, y0 = ⌊y_s⌋, y1 = y0 + 1:
+
+        wx0 = x1 − x_s = 1 − |x_s − x0|,   wx1 = x_s − x0 = 1 − |x_s − x1|   (same for y)
+        out[n, c, y, x] = Σ_{q ∈ {(y0,x0), (y0,x1), (y1,x0), (y1,x1)}}
+                              img[n, c, q_y, q_x] · wy_q · wx_q · valid_q
+
+    valid_q is 1 when q lies in the map (0 ≤ q_x < W, 0 ≤ q_y < H), else 0: that is the
+    zero padding. Integer source points give weight 1 to one pixel and 0 to the rest,
+    so zero flow (grid = base_grid) returns the input exactly, and grid x = x − 1
+    shifts the map right by one pixel with zeros entering at column 0.
+
+    Args:
+        img: (N, C, H, W) float.
+        grid: (N, 2, Ho, Wo), same dtype; channel 0 = x_s, channel 1 = y_s, in pixels
+              of ``img`` (e.g. ``flow_to_grid(flow)``).
+    Returns:
+        out: (N, C, Ho, Wo), img's dtype.
+        cache: :class:`BilinearCache`.
+
+    Non-finite grids: ±inf samples zero; NaN gives NaN at that output pixel (and NaN
+    in the gradients that flow through it), as for any other op.
+    """
+    _check_sampler_args(img, grid)
+    xp = get_array_module(img, grid)
+    n, c, h, w = img.shape
+    _, _, ho, wo = grid.shape
+    p = ho * wo
+    (x0, x1), (wx0, wx1), (vx0, vx1) = _neighbours(grid[:, 0].reshape(n, 1, p), w)   # (N, 1, P) each
+    (y0, y1), (wy0, wy1), (vy0, vy1) = _neighbours(grid[:, 1].reshape(n, 1, p), h)
+
+    # the four corners, stacked on a new axis in the order (y0,x0), (y0,x1), (y1,x0), (y1,x1)
+    index = xp.stack([y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1], axis=2)   # (N, 1, 4, P)
+    valid = xp.stack([vy0 & vx0, vy0 & vx1, vy1 & vx0, vy1 & vx1], axis=2).astype(img.dtype)
+    wx = xp.stack([wx0, wx1, wx0, wx1], axis=2)
+    wy = xp.stack([wy0, wy0, wy1, wy1], axis=2)
+    sign_x = xp.asarray([-1, 1, -1, 1], dtype=img.dtype).reshape(1, 1, 4, 1)   # ∂wx0/∂x_s = −1, ∂wx1/∂x_s = +1
+    sign_y = xp.asarray([-1, -1, 1, 1], dtype=img.dtype).reshape(1, 1, 4, 1)
+    # multiply by the mask (not xp.where) so that a NaN weight stays NaN
+    weight = wy * wx * valid                                   # (N, 1, 4, P)
+    dw_dx = sign_x * wy * valid
+    dw_dy = sign_y * wx * valid
+
+    index = index.reshape(n, 1, 4 * p)
+    vals = _gather(img, index)                                 # (N, C, 4, P)
+    out = (vals * weight).sum(axis=2).reshape(n, c, ho, wo)
+    return out, BilinearCache(img, tuple(grid.shape), index, weight, dw_dx, dw_dy)
+
+
+def bilinear_backward(dout, cache):
+    """Gradients of the bilinear sampler with respect to the image and the grid.
+
+        dimg[n, c, q]      += dout[n, c, y, x] · w_q        (for each of the four corners q)
+        dgrid[n, 0, y, x]   = Σ_c dout[n, c, y, x] · Σ_q img[n, c, q] · ∂w_q/∂x_s
+        dgrid[n, 1, y, x]   = Σ_c dout[n, c, y, x] · Σ_q img[n, c, q] · ∂w_q/∂y_s
+
+    with ∂w_q/∂x_s = −wy_q for the x0 corners and +wy_q for the x1 corners, and
+    ∂w_q/∂y_s = −wx_q for the y0 corners and +wx_q for the y1 corners (times valid_q).
+
+    dimg is a scatter: many output pixels can read the same input pixel, so the
+    contributions are summed with ``backend.scatter_add`` (plain ``a[idx] += v`` would
+    keep only one of the repeated writes).
+
+    Kinks: inside one cell the output is linear in x_s (and in y_s), so the derivative
+    is the difference of neighbouring pixel values. When x_s crosses an integer the
+    pair of neighbours changes and the derivative jumps (from img(x0) − img(x0 − 1) to
+    img(x0 + 1) − img(x0)): the sampler is continuous but not differentiable at
+    integer coordinates. At an exact integer this code returns the right-hand
+    derivative (⌊x_s⌋ = x_s). Finite-difference checks must keep points off integers.
+
+    Args:
+        dout: (N, C, Ho, Wo).
+        cache: from :func:`bilinear_forward`.
+    Returns:
+        dimg (N, C, H, W), dgrid (N, 2, Ho, Wo), both of img's dtype.
+    """
+    img, grid_shape, index, weight, dw_dx, dw_dy = cache
+    xp = get_array_module(dout, img)
+    n, c, h, w = img.shape
+    _, _, ho, wo = grid_shape
+    p = ho * wo
+    if tuple(dout.shape) != (n, c, ho, wo):
+        raise ValueError(f"bilinear_backward: dout must have shape {(n, c, ho, wo)}, "
+                         f"got {tuple(dout.shape)}")
+    dout = dout.reshape(n, c, 1, p)
+
+    # image: scatter dout · w_q onto the flat (N·C·H·W) image, one index per (n, c, corner, p)
+    offset = (xp.arange(n * c, dtype=index.dtype) * (h * w)).reshape(n, c, 1)   # start of each (n, c) map
+    flat_index = offset + index                                # (N, C, 4·P)
+    dimg = xp.zeros(n * c * h * w, dtype=img.dtype)
+    scatter_add(dimg, flat_index, (dout * weight).reshape(n, c, 4 * p))
+    dimg = dimg.reshape(n, c, h, w)
+
+    # grid: s_q = Σ_c dout · img(q), then contract with the weights' derivatives
+    vals = _gather(img, index)                                 # (N, C, 4, P)
+    s = (dout * vals).sum(axis=1, keepdims=True)               # (N, 1, 4, P)
+    dgrid_x = (s * dw_dx).sum(axis=2)                          # (N, 1, P)
+    dgrid_y = (s * dw_dy).sum(axis=2)
+    dgrid = xp.concatenate([dgrid_x, dgrid_y], axis=1).reshape(n, 2, ho, wo)
+    return dimg, dgrid
