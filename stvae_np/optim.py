@@ -1,0 +1,229 @@
+"""RMSProp, gradient clipping and the paper's step-decay learning-rate schedule.
+
+Parameters and gradients are plain dicts ``name -> array`` (NumPy or CuPy), the
+same names as ``STVAE.params``. Everything updates arrays in place and stays on
+their device: no ``float()`` and no host copy inside a training step, because on
+CuPy each one is a device sync. Host copies happen only in
+:meth:`RMSProp.state_dict`, which is for checkpoints.
+
+RMSProp (Tieleman & Hinton 2012; the update of Torch7's ``optim.rmsprop`` and of
+``torch.optim.RMSprop``, with ε *outside* the square root):
+
+    v ← α·v + (1 − α)·g²
+    θ ← θ − lr · g / (√v + ε)
+
+Schedule (the paper): lr × 0.9 every 5 epochs, see :func:`step_decay`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .backend import asnumpy, get_array_module
+
+
+# ----------------------------------------------------------------------------- RMSProp
+class RMSProp:
+    """RMSProp with one running mean of squared gradients ``v`` per parameter.
+
+    Args:
+        params: dict ``name -> array`` (float, NumPy or CuPy). The optimizer keeps
+            references to these arrays and :meth:`step` overwrites them in place, so
+            the model sees the update without re-assigning anything.
+        lr: learning rate; a plain attribute, so a schedule may set ``opt.lr``.
+        alpha: decay of the running mean of g² (Torch's ``alpha``, 0.99).
+        eps: added to √v (not to v) to keep the step finite where v ≈ 0.
+
+    Attributes:
+        v: dict ``name -> array``, created with ``zeros_like`` (same shape, dtype and
+            device as the parameter).
+        t: number of steps taken.
+    """
+
+    def __init__(self, params, lr, alpha=0.99, eps=1e-8):
+        if not params:
+            raise ValueError("RMSProp: params is empty")
+        if lr < 0:
+            raise ValueError(f"RMSProp: lr must be >= 0, got {lr}")
+        if not 0.0 <= alpha < 1.0:
+            raise ValueError(f"RMSProp: alpha must be in [0, 1), got {alpha}")
+        if eps < 0:
+            raise ValueError(f"RMSProp: eps must be >= 0, got {eps}")
+        self.params = params
+        self.lr = float(lr)
+        self.alpha = float(alpha)
+        self.eps = float(eps)
+        self.t = 0
+        self.v = {}
+        for name, p in params.items():
+            xp = get_array_module(p)
+            self.v[name] = xp.zeros_like(p)
+
+    def step(self, grads):
+        """One update of every parameter, in place.
+
+        Args:
+            grads: dict ``name -> array`` with one gradient per parameter, of the
+                parameter's shape. Non-finite values are not checked (a NaN would
+                cost a device sync to find; that check is the caller's business).
+        Raises:
+            ValueError: a parameter has no gradient, a gradient names no parameter,
+                or shapes differ.
+        """
+        missing = [name for name in self.params if name not in grads]
+        if missing:
+            raise ValueError(f"RMSProp.step: no gradient for parameter(s) {missing}")
+        unknown = [name for name in grads if name not in self.params]
+        if unknown:
+            raise ValueError(f"RMSProp.step: gradient(s) for unknown parameter(s) {unknown}")
+        for name, p in self.params.items():
+            g = grads[name]
+            if tuple(g.shape) != tuple(p.shape):
+                raise ValueError(f"RMSProp.step: gradient of {name!r} has shape "
+                                 f"{tuple(g.shape)}, parameter has {tuple(p.shape)}")
+            xp = get_array_module(p)
+            v = self.v[name]
+            v *= self.alpha                          # v ← αv + (1−α)g², in place
+            v += (1.0 - self.alpha) * (g * g)
+            p -= self.lr * g / (xp.sqrt(v) + self.eps)
+        self.t += 1
+
+    def state_dict(self):
+        """The optimizer's state as a flat dict of host NumPy values, ready for ``np.savez``.
+
+        Keys: ``"v/<name>"`` (a NumPy copy of each running mean), ``"lr"``, ``"alpha"``,
+        ``"eps"`` (Python floats) and ``"t"`` (Python int). The parameters themselves
+        are not included: they belong to the model's checkpoint.
+        """
+        state = {f"v/{name}": asnumpy(v).copy() for name, v in self.v.items()}
+        state.update(lr=self.lr, alpha=self.alpha, eps=self.eps, t=self.t)
+        return state
+
+    def load_state_dict(self, state):
+        """Restore what :meth:`state_dict` returned (also after an ``np.savez``/``np.load``).
+
+        Each ``v`` is copied onto its parameter's device with its parameter's dtype,
+        so a checkpoint written on the GPU loads on the CPU and the other way round.
+        ``lr``, ``alpha``, ``eps`` and ``t`` are restored too (a schedule may set
+        ``lr`` again afterwards).
+
+        Raises:
+            ValueError: a key is missing, a ``v`` names no parameter, or a shape differs.
+        """
+        keys = set(state.keys())
+        for key in ("lr", "alpha", "eps", "t"):
+            if key not in keys:
+                raise ValueError(f"RMSProp.load_state_dict: missing key {key!r}")
+        names = {k[len("v/"):] for k in keys if k.startswith("v/")}
+        missing = sorted(set(self.params) - names)
+        unknown = sorted(names - set(self.params))
+        if missing:
+            raise ValueError(f"RMSProp.load_state_dict: no state for parameter(s) {missing}")
+        if unknown:
+            raise ValueError(f"RMSProp.load_state_dict: state for unknown parameter(s) {unknown}")
+        new_v = {}
+        for name, p in self.params.items():
+            v_host = asnumpy(state[f"v/{name}"])
+            if tuple(v_host.shape) != tuple(p.shape):
+                raise ValueError(f"RMSProp.load_state_dict: state of {name!r} has shape "
+                                 f"{tuple(v_host.shape)}, parameter has {tuple(p.shape)}")
+            xp = get_array_module(p)
+            # xp.array copies: the optimizer must not share memory with the caller's dict
+            new_v[name] = xp.array(v_host, dtype=p.dtype)
+        self.v = new_v
+        self.lr = float(state["lr"])
+        self.alpha = float(state["alpha"])
+        self.eps = float(state["eps"])
+        self.t = int(state["t"])
+
+
+# ----------------------------------------------------------------------------- clipping
+def _grad_arrays(grads):
+    arrays = list(grads.values()) if isinstance(grads, dict) else list(grads)
+    if not arrays:
+        raise ValueError("gradient clipping: no gradients given")
+    return arrays
+
+
+def clip_grad_norm(grads, max_norm):
+    """Rescale all gradients together so that their global L2 norm is at most ``max_norm``.
+
+        norm = √(Σ_tensors Σ_elements g²)
+        g ← g · max_norm / (norm + 1e-6)     only when norm > max_norm
+
+    The choice is made with ``xp.where`` on the device (no Python ``if`` on the norm,
+    so no GPU sync); below the threshold every gradient is multiplied by exactly 1.
+
+    Args:
+        grads: dict ``name -> array`` (or a list of arrays), modified in place.
+        max_norm: positive float.
+    Returns:
+        The total norm *before* clipping, as a 0-d array on the gradients' device.
+        It is not a Python float on purpose: call ``float()`` on it only when
+        logging, since on CuPy that waits for the GPU. A NaN or inf norm leaves the
+        gradients unscaled and is returned as is, for the caller to detect.
+    """
+    if not max_norm > 0:
+        raise ValueError(f"clip_grad_norm: max_norm must be > 0, got {max_norm}")
+    arrays = _grad_arrays(grads)
+    xp = get_array_module(*arrays)
+    # xp.asarray: a NumPy reduction gives a NumPy scalar, CuPy a 0-d array; return 0-d both ways
+    total = xp.asarray(xp.sqrt(sum(xp.sum(g * g) for g in arrays)))
+    scale = xp.where(total > max_norm, max_norm / (total + 1e-6), 1.0)
+    for g in arrays:
+        g *= scale.astype(g.dtype)
+    return total
+
+
+def clip_grad_value(grads, clip=50.0):
+    """Clamp every gradient element to ``[-clip, clip]`` in place (the original Torch code used ±50).
+
+    Args:
+        grads: dict ``name -> array`` (or a list of arrays), modified in place.
+        clip: positive float.
+    Returns:
+        ``grads`` (the same object), for chaining.
+    """
+    if not clip > 0:
+        raise ValueError(f"clip_grad_value: clip must be > 0, got {clip}")
+    for g in _grad_arrays(grads):
+        xp = get_array_module(g)
+        xp.clip(g, -clip, clip, out=g)
+    return grads
+
+
+# ----------------------------------------------------------------------------- schedule
+def step_decay(base_lr, epoch, gamma=0.9, every=5):
+    """The paper's schedule: ``lr = base_lr · gamma^(epoch // every)``.
+
+    With the defaults, epochs 0–4 use base_lr, 5–9 use 0.9·base_lr, 10–14 0.81·base_lr...
+
+    "Epoch" is whatever the trainer counts: for synthetic data drawn without end the
+    trainer defines an epoch as a fixed number of steps, and passes its count here.
+    """
+    if epoch < 0:
+        raise ValueError(f"step_decay: epoch must be >= 0, got {epoch}")
+    if every < 1:
+        raise ValueError(f"step_decay: every must be >= 1, got {every}")
+    return base_lr * gamma ** (int(epoch) // int(every))
+
+
+@dataclass
+class StepDecay:
+    """:func:`step_decay` with its numbers kept together.
+
+    ``sched(epoch)`` returns the learning rate; ``sched.apply(opt, epoch)`` also sets
+    ``opt.lr`` and returns it. See :func:`step_decay` for what "epoch" means.
+    """
+    base_lr: float
+    gamma: float = 0.9
+    every: int = 5
+
+    def __call__(self, epoch):
+        return step_decay(self.base_lr, epoch, self.gamma, self.every)
+
+    def apply(self, optimizer, epoch):
+        optimizer.lr = self(epoch)
+        return optimizer.lr
+
+
+__all__ = ["RMSProp", "clip_grad_norm", "clip_grad_value", "step_decay", "StepDecay"]
