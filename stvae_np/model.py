@@ -1,0 +1,429 @@
+"""The spatio-temporal video autoencoder with differentiable memory.
+
+Patraucean, Handa & Cipolla, "Spatio-temporal video autoencoder with differentiable
+memory", ICLR 2016 workshop, arXiv:1511.06309.
+
+Per step t = 0 … T-2 the model sees frame x_t and predicts x_{t+1}:
+
+    e_t  = maxpool2(tanh(conv(x_t; We) + be))              encoder    (N,C,H,W) -> (N,Fe,h,w)
+    h_t  = ConvLSTM(e_t, h_{t-1}, c_{t-1})                  memory     (N,Fm,h,w)
+    T_t  = conv1x1(conv_k(conv_k(h_t)))                     flow       (N,2,h,w), no non-linearity
+    G_t  = base grid + T_t                                  grid       source (x, y) in pixels
+    ê_t  = bilinear(e_t, G_t)                               sampler    (N,Fe,h,w)
+    ŷ_t  = conv(upsample2(ê_t); Wd) + bd                    decoder    (N,C,H,W)
+
+    L = 1/(T-1) Σ_t [ mean((ŷ_t − x_{t+1})²) + w_H · H(∇T_t) ]
+
+Everything but the ConvLSTM is independent across time given the frames, so the
+encoder, flow head, sampler and decoder run once over all N·(T-1) frames stacked in
+the batch axis (bigger matrix products); only the memory walks through time.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import zipfile
+from dataclasses import dataclass
+
+import numpy as np
+
+from .activations import tanh, tanh_grad
+from .backend import asnumpy, device_of, get_array_module, to_device
+from .conv import (conv2d_backward, conv2d_forward, maxpool2_backward, maxpool2_forward,
+                   upsample2_backward, upsample2_forward)
+from .convlstm import convlstm_backward, convlstm_forward, convlstm_step_forward
+from .losses import (huber_smoothness_backward, huber_smoothness_forward, mse_backward,
+                     mse_forward)
+from .sampler import base_grid, bilinear_backward, bilinear_forward
+
+FORMAT_VERSION = 1
+PARAM_NAMES = ("enc.W", "enc.b", "lstm.Wx", "lstm.Wh", "lstm.b", "flow1.W", "flow1.b",
+               "flow2.W", "flow2.b", "flow3.W", "flow3.b", "dec.W", "dec.b")
+
+
+@dataclass
+class Config:
+    """Architecture and training numbers. ``Config.paper()`` and ``Config.tiny()`` are presets.
+
+    The memory grid is (height/2, width/2): the encoder pools by 2.
+    """
+    height: int = 64
+    width: int = 64
+    channels: int = 1
+    enc_filters: int = 16
+    enc_kernel: int = 7
+    mem_filters: int = 64
+    mem_kernel: int = 7
+    flow_kernel: int = 15
+    flow_filters: int = 2          # channels between the two k×k flow convolutions
+    huber_delta: float = 1e-3
+    huber_weight: float = 1e-2
+    # training recipe (used by stvae_np.train; every number can be overridden there)
+    lr: float = 1e-4
+    lr_decay: float = 0.9          # lr × lr_decay every lr_decay_every epochs
+    lr_decay_every: int = 5
+    steps_per_epoch: int = 1000    # synthetic data has no epochs: this defines one
+    batch_size: int = 16
+    seq_len: int = 10
+    clip_norm: float = 1.0         # global L2 norm; 0 disables
+    clip_value: float = 0.0        # element-wise clamp (the original code used 50); 0 disables
+    name: str = "custom"
+
+    @classmethod
+    def paper(cls) -> "Config":
+        """The paper's model: 64×64×1 frames, 16 encoder filters 7×7, 64 memory filters
+        7×7, flow kernels 15×15, RMSProp lr 1e-4 (1,035,071 parameters)."""
+        return cls(name="paper")
+
+    @classmethod
+    def tiny(cls) -> "Config":
+        """A small model that trains on a laptop CPU in minutes: 32×32×1 frames (memory
+        grid 16×16), 8 encoder filters 5×5, 16 memory filters 5×5, flow kernels 7×7."""
+        return cls(height=32, width=32, channels=1, enc_filters=8, enc_kernel=5,
+                   mem_filters=16, mem_kernel=5, flow_kernel=7, lr=2e-3,
+                   steps_per_epoch=200, batch_size=16, seq_len=10, name="tiny")
+
+    @classmethod
+    def preset(cls, name: str) -> "Config":
+        presets = {"paper": cls.paper, "tiny": cls.tiny}
+        if name not in presets:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(presets)}")
+        return presets[name]()
+
+    def __post_init__(self):
+        if self.height % 2 or self.width % 2:
+            raise ValueError(f"height and width must be even (the encoder pools by 2), "
+                             f"got {self.height}×{self.width}")
+        for k in ("enc_kernel", "mem_kernel", "flow_kernel"):
+            if getattr(self, k) % 2 == 0:
+                raise ValueError(f"{k} must be odd, got {getattr(self, k)}")
+
+    def param_shapes(self) -> dict:
+        """Name -> shape of every parameter tensor."""
+        c, fe, fm, ff = self.channels, self.enc_filters, self.mem_filters, self.flow_filters
+        ke, km, kf = self.enc_kernel, self.mem_kernel, self.flow_kernel
+        return {
+            "enc.W": (fe, c, ke, ke), "enc.b": (fe,),
+            "lstm.Wx": (4 * fm, fe, km, km), "lstm.Wh": (4 * fm, fm, km, km), "lstm.b": (4 * fm,),
+            "flow1.W": (ff, fm, kf, kf), "flow1.b": (ff,),
+            "flow2.W": (ff, ff, kf, kf), "flow2.b": (ff,),
+            "flow3.W": (2, ff, 1, 1), "flow3.b": (2,),
+            "dec.W": (c, fe, ke, ke), "dec.b": (c,),
+        }
+
+    def num_params(self) -> int:
+        return int(sum(np.prod(s) for s in self.param_shapes().values()))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown Config fields {sorted(unknown)}")
+        return cls(**d)
+
+
+def init_params(config: Config, seed: int = 0, dtype="float32") -> dict:
+    """The paper's initialisation, on the host, from ``np.random.default_rng(seed)``.
+
+    Convolutions of encoder, decoder and flow head: Xavier/Glorot uniform,
+    U(−a, a) with a = √(6 / (fan_in + fan_out)), fan = channels · k · k.
+    ConvLSTM weights: U(−0.08, 0.08). Biases 0, except the forget gate's, which are 1
+    (the memory starts by keeping its cell). The last 1×1 flow layer is all zeros, so
+    training starts from zero flow: the identity warp.
+    """
+    rng = np.random.default_rng(seed)
+    shapes = config.param_shapes()
+    params = {}
+    for name in PARAM_NAMES:           # fixed order: the same seed gives the same model
+        shape = shapes[name]
+        if name.endswith(".b"):
+            p = np.zeros(shape)
+        elif name.startswith("lstm.W"):
+            p = rng.uniform(-0.08, 0.08, size=shape)
+        elif name == "flow3.W":
+            p = np.zeros(shape)
+        else:
+            f_out, f_in, k, _ = shape
+            a = np.sqrt(6.0 / ((f_in + f_out) * k * k))
+            p = rng.uniform(-a, a, size=shape)
+        params[name] = p.astype(dtype)
+    fm = config.mem_filters
+    params["lstm.b"][fm:2 * fm] = 1.0  # gates are stacked i, f, g, o
+    return params
+
+
+class STVAE:
+    """The model: parameters, the forward/backward over a clip, prediction, checkpoints.
+
+    Args:
+        config: a :class:`Config`.
+        seed: host-side RNG seed for the initialisation (same seed, same model on CPU and GPU).
+        dtype: "float32" (training) or "float64" (gradient checks).
+        device: "cpu" (NumPy) or "gpu" (CuPy).
+    """
+
+    def __init__(self, config: Config, seed: int = 0, dtype="float32", device="cpu"):
+        self.config = config
+        self.dtype = np.dtype(dtype)
+        if self.dtype.kind != "f":
+            raise ValueError(f"dtype must be a float type, got {self.dtype}")
+        self.device = device
+        self.params = {k: to_device(v, device) for k, v in init_params(config, seed, self.dtype).items()}
+        self.last_parts = {}   # {"mse": 0-d array, "smooth": 0-d array} of the last loss
+
+    @property
+    def xp(self):
+        return get_array_module(self.params["enc.W"])
+
+    # ------------------------------------------------------------------ input checks
+    def _check_clip(self, clip, min_frames=2):
+        """Validate a clip (N, T, C, H, W) and return it on the model's device and dtype."""
+        cfg = self.config
+        shape = tuple(getattr(clip, "shape", ()))
+        if not hasattr(clip, "dtype"):
+            raise ValueError(f"clip must be an array of shape (N, T, C, H, W), got {type(clip).__name__}")
+        if len(shape) != 5:
+            raise ValueError(f"clip must be 5-D (N, T, C, H, W), got shape {shape}")
+        n, t, c, h, w = shape
+        if c != cfg.channels:
+            raise ValueError(f"clip has {c} channels, the model expects {cfg.channels}")
+        if (h, w) != (cfg.height, cfg.width):
+            raise ValueError(f"clip frames are {h}×{w}, the model expects {cfg.height}×{cfg.width}")
+        if t < min_frames:
+            raise ValueError(f"clip needs at least {min_frames} frames, got T={t}")
+        if n < 1:
+            raise ValueError("clip holds no sequences (N=0)")
+        if np.dtype(clip.dtype).kind != "f":
+            raise ValueError(f"clip must hold float pixels in [0, 1], got dtype {clip.dtype}")
+        if device_of(clip) == "cpu":
+            # checked on the host, before the copy: on the GPU this would be a device sync
+            if not np.isfinite(clip).all():
+                raise ValueError("clip contains NaN or infinite values")
+        clip = to_device(clip, self.device)
+        return clip.astype(self.dtype, copy=False)
+
+    # ------------------------------------------------------------------ forward / backward
+    def _flow_head(self, hs_flat):
+        """T = conv1x1(conv_k(conv_k(h))): (M, Fm, h, w) -> (M, 2, h, w), plus caches."""
+        p = self.params
+        f1, c1 = conv2d_forward(hs_flat, p["flow1.W"], p["flow1.b"])
+        f2, c2 = conv2d_forward(f1, p["flow2.W"], p["flow2.b"])
+        flow, c3 = conv2d_forward(f2, p["flow3.W"], p["flow3.b"])
+        return flow, (c1, c2, c3)
+
+    def _encode(self, frames):
+        """e = maxpool2(tanh(conv(x))): (M, C, H, W) -> (M, Fe, h, w), plus caches."""
+        p = self.params
+        a, conv_cache = conv2d_forward(frames, p["enc.W"], p["enc.b"])
+        t = tanh(a)
+        e, pool_cache = maxpool2_forward(t)
+        return e, (conv_cache, t, pool_cache)
+
+    def _warp_decode(self, e, flow):
+        """ŷ = conv(upsample2(bilinear(e, grid + T))): returns ŷ (M, C, H, W) and caches."""
+        p = self.params
+        m, _, h, w = e.shape
+        grid = base_grid(m, h, w, e) + flow                        # (M, 2, h, w)
+        warped, samp_cache = bilinear_forward(e, grid)             # (M, Fe, h, w)
+        up, up_cache = upsample2_forward(warped)                   # (M, Fe, H, W)
+        pred, dec_cache = conv2d_forward(up, p["dec.W"], p["dec.b"])
+        return pred, (samp_cache, up_cache, dec_cache)
+
+    def loss_and_grads(self, clip):
+        """The loss of DESIGN over one clip and the gradient of every parameter.
+
+        Args:
+            clip: (N, T, C, H, W) float pixels in [0, 1], T ≥ 2 (NumPy or CuPy).
+        Returns:
+            loss: 0-d array (the model's dtype and device; ``float(loss)`` to log it).
+            grads: dict named like ``params``.
+        Also sets ``self.last_parts = {"mse", "smooth"}`` (0-d arrays, smooth unweighted).
+        """
+        cfg, p = self.config, self.params
+        clip = self._check_clip(clip)
+        xp = get_array_module(clip)
+        n, t, c, hh, ww = clip.shape
+        s = t - 1                                                  # prediction steps
+        inputs = clip[:, :-1].reshape(n * s, c, hh, ww)            # x_0 … x_{T-2}
+        targets = clip[:, 1:].reshape(n * s, c, hh, ww)            # x_1 … x_{T-1}
+
+        # ---- forward: encoder on all frames, memory through time, the rest on all frames
+        e, enc_caches = self._encode(inputs)                       # (N·S, Fe, h, w)
+        fe, h, w = e.shape[1:]
+        lstm_params = {"Wx": p["lstm.Wx"], "Wh": p["lstm.Wh"], "b": p["lstm.b"]}
+        hs, lstm_cache = convlstm_forward(e.reshape(n, s, fe, h, w), lstm_params)
+        flow, flow_caches = self._flow_head(hs.reshape(n * s, -1, h, w))   # (N·S, 2, h, w)
+        pred, dec_caches = self._warp_decode(e, flow)               # (N·S, C, H, W)
+        mse, mse_cache = mse_forward(pred, targets)
+        smooth, huber_cache = huber_smoothness_forward(flow, cfg.huber_delta)
+        # mean over all N·S frames == 1/(T-1) Σ_t of the per-step means (equal sizes)
+        loss = mse + cfg.huber_weight * smooth
+
+        # ---- backward, in exactly the reverse order
+        one = xp.ones((), dtype=self.dtype)
+        grads = {}
+        dpred = mse_backward(one, mse_cache)
+        samp_cache, up_cache, dec_cache = dec_caches
+        dup, grads["dec.W"], grads["dec.b"] = conv2d_backward(dpred, dec_cache)
+        dwarped = upsample2_backward(dup, up_cache)
+        de, dgrid = bilinear_backward(dwarped, samp_cache)         # e feeds the sampler ...
+        dflow = dgrid + cfg.huber_weight * huber_smoothness_backward(one, huber_cache)
+        c1, c2, c3 = flow_caches
+        df2, grads["flow3.W"], grads["flow3.b"] = conv2d_backward(dflow, c3)
+        df1, grads["flow2.W"], grads["flow2.b"] = conv2d_backward(df2, c2)
+        dhs, grads["flow1.W"], grads["flow1.b"] = conv2d_backward(df1, c1)
+        des, dlstm = convlstm_backward(dhs.reshape(n, s, -1, h, w), lstm_cache)
+        grads["lstm.Wx"], grads["lstm.Wh"], grads["lstm.b"] = dlstm["Wx"], dlstm["Wh"], dlstm["b"]
+        de = de + des.reshape(n * s, fe, h, w)                     # ... and the memory
+        conv_cache, tanh_out, pool_cache = enc_caches
+        dtanh = maxpool2_backward(de, pool_cache)
+        _, grads["enc.W"], grads["enc.b"] = conv2d_backward(dtanh * tanh_grad(tanh_out), conv_cache)
+        self.last_parts = {"mse": mse, "smooth": smooth}
+        return loss, {k: grads[k] for k in PARAM_NAMES}
+
+    def loss(self, clip):
+        """The loss alone (forward only), as a 0-d array."""
+        pred, flow = self.predict(clip)
+        clip = self._check_clip(clip)
+        mse, _ = mse_forward(pred, clip[:, 1:])
+        smooth, _ = huber_smoothness_forward(flow.reshape((-1,) + flow.shape[2:]),
+                                             self.config.huber_delta)
+        return mse + self.config.huber_weight * smooth
+
+    def predict_step(self, frame, state=None):
+        """One step of the recurrence: frame x_t (N, C, H, W) -> prediction of x_{t+1}.
+
+        Args:
+            frame: (N, C, H, W) on the model's device.
+            state: (h, c) from the previous step, or None for a fresh memory.
+        Returns:
+            pred (N, C, H, W), flow (N, 2, h, w) in memory-grid pixels, state (h, c).
+        """
+        p = self.params
+        e, _ = self._encode(frame)
+        lstm_params = {"Wx": p["lstm.Wx"], "Wh": p["lstm.Wh"], "b": p["lstm.b"]}
+        if state is None:
+            xp = get_array_module(e)
+            zeros = xp.zeros((e.shape[0], self.config.mem_filters) + e.shape[2:], dtype=e.dtype)
+            state = (zeros, zeros)
+        h, c, _ = convlstm_step_forward(e, state[0], state[1], lstm_params)
+        flow, _ = self._flow_head(h)
+        pred, _ = self._warp_decode(e, flow)
+        return pred, flow, (h, c)
+
+    def predict(self, clip):
+        """Next-frame predictions for frames 1 … T-1, without keeping backward caches.
+
+        Args:
+            clip: (N, T, C, H, W), T ≥ 2.
+        Returns:
+            preds (N, T-1, C, H, W) and flows (N, T-1, 2, h, w) in memory-grid pixels,
+            on the model's device.
+        """
+        clip = self._check_clip(clip)
+        xp = get_array_module(clip)
+        state, preds, flows = None, [], []
+        for t in range(clip.shape[1] - 1):
+            pred, flow, state = self.predict_step(clip[:, t], state)
+            preds.append(pred)
+            flows.append(flow)
+        return xp.stack(preds, axis=1), xp.stack(flows, axis=1)
+
+    def rollout(self, context, n_future):
+        """Multi-step prediction: read the ``K`` context frames, then feed the model's own
+        predictions back for ``n_future`` more steps.
+
+        Args:
+            context: (N, K, C, H, W), K ≥ 1.
+            n_future: number of frames to predict after the context.
+        Returns:
+            (N, n_future, C, H, W): predictions of frames K … K + n_future − 1.
+        """
+        context = self._check_clip(context, min_frames=1)
+        xp = get_array_module(context)
+        state, pred = None, None
+        for t in range(context.shape[1]):       # the last context step predicts frame K
+            pred, _, state = self.predict_step(context[:, t], state)
+        preds = [pred]
+        for _ in range(n_future - 1):
+            pred, _, state = self.predict_step(xp.clip(pred, 0.0, 1.0), state)
+            preds.append(pred)
+        return xp.stack(preds[:n_future], axis=1)
+
+    # ------------------------------------------------------------------ devices, checkpoints
+    def to(self, device: str) -> "STVAE":
+        """Move the parameters to "cpu" or "gpu" (in place); returns self."""
+        self.params = {k: to_device(v, device) for k, v in self.params.items()}
+        self.device = device
+        return self
+
+    def save(self, path, extra: dict | None = None):
+        """Write one ``.npz``: parameters, config (JSON), dtype and a format version.
+
+        ``extra`` (name -> array) is stored under ``extra/<name>`` (the trainer keeps the
+        optimizer state and the step there). The file is written to a temporary name and
+        renamed, so an interrupted save never leaves a half-written checkpoint.
+        """
+        arrays = {f"param/{k}": asnumpy(v) for k, v in self.params.items()}
+        arrays["config_json"] = np.array(json.dumps(self.config.to_dict()))
+        arrays["dtype"] = np.array(self.dtype.name)
+        arrays["format_version"] = np.array(FORMAT_VERSION)
+        arrays["magic"] = np.array("stvae_np")
+        for k, v in (extra or {}).items():
+            arrays[f"extra/{k}"] = np.asarray(asnumpy(v))
+        path = os.fspath(path)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        try:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **arrays)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+    @classmethod
+    def load(cls, path, device="cpu", return_extra=False):
+        """Read a checkpoint written by :meth:`save`.
+
+        Raises FileNotFoundError for a missing file and ValueError for a truncated,
+        foreign or pickled file (loading never unpickles: ``allow_pickle=False``).
+        With ``return_extra=True`` returns ``(model, extra)``.
+        """
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"checkpoint not found: {path}")
+        with open(path, "rb") as fh:
+            if fh.read(4) != b"PK\x03\x04":      # every .npz is a zip archive
+                raise ValueError(f"{path}: not an .npz checkpoint (no zip header)")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                data = {k: z[k] for k in z.files}
+        except ValueError as err:  # numpy refuses object (pickled) arrays
+            raise ValueError(f"{path}: refused, the checkpoint holds pickled objects ({err})") from None
+        except (zipfile.BadZipFile, EOFError, OSError) as err:
+            raise ValueError(f"{path}: not a readable .npz checkpoint (truncated or corrupt?): {err}") from None
+        if not isinstance(data, dict) or str(data.get("magic", "")) != "stvae_np":
+            raise ValueError(f"{path}: not an stvae_np checkpoint (no 'magic' entry)")
+        version = int(data["format_version"])
+        if version != FORMAT_VERSION:
+            raise ValueError(f"{path}: checkpoint format {version}, this code reads {FORMAT_VERSION}")
+        config = Config.from_dict(json.loads(str(data["config_json"])))
+        model = cls(config, dtype=str(data["dtype"]), device="cpu")
+        for name in PARAM_NAMES:
+            key = f"param/{name}"
+            if key not in data:
+                raise ValueError(f"{path}: checkpoint lacks parameter {name!r}")
+            if data[key].shape != model.params[name].shape:
+                raise ValueError(f"{path}: parameter {name!r} has shape {data[key].shape}, "
+                                 f"config implies {model.params[name].shape}")
+            model.params[name] = data[key].astype(model.dtype, copy=False)
+        model.to(device)
+        if return_extra:
+            extra = {k[len("extra/"):]: v for k, v in data.items() if k.startswith("extra/")}
+            return model, extra
+        return model

@@ -1,0 +1,195 @@
+"""The whole model: initialisation, parameter count, the whole-model gradient check,
+input validation, checkpoints, and a short training run whose loss falls."""
+import numpy as np
+import pytest
+
+from stvae_np.gradcheck import rel_error
+from stvae_np.model import PARAM_NAMES, STVAE, Config
+from stvae_np.optim import RMSProp, clip_grad_norm
+
+
+def moving_square_clips(n=4, t=6, size=32, seed=0):
+    """Bright textured squares moving by one pixel a frame in a random direction."""
+    rng = np.random.default_rng(seed)
+    clips = np.zeros((n, t, 1, size, size), np.float32)
+    yy, xx = np.mgrid[0:size, 0:size]
+    for i in range(n):
+        vy, vx = rng.choice([-1, 1], size=2)
+        y0, x0 = rng.integers(8, size - 16, size=2)
+        for j in range(t):
+            y, x = y0 + vy * j, x0 + vx * j
+            inside = (yy >= y) & (yy < y + 8) & (xx >= x) & (xx < x + 8)
+            clips[i, j, 0][inside] = 0.6 + 0.4 * np.sin(xx[inside] - x + 2 * (yy[inside] - y)) ** 2
+    return clips
+
+
+def test_paper_preset_has_the_papers_parameter_count():
+    cfg = Config.paper()
+    assert cfg.num_params() == 1_035_071
+    model = STVAE(cfg)
+    sizes = {k: v.size for k, v in model.params.items()}
+    assert sum(sizes.values()) == 1_035_071
+    assert sizes["enc.W"] + sizes["enc.b"] == 800
+    assert sizes["lstm.Wx"] + sizes["lstm.Wh"] + sizes["lstm.b"] == 1_003_776
+    assert sizes["flow1.W"] + sizes["flow1.b"] == 28_802
+    assert sizes["flow2.W"] + sizes["flow2.b"] == 902
+    assert sizes["flow3.W"] + sizes["flow3.b"] == 6
+    assert sizes["dec.W"] + sizes["dec.b"] == 785
+    assert tuple(model.params) == PARAM_NAMES
+
+
+def test_initialisation_follows_the_paper():
+    cfg = Config.tiny()
+    p = STVAE(cfg, seed=3).params
+    fm = cfg.mem_filters
+    np.testing.assert_array_equal(p["lstm.b"][fm:2 * fm], 1.0)           # forget gate
+    assert np.all(p["lstm.b"][:fm] == 0) and np.all(p["lstm.b"][2 * fm:] == 0)
+    for name in ("lstm.Wx", "lstm.Wh"):
+        assert np.abs(p[name]).max() <= 0.08 and p[name].std() > 0.03
+    f_out, f_in, k, _ = p["enc.W"].shape
+    a = np.sqrt(6 / ((f_in + f_out) * k * k))
+    assert np.abs(p["enc.W"]).max() <= a and np.abs(p["enc.W"]).max() > 0.8 * a
+    assert not p["flow3.W"].any() and not p["flow3.b"].any()             # identity warp
+    assert all(v.dtype == np.float32 for v in p.values())
+    q = STVAE(cfg, seed=3).params
+    assert all(np.array_equal(p[k], q[k]) for k in p)
+    assert not np.array_equal(p["enc.W"], STVAE(cfg, seed=4).params["enc.W"])
+
+
+def test_training_starts_from_zero_flow():
+    model = STVAE(Config.tiny())
+    preds, flows = model.predict(moving_square_clips(n=2, t=3))
+    assert preds.shape == (2, 2, 1, 32, 32) and flows.shape == (2, 2, 2, 16, 16)
+    assert not flows.any()
+
+
+def _gradcheck_model():
+    """Tiny preset in float64, flow head moved off zero so every path carries gradient."""
+    cfg = Config.tiny()
+    model = STVAE(cfg, seed=1, dtype="float64")
+    rng = np.random.default_rng(7)
+    model.params["flow3.W"][...] = rng.normal(0, 0.5, model.params["flow3.W"].shape)
+    model.params["flow3.b"][...] = [0.37, -0.29]   # sample points off the integer grid
+    clip = moving_square_clips(n=2, t=4, seed=2).astype(np.float64)
+    return model, clip
+
+
+def test_whole_model_directional_gradient_check():
+    """Directional derivatives along directions partly parallel to the claimed gradient:
+    [L(θ + h·d) − L(θ − h·d)] / 2h against ⟨∇L, d⟩, for every parameter tensor."""
+    model, clip = _gradcheck_model()
+    loss, grads = model.loss_and_grads(clip)
+    assert set(grads) == set(PARAM_NAMES)
+    for name in PARAM_NAMES:
+        assert grads[name].shape == model.params[name].shape
+        assert grads[name].dtype == np.float64
+        assert np.abs(grads[name]).max() > 0, f"{name} gets no gradient"
+    rng = np.random.default_rng(0)
+    h, worst = 1e-6, {}
+    for name in PARAM_NAMES:
+        theta, g = model.params[name], grads[name]
+        errs = []
+        for _ in range(3):
+            r = rng.standard_normal(g.shape)
+            d = 0.5 * g / np.linalg.norm(g) + 0.5 * r / np.linalg.norm(r)
+            theta0 = theta.copy()
+            theta += h * d
+            lp = float(model.loss(clip))
+            theta[...] = theta0 - h * d
+            lm = float(model.loss(clip))
+            theta[...] = theta0
+            errs.append(rel_error((lp - lm) / (2 * h), np.sum(g * d)))
+        worst[name] = max(errs)
+    assert max(worst.values()) <= 1e-5, worst
+
+
+def test_loss_and_grads_matches_forward_only_loss():
+    model, clip = _gradcheck_model()
+    loss, _ = model.loss_and_grads(clip)
+    assert loss.shape == () and float(loss) == pytest.approx(float(model.loss(clip)), rel=1e-12)
+    parts = model.last_parts
+    assert float(loss) == pytest.approx(float(parts["mse"]) + 1e-2 * float(parts["smooth"]))
+
+
+def test_float32_model_keeps_float32():
+    model = STVAE(Config.tiny())
+    loss, grads = model.loss_and_grads(moving_square_clips(n=2, t=3).astype(np.float64))
+    assert loss.dtype == np.float32 and all(g.dtype == np.float32 for g in grads.values())
+
+
+@pytest.mark.parametrize("clip,msg", [
+    (np.zeros((2, 3, 32, 32), np.float32), "5-D"),
+    (np.zeros((2, 3, 3, 32, 32), np.float32), "channels"),
+    (np.zeros((2, 3, 1, 30, 32), np.float32), "30×32"),
+    (np.zeros((2, 1, 1, 32, 32), np.float32), "at least 2 frames"),
+    (np.zeros((2, 3, 1, 32, 32), np.uint8), "float pixels"),
+    (np.full((2, 3, 1, 32, 32), np.nan, np.float32), "NaN"),
+    ([[1.0]], "array"),
+])
+def test_bad_clips_are_refused_with_a_clear_message(clip, msg):
+    model = STVAE(Config.tiny())
+    with pytest.raises(ValueError, match=msg):
+        model.loss_and_grads(clip)
+    with pytest.raises(ValueError, match=msg):
+        model.predict(clip)
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="unknown preset"):
+        Config.preset("huge")
+    with pytest.raises(ValueError, match="odd"):
+        Config(enc_kernel=4)
+    with pytest.raises(ValueError, match="even"):
+        Config(height=33)
+
+
+def test_save_load_is_bit_identical(tmp_path):
+    model = STVAE(Config.tiny(), seed=5)
+    model.params["flow3.b"][...] = [0.25, -0.5]
+    path = tmp_path / "m.npz"
+    model.save(path, extra={"step": np.array(12)})
+    loaded, extra = STVAE.load(path, return_extra=True)
+    assert loaded.config == model.config and int(extra["step"]) == 12
+    for k in PARAM_NAMES:
+        assert loaded.params[k].dtype == model.params[k].dtype
+        np.testing.assert_array_equal(loaded.params[k], model.params[k])
+    clip = moving_square_clips(n=1, t=3)
+    np.testing.assert_array_equal(loaded.predict(clip)[0], model.predict(clip)[0])
+    assert not list(tmp_path.glob("*.tmp-*"))   # the temporary file was renamed away
+
+
+def test_bad_checkpoints_are_refused(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        STVAE.load(tmp_path / "missing.npz")
+    good = tmp_path / "good.npz"
+    STVAE(Config.tiny()).save(good)
+    data = good.read_bytes()
+    (tmp_path / "trunc.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        STVAE.load(tmp_path / "trunc.npz")
+    (tmp_path / "text.npz").write_text("hello")
+    with pytest.raises(ValueError, match="no zip header"):
+        STVAE.load(tmp_path / "text.npz")
+    np.savez(tmp_path / "foreign.npz", x=np.zeros(3))
+    with pytest.raises(ValueError, match="not an stvae_np checkpoint"):
+        STVAE.load(tmp_path / "foreign.npz")
+    np.savez(tmp_path / "pickled.npz", magic=np.array("stvae_np"),
+             evil=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(ValueError, match="pickled"):
+        STVAE.load(tmp_path / "pickled.npz")
+
+
+def test_tiny_model_learns_a_moving_pattern():
+    """A few dozen RMSProp steps on squares moving one pixel a frame: the loss falls."""
+    model = STVAE(Config.tiny(), seed=0)
+    opt = RMSProp(model.params, lr=2e-3)
+    losses = []
+    for step in range(40):
+        clip = moving_square_clips(n=4, t=5, seed=step)
+        loss, grads = model.loss_and_grads(clip)
+        clip_grad_norm(grads, 1.0)
+        opt.step(grads)
+        losses.append(float(loss))
+    first, last = np.mean(losses[:5]), np.mean(losses[-5:])
+    assert np.isfinite(losses).all()
+    assert last < 0.5 * first, (first, last)
