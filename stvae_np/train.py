@@ -1,0 +1,295 @@
+"""Train the spatio-temporal video autoencoder: the main job.
+
+    python -m stvae_np.train                          # tiny preset, Moving MNIST, a few minutes on a CPU
+    python -m stvae_np.train --preset paper --device gpu --steps 20000
+    python -m stvae_np.train --resume runs/<run>/checkpoint.npz --steps 3000
+
+A run folder (``runs/<time>-<preset>`` unless ``--out``) receives ``config.json``,
+``checkpoint.npz`` (model, optimizer, step, data RNG; written atomically),
+``metrics.json`` and the figures: ``loss_curve.png``, ``predictions.png``, ``flow.png``.
+Ctrl-C writes a checkpoint and stops; ``--resume`` carries on, and on the CPU a resumed
+run ends bit-identical to one that never stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from .backend import gpu_available
+from .model import STVAE, Config
+
+DATA_CHOICES = ("moving-mnist", "shapes")
+TEST_SEED = 2_147_483_647          # the held-out clips never depend on --seed
+CHECKPOINT = "checkpoint.npz"
+
+
+class CLIError(Exception):
+    """A user mistake: reported as one line, exit status 2, no traceback."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):       # one line instead of usage + error
+        raise CLIError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m stvae_np.train",
+                description="Train the spatio-temporal video autoencoder (Patraucean et al. 2016).")
+    p.add_argument("--preset", default="tiny", help="tiny (CPU, minutes) or paper (64×64, GPU)")
+    p.add_argument("--data", default="moving-mnist",
+                   help="moving-mnist, shapes, or a .npy/.npz file of clips")
+    p.add_argument("--steps", type=int, default=None, help="total training steps (default: per preset)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--seq-len", type=int, default=None, help="frames per training clip")
+    p.add_argument("--lr", type=float, default=None, help="RMSProp learning rate")
+    p.add_argument("--clip-norm", type=float, default=None, help="global gradient-norm clip (0: off)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="run folder (default runs/<time>-<preset>)")
+    p.add_argument("--resume", default=None, metavar="CKPT", help="continue from a checkpoint")
+    p.add_argument("--eval-every", type=int, default=500, help="steps between evaluations")
+    p.add_argument("--eval-clips", type=int, default=64, help="held-out clips per evaluation")
+    p.add_argument("--ckpt-every", type=int, default=250, help="steps between checkpoints")
+    p.add_argument("--log-every", type=int, default=10,
+                   help="steps between loss read-outs (each one is a device sync on the GPU)")
+    p.add_argument("--no-figures", action="store_true", help="skip the figures")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+DEFAULT_STEPS = {"tiny": 1500, "paper": 20000}
+
+
+# ----------------------------------------------------------------------------- set-up
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "gpu" if gpu_available() else "cpu"
+    if name == "gpu" and not gpu_available():
+        raise CLIError("--device gpu asked for, but no CUDA device is available "
+                       "(install the GPU extra: pip install -r requirements-gpu.txt)")
+    return name
+
+
+def make_data(data: str, config: Config, eval_clips: int, seq_len: int):
+    """Return (training source for ClipSampler, held-out Clips, a one-line description)."""
+    from . import data as D
+    size = config.height
+    if data == "moving-mnist":
+        if (config.height, config.width, config.channels) not in ((32, 32, 1), (64, 64, 1)):
+            raise CLIError(f"moving-mnist needs 32×32 or 64×64 one-channel frames, the model "
+                           f"has {config.height}×{config.width}×{config.channels}")
+        preset = "tiny" if size == 32 else "paper"
+        source = D.synthetic_source("moving_mnist", preset=preset)
+        test = D.moving_mnist_for(preset, eval_clips, seq_len=seq_len, split="test", seed=TEST_SEED)
+        return source, test, f"Moving MNIST {size}×{size}, 2 digits (train digits only)"
+    if data == "shapes":
+        if config.height != config.width or config.channels != 1:
+            raise CLIError("shapes needs square one-channel frames")
+        source = D.synthetic_source("moving_shapes", size=size)
+        test = D.moving_shapes(eval_clips, seq_len=seq_len, size=size, seed=TEST_SEED)
+        return source, test, f"moving shapes {size}×{size}"
+    if not os.path.exists(data):
+        raise CLIError(f"--data {data!r} is neither one of {DATA_CHOICES} nor an existing file")
+    try:
+        clips = D.load_clips(data)
+    except (ValueError, OSError) as err:
+        raise CLIError(str(err)) from None
+    n, t, c, h, w = clips.frames.shape
+    if (c, h, w) != (config.channels, config.height, config.width):
+        raise CLIError(f"{data}: clips are {c}×{h}×{w} (C×H×W), preset {config.name!r} expects "
+                       f"{config.channels}×{config.height}×{config.width}")
+    if n < 2:
+        raise CLIError(f"{data}: needs at least 2 clips (one is held out for testing), got {n}")
+    if t < seq_len:
+        raise CLIError(f"{data}: clips have {t} frames, --seq-len is {seq_len}")
+    n_test = max(1, min(eval_clips, n // 10))
+    train = D.Clips(clips.frames[:n - n_test])
+    test = D.Clips(clips.frames[n - n_test:])
+    return train, test, f"{data}: {n - n_test} training clips, {n_test} held out"
+
+
+def _checkpoint_extra(opt, step, sampler, history, train_seconds):
+    extra = {f"opt/{k}": np.asarray(v) for k, v in opt.state_dict().items()}
+    extra["step"] = np.array(step)
+    extra["train_seconds"] = np.array(train_seconds)
+    extra["sampler_state"] = np.array(json.dumps(sampler.state_dict()))
+    extra["history"] = np.array(json.dumps(history))
+    return extra
+
+
+def _restore(extra, opt, sampler):
+    opt.load_state_dict({k[len("opt/"):]: v for k, v in extra.items() if k.startswith("opt/")})
+    sampler.load_state_dict(json.loads(str(extra["sampler_state"])))
+    return int(extra["step"]), json.loads(str(extra["history"])), float(extra["train_seconds"])
+
+
+def _write_json(path, obj):
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as fh:
+        json.dump(obj, fh, indent=2)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- the run
+def train(args) -> int:
+    from tqdm import tqdm
+
+    from .data import ClipSampler
+    from .evaluate import one_step_metrics
+    from .optim import RMSProp, clip_grad_norm, clip_grad_value, step_decay
+
+    device = resolve_device(args.device)
+    if args.resume:
+        try:
+            model, extra = STVAE.load(args.resume, device=device, return_extra=True)
+        except (FileNotFoundError, ValueError) as err:
+            raise CLIError(str(err)) from None
+        if "step" not in extra:
+            raise CLIError(f"{args.resume}: a model file without training state; cannot resume")
+        config = model.config
+        out = args.out or os.path.dirname(os.path.abspath(args.resume))
+        saved = json.loads(open(os.path.join(out, "run.json")).read()) \
+            if os.path.exists(os.path.join(out, "run.json")) else {}
+        for key in ("data", "seed", "batch_size", "seq_len", "lr", "clip_norm"):
+            if getattr(args, key, None) is None and key in saved:
+                setattr(args, key, saved[key])
+        if args.data == "moving-mnist" and saved.get("data"):
+            args.data = saved["data"]
+    else:
+        try:
+            config = Config.preset(args.preset)
+        except ValueError as err:
+            raise CLIError(str(err)) from None
+        model = STVAE(config, seed=args.seed, device=device)
+        out = args.out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S") + f"-{config.name}")
+    steps = args.steps if args.steps is not None else DEFAULT_STEPS.get(config.name, 5000)
+    batch_size = args.batch_size or config.batch_size
+    seq_len = args.seq_len or config.seq_len
+    base_lr = args.lr if args.lr is not None else config.lr
+    clip_norm = args.clip_norm if args.clip_norm is not None else config.clip_norm
+    for name, v in (("--steps", steps), ("--batch-size", batch_size), ("--eval-clips", args.eval_clips),
+                    ("--eval-every", args.eval_every), ("--ckpt-every", args.ckpt_every),
+                    ("--log-every", args.log_every)):
+        if v < 1:
+            raise CLIError(f"{name} must be at least 1, got {v}")
+    if seq_len < 2:
+        raise CLIError(f"--seq-len must be at least 2, got {seq_len}")
+
+    source, test_clips, data_desc = make_data(args.data, config, args.eval_clips, seq_len)
+    sampler = ClipSampler(source, batch_size, seq_len, seed=args.seed)
+    opt = RMSProp(model.params, lr=base_lr)
+    step, history, train_seconds = 0, {"loss": [], "eval": []}, 0.0
+    if args.resume:
+        step, history, train_seconds = _restore(extra, opt, sampler)
+
+    os.makedirs(out, exist_ok=True)
+    ckpt_path = os.path.join(out, CHECKPOINT)
+    _write_json(os.path.join(out, "config.json"), config.to_dict())
+    _write_json(os.path.join(out, "run.json"), dict(
+        data=args.data, seed=args.seed, batch_size=batch_size, seq_len=seq_len, lr=base_lr,
+        clip_norm=clip_norm, device=device, preset=config.name))
+    log = (lambda *a: None) if args.quiet else (lambda *a: tqdm.write(" ".join(map(str, a))))
+    log(f"stvae_np: preset {config.name} ({config.num_params():,} parameters) on {device}; "
+        f"{data_desc}; batch {batch_size}×{seq_len} frames; run folder {out}")
+
+    def save():
+        model.save(ckpt_path, extra=_checkpoint_extra(opt, step, sampler, history, train_seconds))
+
+    def evaluate():
+        m = one_step_metrics(model, test_clips)
+        history["eval"].append({"step": step, **m})
+        msg = f"step {step}: test mse {m['mse']:.5f} (copy-last {m['copy_last_mse']:.5f})"
+        if "epe" in m:
+            msg += f", flow EPE {m['epe']:.3f} px (zero flow {m['zero_flow_epe']:.3f})"
+        log(msg)
+        return m
+
+    status, last_loss = 0, float("nan")
+    bar = tqdm(total=steps, initial=step, unit="step", disable=args.quiet, mininterval=1.0,
+               dynamic_ncols=True)
+    try:
+        while step < steps:
+            t0 = time.perf_counter()
+            batch = next(sampler)
+            loss, grads = model.loss_and_grads(batch.frames)
+            if clip_norm > 0:
+                clip_grad_norm(grads, clip_norm)
+            if config.clip_value > 0:
+                clip_grad_value(grads, config.clip_value)
+            epoch = step // config.steps_per_epoch
+            opt.lr = step_decay(base_lr, epoch, config.lr_decay, config.lr_decay_every)
+            if device == "cpu" or (step + 1) % args.log_every == 0 or step + 1 == steps:
+                last_loss = float(loss)             # a device sync on the GPU: only now and then
+                if not np.isfinite(last_loss):
+                    bar.close()
+                    print(f"error: the loss became {last_loss} at step {step + 1}; stopped. The last "
+                          f"good checkpoint is {ckpt_path if os.path.exists(ckpt_path) else 'not written yet'} "
+                          f"(try a smaller --lr or --clip-norm).", file=sys.stderr)
+                    return 1
+                history["loss"].append([step + 1, last_loss])
+            opt.step(grads)
+            step += 1
+            train_seconds += time.perf_counter() - t0
+            bar.update(1)
+            bar.set_postfix(loss=f"{last_loss:.5f}", lr=f"{opt.lr:.2e}", refresh=False)
+            if step % args.eval_every == 0 and step < steps:
+                evaluate()
+            if step % args.ckpt_every == 0:
+                save()
+    except KeyboardInterrupt:
+        bar.close()
+        save()
+        print(f"\ninterrupted at step {step}: checkpoint written to {ckpt_path}; continue with "
+              f"python -m stvae_np.train --resume {ckpt_path} --steps {steps}", file=sys.stderr)
+        return 130
+    bar.close()
+    final = evaluate()
+    save()
+    result = {"steps": step, "train_seconds": round(train_seconds, 2),
+              "steps_per_second": round(step / max(train_seconds, 1e-9), 3),
+              "device": device, "preset": config.name, "data": data_desc,
+              "batch_size": batch_size, "seq_len": seq_len, "lr": base_lr, "seed": args.seed,
+              "test": final, "history": history}
+    _write_json(os.path.join(out, "metrics.json"), result)
+    if not args.no_figures:
+        make_figures(model, test_clips, history, out)
+    ratio = final["mse"] / final["copy_last_mse"]
+    log(f"done: {step} steps in {train_seconds:.0f} s; test mse {final['mse']:.5f} = "
+        f"{ratio:.2f} × copy-last; results in {out}")
+    return status
+
+
+def make_figures(model, clips, history, out):
+    """loss_curve.png, predictions.png and flow.png in the run folder."""
+    from . import viz
+    from .evaluate import predict_clips
+    k = min(4, len(clips.frames))
+    preds, flows = predict_clips(model, clips.frames[:k])
+    loss = np.array(history["loss"]) if history["loss"] else np.zeros((0, 2))
+    ev = history["eval"]
+    viz.plot_loss_curve(os.path.join(out, "loss_curve.png"), loss[:, 0], loss[:, 1],
+                        eval_steps=[e["step"] for e in ev], eval_mse=[e["mse"] for e in ev],
+                        baseline_mse=ev[-1]["copy_last_mse"] if ev else None)
+    viz.plot_predictions(os.path.join(out, "predictions.png"), clips.frames[:k, :-1],
+                         np.clip(preds, 0, 1), clips.frames[:k, 1:])
+    if clips.flow is not None:
+        viz.plot_flow_comparison(os.path.join(out, "flow.png"), clips.frames[:k, 1:], flows,
+                                 clips.flow[:k], mask=clips.masks[:k, 1:, 0])
+
+
+def main(argv=None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return train(args)
+    except CLIError as err:
+        print(f"stvae_np.train: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

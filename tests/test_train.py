@@ -1,0 +1,149 @@
+"""The training command: a short run end to end, resume equality, atomic checkpoints,
+Ctrl-C, a non-finite loss, data files, and one-line errors for bad arguments."""
+import json
+
+import numpy as np
+import pytest
+
+from stvae_np import train as T
+from stvae_np.model import PARAM_NAMES, STVAE
+
+FAST = ["--batch-size", "2", "--seq-len", "3", "--eval-clips", "2", "--quiet"]
+
+
+def run(tmp_path, name, *args):
+    out = tmp_path / name
+    code = T.main([*FAST, "--out", str(out), *args])
+    return code, out
+
+
+def test_short_run_writes_everything(tmp_path):
+    code, out = run(tmp_path, "a", "--steps", "3")
+    assert code == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["steps"] == 3 and m["train_seconds"] > 0
+    for key in ("mse", "copy_last_mse", "psnr", "ssim", "epe", "zero_flow_epe"):
+        assert np.isfinite(m["test"][key]), key
+    assert [s for s, _ in m["history"]["loss"]] == [1, 2, 3]
+    assert json.loads((out / "config.json").read_text())["name"] == "tiny"
+    for fig in ("loss_curve.png", "predictions.png", "flow.png"):
+        assert (out / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", fig
+    model, extra = STVAE.load(out / "checkpoint.npz", return_extra=True)
+    assert int(extra["step"]) == 3
+
+
+def _params(path):
+    model, extra = STVAE.load(path, return_extra=True)
+    return model.params, extra
+
+
+def test_resumed_run_is_bit_identical(tmp_path):
+    code, straight = run(tmp_path, "straight", "--steps", "6", "--no-figures")
+    assert code == 0
+    code, split = run(tmp_path, "split", "--steps", "3", "--no-figures")
+    assert code == 0
+    code = T.main([*FAST, "--resume", str(split / "checkpoint.npz"), "--steps", "6", "--no-figures"])
+    assert code == 0
+    p1, e1 = _params(straight / "checkpoint.npz")
+    p2, e2 = _params(split / "checkpoint.npz")
+    assert int(e1["step"]) == int(e2["step"]) == 6
+    for k in PARAM_NAMES:
+        np.testing.assert_array_equal(p1[k], p2[k], err_msg=k)
+        np.testing.assert_array_equal(e1[f"opt/v/{k}"], e2[f"opt/v/{k}"], err_msg=k)
+    l1 = json.loads((straight / "metrics.json").read_text())["history"]["loss"]
+    l2 = json.loads((split / "metrics.json").read_text())["history"]["loss"]
+    assert l1 == l2
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    model = STVAE(T.Config.tiny())
+    path = tmp_path / "checkpoint.npz"
+    model.save(path)
+    before = path.read_bytes()
+
+    def broken_savez(fh, **arrays):
+        fh.write(b"PK\x03\x04 half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", broken_savez)
+    model.params["enc.b"] += 1.0
+    with pytest.raises(OSError, match="disk full"):
+        model.save(path)
+    assert path.read_bytes() == before                  # the old checkpoint is untouched
+    assert not list(tmp_path.glob("*.tmp-*"))           # and no temporary file is left
+
+
+class _Interrupt:
+    """Wraps STVAE.loss_and_grads: raises ``exc`` (or returns a NaN loss) on call ``at``."""
+
+    def __init__(self, monkeypatch, at, nan=False):
+        self.calls, self.at, self.nan = 0, at, nan
+        self.orig = STVAE.loss_and_grads
+        monkeypatch.setattr(STVAE, "loss_and_grads", self)
+
+    def __get__(self, model, owner):
+        return lambda clip: self(model, clip)
+
+    def __call__(self, model, clip):
+        self.calls += 1
+        loss, grads = self.orig(model, clip)
+        if self.calls == self.at:
+            if not self.nan:
+                raise KeyboardInterrupt
+            loss = loss * np.nan
+        return loss, grads
+
+
+def test_ctrl_c_writes_a_checkpoint_and_resume_finishes(tmp_path, monkeypatch, capsys):
+    _Interrupt(monkeypatch, at=3)
+    code, out = run(tmp_path, "int", "--steps", "5", "--no-figures")
+    assert code == 130
+    assert "interrupted at step 2" in capsys.readouterr().err
+    _, extra = _params(out / "checkpoint.npz")
+    assert int(extra["step"]) == 2
+    monkeypatch.undo()
+    assert T.main([*FAST, "--resume", str(out / "checkpoint.npz"), "--steps", "5", "--no-figures"]) == 0
+    _, extra = _params(out / "checkpoint.npz")
+    assert int(extra["step"]) == 5
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    _Interrupt(monkeypatch, at=4, nan=True)
+    code, out = run(tmp_path, "nan", "--steps", "6", "--ckpt-every", "2", "--no-figures")
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "loss became nan at step 4" in err and "checkpoint.npz" in err
+    params, extra = _params(out / "checkpoint.npz")
+    assert int(extra["step"]) == 2
+    assert all(np.isfinite(v).all() for v in params.values())
+
+
+def test_training_on_a_file_of_clips(tmp_path):
+    clips = np.random.default_rng(0).integers(0, 256, (6, 5, 32, 32), dtype=np.uint8)
+    np.save(tmp_path / "clips.npy", clips)
+    code, out = run(tmp_path, "file", "--steps", "2", "--data", str(tmp_path / "clips.npy"),
+                    "--no-figures")
+    assert code == 0
+    test = json.loads((out / "metrics.json").read_text())["test"]
+    assert "epe" not in test and np.isfinite(test["mse"])     # no ground-truth flow in a file
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--preset", "huge"], "unknown preset 'huge'"),
+    (["--data", "no/such/file.npy"], "neither one of"),
+    (["--steps", "0"], "--steps must be at least 1"),
+    (["--seq-len", "1"], "--seq-len must be at least 2"),
+    (["--frobnicate"], "unrecognized arguments"),
+    (["--resume", "no/such/ckpt.npz"], "checkpoint not found"),
+])
+def test_bad_arguments_give_one_line_and_no_traceback(tmp_path, capsys, args, msg):
+    code = T.main([*FAST, "--out", str(tmp_path / "x"), *args])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert msg in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_wrong_frame_size_in_a_file(tmp_path, capsys):
+    np.save(tmp_path / "big.npy", np.zeros((4, 5, 64, 64), np.uint8))
+    code = T.main([*FAST, "--out", str(tmp_path / "x"), "--data", str(tmp_path / "big.npy")])
+    assert code == 2 and "expects 1×32×32" in capsys.readouterr().err
