@@ -28,6 +28,7 @@ from typing import NamedTuple
 from .backend import get_array_module
 
 METHODS = ("auto", "im2col", "shift")
+MAX_BUFFER = 2 ** 25     # elements (128 MiB in float32) of the largest temporary buffer per chunk
 
 
 # ----------------------------------------------------------------------------- checks
@@ -128,6 +129,75 @@ class Conv2dCache(NamedTuple):
     method: str      # "im2col" or "shift"
 
 
+def _buffer_per_clip(method, x_shape, w_shape):
+    """Elements of the temporary buffer one input map adds (im2col's cols or shift's z)."""
+    _, c, h, w = x_shape
+    f, _, k, _ = w_shape
+    if method == "im2col":
+        return c * k * k * h * w
+    p = k // 2
+    return (f * k * k + c) * (h + 2 * p) * (w + 2 * p)
+
+
+def _batch_chunks(n, per_item):
+    """Slices of the batch axis whose buffers stay under MAX_BUFFER elements each.
+
+    The model pushes all N·(T−1) frames of a clip batch through one convolution; for the
+    64→2 15×15 flow convolution of the paper preset one buffer for all 144 frames would
+    be over 500 MB. The matrix products of each chunk stay large enough to run at full
+    speed, and the memory stays bounded.
+    """
+    size = max(1, MAX_BUFFER // max(per_item, 1))
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def _forward_chunk(x, w, method):
+    """The bias-free convolution of one chunk, returned as (F, N, H, W)."""
+    xp = get_array_module(x, w)
+    n, c, h, wd = x.shape
+    f, _, k, _ = w.shape
+    if method == "im2col":
+        cols = im2col(x, k)                                   # (C·k·k, N·H·W)
+        return (w.reshape(f, c * k * k) @ cols).reshape(f, n, h, wd)
+    p = k // 2
+    x_pad = _pad(x, p).transpose(1, 0, 2, 3)                  # (C, N, Hp, Wp)
+    w3 = w.transpose(0, 2, 3, 1).reshape(f * k * k, c)        # (F·k·k, C)
+    z = (w3 @ x_pad.reshape(c, -1)).reshape(f, k, k, n, h + 2 * p, wd + 2 * p)
+    out = xp.zeros((f, n, h, wd), dtype=x.dtype)
+    for u in range(k):           # add the k·k shifted windows
+        for v in range(k):
+            out += z[:, u, v, :, u:u + h, v:v + wd]
+    return out
+
+
+def _backward_chunk(dout, x, w, method):
+    """dx (N, C, H, W) and dW (F, C, k, k) of one chunk."""
+    xp = get_array_module(dout, w)
+    n, c, h, wd = x.shape
+    f, _, k, _ = w.shape
+    dout_t = dout.transpose(1, 0, 2, 3)                       # (F, N, H, W), a view
+    if method == "im2col":
+        dout2 = dout_t.reshape(f, n * h * wd)                 # copies once
+        cols = im2col(x, k)                                   # (C·k·k, N·H·W)
+        dw = (dout2 @ cols.T).reshape(w.shape)
+        del cols             # free it before dcols, its twin in size, is made
+        dcols = w.reshape(f, c * k * k).T @ dout2             # (C·k·k, N·H·W)
+        return col2im(dcols, x.shape, k), dw
+    p = k // 2
+    hp, wp = h + 2 * p, wd + 2 * p
+    # dz[f, u, v, n, y + u, x + v] = dout[n, f, y, x]: the adjoint of the shift-add
+    dz = xp.zeros((f, k, k, n, hp, wp), dtype=dout.dtype)
+    for u in range(k):
+        for v in range(k):
+            dz[:, u, v, :, u:u + h, v:v + wd] = dout_t
+    dz = dz.reshape(f * k * k, n * hp * wp)
+    x_pad = _pad(x, p).transpose(1, 0, 2, 3).reshape(c, n * hp * wp)
+    dw = (dz @ x_pad.T).reshape(f, k, k, c).transpose(0, 3, 1, 2)
+    w3 = w.transpose(0, 2, 3, 1).reshape(f * k * k, c)
+    dx_pad = (w3.T @ dz).reshape(c, n, hp, wp)
+    return dx_pad[:, :, p:p + h, p:p + wd].transpose(1, 0, 2, 3), dw
+
+
 def conv2d_forward(x, w, b=None, method="auto"):
     """Cross-correlation with stride 1 and zero "same" padding.
 
@@ -142,31 +212,21 @@ def conv2d_forward(x, w, b=None, method="auto"):
         out: (N, F, H, W), x's dtype.
         cache: :class:`Conv2dCache`.
 
-    The cache keeps x, not the im2col buffer: backward rebuilds it. Keeping it would
-    cost C·k² times the input's memory per call (gigabytes over a ConvLSTM unrolled
-    in time), and rebuilding it is a few strided copies.
+    The batch is processed in chunks whose temporary buffer stays under MAX_BUFFER
+    elements. The cache keeps x, not the im2col buffer: backward rebuilds it. Keeping
+    it would cost C·k² times the input's memory per call (gigabytes over a ConvLSTM
+    unrolled in time), and rebuilding it is a few strided copies.
     """
     _check_conv_args(x, w, b)
     method = _pick_method(method, x.shape, w.shape)
     xp = get_array_module(x, w)
-    n, c, h, wd = x.shape
-    f, _, k, _ = w.shape
-    if method == "im2col":
-        cols = im2col(x, k)                                   # (C·k·k, N·H·W)
-        out = w.reshape(f, c * k * k) @ cols                  # (F, N·H·W)
-        out = out.reshape(f, n, h, wd)
-    else:
-        p = k // 2
-        x_pad = _pad(x, p).transpose(1, 0, 2, 3)              # (C, N, Hp, Wp)
-        w3 = w.transpose(0, 2, 3, 1).reshape(f * k * k, c)    # (F·k·k, C)
-        z = (w3 @ x_pad.reshape(c, -1)).reshape(f, k, k, n, h + 2 * p, wd + 2 * p)
-        out = xp.zeros((f, n, h, wd), dtype=x.dtype)
-        for u in range(k):       # add the k·k shifted windows
-            for v in range(k):
-                out += z[:, u, v, :, u:u + h, v:v + wd]
+    n, _, h, wd = x.shape
+    f = w.shape[0]
+    out = xp.empty((n, f, h, wd), dtype=x.dtype)
+    for chunk in _batch_chunks(n, _buffer_per_clip(method, x.shape, w.shape)):
+        out[chunk] = _forward_chunk(x[chunk], w, method).transpose(1, 0, 2, 3)
     if b is not None:
-        out += b.reshape(f, 1, 1, 1)
-    out = xp.ascontiguousarray(out.transpose(1, 0, 2, 3))    # (N, F, H, W)
+        out += b.reshape(1, f, 1, 1)
     return out, Conv2dCache(x, w, b is not None, method)
 
 
@@ -187,33 +247,17 @@ def conv2d_backward(dout, cache):
     x, w, has_bias, method = cache
     xp = get_array_module(dout, w)
     n, c, h, wd = x.shape
-    f, _, k, _ = w.shape
+    f = w.shape[0]
     if tuple(dout.shape) != (n, f, h, wd):
         raise ValueError(f"conv2d_backward: dout must have shape {(n, f, h, wd)}, "
                          f"got {tuple(dout.shape)}")
-    dout_t = dout.transpose(1, 0, 2, 3)                       # (F, N, H, W), a view
-    db = dout_t.sum(axis=(1, 2, 3)) if has_bias else None
-    if method == "im2col":
-        dout2 = dout_t.reshape(f, n * h * wd)                 # copies once
-        cols = im2col(x, k)                                   # (C·k·k, N·H·W)
-        dw = (dout2 @ cols.T).reshape(w.shape)
-        dcols = w.reshape(f, c * k * k).T @ dout2             # (C·k·k, N·H·W)
-        dx = col2im(dcols, x.shape, k)
-    else:
-        p = k // 2
-        hp, wp = h + 2 * p, wd + 2 * p
-        # dz[f, u, v, n, y + u, x + v] = dout[n, f, y, x]: the adjoint of the shift-add
-        dz = xp.zeros((f, k, k, n, hp, wp), dtype=dout.dtype)
-        for u in range(k):
-            for v in range(k):
-                dz[:, u, v, :, u:u + h, v:v + wd] = dout_t
-        dz = dz.reshape(f * k * k, n * hp * wp)
-        x_pad = _pad(x, p).transpose(1, 0, 2, 3).reshape(c, n * hp * wp)
-        dw = (dz @ x_pad.T).reshape(f, k, k, c).transpose(0, 3, 1, 2)
-        w3 = w.transpose(0, 2, 3, 1).reshape(f * k * k, c)
-        dx_pad = (w3.T @ dz).reshape(c, n, hp, wp)
-        dx = dx_pad[:, :, p:p + h, p:p + wd].transpose(1, 0, 2, 3)
-    return xp.ascontiguousarray(dx), xp.ascontiguousarray(dw), db
+    db = dout.sum(axis=(0, 2, 3)) if has_bias else None
+    dx = xp.empty_like(x)
+    dw = xp.zeros_like(w)
+    for chunk in _batch_chunks(n, _buffer_per_clip(method, x.shape, w.shape)):
+        dx[chunk], dw_chunk = _backward_chunk(dout[chunk], x[chunk], w, method)
+        dw += dw_chunk                                        # dW sums over the batch
+    return dx, dw, db
 
 
 # ----------------------------------------------------------------------------- max-pool
@@ -246,7 +290,7 @@ def maxpool2_forward(x):
         raise ValueError(f"maxpool2: spatial size must be even, got {x.shape[2]}×{x.shape[3]}")
     xp = get_array_module(x)
     win = _windows(x)
-    argmax = win.argmax(axis=-1)
+    argmax = win.argmax(axis=-1).astype(xp.int8)     # 0..3; int8 keeps the cache small
     out = xp.take_along_axis(win, argmax[..., None], axis=-1)[..., 0]
     return out, MaxPoolCache(tuple(x.shape), argmax)
 

@@ -72,6 +72,26 @@ def test_conv2d_gradients(k, shape, method):
     _check_conv_grads(x, wt, b, method, seed=k)
 
 
+@pytest.mark.parametrize("method", ["im2col", "shift"])
+def test_conv2d_in_batch_chunks_gives_the_same_result(method, monkeypatch):
+    """A tiny MAX_BUFFER forces one chunk per map: values and gradients must not change."""
+    import stvae_np.conv as conv
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((5, 3, 6, 5))
+    w = rng.standard_normal((2, 3, 3, 3))
+    b = rng.standard_normal(2)
+    out, cache = conv2d_forward(x, w, b, method=method)
+    dout = rng.standard_normal(out.shape)
+    grads = conv2d_backward(dout, cache)
+    monkeypatch.setattr(conv, "MAX_BUFFER", 1)
+    assert len(conv._batch_chunks(5, conv._buffer_per_clip(method, x.shape, w.shape))) == 5
+    out_c, cache_c = conv2d_forward(x, w, b, method=method)
+    np.testing.assert_allclose(out_c, out, rtol=1e-13, atol=1e-13)
+    for g, g_c in zip(grads, conv2d_backward(dout, cache_c)):
+        np.testing.assert_allclose(g_c, g, rtol=1e-13, atol=1e-13)
+    _check_conv_grads(x, w, b, method, seed=12)
+
+
 def test_conv2d_without_bias():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1, 2, 5, 5))
