@@ -1,0 +1,337 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 01 · Convolution: forward, im2col, the "shift" order, and the backward pass
+#
+# Every learned layer of the spatio-temporal video autoencoder is a 2-D convolution:
+# the encoder, the four ConvLSTM gates, the flow regressor and the decoder. This
+# tutorial opens `stvae_np/conv.py` and shows
+#
+# 1. the equation, checked against a deliberately naive loop;
+# 2. **im2col**: the whole convolution as one matrix product;
+# 3. the **shift** order (channels first, then shift-and-add) and why it wins when
+#    the layer has few output channels;
+# 4. the **backward** pass: the input gradient is itself a convolution, with the
+#    kernel flipped and its two channel axes swapped;
+# 5. a gradient check against finite differences.
+
+# %%
+import time
+
+import numpy as np
+
+import _setup  # noqa: F401  (puts the repository on sys.path, picks a backend)
+from _setup import plt, show
+from stvae_np.conv import col2im, conv2d_backward, conv2d_forward, im2col
+from stvae_np.data import mnist_digits
+from stvae_np.gradcheck import numerical_gradient, rel_error
+
+rng = np.random.default_rng(0)
+
+# %% [markdown]
+# ## 1. Cross-correlation with "same" padding
+#
+# An input `x` of shape `(N, C, H, W)` (batch, channels, rows, columns) and weights
+# `W` of shape `(F, C, k, k)` (output channels, input channels, an odd k × k kernel)
+# give an output `(N, F, H, W)`:
+#
+# $$
+# \mathrm{out}[n, f, y, x] \;=\; b_f \;+\; \sum_{c=0}^{C-1}\;\sum_{u=0}^{k-1}\sum_{v=0}^{k-1}
+#     W[f, c, u, v]\; x_{\mathrm{pad}}[n, c,\, y + u,\, x + v]
+# $$
+#
+# where $x_{\mathrm{pad}}$ is `x` with $p = \lfloor k/2 \rfloor$ rows and columns of
+# zeros on every side ("same" padding, so H and W are kept). The kernel is **not**
+# flipped: strictly this is a cross-correlation, which is what PyTorch and every deep
+# learning library call "convolution".
+#
+# The most literal implementation is four nested loops with a k × k dot product
+# inside. It is far too slow to use, but it is the definition, so we compare the
+# package's `conv2d_forward` against it.
+
+# %%
+def conv2d_naive(x, w, b):
+    """The equation above, one output number at a time (for comparison only)."""
+    n, c, h, wd = x.shape
+    f, _, k, _ = w.shape
+    p = k // 2
+    x_pad = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    out = np.empty((n, f, h, wd), dtype=x.dtype)
+    for i in range(n):
+        for j in range(f):
+            for y in range(h):
+                for xx in range(wd):
+                    out[i, j, y, xx] = b[j] + np.sum(w[j] * x_pad[i, :, y:y + k, xx:xx + k])
+    return out
+
+
+x = rng.standard_normal((2, 3, 16, 16))          # (N, C, H, W)
+w = rng.standard_normal((4, 3, 5, 5))            # (F, C, k, k)
+b = rng.standard_normal(4)                       # (F,)
+
+t0 = time.perf_counter()
+out_naive = conv2d_naive(x, w, b)
+t_naive = time.perf_counter() - t0
+t0 = time.perf_counter()
+out, _ = conv2d_forward(x, w, b)
+t_fast = time.perf_counter() - t0
+print("out shape:", out.shape)
+print(f"max |naive − conv2d_forward| = {np.abs(out_naive - out).max():.2e}")
+print(f"naive loop {1e3 * t_naive:.1f} ms, conv2d_forward {1e3 * t_fast:.2f} ms")
+
+# %% [markdown]
+# ## 2. im2col: the convolution as one matrix product
+#
+# Look at the sum again: for a fixed output pixel `(n, y, x)` it is a dot product
+# between the flattened kernel `W[f]` (length `C·k·k`) and the flattened patch of
+# `x_pad` under it. Stack all patches as the **columns** of one matrix:
+#
+# $$
+# \mathrm{cols}\big[(c, u, v),\, (n, y, x)\big] = x_{\mathrm{pad}}[n, c, y + u, x + v],
+# \qquad \mathrm{cols} \in \mathbb{R}^{(C k^2) \times (N H W)}
+# $$
+#
+# Then the whole layer is one matrix product, `out = W.reshape(F, C·k·k) @ cols`,
+# giving `(F, N·H·W)`, which is reshaped to `(N, F, H, W)`. `stvae_np.conv.im2col`
+# builds `cols` with k·k strided copies (one per kernel offset `(u, v)`: row block
+# `(c, u, v)` is the padded image shifted by `(u, v)`), so it never loops over pixels.
+#
+# `col2im` is its **adjoint** (its transpose as a linear map): it adds every entry of
+# a `(C·k·k, N·H·W)` matrix back onto the pixel it was copied from. That is exactly
+# what the backward pass needs, and we can check the adjoint identity
+# $\langle \mathrm{im2col}(x), D\rangle = \langle x, \mathrm{col2im}(D)\rangle$.
+
+# %%
+k = w.shape[-1]
+cols = im2col(x, k)
+print("x:", x.shape, " W:", w.shape, " -> cols:", cols.shape,
+      f"= (C·k·k, N·H·W) = ({3 * k * k}, {2 * 16 * 16})")
+out_mm = (w.reshape(4, -1) @ cols).reshape(4, 2, 16, 16).transpose(1, 0, 2, 3) + b.reshape(1, 4, 1, 1)
+print(f"max |W₂ @ cols − conv2d_forward| = {np.abs(out_mm - out).max():.2e}")
+
+d = rng.standard_normal(cols.shape)
+lhs, rhs = np.sum(cols * d), np.sum(x * col2im(d, x.shape, k))
+print(f"<im2col(x), D> = {lhs:.6f}   <x, col2im(D)> = {rhs:.6f}")
+
+# %% [markdown]
+# What does `cols` look like? Take one MNIST digit, average-pool it to 14 × 14 so the
+# picture stays readable, and use a 3 × 3 kernel: `cols` is `(9, 196)`. Each of its
+# nine rows is the whole (padded) digit shifted by one kernel offset `(u, v)` and
+# flattened row by row (hence the stripes: one stroke segment per image row); each
+# column is one 3 × 3 patch, unrolled (red: the patch around output pixel (6, 7)).
+# The product `W₂ @ cols` takes one weighted sum of the nine rows per output channel.
+
+# %%
+images, classes = mnist_digits()
+digit = images[np.flatnonzero(classes == 3)[0]].astype(np.float64)        # (28, 28) in [0, 1]
+small = digit.reshape(14, 2, 14, 2).mean(axis=(1, 3))                      # (14, 14)
+cols_small = im2col(small[None, None], 3)                                   # (9, 196)
+print("cols of a 14×14 digit, 3×3 kernel:", cols_small.shape)
+
+y_pick, x_pick = 6, 7                      # one output pixel and its column y·14 + x
+col_pick = y_pick * 14 + x_pick
+fig = plt.figure(figsize=(12, 3.8))
+ax0 = fig.add_axes([0.0, 0.12, 0.15, 0.76])
+ax0.imshow(small, cmap="gray", vmin=0, vmax=1)
+ax0.add_patch(plt.Rectangle((x_pick - 1.5, y_pick - 1.5), 3, 3, fill=False, ec="red", lw=2))
+ax0.set_title("x (1, 1, 14, 14)")
+ax0.axis("off")
+ax1 = fig.add_axes([0.23, 0.12, 0.70, 0.76])
+ax1.imshow(cols_small, cmap="gray", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
+ax1.add_patch(plt.Rectangle((col_pick - 0.5, -0.5), 1, 9, fill=False, ec="red", lw=2))
+ax1.set_yticks(range(9))
+ax1.set_yticklabels([f"(0,{u},{v})" for u in range(3) for v in range(3)], fontsize=8)
+ax1.set_ylabel("row (c, u, v), c = 0")
+ax1.set_xticks(np.arange(0, 196, 14))
+ax1.set_xlabel("column = output pixel y·14 + x (one 3×3 patch each)")
+ax1.set_title("cols = im2col(x, 3): shape (C·k·k, N·H·W) = (9, 196)")
+ax2 = fig.add_axes([0.945, 0.35, 0.055, 0.3])
+ax2.imshow(cols_small[:, col_pick].reshape(3, 3), cmap="gray", vmin=0, vmax=1)
+ax2.set_title(f"column {col_pick}\nas 3×3", fontsize=8, color="red")
+ax2.set_xticks([])
+ax2.set_yticks([])
+show(fig, "01_im2col_matrix")
+
+# %% [markdown]
+# ## 3. The "shift" order: channels first, then shift-and-add
+#
+# im2col builds a buffer of `C·k²·N·H·W` numbers. For the flow regressor's first
+# layer (64 → 2 channels, 15 × 15 kernel) that is 225 copies of a 64-channel
+# feature map, only to produce 2 channels. The sum can be taken in the other order:
+#
+# $$
+# z[f, u, v, n, \cdot, \cdot] = \sum_{c} W[f, c, u, v]\, x_{\mathrm{pad}}[n, c, \cdot, \cdot]
+# \quad\text{(one matmul } (F k^2 \times C) \cdot (C \times N H_p W_p)\text{)},
+# \qquad
+# \mathrm{out}[n, f, y, x] = \sum_{u, v} z[f, u, v, n, y + u, x + v]
+# $$
+#
+# First contract the **channels** (every kernel tap `(f, u, v)` applied to the whole
+# padded map), then add the k² maps `z[f, u, v]`, each **shifted** by `(u, v)`. The
+# multiply count is the same (up to the padding border), but the buffer is now
+# `F·k²·N·H_p·W_p`, with `H_p = H + 2p`. The ratio of the two buffers is about
+# `C / F`: when `F ≪ C` the shift order touches far less memory.
+# `conv2d_forward(..., method="auto")` compares the two sizes and picks the smaller.
+#
+# Buffer sizes (numbers per batch item) for the layers of the paper's model:
+
+# %%
+layers = [  # name, C_in, C_out, k, H (= W)
+    ("encoder 1→16, 7×7, 64²", 1, 16, 7, 64),
+    ("ConvLSTM [x;h] 80→256, 7×7, 32²", 80, 256, 7, 32),
+    ("flow1 64→2, 15×15, 32²", 64, 2, 15, 32),
+    ("decoder 16→1, 7×7, 64²", 16, 1, 7, 64),
+]
+print(f"{'layer':34s} {'im2col C·k²·H·W':>16s} {'shift F·k²·Hp·Wp':>18s}  auto picks")
+for name, c_in, c_out, kk, hw in layers:
+    p = kk // 2
+    im2col_size = c_in * kk * kk * hw * hw
+    shift_size = c_out * kk * kk * (hw + 2 * p) ** 2
+    pick = "shift" if shift_size < im2col_size else "im2col"
+    print(f"{name:34s} {im2col_size:16,d} {shift_size:18,d}  {pick}")
+
+# %% [markdown]
+# Both orders give the same numbers; on the flow layer the shift order is also much
+# faster (float32, one 32 × 32 map with 64 channels):
+
+# %%
+x_flow = rng.standard_normal((1, 64, 32, 32)).astype(np.float32)
+w_flow = (0.01 * rng.standard_normal((2, 64, 15, 15))).astype(np.float32)
+timings = {}
+results = {}
+for method in ("im2col", "shift"):
+    conv2d_forward(x_flow, w_flow, method=method)                 # warm-up
+    t0 = time.perf_counter()
+    for _ in range(3):
+        results[method], _ = conv2d_forward(x_flow, w_flow, method=method)
+    timings[method] = (time.perf_counter() - t0) / 3
+print(f"im2col {1e3 * timings['im2col']:.1f} ms   shift {1e3 * timings['shift']:.1f} ms   "
+      f"max |difference| = {np.abs(results['im2col'] - results['shift']).max():.1e}")
+
+# %% [markdown]
+# ## 4. A picture: one digit through a few hand-made kernels
+#
+# One input channel, four output channels: `W` is `(4, 1, 5, 5)` (the 3 × 3 kernels
+# are zero-padded to 5 × 5 so that they share one weight tensor). Because this is a
+# cross-correlation, the "Sobel x" kernel `[-1 0 1]` responds positively where
+# brightness **increases** to the right, i.e. on the left edge of a stroke.
+
+# %%
+def embed(kernel, size=5):
+    """Centre a small odd kernel in a size × size array of zeros."""
+    out = np.zeros((size, size))
+    o = (size - kernel.shape[0]) // 2
+    out[o:o + kernel.shape[0], o:o + kernel.shape[1]] = kernel
+    return out
+
+
+sobel_x = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], float)
+gauss = np.exp(-0.5 * (np.arange(5) - 2.0) ** 2 / 1.0 ** 2)
+kernels = {
+    "Gaussian blur 5×5": np.outer(gauss, gauss) / np.outer(gauss, gauss).sum(),
+    "Sobel x (d/dx)": embed(sobel_x),
+    "Sobel y (d/dy)": embed(sobel_x.T),
+    "Laplacian": embed(np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], float)),
+}
+w_demo = np.stack(list(kernels.values()))[:, None]                     # (4, 1, 5, 5)
+filtered, _ = conv2d_forward(digit[None, None], w_demo)                 # (1, 4, 28, 28)
+
+fig, axes = plt.subplots(2, 5, figsize=(12, 4.4), gridspec_kw={"height_ratios": [1, 1.8]})
+axes[0, 0].axis("off")
+axes[1, 0].imshow(digit, cmap="gray", vmin=0, vmax=1)
+axes[1, 0].set_title("input x (1, 1, 28, 28)")
+axes[1, 0].axis("off")
+for j, (name, kern) in enumerate(kernels.items(), start=1):
+    lim = np.abs(kern).max()
+    axes[0, j].imshow(kern, cmap="RdBu_r", vmin=-lim, vmax=lim)
+    axes[0, j].set_title(f"W[{j - 1}, 0]", fontsize=9)
+    axes[0, j].axis("off")
+    resp = filtered[0, j - 1]
+    lim = np.abs(resp).max()
+    axes[1, j].imshow(resp, cmap="RdBu_r" if resp.min() < 0 else "gray",
+                      vmin=-lim if resp.min() < 0 else 0, vmax=lim)
+    axes[1, j].set_title(f"out[0, {j - 1}]: {name}", fontsize=9)
+    axes[1, j].axis("off")
+fig.suptitle("conv2d_forward(x, W) with W (4, 1, 5, 5): red > 0, blue < 0")
+show(fig, "01_digit_filters")
+
+# %% [markdown]
+# ## 5. The backward pass is made of convolutions too
+#
+# Given the upstream gradient `dout = ∂L/∂out` of shape `(N, F, H, W)`:
+#
+# $$
+# \frac{\partial L}{\partial W[f, c, u, v]} = \sum_{n, y, x} \mathrm{dout}[n, f, y, x]\;
+#     x_{\mathrm{pad}}[n, c, y + u, x + v],
+# \qquad
+# \frac{\partial L}{\partial b_f} = \sum_{n, y, x} \mathrm{dout}[n, f, y, x]
+# $$
+#
+# In im2col form these are `dW = dout₂ @ colsᵀ` and `dcols = W₂ᵀ @ dout₂`, and
+# `dx = col2im(dcols)`: every input pixel collects the gradient of every output that
+# read it. Written out, input pixel `(y', x')` was read by output `(y, x)` through tap
+# `(u, v)` when `y' = y + u − p`. Substituting `u' = k − 1 − u` (so `y = y' + u' − p`):
+#
+# $$
+# \frac{\partial L}{\partial x[n, c, y', x']} = \sum_{f}\sum_{u', v'}
+#     \underbrace{W[f, c, k-1-u', k-1-v']}_{\tilde W[c, f, u', v']}\;
+#     \mathrm{dout}_{\mathrm{pad}}[n, f, y' + u', x' + v']
+# $$
+#
+# That is the same "same" cross-correlation as the forward pass, applied to `dout`,
+# with the kernel $\tilde W$ = `W` **flipped** in both spatial axes and with its
+# channel axes **swapped** (`(C, F, k, k)`: the output channels of the forward are the
+# input channels of the backward). `conv2d_backward` never builds $\tilde W$, but it
+# must agree with a forward convolution that does:
+
+# %%
+dout = rng.standard_normal(out.shape)                          # (N, F, H, W)
+_, cache = conv2d_forward(x, w, b)
+dx, dw, db = conv2d_backward(dout, cache)
+w_flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))   # (C, F, k, k)
+dx_as_conv, _ = conv2d_forward(dout, w_flipped)
+print("dx:", dx.shape, " W̃:", w_flipped.shape)
+print(f"max |conv2d_backward dx − conv2d_forward(dout, W̃)| = {np.abs(dx - dx_as_conv).max():.2e}")
+
+# dW in im2col form, dout₂ @ colsᵀ, against the backward of the *shift* order
+_, cache_shift = conv2d_forward(x, w, b, method="shift")
+_, dw_shift, _ = conv2d_backward(dout, cache_shift)
+dout2 = dout.transpose(1, 0, 2, 3).reshape(4, -1)              # (F, N·H·W)
+dw_im2col = (dout2 @ im2col(x, k).T).reshape(w.shape)          # (F, C·k·k) -> (F, C, k, k)
+print(f"max |dW (shift order) − dout₂ @ colsᵀ| = {np.abs(dw_shift - dw_im2col).max():.2e}")
+
+# %% [markdown]
+# ## 6. Gradient check
+#
+# The referee for every hand-written backward pass is the centred difference
+# $\partial s/\partial\theta_i \approx [s(\theta + h e_i) - s(\theta - h e_i)]/2h$ of
+# $s = \sum \mathrm{out} \odot \mathrm{dout}$, computed by
+# `stvae_np.gradcheck.numerical_gradient` in float64. We check `dx`, `dW` and `db`
+# for both orders, on shapes small enough to perturb every entry. Convolution is
+# linear in each argument, so the centred difference has no truncation error and
+# the agreement is limited only by round-off (about 1e-10 relative).
+
+# %%
+xg = rng.standard_normal((2, 3, 5, 6))
+wg = rng.standard_normal((2, 3, 3, 3))
+bg = rng.standard_normal(2)
+dout_g = rng.standard_normal((2, 2, 5, 6))
+errors = []
+for method in ("im2col", "shift"):
+    _, cache = conv2d_forward(xg, wg, bg, method=method)
+    dx, dw, db = conv2d_backward(dout_g, cache)
+    dx_num = numerical_gradient(lambda a: conv2d_forward(a, wg, bg, method=method)[0], xg, dout_g)
+    dw_num = numerical_gradient(lambda a: conv2d_forward(xg, a, bg, method=method)[0], wg, dout_g)
+    db_num = numerical_gradient(lambda a: conv2d_forward(xg, wg, a, method=method)[0], bg, dout_g)
+    e = [rel_error(dx, dx_num), rel_error(dw, dw_num), rel_error(db, db_num)]
+    print(f"{method:6s}: dx {e[0]:.1e}  dW {e[1]:.1e}  db {e[2]:.1e}")
+    errors += e
+print(f"gradient check: max relative error = {max(errors):.1e}")

@@ -1,0 +1,308 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 02 · The ConvLSTM and backpropagation through time
+#
+# The memory of the spatio-temporal autoencoder is a **convolutional LSTM** (Shi et
+# al. 2015, without peepholes): an LSTM whose matrix products are replaced by "same"
+# convolutions, so that its hidden state `h` and cell state `c` are feature maps. It
+# reads the encoded frames one by one and its `h_t` is what the flow regressor turns
+# into a motion field. This tutorial opens `stvae_np/convlstm.py`:
+#
+# 1. the six equations and the shapes;
+# 2. the unrolled graph, forward and backward;
+# 3. what the gates do on a real Moving MNIST clip at initialisation;
+# 4. a loss on the last `h` reaches the first input (and how far it spreads);
+# 5. a gradient check.
+
+# %%
+import numpy as np
+
+import _setup  # noqa: F401  (puts the repository on sys.path, picks a backend)
+from _setup import plt, show
+from stvae_np.convlstm import convlstm_backward, convlstm_forward, convlstm_step_forward
+from stvae_np.data import moving_mnist_for
+from stvae_np.gradcheck import numerical_gradient, rel_error
+
+# %% [markdown]
+# ## 1. Six equations
+#
+# With `*` the "same" cross-correlation of tutorial 01 and `⊙` the element-wise
+# product, one step maps the input $x_t$ and the previous state $(h_{t-1}, c_{t-1})$
+# to the new state:
+#
+# $$
+# \begin{aligned}
+# i_t &= \sigma(W_{xi} * x_t + W_{hi} * h_{t-1} + b_i) && \text{input gate: how much of } g_t \text{ to write}\\
+# f_t &= \sigma(W_{xf} * x_t + W_{hf} * h_{t-1} + b_f) && \text{forget gate: how much of } c_{t-1} \text{ to keep}\\
+# g_t &= \tanh(W_{xg} * x_t + W_{hg} * h_{t-1} + b_g) && \text{candidate cell content } \tilde c_t\\
+# o_t &= \sigma(W_{xo} * x_t + W_{ho} * h_{t-1} + b_o) && \text{output gate: how much of the cell to show}\\
+# c_t &= f_t \odot c_{t-1} + i_t \odot g_t \\
+# h_t &= o_t \odot \tanh(c_t)
+# \end{aligned}
+# $$
+#
+# with $h_{-1} = c_{-1} = 0$. Shapes, for N clips of T steps, C input channels, F
+# memory channels on an h × w map and an odd kernel k:
+#
+# | array | shape |
+# |---|---|
+# | `xs` (all $x_t$) | `(N, T, C, h, w)` |
+# | `hs` (all $h_t$); one $h_t$, $c_t$ | `(N, T, F, h, w)`; `(N, F, h, w)` |
+# | `params["Wx"]` | `(4F, C, k, k)`, gates stacked **i, f, g, o** on axis 0 |
+# | `params["Wh"]` | `(4F, F, k, k)` |
+# | `params["b"]` | `(4F,)` |
+#
+# The eight convolutions of a step are done as **one**: `Wx * x + Wh * h` equals
+# `concat(Wx, Wh, axis=1) * concat(x, h, axis=1)`, a convolution from C + F to 4F
+# channels, whose output is then sliced into the four pre-activations.
+
+# %% [markdown]
+# ## 2. The unrolled graph
+#
+# Over a clip the same cell (the same weights) is applied T times. Unrolled, it is an
+# ordinary feed-forward graph, T cells deep, with two wires between neighbouring
+# cells: `c` (top, only element-wise operations on it: the "constant error
+# carousel") and `h` (bottom, which goes back through the convolutions). The
+# backward pass walks the same graph right to left (red): at every step `dh` arrives
+# both from the loss on $h_t$ and from step t + 1, and `dc` arrives from step t + 1.
+
+# %%
+def draw_unrolled(ax, steps=4):
+    """Boxes and arrows for an unrolled ConvLSTM; black = forward, red = backward."""
+    ax.set_xlim(-1.6, 3.2 * steps + 0.4)
+    ax.set_ylim(-1.9, 2.9)
+    ax.axis("off")
+    arrow = dict(arrowstyle="-|>", color="black", lw=1.4)
+    back = dict(arrowstyle="-|>", color="crimson", lw=1.2, ls="--")
+    for t in range(steps):
+        x0 = 3.2 * t
+        ax.add_patch(plt.Rectangle((x0, 0), 2.0, 1.6, fc="#dde8f5", ec="black"))
+        ax.text(x0 + 1.0, 0.95, f"ConvLSTM\nstep t={t}", ha="center", va="center", fontsize=9)
+        ax.text(x0 + 1.0, 0.25, "i f g o", ha="center", va="center", fontsize=8, color="dimgray")
+        ax.annotate("", (x0 + 1.0, 0.0), (x0 + 1.0, -1.0), arrowprops=arrow)
+        ax.text(x0 + 1.0, -1.25, f"$x_{t}$", ha="center", va="top", fontsize=11)
+        ax.annotate("", (x0 + 1.0, 2.55), (x0 + 1.0, 1.6), arrowprops=arrow)
+        ax.text(x0 + 1.0, 2.6, f"$h_{t}$ → loss", ha="center", va="bottom", fontsize=10)
+        ax.annotate("", (x0 + 1.3, 1.6), (x0 + 1.3, 2.5), arrowprops=back)   # dhs[:, t]
+        ax.text(x0 + 1.38, 2.05, f"dhs[:, {t}]", ha="left", va="center", fontsize=8, color="crimson")
+        # state wires into this step (from the previous step or the zero initial state)
+        src = x0 - 1.2
+        ax.annotate("", (x0, 1.35), (src, 1.35), arrowprops=arrow)
+        ax.annotate("", (x0, 0.55), (src, 0.55), arrowprops=arrow)
+        ax.text(x0 - 0.6, 1.42, "c" if t else "$c_{-1}=0$", ha="center", va="bottom", fontsize=9)
+        ax.text(x0 - 0.6, 0.62, "h" if t else "$h_{-1}=0$", ha="center", va="bottom", fontsize=9)
+        if t:
+            ax.annotate("", (src, 1.15), (x0, 1.15), arrowprops=back)
+            ax.annotate("", (src, 0.35), (x0, 0.35), arrowprops=back)
+            ax.text(x0 - 0.6, 1.08, "dc", ha="center", va="top", fontsize=8, color="crimson")
+            ax.text(x0 - 0.6, 0.28, "dh", ha="center", va="top", fontsize=8, color="crimson")
+        ax.annotate("", (x0 + 0.7, -1.0), (x0 + 0.7, 0.0), arrowprops=back)     # dxs[:, t]
+        ax.text(x0 + 0.62, -0.5, "dx", ha="right", va="center", fontsize=8, color="crimson")
+
+
+fig, ax = plt.subplots(figsize=(12, 4))
+draw_unrolled(ax)
+ax.set_title("ConvLSTM unrolled over T = 4 steps: forward (black), backward (red, dashed)")
+show(fig, "02_unrolled_graph")
+
+# %% [markdown]
+# ## 3. How `dh` and `dc` flow back
+#
+# `convlstm_backward(dhs, cache)` receives `dhs = ∂L/∂h_t` for every t (zero where the
+# loss does not look) and walks t = T−1 … 0. It carries two gradients from step t + 1
+# to step t, `dh_next = ∂L/∂h_t` *through the future* and `dc_next = ∂L/∂c_t`:
+#
+# ```python
+# for t in reversed(range(T)):
+#     dh = dhs[:, t] + dh_next          # h_t feeds the loss AND step t + 1
+#     dx, dh_next, dc_next, dw_t, db_t = _step_backward(dh, dc_next, steps[t])
+#     dxs[:, t] = dx
+#     dw += dw_t                        # shared weights: gradients add over time
+#     db += db_t
+# ```
+#
+# Inside one step (`_step_backward`), with $\delta$ for gradients:
+#
+# $$
+# \begin{aligned}
+# \delta c &= dc_{\text{next}} + dh \odot o \odot (1 - \tanh^2 c_t) && c_t \text{ reaches the loss through } h_t \text{ and through } c_{t+1}\\
+# \delta o &= dh \odot \tanh c_t, \quad \delta i = \delta c \odot g, \quad \delta g = \delta c \odot i, \quad \delta f = \delta c \odot c_{t-1}\\
+# dc_{t-1} &= \delta c \odot f_t && \text{step } t\text{'s only path into } c_{t-1} \text{: no convolution, no squashing}\\
+# \delta a &= [\,\delta i \odot i(1-i);\ \delta f \odot f(1-f);\ \delta g \odot (1-g^2);\ \delta o \odot o(1-o)\,] && (N, 4F, h, w)
+# \end{aligned}
+# $$
+#
+# and one `conv2d_backward(δa)` of the concatenated convolution gives `d[x; h_{t-1}]`
+# (split into `dx_t` and `dh_{t-1}`) and `dW` (split into `dWx | dWh`). Note
+# `dc_{t-1} = δc ⊙ f_t`: along the cell wire the gradient is only rescaled by the
+# forget gate, which is why the forget bias is initialised to 1 (σ(1) ≈ 0.73).
+
+# %% [markdown]
+# ## 4. The gates on a Moving MNIST clip, at initialisation
+#
+# A short clip of the "tiny" Moving MNIST preset (32 × 32, two 14 × 14 digits) goes
+# straight into a ConvLSTM with C = 1 input channel (raw frames), F = 8 memory
+# channels and 5 × 5 kernels, initialised as the model does: weights
+# U(−0.08, 0.08), biases 0 except the forget gate's, which are 1. We step it with
+# `convlstm_step_forward` and read the gates from each step's cache, averaged over
+# the F channels.
+
+# %%
+clip = moving_mnist_for("tiny", n=1, seq_len=8, seed=4).frames.astype(np.float64)   # (1, 8, 1, 32, 32)
+n, t_len, c_in, hh, ww = clip.shape
+nf, k = 8, 5
+rng = np.random.default_rng(0)
+params = {"Wx": rng.uniform(-0.08, 0.08, (4 * nf, c_in, k, k)),
+          "Wh": rng.uniform(-0.08, 0.08, (4 * nf, nf, k, k)),
+          "b": np.zeros(4 * nf)}
+params["b"][nf:2 * nf] = 1.0                                   # forget gate bias (gates i, f, g, o)
+
+h = np.zeros((n, nf, hh, ww))
+c = np.zeros((n, nf, hh, ww))
+gates = {"i": [], "f": [], "o": [], "c": []}
+for t in range(t_len):
+    h, c, step = convlstm_step_forward(clip[:, t], h, c, params)
+    for name in ("i", "f", "o"):
+        gates[name].append(getattr(step, name)[0].mean(axis=0))   # mean over the F channels
+    gates["c"].append(c[0].mean(axis=0))
+gates = {name: np.stack(maps) for name, maps in gates.items()}    # (T, 32, 32) each
+for name in ("i", "f", "o"):
+    print(f"{name}: mean {gates[name].mean():.3f}, range [{gates[name].min():.3f}, {gates[name].max():.3f}]")
+
+rows = [("frame $x_t$", clip[0, :, 0], "gray"), ("mean $i_t$", gates["i"], "viridis"),
+        ("mean $f_t$", gates["f"], "viridis"), ("mean $o_t$", gates["o"], "viridis"),
+        ("mean $c_t$", gates["c"], "RdBu_r")]
+fig, axes = plt.subplots(len(rows), t_len, figsize=(1.45 * t_len + 1.0, 1.5 * len(rows)),
+                         squeeze=False)
+for r, (label, maps, cmap) in enumerate(rows):
+    if cmap == "RdBu_r":
+        lim = np.abs(maps).max()
+        vmin, vmax = -lim, lim
+    else:
+        vmin, vmax = maps.min(), maps.max()                    # one colour scale per row
+    for t in range(t_len):
+        im = axes[r, t].imshow(maps[t], cmap=cmap, vmin=vmin, vmax=vmax)
+        axes[r, t].set_xticks([])
+        axes[r, t].set_yticks([])
+        if r == 0:
+            axes[r, t].set_title(f"t = {t}", fontsize=9)
+    axes[r, 0].set_ylabel(label, fontsize=10)
+    fig.colorbar(im, ax=list(axes[r]), fraction=0.02, pad=0.01)
+fig.suptitle("ConvLSTM gates at initialisation (U(−0.08, 0.08), forget bias 1), "
+             "averaged over F = 8 channels")
+show(fig, "02_gates_over_time")
+
+# %% [markdown]
+# What the picture shows: at initialisation the pre-activations are small, so the
+# gates sit near σ(0) = 0.5 (i, o) and σ(1) ≈ 0.73 (f), and the digits only nudge
+# them (note the narrow colour ranges). The nudges are local: each gate pixel sees a
+# 5 × 5 neighbourhood of $x_t$ and of $h_{t-1}$, so the gate maps are blurred copies
+# of where the digits are, plus, from t = 1 on, of where they were (through $h$).
+# The cell state integrates: $c_t$ keeps about 73 % of $c_{t-1}$ each step, so it
+# carries fading trails of the digits' past positions. Training turns these random
+# responses into the motion features the flow regressor reads.
+
+# %% [markdown]
+# ## 5. A loss on the last `h` reaches the first input
+#
+# Take the loss $L = \sum_{f} h_{T-1}[0, f, 16, 16]$: one pixel of the **last**
+# hidden state. Set `dhs` to zero everywhere except that pixel of the last step and
+# run `convlstm_backward`. The gradient reaches every input frame, and its support
+# grows as it goes back in time: $h_{T-1}$ sees $x_{T-1}$ through one k × k
+# convolution (radius p = 2) and $x_{T-1-j}$ through j more convolutions with `Wh`
+# (radius (j+1)·p). The dashed squares show that receptive field.
+
+# %%
+_, cache = convlstm_forward(clip, params)
+dhs = np.zeros((n, t_len, nf, hh, ww))
+dhs[0, -1, :, 16, 16] = 1.0
+dxs, dparams = convlstm_backward(dhs, cache)                   # dxs (1, T, 1, 32, 32)
+for t in range(t_len):
+    print(f"t = {t}: max |dL/dx_t| = {np.abs(dxs[0, t]).max():.2e}, "
+          f"sum |dL/dx_t| = {np.abs(dxs[0, t]).sum():.2e}")
+
+# the first frame really matters: a finite difference on one pixel of x_0
+def loss_of(xs):
+    hs, _ = convlstm_forward(xs, params)
+    return hs[0, -1, :, 16, 16].sum()
+
+
+ys, xs_ = np.nonzero(np.abs(dxs[0, 0, 0]) == np.abs(dxs[0, 0, 0]).max())
+py, px = int(ys[0]), int(xs_[0])
+eps = 1e-5
+plus, minus = clip.copy(), clip.copy()
+plus[0, 0, 0, py, px] += eps
+minus[0, 0, 0, py, px] -= eps
+fd = (loss_of(plus) - loss_of(minus)) / (2 * eps)
+print(f"dL/dx_0[{py}, {px}]: backward {dxs[0, 0, 0, py, px]:.6e}, finite difference {fd:.6e}")
+
+fig, axes = plt.subplots(1, t_len, figsize=(1.6 * t_len + 1.0, 2.3))
+mag = np.abs(dxs[0, :, 0])
+top = mag.max()
+p = k // 2
+for t in range(t_len):
+    im = axes[t].imshow(np.log10(mag[t] + 1e-12), cmap="magma", vmin=np.log10(top) - 8, vmax=np.log10(top))
+    r = (t_len - t) * p
+    if r < 16:                                 # at t = 0 the field (radius 16) covers the map
+        axes[t].add_patch(plt.Rectangle((16 - r - 0.5, 16 - r - 0.5), 2 * r + 1, 2 * r + 1,
+                                        fill=False, ec="cyan", ls="--", lw=1))
+    axes[t].plot(16, 16, "+", color="cyan", ms=6)
+    axes[t].set_title(f"t = {t}", fontsize=9)
+    axes[t].set_xticks([])
+    axes[t].set_yticks([])
+fig.colorbar(im, ax=list(axes), fraction=0.02, pad=0.01, label="log10 |dL/dx_t|")
+fig.suptitle(f"Gradient of one pixel of $h_{{{t_len - 1}}}$ with respect to every input frame")
+show(fig, "02_bptt_reach")
+
+# %% [markdown]
+# Going back in time the gradient **spreads** (the squares grow by p = 2 pixels per
+# step; at t = 0 the field, radius 16, covers the whole map) and its **peak shrinks**
+# (each step back multiplies it by gate values below 1 and by small random weights),
+# but it never vanishes, and on one pixel of $x_0$ it matches the finite
+# difference. That is backpropagation through time. The weights used at step 0 are
+# the same arrays as those of step T − 1, so `dWx`, `dWh`, `db` are sums of T
+# per-step contributions.
+#
+# ## 6. Gradient check
+#
+# Float64, a tiny problem (N = 1, T = 3, C = 2, F = 2, 5 × 5 maps, 3 × 3 kernels),
+# a random `dhs` on every step, and initial states `h0`, `c0` given so that their
+# gradients are checked too. `numerical_gradient` perturbs each entry in turn and
+# reruns the whole forward pass.
+
+# %%
+rng = np.random.default_rng(1)
+xs_g = rng.standard_normal((1, 3, 2, 5, 5))
+pg = {"Wx": rng.uniform(-0.5, 0.5, (8, 2, 3, 3)),
+      "Wh": rng.uniform(-0.5, 0.5, (8, 2, 3, 3)),
+      "b": rng.uniform(-0.5, 0.5, 8)}
+h0 = rng.standard_normal((1, 2, 5, 5))
+c0 = rng.standard_normal((1, 2, 5, 5))
+dhs_g = rng.standard_normal((1, 3, 2, 5, 5))
+
+def run(xs=xs_g, h0=h0, c0=c0):
+    return convlstm_forward(xs, pg, h0=h0, c0=c0)[0]
+
+
+_, cache = convlstm_forward(xs_g, pg, h0=h0, c0=c0)
+dxs_g, dp = convlstm_backward(dhs_g, cache)
+checks = {
+    "dxs": (dxs_g, numerical_gradient(lambda a: run(xs=a), xs_g, dhs_g)),
+    "dWx": (dp["Wx"], numerical_gradient(lambda a: run(), pg["Wx"], dhs_g)),
+    "dWh": (dp["Wh"], numerical_gradient(lambda a: run(), pg["Wh"], dhs_g)),
+    "db": (dp["b"], numerical_gradient(lambda a: run(), pg["b"], dhs_g)),
+    "dh0": (dp["h0"], numerical_gradient(lambda a: run(h0=a), h0, dhs_g)),
+    "dc0": (dp["c0"], numerical_gradient(lambda a: run(c0=a), c0, dhs_g)),
+}
+errors = {name: rel_error(a, b) for name, (a, b) in checks.items()}
+print("  ".join(f"{name} {e:.1e}" for name, e in errors.items()))
+print(f"gradient check: max relative error = {max(errors.values()):.1e}")
