@@ -262,7 +262,7 @@ class STVAE:
         mse, mse_cache = mse_forward(pred, targets)
         smooth, huber_cache = huber_smoothness_forward(flow, cfg.huber_delta)
         # mean over all N·S frames == 1/(T-1) Σ_t of the per-step means (equal sizes)
-        loss = mse + cfg.huber_weight * smooth
+        loss = xp.asarray(mse + cfg.huber_weight * smooth)        # 0-d on NumPy too
 
         # ---- backward, in exactly the reverse order
         one = xp.ones((), dtype=self.dtype)

@@ -1,0 +1,447 @@
+"""The GPU path, proven where no GPU is present: static checks on the source.
+
+One code path serves NumPy and CuPy (``xp = get_array_module(x)``), so a GPU bug is
+usually one of three things, and all three can be found without a GPU:
+
+1. an ``xp.<name>`` that NumPy has and CuPy lacks (AttributeError on the first GPU run);
+2. a NumPy call on a model array (``np.zeros(shape)`` instead of ``xp.zeros_like``: on the
+   GPU a host array, a silent device copy, or a TypeError);
+3. a hidden device sync inside the training step (``float(a)``, ``a.item()``, ``a.get()``):
+   correct, but the GPU waits for every kernel before it can go on.
+
+CuPy imports without a GPU, so check 1 runs wherever the GPU extra is installed
+(``pip install -r requirements-gpu.txt``). In CI, or wherever a CuPy distribution is
+installed, a failing ``import cupy`` is an error; elsewhere those tests skip.
+Checks 2 and 3 read the source with ``ast`` and need nothing.
+
+The numerical GPU-against-CPU tests are in ``tests/test_gpu.py``.
+"""
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import inspect
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import stvae_np
+from stvae_np import backend
+
+PACKAGE_DIR = Path(stvae_np.__file__).resolve().parent
+MODULES = sorted(p.stem for p in PACKAGE_DIR.glob("*.py") if p.stem != "__init__")
+
+# the modules that compute on model arrays: no NumPy, no CuPy, only xp
+OPS_MODULES = ("activations", "conv", "convlstm", "sampler", "losses", "optim", "metrics")
+
+
+def _source(module):
+    return (PACKAGE_DIR / f"{module}.py").read_text(encoding="utf-8")
+
+
+def _tree(module):
+    return ast.parse(_source(module), filename=f"stvae_np/{module}.py")
+
+
+# ----------------------------------------------------------------------------- CuPy
+def _cupy_distribution():
+    """Name of an installed CuPy distribution (cupy-cuda12x, ...), or None."""
+    for dist in importlib.metadata.distributions():
+        name = (dist.metadata["Name"] or "").lower()
+        if re.fullmatch(r"cupy(-cuda\d+x?|-rocm-[\w-]+)?", name):
+            return name
+    return None
+
+
+def _in_ci():
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _cupy():
+    """Import CuPy (and cupyx), or fail (CI, or CuPy installed but broken), or skip."""
+    try:
+        import cupy
+        import cupyx  # noqa: F401  (backend.scatter_add uses it)
+    except Exception as err:  # ImportError, or a broken CUDA install raising anything
+        dist = _cupy_distribution()
+        if _in_ci() or dist is not None:
+            pytest.fail(f"`import cupy` failed ({type(err).__name__}: {err}); "
+                        f"{'CI installs' if _in_ci() else f'{dist} is installed and'} the GPU extra "
+                        f"(requirements-gpu.txt), which must import even without a GPU")
+        pytest.skip("CuPy is not installed (the GPU extra: pip install -r requirements-gpu.txt); "
+                    "the check that every xp.<name> exists in CuPy needs it")
+    return cupy
+
+
+# ----------------------------------------------------------------------------- xp names
+def _attribute_chain(node):
+    """``a.b.c`` -> ("a", "b", "c") when the chain is made of names only, else None."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+        return tuple(reversed(parts))
+    return None
+
+
+def _chains(root_names):
+    """Every maximal attribute chain ``<root>.<a>[.<b>...]`` in the package.
+
+    Returns ``{root: {("a", "b"): [(module, line), ...]}}`` (the chain without its root).
+    Method calls on arrays (``x.reshape``) have an array, not a root, at their base and
+    are out of scope. ``self.xp.<name>`` and ``model.xp.<name>`` count as ``xp.<name>``.
+    """
+    found = {root: {} for root in root_names}
+    for module in MODULES:
+        tree = _tree(module)
+        inner = set()   # Attribute nodes that are the .value of another Attribute
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute):
+                inner.add(id(node.value))
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Attribute) or id(node) in inner:
+                continue
+            chain = _attribute_chain(node)
+            if chain is None:
+                continue
+            for i, part in enumerate(chain[:-1]):      # xp.<...>, self.xp.<...>
+                if part in root_names and (i == 0 or part == "xp"):
+                    rest = chain[i + 1:]
+                    found[part].setdefault(rest, []).append((module, node.lineno))
+                    break
+    return found
+
+
+def _resolve(module, chain):
+    obj = module
+    for part in chain:
+        if not hasattr(obj, part):
+            return None
+        obj = getattr(obj, part)
+    return obj
+
+
+def _where(places):
+    return ", ".join(f"stvae_np/{m}.py:{line}" for m, line in places[:3]) + \
+        (f" (+{len(places) - 3} more)" if len(places) > 3 else "")
+
+
+XP_NAMES = _chains(("xp",))["xp"]
+
+
+def test_the_package_uses_xp_at_all():
+    """Guard for the scanner itself: the names every op needs are found."""
+    names = {".".join(c) for c in XP_NAMES}
+    assert {"zeros", "concatenate", "take_along_axis", "where", "tanh"} <= names, sorted(names)
+
+
+def test_every_xp_name_exists_in_numpy():
+    missing = {".".join(c): _where(p) for c, p in XP_NAMES.items() if _resolve(np, c) is None}
+    assert not missing, f"xp.<name> missing from NumPy: {missing}"
+
+
+def test_every_xp_name_exists_in_cupy():
+    """Every ``xp.<name>`` (and ``xp.<a>.<b>`` chain) the package uses exists in CuPy."""
+    cupy = _cupy()
+    missing = {".".join(c): _where(p) for c, p in XP_NAMES.items() if _resolve(cupy, c) is None}
+    assert not missing, (f"these xp.<name> exist in NumPy but not in CuPy {cupy.__version__}, "
+                         f"so the GPU path would raise AttributeError: {missing}")
+
+
+def _keyword_calls():
+    """{(chain, keyword): [(module, line)]} for every ``xp.<name>(..., keyword=...)``."""
+    calls = {}
+    for module in MODULES:
+        for node in ast.walk(_tree(module)):
+            if not isinstance(node, ast.Call) or not node.keywords:
+                continue
+            chain = _attribute_chain(node.func)
+            if not chain or len(chain) < 2 or chain[0] != "xp":
+                continue
+            for kw in node.keywords:
+                if kw.arg is not None:
+                    calls.setdefault((chain[1:], kw.arg), []).append((module, node.lineno))
+    return calls
+
+
+def test_xp_keyword_arguments_are_accepted_by_cupy():
+    """``xp.f(..., kw=...)``: CuPy's ``f`` takes ``kw`` too (where its signature is visible;
+    ufuncs, which are compiled, are skipped)."""
+    cupy = _cupy()
+    bad = {}
+    for (chain, kw), places in _keyword_calls().items():
+        fn = _resolve(cupy, chain)
+        try:
+            params = inspect.signature(fn).parameters
+        except (TypeError, ValueError):
+            continue
+        if kw in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            continue
+        bad[f"xp.{'.'.join(chain)}({kw}=...)"] = _where(places)
+    assert not bad, f"CuPy rejects these keyword arguments: {bad}"
+
+
+def test_direct_cupy_names_exist():
+    """Names CuPy directly: backend.py (``_cp.<...>``, ``_cupyx.<...>``) and tools that
+    import ``cupy`` for timing or device queries (``cupy.<...>``)."""
+    cupy = _cupy()
+    import cupyx
+    found = _chains(("_cp", "_cupyx", "cupy"))
+    assert found["_cp"] and found["_cupyx"], "the scanner found no _cp./_cupyx. use in backend.py"
+    missing = {f"{root}.{'.'.join(c)}": _where(p) for root in ("_cp", "cupy")
+               for c, p in found[root].items() if _resolve(cupy, c) is None}
+    missing.update({f"_cupyx.{'.'.join(c)}": _where(p) for c, p in found["_cupyx"].items()
+                    if _resolve(cupyx, c) is None})
+    assert not missing, f"missing from CuPy {cupy.__version__}: {missing}"
+
+
+def test_backend_with_cupy_installed_and_no_gpu():
+    """With CuPy importable, backend takes CuPy's get_array_module; NumPy arrays stay NumPy,
+    and the absence of a GPU is an answer (False, RuntimeError), not a crash."""
+    cupy = _cupy()
+    assert backend._cp is cupy, "backend did not pick up the installed CuPy"
+    a = np.arange(6.0, dtype=np.float32)
+    assert backend.get_array_module(a) is np
+    assert backend.get_array_module(a, np.ones(2)) is np
+    assert backend.get_array_module() is np
+    assert backend.device_of(a) == "cpu"
+    assert isinstance(backend.gpu_available(), bool)
+    assert backend.asnumpy(a) is a or np.array_equal(backend.asnumpy(a), a)
+    out = backend.scatter_add(np.zeros(3, np.float32), np.array([0, 2, 2]),
+                              np.array([1.0, 2.0, 3.0], np.float32))
+    np.testing.assert_array_equal(out, [1, 0, 5])
+    if not backend.gpu_available():
+        with pytest.raises(RuntimeError, match="no CUDA device"):
+            backend.to_device(a, "gpu")
+
+
+# ----------------------------------------------------------------------------- no NumPy on model arrays
+def _imports(tree):
+    """[(top-level module name, line)] of every import statement."""
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(alias.name.split(".")[0], node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            out.append((node.module.split(".")[0], node.lineno))
+    return out
+
+
+@pytest.mark.parametrize("module", OPS_MODULES + ("model",))
+def test_model_code_imports_no_array_library_but_through_backend(module):
+    """The op modules compute only through ``xp``: they import neither NumPy nor CuPy.
+    model.py may import NumPy (host-side helpers, checked below) but not CuPy.
+    (Tools such as bench.py may import CuPy for timing; they compute nothing.)"""
+    forbidden = ("cupy", "cupyx") if module == "model" else ("numpy", "cupy", "cupyx")
+    bad = [(name, line) for name, line in _imports(_tree(module)) if name in forbidden]
+    assert not bad, "; ".join(f"stvae_np/{module}.py:{line} imports {name}: use "
+                              f"xp = get_array_module(x) (and backend.to_device) instead"
+                              for name, line in bad)
+
+
+def _functions(tree):
+    """Yield (qualified name, FunctionDef) for top-level functions and class methods."""
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            yield node.name, node
+        elif isinstance(node, ast.ClassDef):
+            for item in node.body:
+                if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    yield f"{node.name}.{item.name}", item
+
+
+def _name_uses(tree, name):
+    """{enclosing qualified function name or "<module>": [lines]} of every use of ``name``."""
+    inside = {}
+    for qual, fn in _functions(tree):
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Name) and node.id == name:
+                inside.setdefault(qual, []).append(node.lineno)
+    all_lines = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id == name]
+    counted = {line for lines in inside.values() for line in lines}
+    top = [line for line in all_lines if line not in counted]
+    if top:
+        inside["<module>"] = top
+    return inside
+
+
+# model.py: the functions allowed to call NumPy, all host-side, none on a model array in a step
+MODEL_NUMPY_ALLOWED = {
+    "Config.num_params": "np.prod over parameter shapes (Python ints)",
+    "init_params": "initialisation on the host from np.random.default_rng, then to_device",
+    "STVAE.__init__": "np.dtype(dtype): metadata, not an array",
+    "STVAE._check_clip": "np.dtype of the input, and np.isfinite on a *host* clip before its copy",
+    "STVAE.save": "host copies (asnumpy) written with np.savez",
+    "STVAE.load": "np.load of a checkpoint, on the host before .to(device)",
+}
+
+
+def test_model_calls_numpy_only_in_host_side_functions():
+    uses = _name_uses(_tree("model"), "np")
+    bad = {qual: lines for qual, lines in uses.items() if qual not in MODEL_NUMPY_ALLOWED}
+    assert not bad, ("np. used on what may be a model array (use xp = get_array_module(x), "
+                     "or add the function to MODEL_NUMPY_ALLOWED with the reason it is "
+                     "host-side): " + "; ".join(f"stvae_np/model.py:{lines} in {qual}()"
+                                                for qual, lines in bad.items()))
+    stale = sorted(set(MODEL_NUMPY_ALLOWED) - set(uses))
+    assert not stale, f"MODEL_NUMPY_ALLOWED lists functions that no longer use np.: {stale}"
+
+
+def test_math_module_only_on_python_numbers_in_model_code():
+    """``math.*`` only takes Python floats; on an array it would sync (CuPy) or fail.
+    Scanned: the modules that compute on model arrays (ops and model)."""
+    allowed = {("metrics", "_gaussian_weights")}
+    bad = []
+    for module in OPS_MODULES + ("model",):
+        for qual, lines in _name_uses(_tree(module), "math").items():
+            if (module, qual) not in allowed:
+                bad.append(f"stvae_np/{module}.py:{lines} in {qual}()")
+    assert not bad, f"math.* used outside the allowed host-side helpers: {bad}"
+
+
+# ----------------------------------------------------------------------------- hidden device syncs
+SYNC_FUNCTIONS = {"float", "int", "bool", "complex", "asnumpy"}           # f(a)
+SYNC_METHODS = {"item", "get", "tolist", "tobytes", "asnumpy"}            # a.f() / _cp.asnumpy
+
+# The training step starts here; every package function these call (transitively) is scanned.
+STEP_ROOTS = (
+    "model.STVAE.loss_and_grads", "model.STVAE.predict", "model.STVAE.rollout",
+    "optim.RMSProp.step", "optim.clip_grad_norm", "optim.clip_grad_value",
+    "conv.conv2d_forward", "conv.conv2d_backward", "conv.maxpool2_forward",
+    "conv.maxpool2_backward", "conv.upsample2_forward", "conv.upsample2_backward",
+    "convlstm.convlstm_forward", "convlstm.convlstm_backward",
+    "convlstm.convlstm_step_forward", "convlstm.convlstm_step_backward",
+    "sampler.base_grid", "sampler.flow_to_grid", "sampler.bilinear_forward",
+    "sampler.bilinear_backward",
+    "losses.mse_forward", "losses.mse_backward", "losses.huber_smoothness_forward",
+    "losses.huber_smoothness_backward",
+)
+
+# (function, call) -> why it is not a device sync
+SYNC_ALLOWED = {
+    ("losses.huber_smoothness_forward", "float"): "float(delta): δ is a Python number (config)",
+    ("backend.to_device", "asnumpy"): "only for device='cpu': a no-op on a host clip",
+    ("backend.asnumpy", "asnumpy"): "reached only through to_device(..., 'cpu') (above)",
+}
+
+
+class _PackageIndex:
+    """Functions, classes and package imports of every module, for a static call graph."""
+
+    def __init__(self):
+        self.functions = {}      # "module.qual" -> FunctionDef
+        self.classes = set()     # "module.Class"
+        self.names = {}          # module -> {local name: "module2.name2"}
+        self.modules = {}        # module -> {alias: "module2"}
+        for module in MODULES:
+            tree = _tree(module)
+            for qual, fn in _functions(tree):
+                self.functions[f"{module}.{qual}"] = fn
+            self.classes |= {f"{module}.{n.name}" for n in tree.body if isinstance(n, ast.ClassDef)}
+            names, mods = {}, {}
+            for node in ast.walk(tree):
+                if not isinstance(node, ast.ImportFrom):
+                    continue
+                if node.level == 1:
+                    source = node.module
+                elif node.module and node.module.startswith("stvae_np"):
+                    source = node.module[len("stvae_np."):] if "." in node.module else None
+                else:
+                    continue
+                for alias in node.names:
+                    local = alias.asname or alias.name
+                    if source is None:                       # from . import metrics as M
+                        mods[local] = alias.name
+                    else:                                    # from .conv import conv2d_forward
+                        names[local] = f"{source}.{alias.name}"
+            self.names[module], self.modules[module] = names, mods
+
+    def _target(self, qual):
+        if qual in self.functions:
+            return qual
+        if qual in self.classes and f"{qual}.__init__" in self.functions:
+            return f"{qual}.__init__"
+        return None
+
+    def callees(self, qual):
+        module = qual.split(".")[0]
+        cls = qual.split(".")[1] if qual.count(".") == 2 else None
+        out = set()
+        for node in ast.walk(self.functions[qual]):
+            if not isinstance(node, ast.Call):
+                continue
+            f = node.func
+            target = None
+            if isinstance(f, ast.Name):
+                target = (self._target(f"{module}.{f.id}")
+                          or (self._target(self.names[module][f.id]) if f.id in self.names[module] else None))
+            elif isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name):
+                if f.value.id == "self" and cls:
+                    target = self._target(f"{module}.{cls}.{f.attr}")
+                elif f.value.id in self.modules[module]:
+                    target = self._target(f"{self.modules[module][f.value.id]}.{f.attr}")
+            if target:
+                out.add(target)
+        return out
+
+    def reachable(self, roots):
+        seen, todo = set(), list(roots)
+        while todo:
+            qual = todo.pop()
+            if qual in seen:
+                continue
+            seen.add(qual)
+            todo.extend(self.callees(qual))
+        return seen
+
+
+def _sync_calls(fn):
+    """[(call name, line)] of float()/int()/bool()/.item()/.get()/... inside a function."""
+    out = []
+    for node in ast.walk(fn):
+        if not isinstance(node, ast.Call):
+            continue
+        f = node.func
+        if isinstance(f, ast.Name) and f.id in SYNC_FUNCTIONS:
+            out.append((f.id, node.lineno))
+        elif isinstance(f, ast.Attribute) and f.attr in SYNC_METHODS:
+            out.append((f.attr, node.lineno))
+    return out
+
+
+def test_the_call_graph_reaches_the_ops():
+    """Guard for the scanner: the training step reaches every op and helper."""
+    index = _PackageIndex()
+    missing = [r for r in STEP_ROOTS if r not in index.functions]
+    assert not missing, f"STEP_ROOTS names functions that do not exist: {missing}"
+    reached = index.reachable(["model.STVAE.loss_and_grads"])
+    expected = {"conv.conv2d_forward", "conv.conv2d_backward", "conv.im2col", "conv.col2im",
+                "conv._pad", "conv.maxpool2_backward", "convlstm._step_forward",
+                "convlstm._step_backward", "convlstm.convlstm_backward", "sampler.base_grid",
+                "sampler._neighbours", "sampler._gather", "sampler.bilinear_backward",
+                "backend.scatter_add", "backend.get_array_module", "activations.sigmoid",
+                "losses._huber", "losses.huber_smoothness_backward", "model.STVAE._check_clip",
+                "model.STVAE._warp_decode"}
+    assert expected <= reached, sorted(expected - reached)
+
+
+def test_no_hidden_device_sync_in_the_training_step():
+    """No float()/int()/bool()/.item()/.get()/.tolist()/asnumpy in any function the training
+    step (loss_and_grads, RMSProp.step, clipping, every op's forward/backward) can reach:
+    on CuPy each one makes the host wait for the GPU."""
+    index = _PackageIndex()
+    reached = index.reachable(STEP_ROOTS)
+    found = {(qual, name): line for qual in sorted(reached)
+             for name, line in _sync_calls(index.functions[qual])}
+    bad = [f"stvae_np/{q.split('.')[0]}.py:{line} {name}(...) in {q.split('.', 1)[1]}()"
+           for (q, name), line in found.items() if (q, name) not in SYNC_ALLOWED]
+    assert not bad, ("a device sync on the GPU inside the training step (keep arrays on the "
+                     "device; add to SYNC_ALLOWED only what acts on a Python number): "
+                     + "; ".join(bad))
+    stale = sorted(k for k in SYNC_ALLOWED if k not in found)
+    assert not stale, f"SYNC_ALLOWED lists calls that are no longer there: {stale}"
