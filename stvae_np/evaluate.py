@@ -1,50 +1,86 @@
-"""Judging a trained model: one-step prediction metrics beside the copy-last-frame
-baseline, and flow accuracy beside the zero-flow baseline.
+"""Judging a trained model, always beside a baseline that needs no learning.
 
-    python -m stvae_np.evaluate runs/<run>/checkpoint.npz [--data …] [--clips N] [--out DIR]
+    python -m stvae_np.evaluate runs/<run>/checkpoint.npz [--data moving-mnist|shapes|PATH]
+        [--clips 64] [--out DIR] [--device auto|cpu|gpu] [--context 10 --future 10]
 
-The training command calls :func:`one_step_metrics` every so often and at the end.
+Three questions, three baselines:
+
+* **One step** (:func:`one_step_metrics`): the model reads x_0 … x_t and predicts
+  x_{t+1}. Pixel metrics (MSE and MAE per pixel and per frame, PSNR, SSIM, BCE) beside
+  *copy-last* (predict x_{t+1} = x_t); with ground-truth flow, the end-point error and
+  accuracy of the predicted flow beside *zero flow*.
+* **Rollout** (:func:`rollout_metrics`): the model reads ``context`` frames, then feeds
+  its own predictions back for ``future`` frames. MSE and SSIM at each horizon beside
+  *copy the last context frame* for every future frame.
+* **Label propagation** (:func:`label_propagation_metrics`, the paper's application):
+  the object mask of frame t, warped by the predicted flow, should be the mask of
+  frame t+1. Mean IoU beside *copy mask t*.
+
+:func:`evaluate_checkpoint` does all three, writes ``metrics.json``, ``report.md`` and
+the figures into a folder, and is what the training command calls at the end of a run.
+Clips without flow or masks (real data read from a file) skip the flow and mask metrics,
+and the report says so.
+
+Everything here is host-side: model outputs are copied to NumPy (``asnumpy``) as soon as
+they are computed, and the metrics run on the host in float64.
 """
 from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
 
 import numpy as np
 
 from . import metrics as M
-from .backend import asnumpy
+from .backend import asnumpy, get_array_module
+from .cli import CLIError, Parser, check_clip_file, require_positive, resolve_device
+from .sampler import base_grid, bilinear_forward
 
 FLOW_THRESHOLDS = (0.5, 1.0, 3.0)
+TEST_SEED = 2_147_483_647          # = stvae_np.train.TEST_SEED: the held-out clips of training
+MASK_THRESHOLD = 0.5               # a warped mask pixel is "in" when its coverage is ≥ this
+DATA_CHOICES = ("moving-mnist", "shapes")
 
 
-def predict_clips(model, frames, batch_size=32):
+def _progress(iterable, enabled, desc, total=None):
+    """``tqdm`` around a loop when asked, else the loop itself."""
+    if not enabled:
+        return iterable
+    from tqdm import tqdm
+    return tqdm(iterable, desc=desc, total=total, unit="batch", leave=False, dynamic_ncols=True)
+
+
+# ----------------------------------------------------------------------------- one step
+def predict_clips(model, frames, batch_size=32, progress=False):
     """Run :meth:`STVAE.predict` over many clips in batches; results on the host.
 
     Args:
         frames: (N, T, C, H, W) NumPy.
+        progress: show a progress bar over the batches.
     Returns:
         preds (N, T-1, C, H, W) and flows (N, T-1, 2, h, w) as NumPy arrays.
     """
     preds, flows = [], []
-    for i in range(0, len(frames), batch_size):
+    starts = range(0, len(frames), batch_size)
+    for i in _progress(starts, progress, "one-step", total=len(starts)):
         p, f = model.predict(frames[i:i + batch_size])
         preds.append(asnumpy(p))
         flows.append(asnumpy(f))
     return np.concatenate(preds), np.concatenate(flows)
 
 
-def one_step_metrics(model, clips, batch_size=32):
-    """One-step prediction and flow metrics on held-out clips.
+def _image_flow(flows, frames):
+    """Memory-grid flows (..., 2, h, w) -> image pixels (..., 2, H, W): resized and scaled."""
+    factor = frames.shape[-1] // flows.shape[-1]
+    return M.upsample_flow(flows, factor)
 
-    Args:
-        model: an ``STVAE``.
-        clips: a ``data.Clips`` (``flow`` and ``masks`` may be None for real data).
-    Returns:
-        dict of Python floats: ``mse`` (per pixel), ``mse_per_frame``, ``mae``, ``psnr``,
-        ``ssim``, ``bce_per_frame``, each with a ``copy_last_`` twin (predict x_{t+1} = x_t);
-        with ground-truth flow also ``epe`` and ``zero_flow_epe`` (image pixels, on object
-        pixels of frame t+1) and ``acc@0.5`` … beside ``zero_flow_acc@…``.
-    """
+
+def _one_step_scores(preds, flows, clips):
+    """The metrics of :func:`one_step_metrics` from predictions already computed."""
     frames = clips.frames
-    preds, flows = predict_clips(model, frames, batch_size)
     preds = np.clip(preds, 0.0, 1.0)             # a pixel cannot leave [0, 1]
     targets, last = frames[:, 1:], frames[:, :-1]
     out = {}
@@ -52,12 +88,12 @@ def one_step_metrics(model, clips, batch_size=32):
         out[prefix + "mse"] = M.mse_per_pixel(guess, targets)
         out[prefix + "mse_per_frame"] = M.mse_per_frame(guess, targets)
         out[prefix + "mae"] = M.mae_per_pixel(guess, targets)
+        out[prefix + "mae_per_frame"] = M.mae_per_frame(guess, targets)
         out[prefix + "psnr"] = M.psnr(guess, targets)
         out[prefix + "ssim"] = M.ssim(guess, targets)
         out[prefix + "bce_per_frame"] = M.bce_per_frame(guess, targets)
     if clips.flow is not None:
-        factor = frames.shape[-1] // flows.shape[-1]
-        flow_img = M.upsample_flow(flows, factor)                 # image pixels
+        flow_img = _image_flow(flows, frames)                     # image pixels
         mask = clips.masks[:, 1:, 0] if clips.masks is not None else None
         zero = np.zeros_like(clips.flow)
         out["epe"] = M.endpoint_error(flow_img, clips.flow, mask)
@@ -68,3 +104,480 @@ def one_step_metrics(model, clips, batch_size=32):
             out[f"acc@{th:g}"] = a
             out[f"zero_flow_acc@{th:g}"] = a0
     return {k: float(v) for k, v in out.items()}
+
+
+def one_step_metrics(model, clips, batch_size=32, progress=False):
+    """One-step prediction and flow metrics on held-out clips.
+
+    Args:
+        model: an ``STVAE``.
+        clips: a ``data.Clips`` (``flow`` and ``masks`` may be None for real data).
+        progress: show a progress bar.
+    Returns:
+        dict of Python floats: ``mse`` and ``mae`` (per pixel), ``mse_per_frame``,
+        ``mae_per_frame``, ``psnr``, ``ssim``, ``bce_per_frame``, each with a
+        ``copy_last_`` twin (predict x_{t+1} = x_t); with ground-truth flow also ``epe``
+        and ``zero_flow_epe`` (image pixels, on object pixels of frame t+1) and
+        ``acc@0.5`` … beside ``zero_flow_acc@…``.
+    """
+    preds, flows = predict_clips(model, clips.frames, batch_size, progress)
+    return _one_step_scores(preds, flows, clips)
+
+
+# ----------------------------------------------------------------------------- rollout
+def rollout_clips(model, frames, context=10, future=10, batch_size=32, progress=False):
+    """Run :meth:`STVAE.rollout` over many clips in batches; results on the host.
+
+    Args:
+        frames: (N, T, C, H, W) NumPy, T ≥ context (only the first ``context`` frames are read).
+    Returns:
+        (N, future, C, H, W) NumPy: the predictions of frames context … context+future-1.
+    """
+    out = []
+    starts = range(0, len(frames), batch_size)
+    for i in _progress(starts, progress, "rollout", total=len(starts)):
+        out.append(asnumpy(model.rollout(frames[i:i + batch_size, :context], future)))
+    return np.concatenate(out)
+
+
+def _check_rollout_length(frames, context, future):
+    if context < 1 or future < 1:
+        raise ValueError(f"context and future must be at least 1, got {context} and {future}")
+    t = frames.shape[1]
+    if t < context + future:
+        raise ValueError(f"clips have T = {t} frames; a {context} → {future} rollout needs "
+                         f"context + future = {context + future}")
+
+
+def _rollout_scores(preds, frames, context):
+    """Per-horizon scores of rollout predictions (N, F, C, H, W) against ``frames``.
+
+        mse[k]  = mean over clips of mean((ŷ_{K+k} − x_{K+k})²)      k = 0 … F-1
+        ssim[k] = mean over clips of SSIM(ŷ_{K+k}, x_{K+k})
+    and the same for the baseline ŷ_{K+k} = x_{K-1} (the last context frame).
+    """
+    future = preds.shape[1]
+    preds = np.clip(preds, 0.0, 1.0)
+    targets = frames[:, context:context + future]                     # (N, F, C, H, W)
+    copy = np.repeat(frames[:, context - 1:context], future, axis=1)  # x_{K-1}, F times
+    out = {"context": int(context), "future": int(future),
+           "horizon": np.arange(1, future + 1)}
+    for prefix, guess in (("", preds), ("copy_last_", copy)):
+        mse = M.mse_per_pixel(guess, targets, per_frame=True)          # (N, F)
+        ssim = M.ssim(guess, targets, per_frame=True)
+        out[prefix + "mse"] = np.asarray(mse).mean(axis=0)             # (F,)
+        out[prefix + "ssim"] = np.asarray(ssim).mean(axis=0)
+        out[prefix + "mean_mse"] = float(out[prefix + "mse"].mean())
+        out[prefix + "mean_ssim"] = float(out[prefix + "ssim"].mean())
+    return out
+
+
+def rollout_metrics(model, clips, context=10, future=10, batch_size=32, progress=False):
+    """Multi-step prediction: read ``context`` frames, predict ``future`` more from the
+    model's own outputs (:meth:`STVAE.rollout`), score every horizon.
+
+    Args:
+        model: an ``STVAE``.
+        clips: a ``data.Clips`` or an array (N, T, C, H, W) with T ≥ context + future.
+    Returns:
+        dict: ``context``, ``future``, ``horizon`` (1 … F), ``mse`` (per pixel) and
+        ``ssim``, (F,) float64 NumPy arrays averaged over clips, their means over the
+        horizons ``mean_mse`` and ``mean_ssim`` (floats), and each with a ``copy_last_``
+        twin: every future frame predicted as the last context frame x_{context-1}.
+    Raises:
+        ValueError: clips shorter than context + future.
+    """
+    frames = np.asarray(getattr(clips, "frames", clips))
+    _check_rollout_length(frames, context, future)
+    preds = rollout_clips(model, frames, context, future, batch_size, progress)
+    return _rollout_scores(preds, frames, context)
+
+
+# ----------------------------------------------------------------------------- masks
+def propagate_masks(masks_t, flow_img, threshold=MASK_THRESHOLD):
+    """Carry the object masks of frame t to frame t+1 with a backward flow.
+
+        m̂_{t+1}(y, x) = [ bilinear(m_t, (x + T_x(y, x), y + T_y(y, x))) ≥ threshold ]
+
+    the model's own warp (``sampler.bilinear_forward`` with grid = base_grid + flow,
+    zero outside the map) applied to the mask as a 0/1 image, then thresholded.
+    Thresholding the bilinear coverage at 0.5 keeps an integer shift exact and rounds
+    a sub-pixel one.
+
+    Args:
+        masks_t: (..., H, W) or (..., 1, H, W) boolean (non-zero = object).
+        flow_img: (..., 2, H, W) backward flow in IMAGE pixels with the same leading
+            axes (for the model's flow: ``metrics.upsample_flow(flow, factor)``).
+            Channel 0 = x, 1 = y. NumPy or CuPy.
+        threshold: coverage at or above which a pixel is in the mask.
+    Returns:
+        boolean array of ``masks_t``'s shape, on the flow's device.
+    """
+    xp = get_array_module(masks_t, flow_img)
+    masks_t = xp.asarray(masks_t)
+    h, w = flow_img.shape[-2:]
+    lead = flow_img.shape[:-3]
+    if flow_img.ndim < 3 or flow_img.shape[-3] != 2:
+        raise ValueError(f"propagate_masks: flow_img must be (..., 2, H, W), "
+                         f"got shape {tuple(flow_img.shape)}")
+    plain = masks_t.shape == lead + (h, w)
+    if not plain and masks_t.shape != lead + (1, h, w):
+        raise ValueError(f"propagate_masks: masks {tuple(masks_t.shape)} do not match the flow "
+                         f"{tuple(flow_img.shape)}: expected {lead + (h, w)} or {lead + (1, h, w)}")
+    dtype = flow_img.dtype if flow_img.dtype.kind == "f" else np.float32
+    m = int(np.prod(lead, dtype=np.int64))
+    flow = flow_img.reshape(m, 2, h, w).astype(dtype, copy=False)
+    mask = (masks_t != 0).reshape(m, 1, h, w).astype(dtype)
+    grid = base_grid(m, h, w, flow) + flow                          # source (x, y), pixels
+    coverage, _ = bilinear_forward(mask, grid)                      # (M, 1, H, W) in [0, 1]
+    return (coverage >= threshold).reshape(masks_t.shape)
+
+
+def _label_scores(flows, clips):
+    """The metrics of :func:`label_propagation_metrics` from one-step flows already
+    computed; also returns the propagated masks (N, T-1, H, W) for the figure."""
+    masks = np.asarray(clips.masks)[:, :, 0]                        # (N, T, H, W)
+    flow_img = _image_flow(flows, clips.frames)                     # (N, T-1, 2, H, W)
+    pred = asnumpy(propagate_masks(masks[:, :-1], flow_img))        # masks of t+1
+    true, copy = masks[:, 1:], masks[:, :-1]
+    n, s, h, w = true.shape
+    out = {}
+    for prefix, guess in (("", pred), ("copy_last_", copy)):
+        # per_clip over the flattened (clip, step) axis: the mean of per-frame IoUs
+        out[prefix + "iou"] = float(M.iou(guess.reshape(n * s, h, w), true.reshape(n * s, h, w),
+                                          per_clip=True))
+        out[prefix + "iou_per_step"] = np.array([float(M.iou(guess[:, t], true[:, t], per_clip=True))
+                                                 for t in range(s)])
+    return out, pred
+
+
+def label_propagation_metrics(model, clips, batch_size=32, progress=False):
+    """Object masks carried from frame t to t+1 by the model's one-step flow.
+
+    For every step t = 0 … T-2 the flow that :meth:`STVAE.predict` regresses for x_{t+1}
+    (memory-grid pixels, brought to image pixels with ``metrics.upsample_flow``) warps the
+    true mask of frame t (:func:`propagate_masks`); the result is compared with the true
+    mask of frame t+1.
+
+    Args:
+        model: an ``STVAE``.
+        clips: a ``data.Clips`` with ``masks`` (N, T, 1, H, W).
+    Returns:
+        dict: ``iou`` (mean over clips and steps of the per-frame IoU), ``iou_per_step``
+        ((T-1,) NumPy, step t predicts frame t+1), and ``copy_last_iou``,
+        ``copy_last_iou_per_step`` for the baseline that keeps mask t.
+    """
+    if clips.masks is None:
+        raise ValueError("label_propagation_metrics: the clips carry no object masks")
+    _, flows = predict_clips(model, clips.frames, batch_size, progress)
+    return _label_scores(flows, clips)[0]
+
+
+# ----------------------------------------------------------------------------- the report
+def _finite_or_none(x):
+    return float(x) if math.isfinite(float(x)) else None
+
+
+def _jsonable(obj):
+    """Arrays -> lists, NumPy scalars -> Python, NaN/inf -> None (strict JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return _finite_or_none(obj)
+    return obj
+
+
+def _fmt(x):
+    """A number for the report: 4 decimals, scientific when tiny, '—' for None (NaN)."""
+    if x is None:
+        return "—"
+    if x != 0 and abs(x) < 1e-3:
+        return f"{x:.3e}"
+    return f"{x:.4f}"
+
+
+def _better(model, base, higher_is_better):
+    if model is None or base is None:
+        return "—"
+    if model == base:
+        return "tie"
+    return "yes" if (model > base) == higher_is_better else "no"
+
+
+# (key in the section, label, baseline key, higher is better)
+_ONE_STEP_ROWS = [
+    ("mse", "MSE per pixel", "copy_last_mse", False),
+    ("mse_per_frame", "MSE per frame", "copy_last_mse_per_frame", False),
+    ("mae", "MAE per pixel", "copy_last_mae", False),
+    ("mae_per_frame", "MAE per frame", "copy_last_mae_per_frame", False),
+    ("psnr", "PSNR (dB)", "copy_last_psnr", True),
+    ("ssim", "SSIM", "copy_last_ssim", True),
+    ("bce_per_frame", "BCE per frame (nats)", "copy_last_bce_per_frame", False),
+    ("epe", "flow EPE (image px)", "zero_flow_epe", False),
+] + [(f"acc@{th:g}", f"flow accuracy, EPE < {th:g} px", f"zero_flow_acc@{th:g}", True)
+     for th in FLOW_THRESHOLDS]
+
+
+def write_report(path, result):
+    """``report.md`` from the dict of :func:`evaluate_checkpoint` (already JSON-ready)."""
+    one, roll, lab = result["one_step"], result["rollout"], result["label_propagation"]
+    info, data, figs = result["model"], result["data"], result["figures"]
+    lines = ["# stvae_np evaluation", ""]
+    lines.append(f"- model: {info['checkpoint'] or '(in memory)'}, preset `{info['preset']}`, "
+                 f"{info['parameters']:,} parameters, {info['frame']} frames")
+    lines.append(f"- data: {data['description']}; {data['clips']} clips of {data['frames']} frames")
+    lines.append("- baselines: **copy-last** frame (pixels), **zero flow** (flow), "
+                 "the last **context** frame repeated (rollout), **mask t kept** (labels)")
+    lines += ["", "## Metrics", "",
+              "| metric | model | baseline | better? |", "|---|---:|---:|:---:|"]
+
+    def row(label, m, b, higher):
+        lines.append(f"| {label} | {_fmt(m)} | {_fmt(b)} | {_better(m, b, higher)} |")
+
+    for key, label, base, higher in _ONE_STEP_ROWS:
+        if key in one:
+            row(f"one-step {label}", one[key], one[base], higher)
+    if "skipped" not in roll:
+        span = f"{roll['context']} → {roll['future']}"
+        row(f"rollout {span}, MSE per pixel (mean over horizons)", roll["mean_mse"],
+            roll["copy_last_mean_mse"], False)
+        row(f"rollout {span}, SSIM (mean over horizons)", roll["mean_ssim"],
+            roll["copy_last_mean_ssim"], True)
+    if "skipped" not in lab:
+        row("label propagation, mean IoU of mask t+1", lab["iou"], lab["copy_last_iou"], True)
+
+    notes = [f"one-step flow metrics skipped: {one['flow_skipped']}"] if "flow_skipped" in one else []
+    notes += [f"rollout skipped: {roll['skipped']}"] if "skipped" in roll else []
+    notes += [f"label propagation skipped: {lab['skipped']}"] if "skipped" in lab else []
+    if notes:
+        lines += [""] + [f"*Note: {n}.*" for n in notes]
+
+    if "skipped" not in roll:
+        lines += ["", f"## Rollout per horizon ({roll['context']} context frames)", "",
+                  "| horizon | MSE model | MSE copy-last | SSIM model | SSIM copy-last |",
+                  "|---:|---:|---:|---:|---:|"]
+        for k, h in enumerate(roll["horizon"]):
+            lines.append(f"| {h} | {_fmt(roll['mse'][k])} | {_fmt(roll['copy_last_mse'][k])} | "
+                         f"{_fmt(roll['ssim'][k])} | {_fmt(roll['copy_last_ssim'][k])} |")
+
+    captions = {"rollout_mse": "Rollout MSE per horizon", "rollout_ssim": "Rollout SSIM per horizon",
+                "rollout": "Rollout strip (context, predictions, truth, |error|)",
+                "flow": "One-step flow: predicted vs true",
+                "masks": "Label propagation (green true, red propagated, blue dashed copy)"}
+    if figs:
+        lines += ["", "## Figures", ""]
+        for key, name in figs.items():
+            lines += [f"### {captions.get(key, key)}", "", f"![{key}]({name})", ""]
+    with open(path, "w") as fh:
+        fh.write("\n".join(lines).rstrip() + "\n")
+    return path
+
+
+def _make_figures(out_dir, clips, one_step_out, rollout_out, label_out, examples=2):
+    """The PNGs of :func:`evaluate_checkpoint`; returns {key: file name}."""
+    from . import viz
+    frames, k = clips.frames, min(examples, len(clips.frames))
+    figs = {}
+    flows, masks_pred = one_step_out[1], label_out
+    if rollout_out is not None:
+        scores, roll_preds = rollout_out
+        ctx, fut = scores["context"], scores["future"]
+        xs = scores["horizon"]
+        viz.plot_curves(os.path.join(out_dir, "rollout_mse.png"), xs,
+                        {"model": scores["mse"], "copy last context frame": scores["copy_last_mse"]},
+                        ylabel="MSE per pixel", title=f"Rollout {ctx} → {fut}: MSE per horizon")
+        figs["rollout_mse"] = "rollout_mse.png"
+        viz.plot_curves(os.path.join(out_dir, "rollout_ssim.png"), xs,
+                        {"model": scores["ssim"], "copy last context frame": scores["copy_last_ssim"]},
+                        ylabel="SSIM", title=f"Rollout {ctx} → {fut}: SSIM per horizon")
+        figs["rollout_ssim"] = "rollout_ssim.png"
+        viz.plot_rollout(os.path.join(out_dir, "rollout.png"), frames[:k, :ctx],
+                         np.clip(roll_preds[:k], 0, 1), frames[:k, ctx:ctx + fut], max_rows=k)
+        figs["rollout"] = "rollout.png"
+    if clips.flow is not None:
+        mask = clips.masks[:k, 1:, 0] if clips.masks is not None else None
+        viz.plot_flow_comparison(os.path.join(out_dir, "flow.png"), frames[:k, 1:], flows[:k],
+                                 clips.flow[:k], mask=mask)
+        figs["flow"] = "flow.png"
+    if masks_pred is not None:
+        masks = clips.masks[:k, :, 0]
+        viz.plot_masks(os.path.join(out_dir, "masks.png"), frames[:k], masks_pred[:k],
+                       masks[:, 1:], masks[:, :-1], max_rows=k,
+                       title="Label propagation: mask t warped by the predicted flow -> mask t+1")
+        figs["masks"] = "masks.png"
+    return figs
+
+
+def evaluate_checkpoint(model_or_path, clips, out_dir, context=10, future=10, batch_size=32,
+                        device="cpu", description=None, checkpoint=None, figures=True,
+                        progress=False):
+    """Everything: one-step, rollout and label-propagation metrics, ``metrics.json``,
+    ``report.md`` and the figures, written into ``out_dir``.
+
+    Args:
+        model_or_path: an ``STVAE`` or the path of a checkpoint (loaded on ``device``).
+        clips: a ``data.Clips``; ``flow`` and ``masks`` may be None (real data), then the
+            flow and label metrics are skipped and the report says so. Clips shorter than
+            ``context + future`` frames skip the rollout (also said in the report).
+        out_dir: folder for the outputs (created).
+        context, future: the rollout reads ``context`` frames and predicts ``future``.
+        description: a line about the data for the report.
+        checkpoint: the checkpoint's path for the report, when a model is passed.
+        figures: write the PNGs (``rollout_mse.png``, ``rollout_ssim.png``, ``rollout.png``,
+            ``flow.png``, ``masks.png``, those that apply).
+        progress: progress bars over the batches.
+    Returns:
+        the dict written to ``metrics.json``: ``model``, ``data``, ``one_step``,
+        ``rollout``, ``label_propagation``, ``figures``. JSON-ready: arrays are lists,
+        NaN (e.g. an EPE over no object pixel) is None. A skipped section is
+        ``{"skipped": reason}``.
+    """
+    from .model import STVAE
+    if isinstance(model_or_path, STVAE):
+        model = model_or_path
+        checkpoint = None if checkpoint is None else os.fspath(checkpoint)
+    else:
+        checkpoint = os.fspath(model_or_path)
+        model = STVAE.load(checkpoint, device=device)
+    frames = clips.frames
+    n, t, c, h, w = frames.shape
+    cfg = model.config
+    os.makedirs(out_dir, exist_ok=True)
+
+    preds, flows = predict_clips(model, frames, batch_size, progress)
+    one_step = _one_step_scores(preds, flows, clips)
+    if clips.flow is None:
+        one_step["flow_skipped"] = "the clips carry no ground-truth flow"
+
+    try:
+        _check_rollout_length(frames, context, future)
+        roll_preds = rollout_clips(model, frames, context, future, batch_size, progress)
+        rollout = _rollout_scores(roll_preds, frames, context)
+        rollout_out = (rollout, roll_preds)
+    except ValueError as err:
+        rollout, rollout_out = {"skipped": str(err), "context": context, "future": future}, None
+
+    if clips.masks is not None:
+        labels, masks_pred = _label_scores(flows, clips)
+    else:
+        labels, masks_pred = {"skipped": "the clips carry no object masks"}, None
+
+    figs = _make_figures(out_dir, clips, (preds, flows), rollout_out, masks_pred) if figures else {}
+    result = _jsonable({
+        "model": {"checkpoint": checkpoint, "preset": cfg.name, "parameters": cfg.num_params(),
+                  "frame": f"{cfg.height}×{cfg.width}×{cfg.channels}"},
+        "data": {"description": description or "clips given in memory", "clips": n, "frames": t,
+                 "height": h, "width": w, "has_flow": clips.flow is not None,
+                 "has_masks": clips.masks is not None},
+        "one_step": one_step, "rollout": rollout, "label_propagation": labels, "figures": figs,
+    })
+    with open(os.path.join(out_dir, "metrics.json"), "w") as fh:
+        json.dump(result, fh, indent=2)
+    write_report(os.path.join(out_dir, "report.md"), result)
+    return result
+
+
+# ----------------------------------------------------------------------------- command line
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(prog="python -m stvae_np.evaluate",
+                description="Evaluate a trained checkpoint: one-step and rollout prediction, "
+                            "flow, label propagation; writes metrics.json, report.md, figures.")
+    p.add_argument("checkpoint", help="a checkpoint.npz written by stvae_np.train")
+    p.add_argument("--data", default="moving-mnist",
+                   help="moving-mnist (test digits), shapes, or a .npy/.npz file of clips")
+    p.add_argument("--clips", type=int, default=64, help="clips to evaluate on")
+    p.add_argument("--out", default=None, help="output folder (default: <checkpoint folder>/eval)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"))
+    p.add_argument("--context", type=int, default=10, help="frames the rollout reads")
+    p.add_argument("--future", type=int, default=10, help="frames the rollout predicts")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--no-figures", action="store_true", help="skip the figures")
+    p.add_argument("--quiet", action="store_true", help="no progress bars, no summary")
+    return p
+
+
+def load_eval_clips(data, config, n_clips, seq_len):
+    """The clips the command evaluates on, and a one-line description.
+
+    ``moving-mnist``: test-split digits at the model's size (32 -> the tiny preset, 64 ->
+    the paper's), seed ``TEST_SEED``; ``shapes``: moving shapes, same seed; otherwise a
+    clip file (``data.load_clips``), its first ``n_clips`` clips.
+    """
+    from . import data as D
+    size = config.height
+    if data == "moving-mnist":
+        if (config.height, config.width, config.channels) not in ((32, 32, 1), (64, 64, 1)):
+            raise CLIError(f"moving-mnist needs a model of 32×32 or 64×64 one-channel frames, "
+                           f"this one has {config.height}×{config.width}×{config.channels}")
+        preset = "tiny" if size == 32 else "paper"
+        clips = D.moving_mnist_for(preset, n_clips, seq_len=seq_len, split="test", seed=TEST_SEED)
+        return clips, f"Moving MNIST {size}×{size}, 2 test digits, seed {TEST_SEED}"
+    if data == "shapes":
+        if config.height != config.width or config.channels != 1:
+            raise CLIError("shapes needs a model of square one-channel frames")
+        clips = D.moving_shapes(n_clips, seq_len=seq_len, size=size, seed=TEST_SEED)
+        return clips, f"moving shapes {size}×{size}, seed {TEST_SEED}"
+    if not os.path.isfile(data):
+        raise CLIError(f"--data {data!r} is neither one of {DATA_CHOICES} nor an existing file")
+    try:
+        clips = D.load_clips(data, max_clips=n_clips)
+    except (ValueError, OSError) as err:
+        raise CLIError(str(err)) from None
+    check_clip_file(data, clips.frames.shape, config, seq_len, "--context + --future")
+    return clips, f"{data} (first {len(clips)} clips, frames only)"
+
+
+def _summary(result):
+    one, roll, lab = result["one_step"], result["rollout"], result["label_propagation"]
+    lines = [f"one-step MSE {_fmt(one['mse'])} (copy-last {_fmt(one['copy_last_mse'])}), "
+             f"SSIM {_fmt(one['ssim'])} (copy-last {_fmt(one['copy_last_ssim'])})"]
+    if "epe" in one:
+        lines.append(f"flow EPE {_fmt(one['epe'])} px (zero flow {_fmt(one['zero_flow_epe'])})")
+    if "skipped" not in roll:
+        lines.append(f"rollout {roll['context']} → {roll['future']}: mean MSE "
+                     f"{_fmt(roll['mean_mse'])} (copy-last {_fmt(roll['copy_last_mean_mse'])})")
+    if "skipped" not in lab:
+        lines.append(f"label propagation IoU {_fmt(lab['iou'])} (copy mask {_fmt(lab['copy_last_iou'])})")
+    return lines
+
+
+def main(argv=None) -> int:
+    from .model import STVAE
+    try:
+        args = build_parser().parse_args(argv)
+        require_positive(clips=args.clips, context=args.context, future=args.future,
+                         batch_size=args.batch_size)
+        device = resolve_device(args.device)
+        try:
+            model = STVAE.load(args.checkpoint, device=device)
+        except (FileNotFoundError, ValueError) as err:
+            raise CLIError(str(err)) from None
+        clips, desc = load_eval_clips(args.data, model.config, args.clips,
+                                      args.context + args.future)
+        out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "eval")
+        result = evaluate_checkpoint(model, clips, out, args.context, args.future,
+                                     batch_size=args.batch_size, description=desc,
+                                     checkpoint=args.checkpoint, figures=not args.no_figures,
+                                     progress=not args.quiet)
+    except CLIError as err:
+        print(f"stvae_np.evaluate: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:          # e.g. an output folder that cannot be written
+        print(f"stvae_np.evaluate: error: {err}", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        for line in _summary(result) + [f"written: {out}/report.md, metrics.json and figures"]:
+            print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

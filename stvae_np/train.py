@@ -20,25 +20,15 @@ import time
 
 import numpy as np
 
-from .backend import gpu_available
+from .cli import CLIError, Parser, check_clip_file, require_positive, resolve_device
+from .evaluate import DATA_CHOICES, load_eval_clips
 from .model import STVAE, Config
 
-DATA_CHOICES = ("moving-mnist", "shapes")
-TEST_SEED = 2_147_483_647          # the held-out clips never depend on --seed
 CHECKPOINT = "checkpoint.npz"
 
 
-class CLIError(Exception):
-    """A user mistake: reported as one line, exit status 2, no traceback."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):       # one line instead of usage + error
-        raise CLIError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m stvae_np.train",
+    p = Parser(prog="python -m stvae_np.train",
                 description="Train the spatio-temporal video autoencoder (Patraucean et al. 2016).")
     p.add_argument("--preset", default="tiny", help="tiny (CPU, minutes) or paper (64×64, GPU)")
     p.add_argument("--data", default="moving-mnist",
@@ -63,50 +53,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 DEFAULT_STEPS = {"tiny": 1500, "paper": 20000}
+ROLLOUT = 10                       # the final evaluation reads 10 frames and predicts 10
 
 
 # ----------------------------------------------------------------------------- set-up
-def resolve_device(name: str) -> str:
-    if name == "auto":
-        return "gpu" if gpu_available() else "cpu"
-    if name == "gpu" and not gpu_available():
-        raise CLIError("--device gpu asked for, but no CUDA device is available "
-                       "(install the GPU extra: pip install -r requirements-gpu.txt)")
-    return name
-
-
 def make_data(data: str, config: Config, eval_clips: int, seq_len: int):
-    """Return (training source for ClipSampler, held-out Clips, a one-line description)."""
+    """Return (training source for ClipSampler, held-out Clips, a one-line description).
+
+    Synthetic data: fresh training clips from the training digits; the held-out clips are
+    those of ``python -m stvae_np.evaluate`` (test digits, a fixed seed). A file: its last
+    tenth (at most ``eval_clips``) is held out, the rest is sampled in random windows.
+    """
     from . import data as D
-    size = config.height
-    if data == "moving-mnist":
-        if (config.height, config.width, config.channels) not in ((32, 32, 1), (64, 64, 1)):
-            raise CLIError(f"moving-mnist needs 32×32 or 64×64 one-channel frames, the model "
-                           f"has {config.height}×{config.width}×{config.channels}")
-        preset = "tiny" if size == 32 else "paper"
-        source = D.synthetic_source("moving_mnist", preset=preset)
-        test = D.moving_mnist_for(preset, eval_clips, seq_len=seq_len, split="test", seed=TEST_SEED)
-        return source, test, f"Moving MNIST {size}×{size}, 2 digits (train digits only)"
-    if data == "shapes":
-        if config.height != config.width or config.channels != 1:
-            raise CLIError("shapes needs square one-channel frames")
-        source = D.synthetic_source("moving_shapes", size=size)
-        test = D.moving_shapes(eval_clips, seq_len=seq_len, size=size, seed=TEST_SEED)
-        return source, test, f"moving shapes {size}×{size}"
+    if data in DATA_CHOICES:
+        test, desc = load_eval_clips(data, config, eval_clips, seq_len)
+        if data == "moving-mnist":
+            source = D.synthetic_source("moving_mnist", preset="tiny" if config.height == 32 else "paper")
+        else:
+            source = D.synthetic_source("moving_shapes", size=config.height)
+        return source, test, desc
     if not os.path.exists(data):
         raise CLIError(f"--data {data!r} is neither one of {DATA_CHOICES} nor an existing file")
     try:
         clips = D.load_clips(data)
     except (ValueError, OSError) as err:
         raise CLIError(str(err)) from None
-    n, t, c, h, w = clips.frames.shape
-    if (c, h, w) != (config.channels, config.height, config.width):
-        raise CLIError(f"{data}: clips are {c}×{h}×{w} (C×H×W), preset {config.name!r} expects "
-                       f"{config.channels}×{config.height}×{config.width}")
+    check_clip_file(data, clips.frames.shape, config, seq_len, "--seq-len")
+    n = len(clips)
     if n < 2:
         raise CLIError(f"{data}: needs at least 2 clips (one is held out for testing), got {n}")
-    if t < seq_len:
-        raise CLIError(f"{data}: clips have {t} frames, --seq-len is {seq_len}")
     n_test = max(1, min(eval_clips, n // 10))
     train = D.Clips(clips.frames[:n - n_test])
     test = D.Clips(clips.frames[n - n_test:])
@@ -140,7 +115,7 @@ def train(args) -> int:
     from tqdm import tqdm
 
     from .data import ClipSampler
-    from .evaluate import one_step_metrics
+    from .evaluate import evaluate_checkpoint, one_step_metrics
     from .optim import RMSProp, clip_grad_norm, clip_grad_value, step_decay
 
     device = resolve_device(args.device)
@@ -172,11 +147,8 @@ def train(args) -> int:
     seq_len = args.seq_len or config.seq_len
     base_lr = args.lr if args.lr is not None else config.lr
     clip_norm = args.clip_norm if args.clip_norm is not None else config.clip_norm
-    for name, v in (("--steps", steps), ("--batch-size", batch_size), ("--eval-clips", args.eval_clips),
-                    ("--eval-every", args.eval_every), ("--ckpt-every", args.ckpt_every),
-                    ("--log-every", args.log_every)):
-        if v < 1:
-            raise CLIError(f"{name} must be at least 1, got {v}")
+    require_positive(steps=steps, batch_size=batch_size, eval_clips=args.eval_clips,
+                     eval_every=args.eval_every, ckpt_every=args.ckpt_every, log_every=args.log_every)
     if seq_len < 2:
         raise CLIError(f"--seq-len must be at least 2, got {seq_len}")
 
@@ -255,6 +227,19 @@ def train(args) -> int:
               "device": device, "preset": config.name, "data": data_desc,
               "batch_size": batch_size, "seq_len": seq_len, "lr": base_lr, "seed": args.seed,
               "test": final, "history": history}
+    # the full evaluation of python -m stvae_np.evaluate: 10 -> 10 rollout, label propagation
+    if args.data in DATA_CHOICES:
+        eval_clips, eval_desc = load_eval_clips(args.data, config, args.eval_clips, 2 * ROLLOUT)
+        context = future = ROLLOUT
+    else:
+        eval_clips, eval_desc = test_clips, data_desc
+        context = test_clips.frames.shape[1] // 2
+        future = test_clips.frames.shape[1] - context
+    full = evaluate_checkpoint(model, eval_clips, os.path.join(out, "eval"), context, future,
+                               description=eval_desc, checkpoint=ckpt_path,
+                               figures=not args.no_figures)
+    result["evaluation"] = {"report": os.path.join(out, "eval", "report.md"),
+                            "rollout": full["rollout"], "label_propagation": full["label_propagation"]}
     _write_json(os.path.join(out, "metrics.json"), result)
     if not args.no_figures:
         make_figures(model, test_clips, history, out)
@@ -278,8 +263,8 @@ def make_figures(model, clips, history, out):
     viz.plot_predictions(os.path.join(out, "predictions.png"), clips.frames[:k, :-1],
                          np.clip(preds, 0, 1), clips.frames[:k, 1:])
     if clips.flow is not None:
-        viz.plot_flow_comparison(os.path.join(out, "flow.png"), clips.frames[:k, 1:], flows,
-                                 clips.flow[:k], mask=clips.masks[:k, 1:, 0])
+        viz.plot_flow_comparison(os.path.join(out, "flow.png"), clips.frames[:k], flows,
+                                 clips.flow[:k], mask=clips.masks[:k])
 
 
 def main(argv=None) -> int:
