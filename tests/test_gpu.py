@@ -20,6 +20,7 @@ import json
 import os
 
 import numpy as np
+from helpers import moving_square_clips
 import pytest
 
 from stvae_np import train
@@ -81,18 +82,8 @@ def randn(rng, shape, dtype, scale=1.0):
 
 
 def moving_squares(n=2, t=5, size=32, seed=0):
-    """Textured 8×8 squares moving one pixel a frame in a random diagonal direction (host)."""
-    rng = np.random.default_rng(seed)
-    clips = np.zeros((n, t, 1, size, size), np.float32)
-    yy, xx = np.mgrid[0:size, 0:size]
-    for i in range(n):
-        vy, vx = rng.choice([-1, 1], size=2)
-        y0, x0 = rng.integers(8, size - 16, size=2)
-        for j in range(t):
-            y, x = y0 + vy * j, x0 + vx * j
-            inside = (yy >= y) & (yy < y + 8) & (xx >= x) & (xx < x + 8)
-            clips[i, j, 0][inside] = 0.6 + 0.4 * np.sin(xx[inside] - x + 2 * (yy[inside] - y)) ** 2
-    return clips
+    """Textured 8×8 squares moving one pixel a frame (host); see tests/helpers.py."""
+    return moving_square_clips(n=n, t=t, size=size, seed=seed)
 
 
 # ----------------------------------------------------------------------------- conv, pool, up-sample

@@ -3,24 +3,11 @@ input validation, checkpoints, and a short training run whose loss falls."""
 import numpy as np
 import pytest
 
-from stvae_np.gradcheck import rel_error
+from helpers import moving_square_clips
+
+from stvae_np.gradcheck import directional_check
 from stvae_np.model import PARAM_NAMES, STVAE, Config
 from stvae_np.optim import RMSProp, clip_grad_norm
-
-
-def moving_square_clips(n=4, t=6, size=32, seed=0):
-    """Bright textured squares moving by one pixel a frame in a random direction."""
-    rng = np.random.default_rng(seed)
-    clips = np.zeros((n, t, 1, size, size), np.float32)
-    yy, xx = np.mgrid[0:size, 0:size]
-    for i in range(n):
-        vy, vx = rng.choice([-1, 1], size=2)
-        y0, x0 = rng.integers(8, size - 16, size=2)
-        for j in range(t):
-            y, x = y0 + vy * j, x0 + vx * j
-            inside = (yy >= y) & (yy < y + 8) & (xx >= x) & (xx < x + 8)
-            clips[i, j, 0][inside] = 0.6 + 0.4 * np.sin(xx[inside] - x + 2 * (yy[inside] - y)) ** 2
-    return clips
 
 
 def test_paper_preset_has_the_papers_parameter_count():
@@ -84,22 +71,7 @@ def test_whole_model_directional_gradient_check():
         assert grads[name].shape == model.params[name].shape
         assert grads[name].dtype == np.float64
         assert np.abs(grads[name]).max() > 0, f"{name} gets no gradient"
-    rng = np.random.default_rng(0)
-    h, worst = 1e-6, {}
-    for name in PARAM_NAMES:
-        theta, g = model.params[name], grads[name]
-        errs = []
-        for _ in range(3):
-            r = rng.standard_normal(g.shape)
-            d = 0.5 * g / np.linalg.norm(g) + 0.5 * r / np.linalg.norm(r)
-            theta0 = theta.copy()
-            theta += h * d
-            lp = float(model.loss(clip))
-            theta[...] = theta0 - h * d
-            lm = float(model.loss(clip))
-            theta[...] = theta0
-            errs.append(rel_error((lp - lm) / (2 * h), np.sum(g * d)))
-        worst[name] = max(errs)
+    worst = directional_check(lambda: model.loss(clip), model.params, grads, PARAM_NAMES)
     assert max(worst.values()) <= 1e-5, worst
 
 
