@@ -55,8 +55,8 @@ def directional_check(loss, params, grads, names=None, directions=3, h=1e-6, see
 
         d = ½ g/‖g‖ + ½ r/‖r‖,   r ~ N(0, I),   g = grads[name]
 
-    compare the centred difference [L(θ + h·d) − L(θ − h·d)] / 2h with ⟨g, d⟩. A direction
-    partly along g keeps ⟨g, d⟩ well away from zero, so round-off cannot dominate; and a
+    compare the centred difference [L(θ + h·d) − L(θ − h·d)] / 2h with ⟨g, d⟩. r is flipped
+    when it points against g, so ⟨g, d⟩ ≥ ‖g‖/2 and round-off cannot dominate; and a
     model has kinks nobody can place by hand (a max-pool winner that switches, a sample
     point crossing an integer): a real bug fails every direction, a kink fails one.
 
@@ -79,6 +79,8 @@ def directional_check(loss, params, grads, names=None, directions=3, h=1e-6, see
         errors = []
         for _ in range(directions):
             r = rng.standard_normal(g.shape)
+            if np.sum(r * g) < 0:    # so that ⟨g, d⟩ ≥ ‖g‖/2, even for a one-entry tensor
+                r = -r
             d = 0.5 * g / np.linalg.norm(g) + 0.5 * r / np.linalg.norm(r)
             theta[...] = theta0 + h * d
             plus = float(loss())

@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-DEFAULT_STEPS = {"tiny": 1500, "paper": 20000}
+DEFAULT_STEPS = {"tiny": 1000, "paper": 20000}
 ROLLOUT = 10                       # the final evaluation reads 10 frames and predicts 10
 
 

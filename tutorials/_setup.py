@@ -35,3 +35,12 @@ def show(fig, name):
     plt.close(fig)
     print(f"figure saved: {path}")
     return path
+
+
+def show_png(path):
+    """The viz functions write their own PNG: print its path and, in a notebook, show it."""
+    if "ipykernel" in sys.modules:
+        from IPython.display import Image, display
+        display(Image(filename=str(path)))
+    print(f"figure saved: {path}")
+    return path
