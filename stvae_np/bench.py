@@ -140,7 +140,7 @@ def stage_times(model, clip, timer):
     def enc_bwd():
         conv_c, tanh_out, pool_c = enc_c
         d = maxpool2_backward(xp.ones_like(e), pool_c)
-        conv2d_backward(d * (1 - tanh_out * tanh_out), conv_c)
+        conv2d_backward(d * (1 - tanh_out * tanh_out), conv_c, need_dx=False)
 
     def flow_bwd():
         c1, c2, c3 = flow_c

@@ -25,10 +25,14 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import os
+
 from .backend import get_array_module
 
 METHODS = ("auto", "im2col", "shift")
 MAX_BUFFER = 2 ** 25     # elements (128 MiB in float32) of the largest temporary buffer per chunk
+_CPU_THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+_POOL = None             # the thread pool of _over_batch_blocks, made on first use
 
 
 # ----------------------------------------------------------------------------- checks
@@ -78,6 +82,32 @@ def _pad(x, p):
 
 
 # ----------------------------------------------------------------------------- im2col
+def _over_batch_blocks(fill, n, xp):
+    """Call ``fill(maps)`` on disjoint blocks of the batch axis, in parallel on the CPU.
+
+    im2col, col2im and the shift-adds are k·k strided copies/adds, memory-bound and
+    single-threaded in NumPy, while the matrix product after them uses every core. NumPy
+    releases the GIL while it copies and adds, so a few threads, each on its own block of
+    maps (disjoint writes, no races), run them on every core too. On the GPU one call
+    does it all.
+    """
+    workers = min(_CPU_THREADS, n) if xp.__name__ == "numpy" else 1
+    if workers <= 1:
+        fill(slice(0, n))
+        return
+    bounds = [n * i // workers for i in range(workers + 1)]
+    blocks = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+    list(_thread_pool().map(fill, blocks))       # list(): re-raise a worker's exception
+
+
+def _thread_pool():
+    global _POOL
+    if _POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+        _POOL = ThreadPoolExecutor(max_workers=_CPU_THREADS, thread_name_prefix="stvae_np-copy")
+    return _POOL
+
+
 def im2col(x, k):
     """Patches of a zero-padded input as the columns of one matrix.
 
@@ -93,9 +123,12 @@ def im2col(x, k):
     n, c, h, w = x.shape
     x_pad = _pad(x, k // 2)
     cols = xp.empty((c, k, k, n, h, w), dtype=x.dtype)
-    for u in range(k):          # one strided copy per kernel offset, no fancy indexing
-        for v in range(k):
-            cols[:, u, v] = x_pad[:, :, u:u + h, v:v + w].transpose(1, 0, 2, 3)
+
+    def fill(maps):
+        for u in range(k):      # one strided copy per kernel offset, no fancy indexing
+            for v in range(k):
+                cols[:, u, v, maps] = x_pad[maps, :, u:u + h, v:v + w].transpose(1, 0, 2, 3)
+    _over_batch_blocks(fill, n, xp)
     return cols.reshape(c * k * k, n * h * w)
 
 
@@ -117,9 +150,12 @@ def col2im(cols, x_shape, k):
     # accumulate channel-major, like cols, so each add runs over matching rows (1.5× faster
     # than adding into (N, C, ...) through a transposed view); transpose once at the end
     dx_pad = xp.zeros((c, n, h + 2 * p, w + 2 * p), dtype=cols.dtype)
-    for u in range(k):
-        for v in range(k):
-            dx_pad[:, :, u:u + h, v:v + w] += cols[:, u, v]
+
+    def fill(maps):
+        for u in range(k):
+            for v in range(k):
+                dx_pad[:, maps, u:u + h, v:v + w] += cols[:, u, v, maps]
+    _over_batch_blocks(fill, n, xp)
     return dx_pad[:, :, p:p + h, p:p + w].transpose(1, 0, 2, 3)
 
 
@@ -166,14 +202,17 @@ def _forward_chunk(x, w, method):
     w3 = w.transpose(0, 2, 3, 1).reshape(f * k * k, c)        # (F·k·k, C)
     z = (w3 @ x_pad.reshape(c, -1)).reshape(f, k, k, n, h + 2 * p, wd + 2 * p)
     out = xp.zeros((f, n, h, wd), dtype=x.dtype)
-    for u in range(k):           # add the k·k shifted windows
-        for v in range(k):
-            out += z[:, u, v, :, u:u + h, v:v + wd]
+
+    def fill(maps):
+        for u in range(k):       # add the k·k shifted windows
+            for v in range(k):
+                out[:, maps] += z[:, u, v, maps, u:u + h, v:v + wd]
+    _over_batch_blocks(fill, n, xp)
     return out
 
 
-def _backward_chunk(dout, x, w, method):
-    """dx (N, C, H, W) and dW (F, C, k, k) of one chunk."""
+def _backward_chunk(dout, x, w, method, need_dx=True):
+    """dx (N, C, H, W) (None unless ``need_dx``) and dW (F, C, k, k) of one chunk."""
     xp = get_array_module(dout, w)
     n, c, h, wd = x.shape
     f, _, k, _ = w.shape
@@ -183,18 +222,25 @@ def _backward_chunk(dout, x, w, method):
         cols = im2col(x, k)                                   # (C·k·k, N·H·W)
         dw = (dout2 @ cols.T).reshape(w.shape)
         del cols             # free it before dcols, its twin in size, is made
+        if not need_dx:
+            return None, dw
         dcols = w.reshape(f, c * k * k).T @ dout2             # (C·k·k, N·H·W)
         return col2im(dcols, x.shape, k), dw
     p = k // 2
     hp, wp = h + 2 * p, wd + 2 * p
     # dz[f, u, v, n, y + u, x + v] = dout[n, f, y, x]: the adjoint of the shift-add
     dz = xp.zeros((f, k, k, n, hp, wp), dtype=dout.dtype)
-    for u in range(k):
-        for v in range(k):
-            dz[:, u, v, :, u:u + h, v:v + wd] = dout_t
+
+    def fill(maps):
+        for u in range(k):
+            for v in range(k):
+                dz[:, u, v, maps, u:u + h, v:v + wd] = dout_t[:, maps]
+    _over_batch_blocks(fill, n, xp)
     dz = dz.reshape(f * k * k, n * hp * wp)
     x_pad = _pad(x, p).transpose(1, 0, 2, 3).reshape(c, n * hp * wp)
     dw = (dz @ x_pad.T).reshape(f, k, k, c).transpose(0, 3, 1, 2)
+    if not need_dx:
+        return None, dw
     w3 = w.transpose(0, 2, 3, 1).reshape(f * k * k, c)
     dx_pad = (w3.T @ dz).reshape(c, n, hp, wp)
     return dx_pad[:, :, p:p + h, p:p + wd].transpose(1, 0, 2, 3), dw
@@ -232,7 +278,7 @@ def conv2d_forward(x, w, b=None, method="auto"):
     return out, Conv2dCache(x, w, b is not None, method)
 
 
-def conv2d_backward(dout, cache):
+def conv2d_backward(dout, cache, need_dx=True):
     """Gradients of a convolution.
 
     dW[f, c, u, v] = Σ_{n,y,x} dout[n, f, y, x] · x_pad[n, c, y + u, x + v]
@@ -243,6 +289,7 @@ def conv2d_backward(dout, cache):
     Args:
         dout: (N, F, H, W).
         cache: from :func:`conv2d_forward`.
+        need_dx: False skips dx (returned as None): a first layer's input needs none.
     Returns:
         dx (N, C, H, W), dw (F, C, k, k), db (F,) or None when there was no bias.
     """
@@ -254,10 +301,12 @@ def conv2d_backward(dout, cache):
         raise ValueError(f"conv2d_backward: dout must have shape {(n, f, h, wd)}, "
                          f"got {tuple(dout.shape)}")
     db = dout.sum(axis=(0, 2, 3)) if has_bias else None
-    dx = xp.empty_like(x)
+    dx = xp.empty_like(x) if need_dx else None
     dw = xp.zeros_like(w)
     for chunk in _batch_chunks(n, _buffer_per_clip(method, x.shape, w.shape)):
-        dx[chunk], dw_chunk = _backward_chunk(dout[chunk], x[chunk], w, method)
+        dx_chunk, dw_chunk = _backward_chunk(dout[chunk], x[chunk], w, method, need_dx)
+        if need_dx:
+            dx[chunk] = dx_chunk
         dw += dw_chunk                                        # dW sums over the batch
     return dx, dw, db
 

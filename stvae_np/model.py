@@ -282,7 +282,8 @@ class STVAE:
         de = de + des.reshape(n * s, fe, h, w)                     # ... and the memory
         conv_cache, tanh_out, pool_cache = enc_caches
         dtanh = maxpool2_backward(de, pool_cache)
-        _, grads["enc.W"], grads["enc.b"] = conv2d_backward(dtanh * tanh_grad(tanh_out), conv_cache)
+        _, grads["enc.W"], grads["enc.b"] = conv2d_backward(dtanh * tanh_grad(tanh_out), conv_cache,
+                                                            need_dx=False)   # the clip needs none
         self.last_parts = {"mse": mse, "smooth": smooth}
         return loss, {k: grads[k] for k in PARAM_NAMES}
 

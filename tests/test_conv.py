@@ -92,6 +92,17 @@ def test_conv2d_in_batch_chunks_gives_the_same_result(method, monkeypatch):
     _check_conv_grads(x, w, b, method, seed=12)
 
 
+@pytest.mark.parametrize("method", ["im2col", "shift"])
+def test_conv2d_backward_can_skip_dx(method):
+    rng = np.random.default_rng(13)
+    x, w = rng.standard_normal((2, 3, 5, 5)), rng.standard_normal((2, 3, 3, 3))
+    out, cache = conv2d_forward(x, w, None, method=method)
+    dout = rng.standard_normal(out.shape)
+    dx, dw, _ = conv2d_backward(dout, cache, need_dx=False)
+    assert dx is None
+    np.testing.assert_array_equal(dw, conv2d_backward(dout, cache)[1])
+
+
 def test_conv2d_without_bias():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1, 2, 5, 5))
