@@ -31,15 +31,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="python -m stvae_np.train",
                 description="Train the spatio-temporal video autoencoder (Patraucean et al. 2016).")
     p.add_argument("--preset", default="tiny", help="tiny (CPU, minutes) or paper (64×64, GPU)")
-    p.add_argument("--data", default="moving-mnist",
-                   help="moving-mnist, shapes, or a .npy/.npz file of clips")
+    p.add_argument("--data", default=None,
+                   help="moving-mnist (default), shapes, or a .npy/.npz file of clips")
     p.add_argument("--steps", type=int, default=None, help="total training steps (default: per preset)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--seq-len", type=int, default=None, help="frames per training clip")
     p.add_argument("--lr", type=float, default=None, help="RMSProp learning rate")
     p.add_argument("--clip-norm", type=float, default=None, help="global gradient-norm clip (0: off)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None, help="default 0")
     p.add_argument("--out", default=None, help="run folder (default runs/<time>-<preset>)")
     p.add_argument("--resume", default=None, metavar="CKPT", help="continue from a checkpoint")
     p.add_argument("--eval-every", type=int, default=500, help="steps between evaluations")
@@ -128,25 +128,28 @@ def train(args) -> int:
             raise CLIError(f"{args.resume}: a model file without training state; cannot resume")
         config = model.config
         out = args.out or os.path.dirname(os.path.abspath(args.resume))
-        saved = json.loads(open(os.path.join(out, "run.json")).read()) \
-            if os.path.exists(os.path.join(out, "run.json")) else {}
+        run_json = os.path.join(out, "run.json")
+        saved = json.loads(open(run_json).read()) if os.path.exists(run_json) else {}
         for key in ("data", "seed", "batch_size", "seq_len", "lr", "clip_norm"):
-            if getattr(args, key, None) is None and key in saved:
+            if getattr(args, key) is None and key in saved:   # the resumed run's settings
                 setattr(args, key, saved[key])
-        if args.data == "moving-mnist" and saved.get("data"):
-            args.data = saved["data"]
     else:
         try:
             config = Config.preset(args.preset)
         except ValueError as err:
             raise CLIError(str(err)) from None
-        model = STVAE(config, seed=args.seed, device=device)
+        model = STVAE(config, seed=args.seed or 0, device=device)
         out = args.out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S") + f"-{config.name}")
-    steps = args.steps if args.steps is not None else DEFAULT_STEPS.get(config.name, 5000)
-    batch_size = args.batch_size or config.batch_size
-    seq_len = args.seq_len or config.seq_len
-    base_lr = args.lr if args.lr is not None else config.lr
-    clip_norm = args.clip_norm if args.clip_norm is not None else config.clip_norm
+    args.data = args.data or "moving-mnist"
+    args.seed = 0 if args.seed is None else args.seed
+
+    def given(value, default):
+        return default if value is None else value
+    steps = given(args.steps, DEFAULT_STEPS.get(config.name, 5000))
+    batch_size = given(args.batch_size, config.batch_size)
+    seq_len = given(args.seq_len, config.seq_len)
+    base_lr = given(args.lr, config.lr)
+    clip_norm = given(args.clip_norm, config.clip_norm)
     require_positive(steps=steps, batch_size=batch_size, eval_clips=args.eval_clips,
                      eval_every=args.eval_every, ckpt_every=args.ckpt_every, log_every=args.log_every)
     if seq_len < 2:
@@ -181,7 +184,7 @@ def train(args) -> int:
         log(msg)
         return m
 
-    status, last_loss = 0, float("nan")
+    last_loss = float("nan")
     bar = tqdm(total=steps, initial=step, unit="step", disable=args.quiet, mininterval=1.0,
                dynamic_ncols=True)
     try:
@@ -246,7 +249,7 @@ def train(args) -> int:
     ratio = final["mse"] / final["copy_last_mse"]
     log(f"done: {step} steps in {train_seconds:.0f} s; test mse {final['mse']:.5f} = "
         f"{ratio:.2f} × copy-last; results in {out}")
-    return status
+    return 0
 
 
 def make_figures(model, clips, history, out):

@@ -133,6 +133,7 @@ def test_training_on_a_file_of_clips(tmp_path):
     (["--data", "no/such/file.npy"], "neither one of"),
     (["--steps", "0"], "--steps must be at least 1"),
     (["--seq-len", "1"], "--seq-len must be at least 2"),
+    (["--batch-size", "0"], "--batch-size must be at least 1"),
     (["--frobnicate"], "unrecognized arguments"),
     (["--resume", "no/such/ckpt.npz"], "checkpoint not found"),
 ])
