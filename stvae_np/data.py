@@ -548,8 +548,9 @@ def warp_backward(img, flow):
         (x_s, y_s) = (x + flow[0](y, x), y + flow[1](y, x)),
 
     over the four integer neighbours q of the source point; neighbours outside the
-    image contribute zero (the convention of ``stvae_np.sampler``). An integer flow
-    copies pixels exactly. Host-side NumPy, for tests and evaluation.
+    image contribute zero. It is ``stvae_np.sampler.bilinear_forward`` with the grid
+    base_grid + flow, so the ground truth is checked with the model's own warp. An
+    integer flow copies pixels exactly. Host-side NumPy, for tests and evaluation.
 
     Args:
         img: (..., H, W) array.
@@ -558,22 +559,14 @@ def warp_backward(img, flow):
     Returns:
         (..., H, W), img's dtype if floating, else float32.
     """
+    from .sampler import base_grid, bilinear_forward    # the model's own sampler
     img = np.asarray(img)
     flow = np.asarray(flow, np.float64)
     h, w = img.shape[-2:]
     if flow.shape != (2, h, w):
         raise ValueError(f"flow must have shape (2, {h}, {w}) for an image of shape "
                          f"{img.shape}, got {flow.shape}")
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
-    src_x, src_y = xs + flow[0], ys + flow[1]
-    x0, y0 = np.floor(src_x), np.floor(src_y)
-    out = np.zeros(img.shape, np.float64)
-    for qx in (x0, x0 + 1):
-        for qy in (y0, y0 + 1):
-            weight = np.maximum(0.0, 1 - np.abs(src_x - qx)) * np.maximum(0.0, 1 - np.abs(src_y - qy))
-            valid = (qx >= 0) & (qx < w) & (qy >= 0) & (qy < h)
-            qxi = np.clip(qx, 0, w - 1).astype(np.int64)
-            qyi = np.clip(qy, 0, h - 1).astype(np.int64)
-            out += np.where(valid, weight, 0.0) * img[..., qyi, qxi]
+    maps = img.reshape(1, -1, h, w).astype(np.float64)            # every map, one grid
+    out, _ = bilinear_forward(maps, base_grid(1, h, w, maps) + flow[None])
     dtype = img.dtype if img.dtype.kind == "f" else np.float32
-    return out.astype(dtype)
+    return out.reshape(img.shape).astype(dtype)

@@ -17,7 +17,7 @@ Conventions (../shared/DESIGN.md):
   and both the colour code and the arrows here show the motion, ``−flow``, so that a
   colour or an arrow means "things here move this way".
 - The model's flow lives on the memory grid (half the image resolution, in memory-grid
-  pixels); ``upsample_flow_nearest`` brings it to the image grid before comparing it
+  pixels); ``metrics.upsample_flow`` brings it to the image grid before comparing it
   with a ground-truth flow.
 
 Colour code: the Middlebury colour wheel (Baker et al., "A Database and Evaluation
@@ -39,6 +39,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from .backend import asnumpy
+from .metrics import upsample_flow
 
 MOTION_NOTE = "arrows: motion = −flow"
 
@@ -133,29 +134,6 @@ def color_wheel_image(size: int = 64) -> np.ndarray:
     outside = np.hypot(xs - c, ys - c) > radius
     img[outside] = 255
     return img
-
-
-def upsample_flow_nearest(flow, factor: int) -> np.ndarray:
-    """Bring a flow on a coarse grid to a grid ``factor`` times finer.
-
-    Each coarse pixel is repeated into a factor × factor block (nearest neighbour), and
-    the values are multiplied by ``factor``: a flow is measured in pixels of its own grid,
-    and one memory-grid pixel is ``factor`` image pixels.
-
-    Args:
-        flow: (..., 2, h, w) in pixels of the coarse grid.
-        factor: positive integer (2 for the paper's memory grid).
-    Returns:
-        (..., 2, h·factor, w·factor) float array in pixels of the fine grid.
-    """
-    flow = np.asarray(asnumpy(flow))
-    factor = int(factor)
-    if factor < 1:
-        raise ValueError(f"factor must be a positive integer, got {factor}")
-    if flow.ndim < 3 or flow.shape[-3] != 2:
-        raise ValueError(f"flow must have shape (..., 2, h, w), got {flow.shape}")
-    up = np.repeat(np.repeat(flow, factor, axis=-2), factor, axis=-1)
-    return up * np.asarray(factor, dtype=up.dtype if up.dtype.kind == "f" else np.float64)
 
 
 # --------------------------------------------------------------------- small helpers
@@ -407,7 +385,7 @@ def plot_flow_comparison(path, frames, pred_flow, true_flow, mask=None, step: in
     Args:
         frames: (N, T, 1, H, W) clips (or (T, 1, H, W)).
         pred_flow: (N, T-1, 2, h, w) the model's flow in memory-grid pixels; when h < H it
-            is brought to the image grid with ``upsample_flow_nearest(·, H // h)``.
+            is brought to the image grid with ``metrics.upsample_flow(·, H // h)``.
         true_flow: (N, T-1, 2, H, W) ground-truth backward flow in image pixels;
             step t maps x_t to x_{t+1}.
         mask: optional object masks, (N, T, [1,] H, W) per frame or (N, T-1, [1,] H, W) per
@@ -432,7 +410,7 @@ def plot_flow_comparison(path, frames, pred_flow, true_flow, mask=None, step: in
         if factor * pred.shape[-2] != H or factor * pred.shape[-1] != W:
             raise ValueError(f"pred_flow grid {pred.shape[-2:]} does not divide the true "
                              f"flow grid {(H, W)}")
-        pred = upsample_flow_nearest(pred, factor)
+        pred = upsample_flow(pred, factor)           # nearest, values × factor
     if pred.shape != true.shape:
         raise ValueError(f"pred_flow {pred.shape} and true_flow {true.shape} differ")
     n_clips, n_steps = true.shape[:2]

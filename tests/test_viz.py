@@ -120,16 +120,18 @@ def test_color_wheel_image_is_a_legend_of_flow_to_color():
 
 
 def test_upsample_flow_nearest_scales_shape_and_values():
+    """viz brings the memory-grid flow to image pixels with metrics.upsample_flow."""
+    from stvae_np.metrics import upsample_flow
     rng = np.random.default_rng(0)
     flow = rng.normal(size=(3, 2, 2, 4, 5))
-    up = viz.upsample_flow_nearest(flow, 2)
+    up = upsample_flow(flow, 2)
     assert up.shape == (3, 2, 2, 8, 10)
     assert np.allclose(up[..., ::2, ::2], 2 * flow)
     assert np.allclose(up[..., 1::2, 1::2], 2 * flow)
-    assert np.allclose(viz.upsample_flow_nearest(flow[0, 0], 3)[:, 2::3, ::3], 3 * flow[0, 0])
-    assert np.array_equal(viz.upsample_flow_nearest(flow, 1), flow)
+    assert np.allclose(upsample_flow(flow[0, 0], 3)[:, 2::3, ::3], 3 * flow[0, 0])
+    assert np.array_equal(upsample_flow(flow, 1), flow)
     with pytest.raises(ValueError):
-        viz.upsample_flow_nearest(flow, 0)
+        upsample_flow(flow, 0)
 
 
 # --------------------------------------------------------------------- plots
