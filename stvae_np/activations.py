@@ -6,10 +6,16 @@ The derivatives are expressed through the *outputs* (``s = sigmoid(a)``,
 from .backend import get_array_module
 
 
-def sigmoid(a):
-    """σ(a) = 1 / (1 + e^{-a}), computed as ½(1 + tanh(a/2)): equal, and never overflows."""
+def sigmoid(a, out=None):
+    """σ(a) = 1 / (1 + e^{-a}), computed as ½(1 + tanh(a/2)): equal, and never overflows.
+
+    ``out`` (may be ``a`` itself) receives the result without temporaries."""
     xp = get_array_module(a)
-    return 0.5 * (1.0 + xp.tanh(0.5 * a))
+    out = xp.multiply(a, 0.5, out=out)
+    xp.tanh(out, out=out)
+    out += 1.0
+    out *= 0.5
+    return out
 
 
 def sigmoid_grad(s):
@@ -17,9 +23,9 @@ def sigmoid_grad(s):
     return s * (1.0 - s)
 
 
-def tanh(a):
-    """tanh(a)."""
-    return get_array_module(a).tanh(a)
+def tanh(a, out=None):
+    """tanh(a), into ``out`` when given."""
+    return get_array_module(a).tanh(a, out=out)
 
 
 def tanh_grad(t):

@@ -8,18 +8,31 @@ Convolution (cross-correlation, stride 1, zero "same" padding p = k // 2):
 
     out[n, f, y, x] = b[f] + Σ_c Σ_{u,v} W[f, c, u, v] · x_pad[n, c, y + u, x + v]
 
-It is computed as matrix products, in one of two orders (same result, same
-FLOPs up to the padding; they differ in the size of the buffer they build):
+It is computed as matrix products, in one of three orders (same result, same
+FLOPs, no work spent on the padding; they differ in the size of the buffer they build):
 
 * ``"im2col"``: gather every k×k patch into ``cols (C·k·k, N·H·W)`` with k·k strided
   copies (one per kernel offset (u, v)), then ``out = W₂ @ cols`` with
   ``W₂ = W.reshape(F, C·k·k)``. Buffer size C·k²·N·H·W.
-* ``"shift"``: contract the channels first, ``z = W₃ @ x_pad`` with
-  ``W₃ (F·k·k, C)`` and ``x_pad (C, N·Hp·Wp)``, then add the k·k shifted windows
-  ``out[f, n, y, x] = Σ_{u,v} z[f, u, v, n, y + u, x + v]``. Buffer size F·k²·N·Hp·Wp:
+* ``"shift"``: contract the channels first, ``z = W₃ @ x`` with ``W₃ (F·k·k, C)``
+  and x as (C, N·H·W), then add the k·k shifted windows
+  ``out[f, n, y, x] = Σ_{u,v} z[f, u, v, n, y + u − p, x + v − p]``, each clipped to
+  the map (what falls outside would meet the zero padding). Buffer size F·k²·N·H·W:
   far smaller when F ≪ C (the 64→2 flow convolution, the 16→1 decoder).
+* ``"rows"``: half way between the two. Unfold only the k horizontal shifts,
+  ``R[c, v, n, y, x] = x[n, c, y, x + v − p]`` (C·k, N·H·W; zero outside the map),
+  contract channels and kernel columns at once, ``z = W_r @ R`` with
+  ``W_r[(f, u), (c, v)] = W[f, c, u, v]``, then add the k vertical shifts
+  ``out[f, n, y, x] = Σ_u z[f, u, n, y + u − p, x]``. Buffer size (C + F)·k·N·H·W: the
+  smallest when both C and F are small (the 2→2 flow convolution).
 
-``method="auto"`` picks the smaller buffer.
+``method="auto"`` picks the smallest buffer, which is also the fastest order for every
+layer of the two presets that goes through it (all but the ConvLSTM, below).
+
+Inside, the im2col order works channel-major, (C, N, H, W): with channels outermost
+every copy runs over whole rows, and ``W₂ @ cols`` comes out as (F, N·H·W) with no
+transposed copy. ``conv_cm_forward`` / ``conv_cm_backward`` expose that layout, with a
+reusable im2col buffer, to the ConvLSTM, which keeps its maps channel-major throughout.
 """
 from __future__ import annotations
 
@@ -29,7 +42,7 @@ import os
 
 from .backend import get_array_module
 
-METHODS = ("auto", "im2col", "shift")
+METHODS = ("auto", "im2col", "shift", "rows")
 MAX_BUFFER = 2 ** 25     # elements (128 MiB in float32) of the largest temporary buffer per chunk
 _CPU_THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 _POOL = None             # the thread pool of _over_batch_blocks, made on first use
@@ -63,22 +76,9 @@ def _pick_method(method, x_shape, w_shape):
         raise ValueError(f"conv2d: method must be one of {METHODS}, got {method!r}")
     if method != "auto":
         return method
-    _, c, h, wd = x_shape
-    f, _, k, _ = w_shape
-    p = k // 2
-    # compare the buffer each order builds (the N and k·k factors are common)
-    return "shift" if f * (h + 2 * p) * (wd + 2 * p) < c * h * wd else "im2col"
-
-
-def _pad(x, p):
-    """Zero-pad the two spatial axes by p on each side."""
-    xp = get_array_module(x)
-    if p == 0:
-        return x
-    n, c, h, w = x.shape
-    out = xp.zeros((n, c, h + 2 * p, w + 2 * p), dtype=x.dtype)
-    out[:, :, p:p + h, p:p + w] = x
-    return out
+    # the order with the smallest buffer per map; it is also the fastest for the
+    # encoder, flow and decoder layers of both presets (measured, BENCHMARKS.md)
+    return min(METHODS[1:], key=lambda m: _buffer_per_clip(m, x_shape, w_shape))
 
 
 # ----------------------------------------------------------------------------- im2col
@@ -108,6 +108,61 @@ def _thread_pool():
     return _POOL
 
 
+def pad_channel_major(x, p):
+    """(N, C, H, W) -> (C, N, H + 2p, W + 2p): zero-padded, channels first.
+
+    The layout im2col reads: with channels outermost, every copy of im2col (and every
+    add of col2im) runs over whole rows of matching memory, and a matrix product
+    ``(F, C·k·k) @ cols`` gives its output as (F, N·H·W) directly.
+    """
+    xp = get_array_module(x)
+    n, c, h, w = x.shape
+    out = xp.zeros((c, n, h + 2 * p, w + 2 * p), dtype=x.dtype)
+    out[:, :, p:p + h, p:p + w] = x.transpose(1, 0, 2, 3)
+    return out
+
+
+def _im2col_padded(x_pad, k, out=None):
+    """im2col of an input already padded and channel-major, (C, N, H+k−1, W+k−1).
+
+    cols[c, u, v, n, y, x] = x_pad[c, n, y + u, x + v], returned as (C·k·k, N·H·W).
+    ``out``, a flat buffer of at least C·k²·N·H·W elements, is filled instead of a new
+    array: reusing one buffer saves the operating system from handing out (and zeroing)
+    fresh pages for every call, which costs as much as the copies themselves.
+    """
+    xp = get_array_module(x_pad)
+    c, n, hp, wp = x_pad.shape
+    h, w = hp - k + 1, wp - k + 1
+    size = c * k * k * n * h * w
+    cols = xp.empty(size, dtype=x_pad.dtype) if out is None else out[:size]
+    cols = cols.reshape(c, k, k, n, h, w)
+
+    def fill(maps):
+        for u in range(k):      # one strided copy per kernel offset, no fancy indexing
+            for v in range(k):
+                cols[:, u, v, maps] = x_pad[:, maps, u:u + h, v:v + w]
+    _over_batch_blocks(fill, n, xp)
+    return cols.reshape(c * k * k, n * h * w)
+
+
+def _col2im_padded(dcols, dx_pad, k):
+    """Adjoint of :func:`_im2col_padded`, added into dx_pad (C, N, H+k−1, W+k−1) in place.
+
+    dx_pad[c, n, y + u, x + v] += dcols[c, u, v, n, y, x]
+    """
+    xp = get_array_module(dcols)
+    c, n, hp, wp = dx_pad.shape
+    h, w = hp - k + 1, wp - k + 1
+    dcols = dcols.reshape(c, k, k, n, h, w)
+
+    def fill(maps):
+        for u in range(k):
+            for v in range(k):
+                dx_pad[:, maps, u:u + h, v:v + w] += dcols[:, u, v, maps]
+    _over_batch_blocks(fill, n, xp)
+    return dx_pad
+
+
 def im2col(x, k):
     """Patches of a zero-padded input as the columns of one matrix.
 
@@ -119,17 +174,7 @@ def im2col(x, k):
     Returns:
         cols: (C·k·k, N·H·W), C-major then u, v (matching ``W.reshape(F, C·k·k)``).
     """
-    xp = get_array_module(x)
-    n, c, h, w = x.shape
-    x_pad = _pad(x, k // 2)
-    cols = xp.empty((c, k, k, n, h, w), dtype=x.dtype)
-
-    def fill(maps):
-        for u in range(k):      # one strided copy per kernel offset, no fancy indexing
-            for v in range(k):
-                cols[:, u, v, maps] = x_pad[maps, :, u:u + h, v:v + w].transpose(1, 0, 2, 3)
-    _over_batch_blocks(fill, n, xp)
-    return cols.reshape(c * k * k, n * h * w)
+    return _im2col_padded(pad_channel_major(x, k // 2), k)
 
 
 def col2im(cols, x_shape, k):
@@ -146,35 +191,20 @@ def col2im(cols, x_shape, k):
     xp = get_array_module(cols)
     n, c, h, w = x_shape
     p = k // 2
-    cols = cols.reshape(c, k, k, n, h, w)
     # accumulate channel-major, like cols, so each add runs over matching rows (1.5× faster
     # than adding into (N, C, ...) through a transposed view); transpose once at the end
-    dx_pad = xp.zeros((c, n, h + 2 * p, w + 2 * p), dtype=cols.dtype)
-
-    def fill(maps):
-        for u in range(k):
-            for v in range(k):
-                dx_pad[:, maps, u:u + h, v:v + w] += cols[:, u, v, maps]
-    _over_batch_blocks(fill, n, xp)
+    dx_pad = _col2im_padded(cols, xp.zeros((c, n, h + 2 * p, w + 2 * p), dtype=cols.dtype), k)
     return dx_pad[:, :, p:p + h, p:p + w].transpose(1, 0, 2, 3)
 
 
-# ----------------------------------------------------------------------------- conv2d
-class Conv2dCache(NamedTuple):
-    x: object        # (N, C, H, W) the input (im2col buffers are rebuilt in backward)
-    w: object        # (F, C, k, k)
-    has_bias: bool
-    method: str      # "im2col" or "shift"
-
-
-def _buffer_per_clip(method, x_shape, w_shape):
-    """Elements of the temporary buffer one input map adds (im2col's cols or shift's z)."""
-    _, c, h, w = x_shape
-    f, _, k, _ = w_shape
-    if method == "im2col":
-        return c * k * k * h * w
-    p = k // 2
-    return (f * k * k + c) * (h + 2 * p) * (w + 2 * p)
+def _matmul_into(a, b, out):
+    """out[...] = a @ b. On NumPy, BLAS writes straight into ``out`` (a strided view is
+    fine), so no (F, N·H·W) temporary is made and copied; elsewhere, plain assignment."""
+    xp = get_array_module(a, b)
+    if xp.__name__ == "numpy":
+        xp.matmul(a, b, out=out)
+    else:
+        out[...] = a @ b
 
 
 def _batch_chunks(n, per_item):
@@ -189,61 +219,216 @@ def _batch_chunks(n, per_item):
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
 
-def _forward_chunk(x, w, method):
-    """The bias-free convolution of one chunk, returned as (F, N, H, W)."""
+def im2col_workspace(x_pad, k):
+    """A flat buffer big enough for the im2col columns of the largest batch chunk of
+    x_pad (C, N, Hp, Wp); pass it to :func:`conv_cm_forward` / :func:`conv_cm_backward`
+    to reuse it across calls (the ConvLSTM reuses one for all its time steps)."""
+    xp = get_array_module(x_pad)
+    c, n, hp, wp = x_pad.shape
+    per_map = c * k * k * (hp - k + 1) * (wp - k + 1)
+    return xp.empty(per_map * _batch_chunks(n, per_map)[0].stop, dtype=x_pad.dtype)
+
+
+def conv_cm_forward(x_pad, w2, k, out, workspace=None):
+    """The im2col convolution in channel-major layout, without bias.
+
+    out (F, N·H·W) = W₂ @ im2col(x), with x_pad (C, N, H+k−1, W+k−1) already padded and
+    channels first (:func:`pad_channel_major`) and W₂ = W.reshape(F, C·k·k). The batch
+    is done in chunks whose columns fit in MAX_BUFFER elements, all in one ``workspace``
+    (:func:`im2col_workspace`, made here when not given). Returns ``out``.
+    """
+    c, n, hp, wp = x_pad.shape
+    hw = (hp - k + 1) * (wp - k + 1)
+    if workspace is None:
+        workspace = im2col_workspace(x_pad, k)
+    for sl in _batch_chunks(n, c * k * k * hw):
+        cols = _im2col_padded(x_pad[:, sl], k, out=workspace)      # (C·k·k, n_chunk·H·W)
+        _matmul_into(w2, cols, out[:, sl.start * hw:sl.stop * hw])
+    return out
+
+
+def conv_cm_backward(dout2, x_pad, w2, k, need_dx=True, workspace=None):
+    """Gradients of :func:`conv_cm_forward`.
+
+    dW₂ = dout₂ @ colsᵀ and dcols = W₂ᵀ @ dout₂, dx = col2im(dcols), chunk by chunk;
+    the im2col columns are rebuilt here (the forward keeps none) and dcols overwrites
+    them in the same workspace.
+
+    Args:
+        dout2: (F, N·H·W) gradient of ``out``.
+        x_pad: (C, N, Hp, Wp) the forward's padded channel-major input.
+        w2: (F, C·k·k).
+        need_dx: False skips dx.
+    Returns:
+        dx_pad: (C, N, Hp, Wp) gradient of x_pad (crop its border for x's), or None.
+        dw2: (F, C·k·k).
+    """
+    xp = get_array_module(dout2, x_pad)
+    c, n, hp, wp = x_pad.shape
+    hw = (hp - k + 1) * (wp - k + 1)
+    if workspace is None:
+        workspace = im2col_workspace(x_pad, k)
+    dw2 = xp.zeros_like(w2)
+    dx_pad = xp.zeros_like(x_pad) if need_dx else None
+    for sl in _batch_chunks(n, c * k * k * hw):
+        d = dout2[:, sl.start * hw:sl.stop * hw]                    # (F, n_chunk·H·W)
+        cols = _im2col_padded(x_pad[:, sl], k, out=workspace)
+        dw2 += d @ cols.T                                          # dW sums over the batch
+        if need_dx:
+            _matmul_into(w2.T, d, cols)                            # dcols, in cols' place
+            _col2im_padded(cols, dx_pad[:, sl], k)
+    return dx_pad, dw2
+
+
+# ----------------------------------------------------------------------------- conv2d
+class Conv2dCache(NamedTuple):
+    x: object        # (N, C, H, W) the input (im2col buffers are rebuilt in backward)
+    w: object        # (F, C, k, k)
+    has_bias: bool
+    method: str      # "im2col" or "shift"
+
+
+def _buffer_per_clip(method, x_shape, w_shape):
+    """Elements of the temporary buffers one input map adds: im2col's cols; shift's z
+    and channel-major x; rows' R, z and channel-major x."""
+    _, c, h, w = x_shape
+    f, _, k, _ = w_shape
+    if method == "im2col":
+        return c * k * k * h * w
+    if method == "rows":
+        return (c * k + f * k + c) * h * w
+    return (f * k * k + c) * h * w
+
+
+def _window(d, size):
+    """A shift by d along an axis of ``size``: the slices (dst, src) with
+    ``out[dst] += z[src]`` meaning out[y] += z[y + d] for every y with 0 ≤ y + d < size.
+
+    The shift and rows orders work on the *unpadded* map and add only the part of each
+    shifted window that lies inside it: the zero padding would add nothing, and leaving
+    it out saves the FLOPs spent on it (half of them for a 15×15 kernel on 32×32 maps).
+    """
+    return slice(max(0, -d), size - max(0, d)), slice(max(0, d), size - max(0, -d))
+
+
+def _cm(x):
+    """(N, C, H, W) -> (C, N, H, W), contiguous: channel-major, unpadded."""
+    return get_array_module(x).ascontiguousarray(x.transpose(1, 0, 2, 3))
+
+
+def _shift_forward_chunk(x, w):
+    """The bias-free shift-order convolution of one chunk, returned as (F, N, H, W)."""
     xp = get_array_module(x, w)
     n, c, h, wd = x.shape
     f, _, k, _ = w.shape
-    if method == "im2col":
-        cols = im2col(x, k)                                   # (C·k·k, N·H·W)
-        return (w.reshape(f, c * k * k) @ cols).reshape(f, n, h, wd)
     p = k // 2
-    x_pad = _pad(x, p).transpose(1, 0, 2, 3)                  # (C, N, Hp, Wp)
     w3 = w.transpose(0, 2, 3, 1).reshape(f * k * k, c)        # (F·k·k, C)
-    z = (w3 @ x_pad.reshape(c, -1)).reshape(f, k, k, n, h + 2 * p, wd + 2 * p)
+    z = (w3 @ _cm(x).reshape(c, -1)).reshape(f, k, k, n, h, wd)
     out = xp.zeros((f, n, h, wd), dtype=x.dtype)
 
     def fill(maps):
-        for u in range(k):       # add the k·k shifted windows
+        for u in range(k):       # add the k·k shifted windows: out[y, x] += z[u, v][y+u-p, x+v-p]
+            dst_y, src_y = _window(u - p, h)
             for v in range(k):
-                out[:, maps] += z[:, u, v, maps, u:u + h, v:v + wd]
+                dst_x, src_x = _window(v - p, wd)
+                out[:, maps, dst_y, dst_x] += z[:, u, v, maps, src_y, src_x]
     _over_batch_blocks(fill, n, xp)
     return out
 
 
-def _backward_chunk(dout, x, w, method, need_dx=True):
+def _shift_backward_chunk(dout, x, w, need_dx=True):
     """dx (N, C, H, W) (None unless ``need_dx``) and dW (F, C, k, k) of one chunk."""
     xp = get_array_module(dout, w)
     n, c, h, wd = x.shape
     f, _, k, _ = w.shape
-    dout_t = dout.transpose(1, 0, 2, 3)                       # (F, N, H, W), a view
-    if method == "im2col":
-        dout2 = dout_t.reshape(f, n * h * wd)                 # copies once
-        cols = im2col(x, k)                                   # (C·k·k, N·H·W)
-        dw = (dout2 @ cols.T).reshape(w.shape)
-        del cols             # free it before dcols, its twin in size, is made
-        if not need_dx:
-            return None, dw
-        dcols = w.reshape(f, c * k * k).T @ dout2             # (C·k·k, N·H·W)
-        return col2im(dcols, x.shape, k), dw
     p = k // 2
-    hp, wp = h + 2 * p, wd + 2 * p
-    # dz[f, u, v, n, y + u, x + v] = dout[n, f, y, x]: the adjoint of the shift-add
-    dz = xp.zeros((f, k, k, n, hp, wp), dtype=dout.dtype)
+    dout_t = dout.transpose(1, 0, 2, 3)                       # (F, N, H, W), a view
+    # dz[f, u, v, n, y+u-p, x+v-p] = dout[n, f, y, x]: the adjoint of the shift-add
+    dz = xp.zeros((f, k, k, n, h, wd), dtype=dout.dtype)
 
     def fill(maps):
         for u in range(k):
+            dst_y, src_y = _window(u - p, h)
             for v in range(k):
-                dz[:, u, v, maps, u:u + h, v:v + wd] = dout_t[:, maps]
+                dst_x, src_x = _window(v - p, wd)
+                dz[:, u, v, maps, src_y, src_x] = dout_t[:, maps, dst_y, dst_x]
     _over_batch_blocks(fill, n, xp)
-    dz = dz.reshape(f * k * k, n * hp * wp)
-    x_pad = _pad(x, p).transpose(1, 0, 2, 3).reshape(c, n * hp * wp)
-    dw = (dz @ x_pad.T).reshape(f, k, k, c).transpose(0, 3, 1, 2)
+    dz = dz.reshape(f * k * k, n * h * wd)
+    dw = (dz @ _cm(x).reshape(c, -1).T).reshape(f, k, k, c).transpose(0, 3, 1, 2)
     if not need_dx:
         return None, dw
     w3 = w.transpose(0, 2, 3, 1).reshape(f * k * k, c)
-    dx_pad = (w3.T @ dz).reshape(c, n, hp, wp)
-    return dx_pad[:, :, p:p + h, p:p + wd].transpose(1, 0, 2, 3), dw
+    return (w3.T @ dz).reshape(c, n, h, wd).transpose(1, 0, 2, 3), dw
+
+
+def _unfold_rows(x_cm, k):
+    """R[c, v, n, y, x] = x[c, n, y, x + v − p] (zero outside the map): the k horizontal
+    shifts of every row, (C·k, N·H·W); k copies where im2col makes k·k."""
+    xp = get_array_module(x_cm)
+    c, n, h, wd = x_cm.shape
+    p = k // 2
+    r = xp.empty((c, k, n, h, wd), dtype=x_cm.dtype)
+
+    def fill(maps):
+        for v in range(k):
+            dst_x, src_x = _window(v - p, wd)
+            r[:, v, maps, :, dst_x] = x_cm[:, maps, :, src_x]
+            r[:, v, maps, :, :dst_x.start] = 0                 # the border the shift uncovers
+            r[:, v, maps, :, dst_x.stop:] = 0
+    _over_batch_blocks(fill, n, xp)
+    return r.reshape(c * k, n * h * wd)
+
+
+def _rows_forward_chunk(x, w):
+    """The bias-free rows-order convolution of one chunk, returned as (F, N, H, W)."""
+    xp = get_array_module(x, w)
+    n, c, h, wd = x.shape
+    f, _, k, _ = w.shape
+    p = k // 2
+    r = _unfold_rows(_cm(x), k)                               # (C·k, N·H·W)
+    wr = w.transpose(0, 2, 1, 3).reshape(f * k, c * k)        # rows (f, u), columns (c, v)
+    z = (wr @ r).reshape(f, k, n, h, wd)                      # z[f, u, n, y, x]
+    out = xp.zeros((f, n, h, wd), dtype=x.dtype)
+
+    def fill(maps):
+        for u in range(k):       # add the k vertical shifts: out[y] += z[u][y+u-p]
+            dst_y, src_y = _window(u - p, h)
+            out[:, maps, dst_y] += z[:, u, maps, src_y]
+    _over_batch_blocks(fill, n, xp)
+    return out
+
+
+def _rows_backward_chunk(dout, x, w, need_dx=True):
+    """dx (N, C, H, W) (None unless ``need_dx``) and dW (F, C, k, k) of one chunk."""
+    xp = get_array_module(dout, w)
+    n, c, h, wd = x.shape
+    f, _, k, _ = w.shape
+    p = k // 2
+    dout_t = dout.transpose(1, 0, 2, 3)                       # (F, N, H, W), a view
+    # dz[f, u, n, y+u-p, x] = dout[n, f, y, x]: the adjoint of the vertical shift-add
+    dz = xp.zeros((f, k, n, h, wd), dtype=dout.dtype)
+
+    def fill(maps):
+        for u in range(k):
+            dst_y, src_y = _window(u - p, h)
+            dz[:, u, maps, src_y] = dout_t[:, maps, dst_y]
+    _over_batch_blocks(fill, n, xp)
+    dz = dz.reshape(f * k, n * h * wd)
+    r = _unfold_rows(_cm(x), k)                               # (C·k, N·H·W)
+    dw = (dz @ r.T).reshape(f, k, c, k).transpose(0, 2, 1, 3)
+    if not need_dx:
+        return None, dw
+    del r
+    wr = w.transpose(0, 2, 1, 3).reshape(f * k, c * k)
+    dr = (wr.T @ dz).reshape(c, k, n, h, wd)                  # gradient of R
+    dx = xp.zeros((c, n, h, wd), dtype=dout.dtype)
+
+    def fill_dx(maps):
+        for v in range(k):       # the adjoint of the unfold
+            dst_x, src_x = _window(v - p, wd)
+            dx[:, maps, :, src_x] += dr[:, v, maps, :, dst_x]
+    _over_batch_blocks(fill_dx, n, xp)
+    return dx.transpose(1, 0, 2, 3), dw
 
 
 def conv2d_forward(x, w, b=None, method="auto"):
@@ -268,11 +453,18 @@ def conv2d_forward(x, w, b=None, method="auto"):
     _check_conv_args(x, w, b)
     method = _pick_method(method, x.shape, w.shape)
     xp = get_array_module(x, w)
-    n, _, h, wd = x.shape
-    f = w.shape[0]
-    out = xp.empty((n, f, h, wd), dtype=x.dtype)
-    for chunk in _batch_chunks(n, _buffer_per_clip(method, x.shape, w.shape)):
-        out[chunk] = _forward_chunk(x[chunk], w, method).transpose(1, 0, 2, 3)
+    n, c, h, wd = x.shape
+    f, _, k, _ = w.shape
+    if method == "im2col":
+        out_cm = xp.empty((f, n * h * wd), dtype=x.dtype)
+        conv_cm_forward(pad_channel_major(x, k // 2), w.reshape(f, c * k * k), k, out_cm)
+        out = xp.ascontiguousarray(out_cm.reshape(f, n, h, wd).transpose(1, 0, 2, 3))
+    else:
+        out = xp.empty((n, f, h, wd), dtype=x.dtype)
+        for chunk in _batch_chunks(n, _buffer_per_clip(method, x.shape, w.shape)):
+            out_cm = (_shift_forward_chunk(x[chunk], w) if method == "shift"
+                      else _rows_forward_chunk(x[chunk], w))             # (F, n, H, W)
+            out[chunk] = out_cm.transpose(1, 0, 2, 3)
     if b is not None:
         out += b.reshape(1, f, 1, 1)
     return out, Conv2dCache(x, w, b is not None, method)
@@ -296,15 +488,26 @@ def conv2d_backward(dout, cache, need_dx=True):
     x, w, has_bias, method = cache
     xp = get_array_module(dout, w)
     n, c, h, wd = x.shape
-    f = w.shape[0]
+    f, _, k, _ = w.shape
     if tuple(dout.shape) != (n, f, h, wd):
         raise ValueError(f"conv2d_backward: dout must have shape {(n, f, h, wd)}, "
                          f"got {tuple(dout.shape)}")
     db = dout.sum(axis=(0, 2, 3)) if has_bias else None
+    if method == "im2col":
+        p = k // 2
+        dout2 = xp.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(f, n * h * wd)
+        dx_pad, dw2 = conv_cm_backward(dout2, pad_channel_major(x, p), w.reshape(f, c * k * k),
+                                       k, need_dx)
+        dx = None if dx_pad is None else xp.ascontiguousarray(
+            dx_pad[:, :, p:p + h, p:p + wd].transpose(1, 0, 2, 3))
+        return dx, dw2.reshape(w.shape), db
     dx = xp.empty_like(x) if need_dx else None
     dw = xp.zeros_like(w)
     for chunk in _batch_chunks(n, _buffer_per_clip(method, x.shape, w.shape)):
-        dx_chunk, dw_chunk = _backward_chunk(dout[chunk], x[chunk], w, method, need_dx)
+        if method == "shift":
+            dx_chunk, dw_chunk = _shift_backward_chunk(dout[chunk], x[chunk], w, need_dx)
+        else:
+            dx_chunk, dw_chunk = _rows_backward_chunk(dout[chunk], x[chunk], w, need_dx)
         if need_dx:
             dx[chunk] = dx_chunk
         dw += dw_chunk                                        # dW sums over the batch
@@ -314,21 +517,23 @@ def conv2d_backward(dout, cache, need_dx=True):
 # ----------------------------------------------------------------------------- max-pool
 class MaxPoolCache(NamedTuple):
     x_shape: tuple
-    argmax: object   # (N, C, H/2, W/2) index 0..3 of the winner inside each 2×2 window
+    argmax: object   # (N, C, H/2, W/2) int8, 0..3: which corner of each 2×2 window won
 
 
-def _windows(x):
-    """(N, C, H, W) -> (N, C, H/2, W/2, 4): the four pixels of each 2×2 window, row-major."""
-    n, c, h, w = x.shape
-    return (x.reshape(n, c, h // 2, 2, w // 2, 2)
-             .transpose(0, 1, 2, 4, 3, 5)
-             .reshape(n, c, h // 2, w // 2, 4))
+def _corners(x):
+    """The four pixels of every 2×2 window as strided views (N, C, H/2, W/2), in
+    row-major order: x[2y, 2x], x[2y, 2x+1], x[2y+1, 2x], x[2y+1, 2x+1]."""
+    return x[:, :, 0::2, 0::2], x[:, :, 0::2, 1::2], x[:, :, 1::2, 0::2], x[:, :, 1::2, 1::2]
 
 
 def maxpool2_forward(x):
     """2×2 max-pooling with stride 2.
 
     out[n, c, y, x] = max_{a,b ∈ {0,1}} x[n, c, 2y + a, 2x + b]
+
+    The maximum is taken as a tournament of the four corners (three element-wise
+    maxima over strided views, no (…, 4) copy of the input); the cache keeps which
+    corner won, 0…3, the first one in row-major order on a tie, like ``argmax``.
 
     Args:
         x: (N, C, H, W) with H and W even.
@@ -340,9 +545,11 @@ def maxpool2_forward(x):
     if x.shape[2] % 2 or x.shape[3] % 2:
         raise ValueError(f"maxpool2: spatial size must be even, got {x.shape[2]}×{x.shape[3]}")
     xp = get_array_module(x)
-    win = _windows(x)
-    argmax = win.argmax(axis=-1).astype(xp.int8)     # 0..3; int8 keeps the cache small
-    out = xp.take_along_axis(win, argmax[..., None], axis=-1)[..., 0]
+    a, b, c, d = _corners(x)
+    top, bottom = xp.maximum(a, b), xp.maximum(c, d)
+    out = xp.maximum(top, bottom)
+    # winner 0…3: a later corner wins only if strictly larger (first winner on a tie)
+    argmax = xp.where(bottom > top, 2 + (d > c), (b > a).astype(xp.int8)).astype(xp.int8)
     return out, MaxPoolCache(tuple(x.shape), argmax)
 
 
@@ -363,10 +570,11 @@ def maxpool2_backward(dout, cache):
     if tuple(dout.shape) != (n, c, h // 2, w // 2):
         raise ValueError(f"maxpool2_backward: dout must have shape {(n, c, h // 2, w // 2)}, "
                          f"got {tuple(dout.shape)}")
-    onehot = argmax[..., None] == xp.arange(4)                     # (N, C, H/2, W/2, 4)
-    dwin = xp.where(onehot, dout[..., None], xp.zeros((), dtype=dout.dtype))
-    dx = dwin.reshape(n, c, h // 2, w // 2, 2, 2).transpose(0, 1, 2, 4, 3, 5)
-    return xp.ascontiguousarray(dx).reshape(n, c, h, w)
+    dx = xp.empty((n, c, h, w), dtype=dout.dtype)
+    zero = xp.zeros((), dtype=dout.dtype)
+    for corner, view in enumerate(_corners(dx)):
+        view[...] = xp.where(argmax == corner, dout, zero)
+    return dx
 
 
 # ----------------------------------------------------------------------------- up-sample

@@ -35,7 +35,7 @@ from typing import NamedTuple
 
 from .activations import sigmoid, sigmoid_grad, tanh, tanh_grad
 from .backend import get_array_module
-from .conv import Conv2dCache, conv2d_backward, conv2d_forward
+from .conv import _over_batch_blocks, conv_cm_backward, conv_cm_forward, im2col_workspace
 
 
 # ----------------------------------------------------------------------------- checks
@@ -88,60 +88,157 @@ def _check_state(name, a, expected, where):
                          f"got {_shape(a)}")
 
 
-# ----------------------------------------------------------------------------- one step
+# ----------------------------------------------------------------------------- layout
+# Inside, every map is kept channel-major, (channels, N, h, w), the layout in which the
+# one gate convolution is a plain matrix product: ``W₂ (4F, (C+F)·k²) @ cols`` gives the
+# pre-activations as (4F, N·h·w), each gate a contiguous block of rows, and its backward
+# takes δa in the same layout, with no transposed copy either way. The inputs
+# [x_t; h_{t-1}] of all steps live, zero-padded, in one buffer (T, C+F, N, h+2p, w+2p)
+# that the forward fills as it goes (h_t is written straight into step t+1's slot) and
+# that im2col reads directly. The public functions take and return (N, ..., h, w).
+def _cm(a):
+    """(N, F, h, w) -> (F, N, h, w), contiguous."""
+    return get_array_module(a).ascontiguousarray(a.transpose(1, 0, 2, 3))
+
+
+def _nchw(a):
+    """(F, N, h, w) -> (N, F, h, w), contiguous."""
+    return get_array_module(a).ascontiguousarray(a.transpose(1, 0, 2, 3))
+
+
 class ConvLSTMStepCache(NamedTuple):
-    """What one step's backward needs. The gates are kept after their non-linearity."""
-    i: object            # (N, F, h, w) σ(a_i)
-    f: object            # (N, F, h, w) σ(a_f)
-    g: object            # (N, F, h, w) tanh(a_g)
-    o: object            # (N, F, h, w) σ(a_o)
-    c_prev: object       # (N, F, h, w) c_{t-1}
-    tanh_c: object       # (N, F, h, w) tanh(c_t)
-    conv: Conv2dCache    # holds [x_t; h_{t-1}] (N, C+F, h, w) and a reference to W
+    """What one step's backward needs, channel-major. The gates are kept after their
+    non-linearity, stacked i, f, g, o; the properties give them as (N, F, h, w)."""
+    gates: object        # (4F, N, h, w) [σ(a_i); σ(a_f); tanh(a_g); σ(a_o)]
+    c_prev: object       # (F, N, h, w) c_{t-1}
+    tanh_c: object       # (F, N, h, w) tanh(c_t)
+    xh_pad: object       # (C+F, N, h+2p, w+2p) [x_t; h_{t-1}], zero-padded
+    w: object            # (4F, C+F, k, k) concat(Wx, Wh, axis=1), shared by all steps
+
+    def _gate(self, j):
+        nf = self.gates.shape[0] // 4
+        return self.gates[j * nf:(j + 1) * nf].transpose(1, 0, 2, 3)
+
+    i = property(lambda self: self._gate(0), doc="(N, F, h, w) input gate σ(a_i)")
+    f = property(lambda self: self._gate(1), doc="(N, F, h, w) forget gate σ(a_f)")
+    g = property(lambda self: self._gate(2), doc="(N, F, h, w) candidate tanh(a_g)")
+    o = property(lambda self: self._gate(3), doc="(N, F, h, w) output gate σ(a_o)")
 
 
-def _step_forward(x, h_prev, c_prev, w, b):
-    """One step given the already concatenated W = concat(Wx, Wh, axis=1)."""
-    xp = get_array_module(x, h_prev, c_prev)
-    nf = h_prev.shape[1]                                   # F
-    # One convolution for all four gates: [x; h] (N, C+F, h, w) against
-    # W (4F, C+F, k, k) gives the pre-activations a (N, 4F, h, w), i.e. Wx*x + Wh*h + b.
-    xh = xp.concatenate([x, h_prev], axis=1)               # (N, C+F, h, w)
-    a, conv_cache = conv2d_forward(xh, w, b)               # (N, 4F, h, w)
-    i = sigmoid(a[:, 0 * nf:1 * nf])                       # (N, F, h, w) each
-    f = sigmoid(a[:, 1 * nf:2 * nf])
-    g = tanh(a[:, 2 * nf:3 * nf])
-    o = sigmoid(a[:, 3 * nf:4 * nf])
-    c = f * c_prev + i * g
-    tanh_c = tanh(c)
-    h = o * tanh_c
-    return h, c, ConvLSTMStepCache(i, f, g, o, c_prev, tanh_c, conv_cache)
+def _step_forward(t, xh, c_prev, w, b, workspace):
+    """Step t: gates from the padded [x_t; h_{t-1}] = xh[t]; writes h_t into xh[t+1]
+    (when there is a next step) and returns h_t, c_t (F, N, h, w) and the step's cache."""
+    xp = get_array_module(xh, w)
+    nf, k = w.shape[0] // 4, w.shape[2]
+    p = k // 2
+    n, hh, ww = xh.shape[2], xh.shape[3] - 2 * p, xh.shape[4] - 2 * p
+    # One convolution for all four gates: [x; h] (C+F channels) against
+    # W (4F, C+F, k, k) gives Wx*x + Wh*h, (4F, N, h, w).
+    a = xp.empty((4 * nf, n, hh, ww), dtype=xh.dtype)
+    conv_cm_forward(xh[t], w.reshape(4 * nf, -1), k, a.reshape(4 * nf, -1), workspace)
+    c, tanh_c, h = (xp.empty((nf, n, hh, ww), dtype=xh.dtype) for _ in range(3))
+
+    def gate_math(maps):          # one block of the batch; in place, a becomes the gates
+        a_m = a[:, maps]
+        a_m += b.reshape(4 * nf, 1, 1, 1)                       # pre-activations
+        i, f, g, o = a_m[:nf], a_m[nf:2 * nf], a_m[2 * nf:3 * nf], a_m[3 * nf:]
+        sigmoid(i, out=i)
+        sigmoid(f, out=f)
+        tanh(g, out=g)
+        sigmoid(o, out=o)
+        c[:, maps] = f * c_prev[:, maps] + i * g                # c = f ⊙ c_prev + i ⊙ g
+        tanh(c[:, maps], out=tanh_c[:, maps])
+        h[:, maps] = o * tanh_c[:, maps]                        # h = o ⊙ tanh(c)
+    _over_batch_blocks(gate_math, n, xp)      # element-wise: on every core, like im2col
+    if t + 1 < xh.shape[0]:
+        xh[t + 1, -nf:, :, p:p + hh, p:p + ww] = h              # h_t is step t+1's input
+    return h, c, ConvLSTMStepCache(a, c_prev, tanh_c, xh[t], w)
 
 
-def _step_backward(dh, dc, cache):
-    """One step's backward; returns (dx, dh_prev, dc_prev, dW, db) with dW for the
-    concatenated W (4F, C+F, k, k), still to be split into dWx and dWh."""
+def _step_backward(dh, dc, cache, dw2, workspace):
+    """One step's backward, channel-major: dh, dc (F, N, h, w) in; adds this step's dW
+    into dw2 (4F, (C+F)·k²) and returns d[x_t; h_{t-1}] padded (C+F, N, h+2p, w+2p),
+    dc_prev (F, N, h, w) and db (4F,)."""
     xp = get_array_module(dh, dc)
-    i, f, g, o, c_prev, tanh_c, conv_cache = cache
-    nc = conv_cache.x.shape[1] - i.shape[1]                # C = (C+F) − F
-    # h = o ⊙ tanh(c): c_t receives gradient from h_t as well as from c_{t+1}
-    dc_total = dc + dh * o * tanh_grad(tanh_c)
-    do = dh * tanh_c
-    # c = f ⊙ c_prev + i ⊙ g
-    di = dc_total * g
-    dg = dc_total * i
-    df = dc_total * c_prev
-    dc_prev = dc_total * f
-    # back through the non-linearities to the pre-activations, stacked i, f, g, o
-    da = xp.concatenate([di * sigmoid_grad(i),
-                         df * sigmoid_grad(f),
-                         dg * tanh_grad(g),
-                         do * sigmoid_grad(o)], axis=1)    # (N, 4F, h, w)
-    dxh, dw, db = conv2d_backward(da, conv_cache)          # (N, C+F, h, w), (4F, C+F, k, k)
-    dx, dh_prev = dxh[:, :nc], dxh[:, nc:]
-    return dx, dh_prev, dc_prev, dw, db
+    a, c_prev, tanh_c, xh_pad, w = cache
+    nf, k = w.shape[0] // 4, w.shape[2]
+    da = xp.empty_like(a)                                          # (4F, N, h, w)
+    dc_prev = xp.empty_like(dc)
+
+    def gate_grads(maps):         # one block of the batch
+        i, f, g, o = (a[j * nf:(j + 1) * nf, maps] for j in range(4))
+        dh_m, tanh_c_m = dh[:, maps], tanh_c[:, maps]
+        # h = o ⊙ tanh(c): c_t receives gradient from h_t as well as from c_{t+1}
+        dc_total = dc[:, maps] + dh_m * o * tanh_grad(tanh_c_m)
+        # c = f ⊙ c_prev + i ⊙ g, then back through the non-linearities to the
+        # pre-activations, written straight into their rows of δa (stacked i, f, g, o)
+        da[:nf, maps] = dc_total * g * sigmoid_grad(i)                  # δi ⊙ σ'
+        da[nf:2 * nf, maps] = dc_total * c_prev[:, maps] * sigmoid_grad(f)   # δf ⊙ σ'
+        da[2 * nf:3 * nf, maps] = dc_total * i * tanh_grad(g)           # δg ⊙ tanh'
+        da[3 * nf:, maps] = dh_m * tanh_c_m * sigmoid_grad(o)           # δo ⊙ σ'
+        dc_prev[:, maps] = dc_total * f
+    _over_batch_blocks(gate_grads, dh.shape[1], xp)
+    da2 = da.reshape(4 * nf, -1)
+    dxh_pad, dw2_t = conv_cm_backward(da2, xh_pad, w.reshape(4 * nf, -1), k,
+                                      workspace=workspace)
+    dw2 += dw2_t
+    return dxh_pad, dc_prev, da2.sum(axis=1)
 
 
+def _forward(xs, params, h0, c0):
+    """convlstm_forward without the checks; h0, c0 may be None (zeros)."""
+    xp = get_array_module(xs, params["Wx"])
+    n, t_len, nc, hh, ww = xs.shape
+    nf, k = params["Wh"].shape[1], params["Wh"].shape[2]
+    p = k // 2
+    # Concatenate the weights once for the whole sequence; every step refers to it.
+    w = xp.concatenate([params["Wx"], params["Wh"]], axis=1)     # (4F, C+F, k, k)
+    xh = xp.zeros((t_len, nc + nf, n, hh + 2 * p, ww + 2 * p), dtype=xs.dtype)
+    xh[:, :nc, :, p:p + hh, p:p + ww] = xs.transpose(1, 2, 0, 3, 4)   # every x_t at once
+    if h0 is not None:
+        xh[0, nc:, :, p:p + hh, p:p + ww] = h0.transpose(1, 0, 2, 3)
+    c = _cm(c0) if c0 is not None else xp.zeros((nf, n, hh, ww), dtype=xs.dtype)
+    workspace = im2col_workspace(xh[0], k)      # one im2col buffer for every step
+    hs = xp.empty((n, t_len, nf, hh, ww), dtype=xs.dtype)
+    steps = []
+    for t in range(t_len):
+        h, c, step_cache = _step_forward(t, xh, c, w, params["b"], workspace)
+        hs[:, t] = h.transpose(1, 0, 2, 3)
+        steps.append(step_cache)
+    return hs, ConvLSTMCache(steps, nc, h0 is not None, c0 is not None, _nchw(c))
+
+
+def _backward(dhs_cm, cache, dc_last_cm):
+    """convlstm_backward without the checks, channel-major: dhs_cm (T, F, N, h, w)."""
+    steps, nc, _, _, _ = cache
+    xp = get_array_module(dhs_cm)
+    t_len, nf, n, hh, ww = dhs_cm.shape
+    w = steps[0].w
+    k = w.shape[2]
+    p = k // 2
+    dxs = xp.empty((n, t_len, nc, hh, ww), dtype=dhs_cm.dtype)
+    dw2 = xp.zeros((4 * nf, w[0].size), dtype=dhs_cm.dtype)    # (4F, (C+F)·k²)
+    db = xp.zeros((4 * nf,), dtype=dhs_cm.dtype)
+    dh_next = xp.zeros((nf, n, hh, ww), dtype=dhs_cm.dtype)    # ∂L/∂h_t through step t+1
+    dc_next = dc_last_cm if dc_last_cm is not None else xp.zeros_like(dh_next)
+    workspace = im2col_workspace(steps[0].xh_pad, k)
+    for t in reversed(range(t_len)):                           # t = T-1 … 0
+        # h_t feeds the loss directly (dhs[:, t]) and the next step (dh_next)
+        dh = dhs_cm[t] + dh_next
+        dxh_pad, dc_next, db_t = _step_backward(dh, dc_next, steps[t], dw2, workspace)
+        dxh = dxh_pad[:, :, p:p + hh, p:p + ww]                # crop: (C+F, N, h, w)
+        dxs[:, t] = dxh[:nc].transpose(1, 0, 2, 3)
+        dh_next = dxh[nc:]
+        db += db_t                                             # shared weights: sum over t
+    # after the loop dh_next, dc_next are the gradients of h_{-1} = h0 and c_{-1} = c0
+    dw = dw2.reshape(w.shape)
+    dparams = {"Wx": xp.ascontiguousarray(dw[:, :nc]),          # split W = [Wx | Wh]
+               "Wh": xp.ascontiguousarray(dw[:, nc:]),
+               "b": db}
+    return dxs, dparams, _nchw(dh_next), _nchw(dc_next)
+
+
+# ----------------------------------------------------------------------------- one step
 def convlstm_step_forward(x, h_prev, c_prev, params):
     """One ConvLSTM step.
 
@@ -161,7 +258,7 @@ def convlstm_step_forward(x, h_prev, c_prev, params):
     Returns:
         h: (N, F, h, w), x's dtype.
         c: (N, F, h, w).
-        cache: :class:`ConvLSTMStepCache`.
+        cache: :class:`ConvLSTMStepCache` (``cache.i`` etc. are the gates, (N, F, h, w)).
     """
     where = "convlstm_step_forward"
     if x.ndim != 4:
@@ -174,9 +271,8 @@ def convlstm_step_forward(x, h_prev, c_prev, params):
         _check_state(name, a, (n, nf, hh, ww), where)
     _check_dtypes(where, x=x, h_prev=h_prev, c_prev=c_prev,
                   Wx=params["Wx"], Wh=params["Wh"], b=params["b"])
-    xp = get_array_module(x, params["Wx"])
-    w = xp.concatenate([params["Wx"], params["Wh"]], axis=1)    # (4F, C+F, k, k)
-    return _step_forward(x, h_prev, c_prev, w, params["b"])
+    hs, cache = _forward(x[:, None], params, h_prev, c_prev)
+    return hs[:, 0], cache.c_last, cache.steps[0]
 
 
 def convlstm_step_backward(dh, dc, cache):
@@ -205,16 +301,13 @@ def convlstm_step_backward(dh, dc, cache):
         if _shape(a) != expected:
             raise ValueError(f"convlstm_step_backward: {name} must have shape {expected}, "
                              f"got {_shape(a)}")
-        if a.dtype != cache.i.dtype:
-            raise ValueError(f"convlstm_step_backward: dtypes differ (forward {cache.i.dtype}, "
-                             f"{name} {a.dtype})")
-    xp = get_array_module(dh, dc)
-    dx, dh_prev, dc_prev, dw, db = _step_backward(dh, dc, cache)
-    nc = dx.shape[1]
-    dparams = {"Wx": xp.ascontiguousarray(dw[:, :nc]),
-               "Wh": xp.ascontiguousarray(dw[:, nc:]),
-               "b": db}
-    return xp.ascontiguousarray(dx), xp.ascontiguousarray(dh_prev), dc_prev, dparams
+        if a.dtype != cache.gates.dtype:
+            raise ValueError(f"convlstm_step_backward: dtypes differ (forward "
+                             f"{cache.gates.dtype}, {name} {a.dtype})")
+    nc = cache.xh_pad.shape[0] - expected[1]                   # C = (C+F) − F
+    seq_cache = ConvLSTMCache([cache], nc, True, True, None)
+    dxs, dparams, dh_prev, dc_prev = _backward(_cm(dh)[None], seq_cache, _cm(dc))
+    return dxs[:, 0], dh_prev, dc_prev, dparams
 
 
 # ----------------------------------------------------------------------------- sequence
@@ -252,8 +345,9 @@ def convlstm_forward(xs, params, h0=None, c0=None):
         cache: :class:`ConvLSTMCache`; ``cache.c_last`` is the final cell state
             c_{T-1} (N, F, h, w), and h_{T-1} is ``hs[:, -1]``.
 
-    Memory: per step the cache keeps i, f, g, o, c_{t-1}, tanh(c_t) (each N·F·h·w)
-    and the concatenated [x_t; h_{t-1}] (N·(C+F)·h·w); no im2col buffer.
+    Memory: per step the cache keeps the four gates, c_{t-1} and tanh(c_t) (each
+    N·F·h·w) and the padded [x_t; h_{t-1}] (N·(C+F)·(h+2p)·(w+2p)); no im2col buffer:
+    the one workspace is reused by every step and dropped at the end.
     """
     where = "convlstm_forward"
     if xs.ndim != 5:
@@ -266,21 +360,7 @@ def convlstm_forward(xs, params, h0=None, c0=None):
     _check_state("c0", c0, (n, nf, hh, ww), where)
     _check_dtypes(where, xs=xs, Wx=params["Wx"], Wh=params["Wh"], b=params["b"],
                   h0=h0, c0=c0)
-    xp = get_array_module(xs, params["Wx"])
-
-    # Concatenate the weights once for the whole sequence; every step's conv cache
-    # refers to this one array.
-    w = xp.concatenate([params["Wx"], params["Wh"]], axis=1)    # (4F, C+F, k, k)
-    b = params["b"]
-    h = h0 if h0 is not None else xp.zeros((n, nf, hh, ww), dtype=xs.dtype)
-    c = c0 if c0 is not None else xp.zeros((n, nf, hh, ww), dtype=xs.dtype)
-    hs = xp.empty((n, t_len, nf, hh, ww), dtype=xs.dtype)
-    steps = []
-    for t in range(t_len):
-        h, c, step_cache = _step_forward(xs[:, t], h, c, w, b)
-        hs[:, t] = h
-        steps.append(step_cache)
-    return hs, ConvLSTMCache(steps, nc, h0 is not None, c0 is not None, c)
+    return _forward(xs, params, h0, c0)
 
 
 def convlstm_backward(dhs, cache, dc_last=None):
@@ -301,39 +381,26 @@ def convlstm_backward(dhs, cache, dc_last=None):
             addition "h0" (N, F, h, w) if h0 was given to the forward and "c0"
             (N, F, h, w) if c0 was; an initial state left as None (zeros) gets none.
     """
-    steps, nc, has_h0, has_c0, c_last = cache
+    steps, _, has_h0, has_c0, _ = cache
     xp = get_array_module(dhs)
     t_len = len(steps)
-    n, nf, hh, ww = steps[0].i.shape
+    nf = steps[0].gates.shape[0] // 4
+    n, hh, ww = steps[0].gates.shape[1:]
+    dtype = steps[0].gates.dtype
     if _shape(dhs) != (n, t_len, nf, hh, ww):
         raise ValueError(f"convlstm_backward: dhs must have shape {(n, t_len, nf, hh, ww)}, "
                          f"got {_shape(dhs)}")
     if dc_last is not None and _shape(dc_last) != (n, nf, hh, ww):
         raise ValueError(f"convlstm_backward: dc_last must have shape {(n, nf, hh, ww)}, "
                          f"got {_shape(dc_last)}")
-    if dhs.dtype != steps[0].i.dtype or (dc_last is not None and dc_last.dtype != dhs.dtype):
-        raise ValueError(f"convlstm_backward: dtypes differ (forward {steps[0].i.dtype}, "
+    if dhs.dtype != dtype or (dc_last is not None and dc_last.dtype != dhs.dtype):
+        raise ValueError(f"convlstm_backward: dtypes differ (forward {dtype}, "
                          f"dhs {dhs.dtype}"
                          f"{'' if dc_last is None else f', dc_last {dc_last.dtype}'})")
-
-    dxs = xp.empty((n, t_len, nc, hh, ww), dtype=dhs.dtype)
-    dw = xp.zeros(steps[0].conv.w.shape, dtype=dhs.dtype)      # (4F, C+F, k, k)
-    db = xp.zeros((4 * nf,), dtype=dhs.dtype)
-    dh_next = xp.zeros((n, nf, hh, ww), dtype=dhs.dtype)       # ∂L/∂h_t through step t+1
-    dc_next = dc_last if dc_last is not None else xp.zeros_like(dh_next)
-    for t in reversed(range(t_len)):                           # t = T-1 … 0
-        # h_t feeds the loss directly (dhs[:, t]) and the next step (dh_next)
-        dh = dhs[:, t] + dh_next
-        dx, dh_next, dc_next, dw_t, db_t = _step_backward(dh, dc_next, steps[t])
-        dxs[:, t] = dx
-        dw += dw_t                                             # shared weights: sum over t
-        db += db_t
-    # after the loop dh_next, dc_next are the gradients of h_{-1} = h0 and c_{-1} = c0
-    dparams = {"Wx": xp.ascontiguousarray(dw[:, :nc]),          # split W = [Wx | Wh]
-               "Wh": xp.ascontiguousarray(dw[:, nc:]),
-               "b": db}
+    dhs_cm = xp.ascontiguousarray(dhs.transpose(1, 2, 0, 3, 4))      # (T, F, N, h, w)
+    dxs, dparams, dh0, dc0 = _backward(dhs_cm, cache, None if dc_last is None else _cm(dc_last))
     if has_h0:
-        dparams["h0"] = xp.ascontiguousarray(dh_next)
+        dparams["h0"] = dh0
     if has_c0:
-        dparams["c0"] = dc_next
+        dparams["c0"] = dc0
     return dxs, dparams

@@ -25,7 +25,7 @@ def naive_conv2d(x, w, b):
     return out
 
 
-@pytest.mark.parametrize("method", ["im2col", "shift"])
+@pytest.mark.parametrize("method", ["im2col", "shift", "rows"])
 @pytest.mark.parametrize("k", [1, 3, 5, 7])
 def test_conv2d_forward_matches_naive_loop(k, method):
     rng = np.random.default_rng(k)
@@ -42,6 +42,8 @@ def test_conv2d_auto_picks_the_smaller_buffer():
     assert conv2d_forward(x, np.zeros((2, 64, 3, 3)), None)[1].method == "shift"
     x = np.zeros((1, 1, 8, 8))
     assert conv2d_forward(x, np.zeros((16, 1, 3, 3)), None)[1].method == "im2col"
+    x = np.zeros((1, 2, 8, 8))          # few channels in and out, a wide kernel
+    assert conv2d_forward(x, np.zeros((2, 2, 7, 7)), None)[1].method == "rows"
 
 
 def _check_conv_grads(x, w, b, method, seed):
@@ -60,7 +62,7 @@ def _check_conv_grads(x, w, b, method, seed):
     return errs
 
 
-@pytest.mark.parametrize("method", ["im2col", "shift"])
+@pytest.mark.parametrize("method", ["im2col", "shift", "rows"])
 @pytest.mark.parametrize("k,shape", [(1, (2, 3, 5, 4)), (3, (2, 3, 6, 5)),
                                      (7, (2, 2, 8, 9)), (15, (1, 2, 9, 8))])
 def test_conv2d_gradients(k, shape, method):
@@ -72,7 +74,7 @@ def test_conv2d_gradients(k, shape, method):
     _check_conv_grads(x, wt, b, method, seed=k)
 
 
-@pytest.mark.parametrize("method", ["im2col", "shift"])
+@pytest.mark.parametrize("method", ["im2col", "shift", "rows"])
 def test_conv2d_in_batch_chunks_gives_the_same_result(method, monkeypatch):
     """A tiny MAX_BUFFER forces one chunk per map: values and gradients must not change."""
     import stvae_np.conv as conv
@@ -92,7 +94,7 @@ def test_conv2d_in_batch_chunks_gives_the_same_result(method, monkeypatch):
     _check_conv_grads(x, w, b, method, seed=12)
 
 
-@pytest.mark.parametrize("method", ["im2col", "shift"])
+@pytest.mark.parametrize("method", ["im2col", "shift", "rows"])
 def test_conv2d_backward_can_skip_dx(method):
     rng = np.random.default_rng(13)
     x, w = rng.standard_normal((2, 3, 5, 5)), rng.standard_normal((2, 3, 3, 3))
@@ -113,7 +115,7 @@ def test_conv2d_without_bias():
     assert db is None and dx.shape == x.shape and dw.shape == w.shape
 
 
-@pytest.mark.parametrize("method", ["im2col", "shift"])
+@pytest.mark.parametrize("method", ["im2col", "shift", "rows"])
 def test_conv2d_keeps_float32(method):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)

@@ -51,8 +51,9 @@ def test_forward_matches_gate_by_gate_reference():
     assert hs.shape == (n, t_len, f, hh, ww)
     np.testing.assert_allclose(hs, reference_forward(xs, params, h0, c0), rtol=1e-12, atol=1e-12)
     # the four gates come from one convolution over [x; h]: C + F input channels
-    assert cache.steps[0].conv.x.shape == (n, c + f, hh, ww)
-    assert cache.steps[0].conv.w.shape == (4 * f, c + f, k, k)
+    # (kept channel-major and zero-padded, the layout im2col reads)
+    assert cache.steps[0].xh_pad.shape == (c + f, n, hh + 2 * (k // 2), ww + 2 * (k // 2))
+    assert cache.steps[0].w.shape == (4 * f, c + f, k, k)
 
 
 # ----------------------------------------------------------------------------- gradients

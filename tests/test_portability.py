@@ -420,8 +420,10 @@ def test_the_call_graph_reaches_the_ops():
     missing = [r for r in STEP_ROOTS if r not in index.functions]
     assert not missing, f"STEP_ROOTS names functions that do not exist: {missing}"
     reached = index.reachable(["model.STVAE.loss_and_grads"])
-    expected = {"conv.conv2d_forward", "conv.conv2d_backward", "conv.im2col", "conv.col2im",
-                "conv._pad", "conv.maxpool2_backward", "convlstm._step_forward",
+    expected = {"conv.conv2d_forward", "conv.conv2d_backward", "conv._im2col_padded",
+                "conv._col2im_padded", "conv.pad_channel_major", "conv.conv_cm_forward",
+                "conv.conv_cm_backward", "conv._matmul_into", "conv._unfold_rows",
+                "conv.maxpool2_backward", "convlstm._step_forward",
                 "convlstm._step_backward", "convlstm.convlstm_backward", "sampler.base_grid",
                 "sampler._neighbours", "sampler._gather", "sampler.bilinear_backward",
                 "backend.scatter_add", "backend.get_array_module", "activations.sigmoid",

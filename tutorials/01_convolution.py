@@ -168,18 +168,28 @@ show(fig, "01_im2col_matrix")
 # feature map, only to produce 2 channels. The sum can be taken in the other order:
 #
 # $$
-# z[f, u, v, n, \cdot, \cdot] = \sum_{c} W[f, c, u, v]\, x_{\mathrm{pad}}[n, c, \cdot, \cdot]
-# \quad\text{(one matmul } (F k^2 \times C) \cdot (C \times N H_p W_p)\text{)},
+# z[f, u, v, n, \cdot, \cdot] = \sum_{c} W[f, c, u, v]\, x[n, c, \cdot, \cdot]
+# \quad\text{(one matmul } (F k^2 \times C) \cdot (C \times N H W)\text{)},
 # \qquad
-# \mathrm{out}[n, f, y, x] = \sum_{u, v} z[f, u, v, n, y + u, x + v]
+# \mathrm{out}[n, f, y, x] = \sum_{u, v} z[f, u, v, n, y + u - p, x + v - p]
 # $$
 #
 # First contract the **channels** (every kernel tap `(f, u, v)` applied to the whole
-# padded map), then add the k² maps `z[f, u, v]`, each **shifted** by `(u, v)`. The
-# multiply count is the same (up to the padding border), but the buffer is now
-# `F·k²·N·H_p·W_p`, with `H_p = H + 2p`. The ratio of the two buffers is about
-# `C / F`: when `F ≪ C` the shift order touches far less memory.
-# `conv2d_forward(..., method="auto")` compares the two sizes and picks the smaller.
+# map), then add the k² maps `z[f, u, v]`, each **shifted** by `(u − p, v − p)`. A
+# shifted window that falls off the map would meet the zero padding, so each add is
+# clipped to the part that stays inside, and no multiply is spent on the padding.
+# The multiply count is the same as im2col's, but the buffer is now `F·k²·N·H·W`:
+# the ratio of the two buffers is `C / F`, and when `F ≪ C` the shift order touches
+# far less memory.
+#
+# A third order sits half way: unfold only the k **horizontal** shifts,
+# $R[c, v, n, y, x] = x[n, c, y, x + v - p]$ (k copies instead of k², zero outside
+# the map), contract channels and kernel columns in one matmul
+# $z[f, u] = \sum_{c, v} W[f, c, u, v]\, R[c, v]$, then add the k **vertical** shifts
+# $\mathrm{out}[n, f, y, x] = \sum_u z[f, u, n, y + u - p, x]$. Its buffer,
+# `(C + F)·k·N·H·W`, is the smallest when both `C` and `F` are small, as in the
+# 2 → 2 flow layer. `conv2d_forward(..., method="auto")` picks the order with the
+# smallest buffer (counting the channel-major copy of the input, for the last two).
 #
 # Buffer sizes (numbers per batch item) for the layers of the paper's model:
 
@@ -188,33 +198,39 @@ layers = [  # name, C_in, C_out, k, H (= W)
     ("encoder 1→16, 7×7, 64²", 1, 16, 7, 64),
     ("ConvLSTM [x;h] 80→256, 7×7, 32²", 80, 256, 7, 32),
     ("flow1 64→2, 15×15, 32²", 64, 2, 15, 32),
+    ("flow2 2→2, 15×15, 32²", 2, 2, 15, 32),
     ("decoder 16→1, 7×7, 64²", 16, 1, 7, 64),
 ]
-print(f"{'layer':34s} {'im2col C·k²·H·W':>16s} {'shift F·k²·Hp·Wp':>18s}  auto picks")
+print(f"{'layer':34s} {'im2col C·k²·H·W':>16s} {'shift (F·k²+C)·H·W':>19s} "
+      f"{'rows (C·k+F·k+C)·H·W':>21s}  auto picks")
 for name, c_in, c_out, kk, hw in layers:
-    p = kk // 2
-    im2col_size = c_in * kk * kk * hw * hw
-    shift_size = c_out * kk * kk * (hw + 2 * p) ** 2
-    pick = "shift" if shift_size < im2col_size else "im2col"
-    print(f"{name:34s} {im2col_size:16,d} {shift_size:18,d}  {pick}")
+    sizes = {"im2col": c_in * kk * kk * hw * hw,
+             "shift": (c_out * kk * kk + c_in) * hw * hw,
+             "rows": (c_in * kk + c_out * kk + c_in) * hw * hw}
+    pick = min(sizes, key=sizes.get)
+    x_demo = np.zeros((1, c_in, hw, hw), np.float32)
+    assert conv2d_forward(x_demo, np.zeros((c_out, c_in, kk, kk), np.float32))[1].method == pick
+    print(f"{name:34s} {sizes['im2col']:16,d} {sizes['shift']:19,d} {sizes['rows']:21,d}  {pick}")
 
 # %% [markdown]
-# Both orders give the same numbers; on the flow layer the shift order is also much
-# faster (float32, one 32 × 32 map with 64 channels):
+# (The ConvLSTM does not go through `auto`: it calls the im2col order directly, in a
+# channel-major layout with one reusable buffer; see `conv_cm_forward`.) All orders give
+# the same numbers; on the 64 → 2 flow layer the shift order is also much faster
+# (float32, one 32 × 32 map with 64 channels):
 
 # %%
 x_flow = rng.standard_normal((1, 64, 32, 32)).astype(np.float32)
 w_flow = (0.01 * rng.standard_normal((2, 64, 15, 15))).astype(np.float32)
 timings = {}
 results = {}
-for method in ("im2col", "shift"):
+for method in ("im2col", "shift", "rows"):
     conv2d_forward(x_flow, w_flow, method=method)                 # warm-up
     t0 = time.perf_counter()
     for _ in range(3):
         results[method], _ = conv2d_forward(x_flow, w_flow, method=method)
     timings[method] = (time.perf_counter() - t0) / 3
-print(f"im2col {1e3 * timings['im2col']:.1f} ms   shift {1e3 * timings['shift']:.1f} ms   "
-      f"max |difference| = {np.abs(results['im2col'] - results['shift']).max():.1e}")
+print("   ".join(f"{m} {1e3 * timings[m]:.1f} ms" for m in timings) + "   max |difference| = "
+      f"{max(np.abs(results[m] - results['im2col']).max() for m in results):.1e}")
 
 # %% [markdown]
 # ## 4. A picture: one digit through a few hand-made kernels
@@ -315,7 +331,7 @@ print(f"max |dW (shift order) − dout₂ @ colsᵀ| = {np.abs(dw_shift - dw_im2
 # $\partial s/\partial\theta_i \approx [s(\theta + h e_i) - s(\theta - h e_i)]/2h$ of
 # $s = \sum \mathrm{out} \odot \mathrm{dout}$, computed by
 # `stvae_np.gradcheck.numerical_gradient` in float64. We check `dx`, `dW` and `db`
-# for both orders, on shapes small enough to perturb every entry. Convolution is
+# for all three orders, on shapes small enough to perturb every entry. Convolution is
 # linear in each argument, so the centred difference has no truncation error and
 # the agreement is limited only by round-off (about 1e-10 relative).
 
@@ -325,7 +341,7 @@ wg = rng.standard_normal((2, 3, 3, 3))
 bg = rng.standard_normal(2)
 dout_g = rng.standard_normal((2, 2, 5, 6))
 errors = []
-for method in ("im2col", "shift"):
+for method in ("im2col", "shift", "rows"):
     _, cache = conv2d_forward(xg, wg, bg, method=method)
     dx, dw, db = conv2d_backward(dout_g, cache)
     dx_num = numerical_gradient(lambda a: conv2d_forward(a, wg, bg, method=method)[0], xg, dout_g)
