@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -260,8 +261,10 @@ def _machine(device):
                 for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
     except Exception:
         blas = []
+    timeout = os.environ.get("OPENBLAS_THREAD_TIMEOUT")
     return f"{platform.processor() or platform.machine()}, numpy {np.__version__}" + (
-        f", {blas[0]}" if blas else "")
+        f", {blas[0]}" if blas else "") + (
+        f", OPENBLAS_THREAD_TIMEOUT={timeout}" if timeout else "")
 
 
 def report(r) -> str:
