@@ -122,6 +122,12 @@ def pad_channel_major(x, p):
     return out
 
 
+def swap_batch_channels(a):
+    """(N, C, H, W) <-> (C, N, H, W), as a contiguous copy (the swap is its own inverse):
+    into the channel-major layout the matrix products use, and back."""
+    return get_array_module(a).ascontiguousarray(a.transpose(1, 0, 2, 3))
+
+
 def _im2col_padded(x_pad, k, out=None):
     """im2col of an input already padded and channel-major, (C, N, H+k−1, W+k−1).
 
@@ -311,11 +317,6 @@ def _window(d, size):
     return slice(max(0, -d), size - max(0, d)), slice(max(0, d), size - max(0, -d))
 
 
-def _cm(x):
-    """(N, C, H, W) -> (C, N, H, W), contiguous: channel-major, unpadded."""
-    return get_array_module(x).ascontiguousarray(x.transpose(1, 0, 2, 3))
-
-
 def _shift_forward_chunk(x, w):
     """The bias-free shift-order convolution of one chunk, returned as (F, N, H, W)."""
     xp = get_array_module(x, w)
@@ -323,7 +324,7 @@ def _shift_forward_chunk(x, w):
     f, _, k, _ = w.shape
     p = k // 2
     w3 = w.transpose(0, 2, 3, 1).reshape(f * k * k, c)        # (F·k·k, C)
-    z = (w3 @ _cm(x).reshape(c, -1)).reshape(f, k, k, n, h, wd)
+    z = (w3 @ swap_batch_channels(x).reshape(c, -1)).reshape(f, k, k, n, h, wd)
     out = xp.zeros((f, n, h, wd), dtype=x.dtype)
 
     def fill(maps):
@@ -354,7 +355,8 @@ def _shift_backward_chunk(dout, x, w, need_dx=True):
                 dz[:, u, v, maps, src_y, src_x] = dout_t[:, maps, dst_y, dst_x]
     _over_batch_blocks(fill, n, xp)
     dz = dz.reshape(f * k * k, n * h * wd)
-    dw = (dz @ _cm(x).reshape(c, -1).T).reshape(f, k, k, c).transpose(0, 3, 1, 2)
+    x2 = swap_batch_channels(x).reshape(c, -1)                # (C, N·H·W)
+    dw = (dz @ x2.T).reshape(f, k, k, c).transpose(0, 3, 1, 2)
     if not need_dx:
         return None, dw
     w3 = w.transpose(0, 2, 3, 1).reshape(f * k * k, c)
@@ -385,7 +387,7 @@ def _rows_forward_chunk(x, w):
     n, c, h, wd = x.shape
     f, _, k, _ = w.shape
     p = k // 2
-    r = _unfold_rows(_cm(x), k)                               # (C·k, N·H·W)
+    r = _unfold_rows(swap_batch_channels(x), k)               # (C·k, N·H·W)
     wr = w.transpose(0, 2, 1, 3).reshape(f * k, c * k)        # rows (f, u), columns (c, v)
     z = (wr @ r).reshape(f, k, n, h, wd)                      # z[f, u, n, y, x]
     out = xp.zeros((f, n, h, wd), dtype=x.dtype)
@@ -414,7 +416,7 @@ def _rows_backward_chunk(dout, x, w, need_dx=True):
             dz[:, u, maps, src_y] = dout_t[:, maps, dst_y]
     _over_batch_blocks(fill, n, xp)
     dz = dz.reshape(f * k, n * h * wd)
-    r = _unfold_rows(_cm(x), k)                               # (C·k, N·H·W)
+    r = _unfold_rows(swap_batch_channels(x), k)               # (C·k, N·H·W)
     dw = (dz @ r.T).reshape(f, k, c, k).transpose(0, 2, 1, 3)
     if not need_dx:
         return None, dw
@@ -458,7 +460,7 @@ def conv2d_forward(x, w, b=None, method="auto"):
     if method == "im2col":
         out_cm = xp.empty((f, n * h * wd), dtype=x.dtype)
         conv_cm_forward(pad_channel_major(x, k // 2), w.reshape(f, c * k * k), k, out_cm)
-        out = xp.ascontiguousarray(out_cm.reshape(f, n, h, wd).transpose(1, 0, 2, 3))
+        out = swap_batch_channels(out_cm.reshape(f, n, h, wd))
     else:
         out = xp.empty((n, f, h, wd), dtype=x.dtype)
         for chunk in _batch_chunks(n, _buffer_per_clip(method, x.shape, w.shape)):
@@ -495,11 +497,10 @@ def conv2d_backward(dout, cache, need_dx=True):
     db = dout.sum(axis=(0, 2, 3)) if has_bias else None
     if method == "im2col":
         p = k // 2
-        dout2 = xp.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(f, n * h * wd)
+        dout2 = swap_batch_channels(dout).reshape(f, n * h * wd)
         dx_pad, dw2 = conv_cm_backward(dout2, pad_channel_major(x, p), w.reshape(f, c * k * k),
                                        k, need_dx)
-        dx = None if dx_pad is None else xp.ascontiguousarray(
-            dx_pad[:, :, p:p + h, p:p + wd].transpose(1, 0, 2, 3))
+        dx = None if dx_pad is None else swap_batch_channels(dx_pad[:, :, p:p + h, p:p + wd])
         return dx, dw2.reshape(w.shape), db
     dx = xp.empty_like(x) if need_dx else None
     dw = xp.zeros_like(w)

@@ -35,7 +35,8 @@ from typing import NamedTuple
 
 from .activations import sigmoid, sigmoid_grad, tanh, tanh_grad
 from .backend import get_array_module
-from .conv import _over_batch_blocks, conv_cm_backward, conv_cm_forward, im2col_workspace
+from .conv import (_over_batch_blocks, conv_cm_backward, conv_cm_forward, im2col_workspace,
+                   swap_batch_channels)
 
 
 # ----------------------------------------------------------------------------- checks
@@ -96,16 +97,6 @@ def _check_state(name, a, expected, where):
 # [x_t; h_{t-1}] of all steps live, zero-padded, in one buffer (T, C+F, N, h+2p, w+2p)
 # that the forward fills as it goes (h_t is written straight into step t+1's slot) and
 # that im2col reads directly. The public functions take and return (N, ..., h, w).
-def _cm(a):
-    """(N, F, h, w) -> (F, N, h, w), contiguous."""
-    return get_array_module(a).ascontiguousarray(a.transpose(1, 0, 2, 3))
-
-
-def _nchw(a):
-    """(F, N, h, w) -> (N, F, h, w), contiguous."""
-    return get_array_module(a).ascontiguousarray(a.transpose(1, 0, 2, 3))
-
-
 class ConvLSTMStepCache(NamedTuple):
     """What one step's backward needs, channel-major. The gates are kept after their
     non-linearity, stacked i, f, g, o; the properties give them as (N, F, h, w)."""
@@ -197,7 +188,8 @@ def _forward(xs, params, h0, c0):
     xh[:, :nc, :, p:p + hh, p:p + ww] = xs.transpose(1, 2, 0, 3, 4)   # every x_t at once
     if h0 is not None:
         xh[0, nc:, :, p:p + hh, p:p + ww] = h0.transpose(1, 0, 2, 3)
-    c = _cm(c0) if c0 is not None else xp.zeros((nf, n, hh, ww), dtype=xs.dtype)
+    c = (swap_batch_channels(c0) if c0 is not None                # c_{-1}, (F, N, h, w)
+         else xp.zeros((nf, n, hh, ww), dtype=xs.dtype))
     workspace = im2col_workspace(xh[0], k)      # one im2col buffer for every step
     hs = xp.empty((n, t_len, nf, hh, ww), dtype=xs.dtype)
     steps = []
@@ -205,7 +197,8 @@ def _forward(xs, params, h0, c0):
         h, c, step_cache = _step_forward(t, xh, c, w, params["b"], workspace)
         hs[:, t] = h.transpose(1, 0, 2, 3)
         steps.append(step_cache)
-    return hs, ConvLSTMCache(steps, nc, h0 is not None, c0 is not None, _nchw(c))
+    c_last = swap_batch_channels(c)                               # (N, F, h, w)
+    return hs, ConvLSTMCache(steps, nc, h0 is not None, c0 is not None, c_last)
 
 
 def _backward(dhs_cm, cache, dc_last_cm):
@@ -235,7 +228,7 @@ def _backward(dhs_cm, cache, dc_last_cm):
     dparams = {"Wx": xp.ascontiguousarray(dw[:, :nc]),          # split W = [Wx | Wh]
                "Wh": xp.ascontiguousarray(dw[:, nc:]),
                "b": db}
-    return dxs, dparams, _nchw(dh_next), _nchw(dc_next)
+    return dxs, dparams, swap_batch_channels(dh_next), swap_batch_channels(dc_next)
 
 
 # ----------------------------------------------------------------------------- one step
@@ -284,7 +277,7 @@ def convlstm_step_backward(dh, dc, cache):
         δo  = dh ⊙ tanh(c)
         δi  = δc ⊙ g,   δg = δc ⊙ i,   δf = δc ⊙ c_prev,   dc_prev = δc ⊙ f
         δa  = [δi ⊙ i(1−i); δf ⊙ f(1−f); δg ⊙ (1−g²); δo ⊙ o(1−o)]
-        (dx, dh_prev), dW, db = conv2d_backward(δa)   then   dW = [dWx | dWh]
+        (dx, dh_prev), dW, db = backward of the gate convolution at δa;  dW = [dWx | dWh]
 
     Args:
         dh: (N, F, h, w) gradient of the loss with respect to h.
@@ -306,7 +299,8 @@ def convlstm_step_backward(dh, dc, cache):
                              f"{cache.gates.dtype}, {name} {a.dtype})")
     nc = cache.xh_pad.shape[0] - expected[1]                   # C = (C+F) − F
     seq_cache = ConvLSTMCache([cache], nc, True, True, None)
-    dxs, dparams, dh_prev, dc_prev = _backward(_cm(dh)[None], seq_cache, _cm(dc))
+    dxs, dparams, dh_prev, dc_prev = _backward(swap_batch_channels(dh)[None], seq_cache,
+                                               swap_batch_channels(dc))
     return dxs[:, 0], dh_prev, dc_prev, dparams
 
 
@@ -398,7 +392,8 @@ def convlstm_backward(dhs, cache, dc_last=None):
                          f"dhs {dhs.dtype}"
                          f"{'' if dc_last is None else f', dc_last {dc_last.dtype}'})")
     dhs_cm = xp.ascontiguousarray(dhs.transpose(1, 2, 0, 3, 4))      # (T, F, N, h, w)
-    dxs, dparams, dh0, dc0 = _backward(dhs_cm, cache, None if dc_last is None else _cm(dc_last))
+    dc_last_cm = None if dc_last is None else swap_batch_channels(dc_last)
+    dxs, dparams, dh0, dc0 = _backward(dhs_cm, cache, dc_last_cm)
     if has_h0:
         dparams["h0"] = dh0
     if has_c0:

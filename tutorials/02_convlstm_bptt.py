@@ -123,12 +123,16 @@ show(fig, "02_unrolled_graph")
 #
 # ```python
 # for t in reversed(range(T)):
-#     dh = dhs[:, t] + dh_next          # h_t feeds the loss AND step t + 1
-#     dx, dh_next, dc_next, dw_t, db_t = _step_backward(dh, dc_next, steps[t])
-#     dxs[:, t] = dx
-#     dw += dw_t                        # shared weights: gradients add over time
-#     db += db_t
+#     dh = dhs[t] + dh_next            # h_t feeds the loss AND step t + 1
+#     dxh, dc_next, db_t = _step_backward(dh, dc_next, steps[t], dw, workspace)
+#     dxs[:, t] = dxh[:C]               # d[x_t; h_{t-1}] splits into dx_t ...
+#     dh_next = dxh[C:]                 # ... and dh_{t-1}
+#     db += db_t                        # shared weights: gradients add over time
 # ```
+#
+# (`_step_backward` adds its step's `dW` into `dw` itself. Inside, the maps are kept
+# channel-major, `(F, N, h, w)`, the layout in which the gate convolution is one matrix
+# product; the public functions take and return `(N, T, F, h, w)`.)
 #
 # Inside one step (`_step_backward`), with $\delta$ for gradients:
 #
@@ -141,8 +145,9 @@ show(fig, "02_unrolled_graph")
 # \end{aligned}
 # $$
 #
-# and one `conv2d_backward(δa)` of the concatenated convolution gives `d[x; h_{t-1}]`
-# (split into `dx_t` and `dh_{t-1}`) and `dW` (split into `dWx | dWh`). Note
+# and one convolution backward of δa (`conv_cm_backward`, the im2col order) with the
+# concatenated weights gives `d[x; h_{t-1}]` (split into `dx_t` and `dh_{t-1}`) and
+# `dW` (split into `dWx | dWh`). Note
 # `dc_{t-1} = δc ⊙ f_t`: along the cell wire the gradient is only rescaled by the
 # forget gate, which is why the forget bias is initialised to 1 (σ(1) ≈ 0.73).
 
