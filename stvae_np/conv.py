@@ -314,7 +314,9 @@ def _window(d, size):
     shifted window that lies inside it: the zero padding would add nothing, and leaving
     it out saves the FLOPs spent on it (half of them for a 15×15 kernel on 32×32 maps).
     """
-    return slice(max(0, -d), size - max(0, d)), slice(max(0, d), size - max(0, -d))
+    lo = max(0, -d)
+    hi = max(lo, min(size, size - d))        # empty when the shift is |d| ≥ size
+    return slice(lo, hi), slice(lo + d, hi + d)
 
 
 def _shift_forward_chunk(x, w):

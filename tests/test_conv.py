@@ -37,6 +37,18 @@ def test_conv2d_forward_matches_naive_loop(k, method):
     np.testing.assert_allclose(out, naive_conv2d(x, w, b), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("method", ["im2col", "shift", "rows"])
+def test_conv2d_kernel_wider_than_the_map(method):
+    """k = 15 on 5×4 maps: some shifted windows fall entirely off the map."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 2, 5, 4))
+    w = rng.standard_normal((3, 2, 15, 15))
+    b = rng.standard_normal(3)
+    out, _ = conv2d_forward(x, w, b, method=method)
+    np.testing.assert_allclose(out, naive_conv2d(x, w, b), rtol=1e-12, atol=1e-12)
+    _check_conv_grads(x, w, b, method, seed=6)
+
+
 def test_conv2d_auto_picks_the_smaller_buffer():
     x = np.zeros((1, 64, 8, 8))
     assert conv2d_forward(x, np.zeros((2, 64, 3, 3)), None)[1].method == "shift"
