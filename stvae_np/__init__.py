@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 
 # OpenBLAS keeps its worker threads spinning for 2^28 CPU cycles (about 0.1 s) after
 # every matrix product, waiting for the next one. Between two products the convolutions
-# copy their im2col buffers on threads of their own (conv._over_batch_blocks), and a
+# copy their im2col buffers on threads of their own (conv.over_batch_blocks), and a
 # spinning worker takes a core from them: the copies run ~1.5× slower and the ConvLSTM
 # step ~8 % slower. 2^4 cycles sends the workers to sleep at once; a large product wakes
 # them in microseconds, so the matmul speed itself does not change. OpenBLAS reads this

@@ -1,6 +1,6 @@
 """2-D convolution, 2×2 max-pooling and ×2 nearest up-sampling, forward and backward.
 
-Layout is NCHW throughout; weights are ``(C_out, C_in, k, k)`` as in PyTorch.
+The functions take and return NCHW arrays; weights are ``(C_out, C_in, k, k)`` as in PyTorch.
 Every function works on NumPy and CuPy arrays (``xp = get_array_module(x)``) and
 returns arrays of its inputs' dtype. Backward passes never modify their inputs.
 
@@ -45,7 +45,7 @@ from .backend import get_array_module
 METHODS = ("auto", "im2col", "shift", "rows")
 MAX_BUFFER = 2 ** 25     # elements (128 MiB in float32) of the largest temporary buffer per chunk
 _CPU_THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-_POOL = None             # the thread pool of _over_batch_blocks, made on first use
+_POOL = None             # the thread pool of over_batch_blocks, made on first use
 
 
 # ----------------------------------------------------------------------------- checks
@@ -82,7 +82,7 @@ def _pick_method(method, x_shape, w_shape):
 
 
 # ----------------------------------------------------------------------------- im2col
-def _over_batch_blocks(fill, n, xp):
+def over_batch_blocks(fill, n, xp):
     """Call ``fill(maps)`` on disjoint blocks of the batch axis, in parallel on the CPU.
 
     im2col, col2im and the shift-adds are k·k strided copies/adds, memory-bound and
@@ -147,7 +147,7 @@ def _im2col_padded(x_pad, k, out=None):
         for u in range(k):      # one strided copy per kernel offset, no fancy indexing
             for v in range(k):
                 cols[:, u, v, maps] = x_pad[:, maps, u:u + h, v:v + w]
-    _over_batch_blocks(fill, n, xp)
+    over_batch_blocks(fill, n, xp)
     return cols.reshape(c * k * k, n * h * w)
 
 
@@ -165,7 +165,7 @@ def _col2im_padded(dcols, dx_pad, k):
         for u in range(k):
             for v in range(k):
                 dx_pad[:, maps, u:u + h, v:v + w] += dcols[:, u, v, maps]
-    _over_batch_blocks(fill, n, xp)
+    over_batch_blocks(fill, n, xp)
     return dx_pad
 
 
@@ -253,7 +253,7 @@ def conv_cm_forward(x_pad, w2, k, out, workspace=None):
     return out
 
 
-def conv_cm_backward(dout2, x_pad, w2, k, need_dx=True, workspace=None):
+def conv_cm_backward(dout2, x_pad, w2, k, need_dx=True, workspace=None, dw2=None):
     """Gradients of :func:`conv_cm_forward`.
 
     dW₂ = dout₂ @ colsᵀ and dcols = W₂ᵀ @ dout₂, dx = col2im(dcols), chunk by chunk;
@@ -265,16 +265,18 @@ def conv_cm_backward(dout2, x_pad, w2, k, need_dx=True, workspace=None):
         x_pad: (C, N, Hp, Wp) the forward's padded channel-major input.
         w2: (F, C·k·k).
         need_dx: False skips dx.
+        dw2: optional (F, C·k·k) array that dW₂ is added into (the ConvLSTM sums its
+            weight gradient over time steps this way); a new one when None.
     Returns:
         dx_pad: (C, N, Hp, Wp) gradient of x_pad (crop its border for x's), or None.
-        dw2: (F, C·k·k).
+        dw2: (F, C·k·k), the array given or a new one.
     """
     xp = get_array_module(dout2, x_pad)
     c, n, hp, wp = x_pad.shape
     hw = (hp - k + 1) * (wp - k + 1)
     if workspace is None:
         workspace = im2col_workspace(x_pad, k)
-    dw2 = xp.zeros_like(w2)
+    dw2 = xp.zeros_like(w2) if dw2 is None else dw2
     dx_pad = xp.zeros_like(x_pad) if need_dx else None
     for sl in _batch_chunks(n, c * k * k * hw):
         d = dout2[:, sl.start * hw:sl.stop * hw]                    # (F, n_chunk·H·W)
@@ -335,7 +337,7 @@ def _shift_forward_chunk(x, w):
             for v in range(k):
                 dst_x, src_x = _window(v - p, wd)
                 out[:, maps, dst_y, dst_x] += z[:, u, v, maps, src_y, src_x]
-    _over_batch_blocks(fill, n, xp)
+    over_batch_blocks(fill, n, xp)
     return out
 
 
@@ -355,7 +357,7 @@ def _shift_backward_chunk(dout, x, w, need_dx=True):
             for v in range(k):
                 dst_x, src_x = _window(v - p, wd)
                 dz[:, u, v, maps, src_y, src_x] = dout_t[:, maps, dst_y, dst_x]
-    _over_batch_blocks(fill, n, xp)
+    over_batch_blocks(fill, n, xp)
     dz = dz.reshape(f * k * k, n * h * wd)
     x2 = swap_batch_channels(x).reshape(c, -1)                # (C, N·H·W)
     dw = (dz @ x2.T).reshape(f, k, k, c).transpose(0, 3, 1, 2)
@@ -379,7 +381,7 @@ def _unfold_rows(x_cm, k):
             r[:, v, maps, :, dst_x] = x_cm[:, maps, :, src_x]
             r[:, v, maps, :, :dst_x.start] = 0                 # the border the shift uncovers
             r[:, v, maps, :, dst_x.stop:] = 0
-    _over_batch_blocks(fill, n, xp)
+    over_batch_blocks(fill, n, xp)
     return r.reshape(c * k, n * h * wd)
 
 
@@ -398,7 +400,7 @@ def _rows_forward_chunk(x, w):
         for u in range(k):       # add the k vertical shifts: out[y] += z[u][y+u-p]
             dst_y, src_y = _window(u - p, h)
             out[:, maps, dst_y] += z[:, u, maps, src_y]
-    _over_batch_blocks(fill, n, xp)
+    over_batch_blocks(fill, n, xp)
     return out
 
 
@@ -416,7 +418,7 @@ def _rows_backward_chunk(dout, x, w, need_dx=True):
         for u in range(k):
             dst_y, src_y = _window(u - p, h)
             dz[:, u, maps, src_y] = dout_t[:, maps, dst_y]
-    _over_batch_blocks(fill, n, xp)
+    over_batch_blocks(fill, n, xp)
     dz = dz.reshape(f * k, n * h * wd)
     r = _unfold_rows(swap_batch_channels(x), k)               # (C·k, N·H·W)
     dw = (dz @ r.T).reshape(f, k, c, k).transpose(0, 2, 1, 3)
@@ -431,7 +433,7 @@ def _rows_backward_chunk(dout, x, w, need_dx=True):
         for v in range(k):       # the adjoint of the unfold
             dst_x, src_x = _window(v - p, wd)
             dx[:, maps, :, src_x] += dr[:, v, maps, :, dst_x]
-    _over_batch_blocks(fill_dx, n, xp)
+    over_batch_blocks(fill_dx, n, xp)
     return dx.transpose(1, 0, 2, 3), dw
 
 

@@ -35,7 +35,7 @@ from typing import NamedTuple
 
 from .activations import sigmoid, sigmoid_grad, tanh, tanh_grad
 from .backend import get_array_module
-from .conv import (_over_batch_blocks, conv_cm_backward, conv_cm_forward, im2col_workspace,
+from .conv import (over_batch_blocks, conv_cm_backward, conv_cm_forward, im2col_workspace,
                    swap_batch_channels)
 
 
@@ -140,7 +140,7 @@ def _step_forward(t, xh, c_prev, w, b, workspace):
         c[:, maps] = f * c_prev[:, maps] + i * g                # c = f ⊙ c_prev + i ⊙ g
         tanh(c[:, maps], out=tanh_c[:, maps])
         h[:, maps] = o * tanh_c[:, maps]                        # h = o ⊙ tanh(c)
-    _over_batch_blocks(gate_math, n, xp)      # element-wise: on every core, like im2col
+    over_batch_blocks(gate_math, n, xp)      # element-wise: on every core, like im2col
     if t + 1 < xh.shape[0]:
         xh[t + 1, -nf:, :, p:p + hh, p:p + ww] = h              # h_t is step t+1's input
     return h, c, ConvLSTMStepCache(a, c_prev, tanh_c, xh[t], w)
@@ -168,11 +168,10 @@ def _step_backward(dh, dc, cache, dw2, workspace):
         da[2 * nf:3 * nf, maps] = dc_total * i * tanh_grad(g)           # δg ⊙ tanh'
         da[3 * nf:, maps] = dh_m * tanh_c_m * sigmoid_grad(o)           # δo ⊙ σ'
         dc_prev[:, maps] = dc_total * f
-    _over_batch_blocks(gate_grads, dh.shape[1], xp)
+    over_batch_blocks(gate_grads, dh.shape[1], xp)
     da2 = da.reshape(4 * nf, -1)
-    dxh_pad, dw2_t = conv_cm_backward(da2, xh_pad, w.reshape(4 * nf, -1), k,
-                                      workspace=workspace)
-    dw2 += dw2_t
+    dxh_pad, _ = conv_cm_backward(da2, xh_pad, w.reshape(4 * nf, -1), k,
+                                  workspace=workspace, dw2=dw2)     # dW adds into dw2
     return dxh_pad, dc_prev, da2.sum(axis=1)
 
 
