@@ -40,7 +40,8 @@ from .cli import CLIError, Parser, check_clip_file, require_positive, resolve_de
 from .sampler import base_grid, bilinear_forward
 
 FLOW_THRESHOLDS = (0.5, 1.0, 3.0)
-TEST_SEED = 2_147_483_647          # = stvae_np.train.TEST_SEED: the held-out clips of training
+TEST_SEED = 2_147_483_647          # the held-out test clips (of training and of this command)
+VAL_SEED = 1_000_003               # validation clips: test digits, their own seed (recipe choice)
 MASK_THRESHOLD = 0.5               # a warped mask pixel is "in" when its coverage is ≥ this
 DATA_CHOICES = ("moving-mnist", "shapes")
 
@@ -103,7 +104,12 @@ def _one_step_scores(preds, flows, clips):
         for th, a, a0 in zip(FLOW_THRESHOLDS, acc, acc0):
             out[f"acc@{th:g}"] = a
             out[f"zero_flow_acc@{th:g}"] = a0
-    return {k: float(v) for k, v in out.items()}
+    out = {k: float(v) for k, v in out.items()}
+    if clips.flow is not None and clips.masks is not None and flows.shape[1] > M.FLOW_T_MIN:
+        quality = M.flow_quality(flow_img, clips.flow, clips.masks[:, 1:, 0])
+        out["epe_per_step"] = [float(v) for v in quality.pop("epe_per_step")]
+        out.update(quality)
+    return out
 
 
 def one_step_metrics(model, clips, batch_size=32, progress=False):
@@ -122,6 +128,24 @@ def one_step_metrics(model, clips, batch_size=32, progress=False):
     """
     preds, flows = predict_clips(model, clips.frames, batch_size, progress)
     return _one_step_scores(preds, flows, clips)
+
+
+def classical_scores(clips):
+    """The classical reference on the same clips: coarse-to-fine Horn–Schunck
+    (:mod:`stvae_np.classical`) from frame t to t+1, scored like the model's flow.
+
+    Returns:
+        dict of floats ``classical_epe_t2``, ``classical_flow_gain_t2``,
+        ``classical_angular_error_t2`` (empty when the clips carry no flow or masks, or
+        are too short for steps t ≥ 2).
+    """
+    from .classical import classical_flows
+    if clips.flow is None or clips.masks is None or clips.frames.shape[1] - 1 <= M.FLOW_T_MIN:
+        return {}
+    if clips.frames.shape[2] != 1:
+        return {}
+    q = M.flow_quality(classical_flows(clips.frames), clips.flow, clips.masks[:, 1:, 0])
+    return {f"classical_{k}": q[k] for k in ("epe_t2", "flow_gain_t2", "angular_error_t2")}
 
 
 # ----------------------------------------------------------------------------- rollout
@@ -322,6 +346,7 @@ _ONE_STEP_ROWS = [
     ("ssim", "SSIM", "copy_last_ssim", True),
     ("bce_per_frame", "BCE per frame (nats)", "copy_last_bce_per_frame", False),
     ("epe", "flow EPE (image px)", "zero_flow_epe", False),
+    ("epe_t2", "flow EPE, steps t ≥ 2 (image px)", "zero_flow_epe_t2", False),
 ] + [(f"acc@{th:g}", f"flow accuracy, EPE < {th:g} px", f"zero_flow_acc@{th:g}", True)
      for th in FLOW_THRESHOLDS]
 
@@ -345,6 +370,18 @@ def write_report(path, result):
     for key, label, base, higher in _ONE_STEP_ROWS:
         if key in one:
             row(f"one-step {label}", one[key], one[base], higher)
+    if "flow_gain_t2" in one:
+        lines.append(f"| one-step flow gain ⟨f, g⟩ / ⟨g, g⟩, t ≥ 2 (1 = true speed) | "
+                     f"{_fmt(one['flow_gain_t2'])} | 0 (zero flow) | — |")
+        lines.append(f"| one-step flow angle to the true flow, t ≥ 2 (degrees) | "
+                     f"{_fmt(one['angular_error_t2'])} | 90 (zero flow) | — |")
+    if "classical_epe_t2" in one:
+        lines.append(f"| classical reference (Horn–Schunck), flow EPE t ≥ 2 | "
+                     f"{_fmt(one['classical_epe_t2'])} | {_fmt(one['zero_flow_epe_t2'])} | "
+                     f"model {_better(one['epe_t2'], one['classical_epe_t2'], False)} |")
+        lines.append(f"| classical reference, gain / angle t ≥ 2 | "
+                     f"{_fmt(one['classical_flow_gain_t2'])} / "
+                     f"{_fmt(one['classical_angular_error_t2'])}° | — | — |")
     if "skipped" not in roll:
         span = f"{roll['context']} → {roll['future']}"
         row(f"rollout {span}, MSE per pixel (mean over horizons)", roll["mean_mse"],
@@ -454,6 +491,7 @@ def evaluate_checkpoint(model_or_path, clips, out_dir, context=10, future=10, ba
 
     preds, flows = predict_clips(model, frames, batch_size, progress)
     one_step = _one_step_scores(preds, flows, clips)
+    one_step.update(classical_scores(clips))
     if clips.flow is None:
         one_step["flow_skipped"] = "the clips carry no ground-truth flow"
 
@@ -504,7 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def load_eval_clips(data, config, n_clips, seq_len):
+def load_eval_clips(data, config, n_clips, seq_len, seed=TEST_SEED):
     """The clips the command evaluates on, and a one-line description.
 
     ``moving-mnist``: test-split digits at the model's size (32 -> the tiny preset, 64 ->
@@ -518,13 +556,13 @@ def load_eval_clips(data, config, n_clips, seq_len):
             raise CLIError(f"moving-mnist needs a model of 32×32 or 64×64 one-channel frames, "
                            f"this one has {config.height}×{config.width}×{config.channels}")
         preset = "tiny" if size == 32 else "paper"
-        clips = D.moving_mnist_for(preset, n_clips, seq_len=seq_len, split="test", seed=TEST_SEED)
-        return clips, f"Moving MNIST {size}×{size}, 2 test digits, seed {TEST_SEED}"
+        clips = D.moving_mnist_for(preset, n_clips, seq_len=seq_len, split="test", seed=seed)
+        return clips, f"Moving MNIST {size}×{size}, 2 test digits, seed {seed}"
     if data == "shapes":
         if config.height != config.width or config.channels != 1:
             raise CLIError("shapes needs a model of square one-channel frames")
-        clips = D.moving_shapes(n_clips, seq_len=seq_len, size=size, seed=TEST_SEED)
-        return clips, f"moving shapes {size}×{size}, seed {TEST_SEED}"
+        clips = D.moving_shapes(n_clips, seq_len=seq_len, size=size, seed=seed)
+        return clips, f"moving shapes {size}×{size}, seed {seed}"
     if not os.path.isfile(data):
         raise CLIError(f"--data {data!r} is neither one of {DATA_CHOICES} nor an existing file")
     try:
@@ -539,7 +577,12 @@ def _summary(result):
     one, roll, lab = result["one_step"], result["rollout"], result["label_propagation"]
     lines = [f"one-step MSE {_fmt(one['mse'])} (copy-last {_fmt(one['copy_last_mse'])}), "
              f"SSIM {_fmt(one['ssim'])} (copy-last {_fmt(one['copy_last_ssim'])})"]
-    if "epe" in one:
+    if "epe_t2" in one:
+        lines.append(f"flow EPE t ≥ 2 {_fmt(one['epe_t2'])} px (zero flow "
+                     f"{_fmt(one['zero_flow_epe_t2'])}, classical "
+                     f"{_fmt(one.get('classical_epe_t2'))}), gain {_fmt(one['flow_gain_t2'])}, "
+                     f"angle {_fmt(one['angular_error_t2'])}°")
+    elif "epe" in one:
         lines.append(f"flow EPE {_fmt(one['epe'])} px (zero flow {_fmt(one['zero_flow_epe'])})")
     if "skipped" not in roll:
         lines.append(f"rollout {roll['context']} → {roll['future']}: mean MSE "

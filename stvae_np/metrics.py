@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 
-from .backend import get_array_module
+from .backend import asnumpy, get_array_module
 
 PSNR_MAX_DB = 100.0       # PSNR of a frame predicted exactly (MSE = 0)
 BCE_EPS = 1e-7            # predictions are clipped to [BCE_EPS, 1 − BCE_EPS]
@@ -371,6 +371,70 @@ def iou(mask_pred, mask_true, per_clip=False):
     return _as_0d(score.mean())
 
 
+# ----------------------------------------------------------------------------- flow quality
+FLOW_T_MIN = 2     # flow steps t >= 2: the memory has seen at least three frames
+
+
+def flow_quality(flow_pred, flow_true, mask, t_min=FLOW_T_MIN):
+    """How close a predicted flow is to the true motion, step by step and pooled.
+
+    Flows are ``(N, S, 2, H, W)`` in IMAGE pixels (bring the model's memory-grid flow
+    there with :func:`upsample_flow`), indexed like ``STVAE.predict``'s flows: step t
+    sees frames 0 … t and predicts frame t+1. ``mask (N, S, H, W)`` selects the object
+    pixels of frame t+1. Over the masked pixels p of the steps t ≥ ``t_min`` (f the
+    predicted, g the true flow at p):
+
+        epe_t2            = mean_p ‖f − g‖₂
+        zero_flow_epe_t2  = mean_p ‖g‖₂                 (the EPE of predicting no motion)
+        flow_gain_t2      = Σ_p ⟨f, g⟩ / Σ_p ⟨g, g⟩       (1: the right speed; 0.5: half of it)
+        angular_error_t2  = mean over p with |g| > 0 of the angle between f and g, in
+                            degrees; a pixel where f = 0 counts as 90° (no direction)
+
+    and ``epe_per_step`` ((S,) float64 NumPy, NaN where a step has no object pixel).
+
+    Args:
+        flow_pred, flow_true: (N, S, 2, H, W), S > t_min.
+        mask: (N, S, H, W) boolean (non-zero = object pixel of frame t+1).
+        t_min: first step counted in the pooled ``*_t2`` figures.
+    Returns:
+        dict of Python floats (NaN where no pixel is selected) and the per-step array.
+    """
+    xp = get_array_module(flow_pred, flow_true)
+    if flow_pred.ndim != 5 or flow_pred.shape[2] != 2:
+        raise ValueError(f"flow_quality: flows must be (N, S, 2, H, W), got {tuple(flow_pred.shape)}")
+    _check_pair("flow_quality", flow_pred, flow_true)
+    n, s, _, h, w = flow_pred.shape
+    if s <= t_min:
+        raise ValueError(f"flow_quality: needs more than t_min = {t_min} flow steps, got S = {s}")
+    m = _broadcast_mask("flow_quality", mask, (n, s, h, w), xp)
+    f, g = _float64(xp, flow_pred), _float64(xp, flow_true)
+    epe = _epe_map("flow_quality", f, g)                                  # (N, S, H, W)
+    count = m.sum(axis=(0, 2, 3))
+    per_step = xp.where(m, epe, 0.0).sum(axis=(0, 2, 3)) / xp.maximum(count, 1)
+    per_step = xp.where(count > 0, per_step, xp.nan)
+    late = m[:, t_min:]
+    f, g, epe = f[:, t_min:], g[:, t_min:], epe[:, t_min:]
+    dot = f[:, :, 0] * g[:, :, 0] + f[:, :, 1] * g[:, :, 1]
+    gg = g[:, :, 0] ** 2 + g[:, :, 1] ** 2
+    ff = f[:, :, 0] ** 2 + f[:, :, 1] ** 2
+    moving = late & (gg > 0)
+    cos = xp.where(ff > 0, dot / xp.sqrt(xp.maximum(ff * gg, 1e-300)), 0.0)
+    angle = xp.degrees(xp.arccos(xp.clip(cos, -1.0, 1.0)))
+
+    def pooled(values, sel):
+        k = int(sel.sum())
+        return float(xp.where(sel, values, 0.0).sum() / k) if k else math.nan
+
+    sum_gg = float(xp.where(late, gg, 0.0).sum())
+    return {
+        "epe_per_step": asnumpy(per_step),
+        "epe_t2": pooled(epe, late),
+        "zero_flow_epe_t2": pooled(xp.sqrt(gg), late),
+        "flow_gain_t2": float(xp.where(late, dot, 0.0).sum()) / sum_gg if sum_gg > 0 else math.nan,
+        "angular_error_t2": pooled(angle, moving),
+    }
+
+
 __all__ = ["mse_per_pixel", "mse_per_frame", "mae_per_pixel", "mae_per_frame", "psnr",
            "ssim", "bce_per_frame", "endpoint_error", "flow_accuracy", "upsample_flow",
-           "iou"]
+           "iou", "flow_quality"]

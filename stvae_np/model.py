@@ -35,7 +35,7 @@ from .conv import (conv2d_backward, conv2d_forward, maxpool2_backward, maxpool2_
 from .convlstm import convlstm_backward, convlstm_forward, convlstm_step_forward
 from .losses import (huber_smoothness_backward, huber_smoothness_forward, mse_backward,
                      mse_forward)
-from .sampler import base_grid, bilinear_backward, bilinear_forward
+from .sampler import base_grid, bilinear_backward, bilinear_forward, flow_to_grid
 
 FORMAT_VERSION = 1
 PARAM_NAMES = ("enc.W", "enc.b", "lstm.Wx", "lstm.Wh", "lstm.b", "flow1.W", "flow1.b",
@@ -59,6 +59,10 @@ class Config:
     flow_filters: int = 2          # channels between the two k×k flow convolutions
     huber_delta: float = 1e-3
     huber_weight: float = 1e-2
+    # flow-learning options (docs/DESIGN.md, docs/flow_study.md); these defaults are the paper's loss
+    photo_weight: float = 0.0      # w_P of the photometric term P (0: off)
+    photo_blur: float = 0.0        # σ (image px) of a Gaussian blur of both frames inside P (0: none)
+    recon_flow_grad: float = 1.0   # scale of the reconstruction gradient reaching the flow head
     # training recipe (used by stvae_np.train; every number can be overridden there)
     lr: float = 1e-4
     lr_decay: float = 0.9          # lr × lr_decay every lr_decay_every epochs
@@ -234,6 +238,50 @@ class STVAE:
         pred, dec_cache = conv2d_forward(up, p["dec.W"], p["dec.b"])
         return pred, (samp_cache, up_cache, dec_cache)
 
+    def _blur(self, frames):
+        """Gaussian blur of σ = ``config.photo_blur`` image pixels (a fixed k×k convolution of
+        each channel, k = 2⌈2σ⌉ + 1, zero padding); no blur when σ = 0."""
+        sigma = self.config.photo_blur
+        if sigma <= 0:
+            return frames
+        xp = get_array_module(frames)
+        r = int(np.ceil(2 * sigma))
+        g = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+        kernel = np.outer(g, g) / np.outer(g, g).sum()
+        w = xp.asarray(kernel.reshape(1, 1, 2 * r + 1, 2 * r + 1), dtype=frames.dtype)
+        m, c, hh, ww = frames.shape
+        out, _ = conv2d_forward(frames.reshape(m * c, 1, hh, ww), w)
+        return out.reshape(m, c, hh, ww)
+
+    def _photometric_forward(self, frames, targets, flow):
+        """The photometric term: the input frame itself, warped by the flow brought to
+        image pixels, against the next frame.
+
+            F_t = s · upsample2(T_t)              s = H / h (= 2): image pixels, nearest
+            P   = mean((bilinear(B(x_t), base_grid + F_t) − B(x_{t+1}))²)
+
+        B is the optional Gaussian blur (``photo_blur``), which widens the range of
+        displacements the bilinear gradient can see. No parameter but the flow's enters P.
+
+        Args:
+            frames, targets: (M, C, H, W), x_t and x_{t+1}.
+            flow: (M, 2, h, w) in memory-grid pixels.
+        Returns:
+            P (0-d array) and the cache of :meth:`_photometric_backward`.
+        """
+        scale = frames.shape[-1] // flow.shape[-1]
+        up, up_cache = upsample2_forward(flow)
+        warped, samp_cache = bilinear_forward(self._blur(frames), flow_to_grid(scale * up))
+        photo, mse_cache = mse_forward(warped, self._blur(targets))
+        return photo, (scale, up_cache, samp_cache, mse_cache)
+
+    @staticmethod
+    def _photometric_backward(dphoto, cache):
+        """dT = s · upsample2ᵀ(∂P/∂G): the gradient of P with respect to the memory-grid flow."""
+        scale, up_cache, samp_cache, mse_cache = cache
+        _, dgrid = bilinear_backward(mse_backward(dphoto, mse_cache), samp_cache)
+        return scale * upsample2_backward(dgrid, up_cache)
+
     def loss_and_grads(self, clip):
         """The loss of DESIGN over one clip and the gradient of every parameter.
 
@@ -264,6 +312,11 @@ class STVAE:
         # mean over all N·S frames == 1/(T-1) Σ_t of the per-step means (equal sizes)
         loss = xp.asarray(mse + cfg.huber_weight * smooth)        # 0-d on NumPy too
 
+        photo = None
+        if cfg.photo_weight > 0:                                   # the optional photometric term
+            photo, photo_cache = self._photometric_forward(inputs, targets, flow)
+            loss = loss + cfg.photo_weight * photo
+
         # ---- backward, in exactly the reverse order
         one = xp.ones((), dtype=self.dtype)
         grads = {}
@@ -272,7 +325,10 @@ class STVAE:
         dup, grads["dec.W"], grads["dec.b"] = conv2d_backward(dpred, dec_cache)
         dwarped = upsample2_backward(dup, up_cache)
         de, dgrid = bilinear_backward(dwarped, samp_cache)         # e feeds the sampler ...
-        dflow = dgrid + cfg.huber_weight * huber_smoothness_backward(one, huber_cache)
+        dflow = dgrid if cfg.recon_flow_grad == 1 else cfg.recon_flow_grad * dgrid
+        dflow = dflow + cfg.huber_weight * huber_smoothness_backward(one, huber_cache)
+        if photo is not None:
+            dflow = dflow + self._photometric_backward(cfg.photo_weight * one, photo_cache)
         c1, c2, c3 = flow_caches
         df2, grads["flow3.W"], grads["flow3.b"] = conv2d_backward(dflow, c3)
         df1, grads["flow2.W"], grads["flow2.b"] = conv2d_backward(df2, c2)
@@ -285,6 +341,8 @@ class STVAE:
         _, grads["enc.W"], grads["enc.b"] = conv2d_backward(dtanh * tanh_grad(tanh_out), conv_cache,
                                                             need_dx=False)   # the clip needs none
         self.last_parts = {"mse": mse, "smooth": smooth}
+        if photo is not None:
+            self.last_parts["photo"] = photo
         return loss, {k: grads[k] for k in PARAM_NAMES}
 
     def loss(self, clip):
@@ -292,9 +350,15 @@ class STVAE:
         pred, flow = self.predict(clip)
         clip = self._check_clip(clip)
         mse, _ = mse_forward(pred, clip[:, 1:])
-        smooth, _ = huber_smoothness_forward(flow.reshape((-1,) + flow.shape[2:]),
-                                             self.config.huber_delta)
-        return mse + self.config.huber_weight * smooth
+        flat = flow.reshape((-1,) + flow.shape[2:])
+        smooth, _ = huber_smoothness_forward(flat, self.config.huber_delta)
+        loss = mse + self.config.huber_weight * smooth
+        if self.config.photo_weight > 0:
+            frame_shape = clip.shape[2:]
+            photo, _ = self._photometric_forward(clip[:, :-1].reshape((-1,) + frame_shape),
+                                                 clip[:, 1:].reshape((-1,) + frame_shape), flat)
+            loss = loss + self.config.photo_weight * photo
+        return loss
 
     def predict_step(self, frame, state=None):
         """One step of the recurrence: frame x_t (N, C, H, W) -> prediction of x_{t+1}.

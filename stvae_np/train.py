@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from .cli import CLIError, Parser, check_clip_file, require_positive, resolve_device
-from .evaluate import DATA_CHOICES, load_eval_clips
+from .evaluate import DATA_CHOICES, VAL_SEED, load_eval_clips
 from .model import STVAE, Config
 
 CHECKPOINT = "checkpoint.npz"
@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seq-len", type=int, default=None, help="frames per training clip")
     p.add_argument("--lr", type=float, default=None, help="RMSProp learning rate")
     p.add_argument("--clip-norm", type=float, default=None, help="global gradient-norm clip (0: off)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a Config field of the preset, e.g. --set photo_weight=3 "
+                        "(repeatable; the fields are listed in docs/DESIGN.md)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"))
     p.add_argument("--seed", type=int, default=None, help="default 0")
     p.add_argument("--out", default=None, help="run folder (default runs/<time>-<preset>)")
@@ -53,10 +56,48 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 DEFAULT_STEPS = {"tiny": 1000, "paper": 20000}
+VAL_KEYS = ("mse", "copy_last_mse", "epe", "zero_flow_epe", "epe_t2", "zero_flow_epe_t2",
+            "flow_gain_t2", "angular_error_t2")
+
+
+def eval_line(m) -> str:
+    """One line of held-out metrics: pixels beside copy-last, flow beside zero flow."""
+    msg = f"test mse {m['mse']:.5f} (copy-last {m['copy_last_mse']:.5f}, " \
+          f"{m['mse'] / m['copy_last_mse']:.2f}×)"
+    if "epe_t2" in m:
+        msg += (f"; flow t≥2: EPE {m['epe_t2']:.3f} px (zero flow {m['zero_flow_epe_t2']:.3f}, "
+                f"{m['epe_t2'] / m['zero_flow_epe_t2']:.2f}×), gain {m['flow_gain_t2']:.2f}, "
+                f"angle {m['angular_error_t2']:.1f}°")
+    elif "epe" in m:
+        msg += f", flow EPE {m['epe']:.3f} px (zero flow {m['zero_flow_epe']:.3f})"
+    return msg
 ROLLOUT = 10                       # the final evaluation reads 10 frames and predicts 10
 
 
 # ----------------------------------------------------------------------------- set-up
+def apply_overrides(config: Config, items) -> Config:
+    """``Config`` with ``FIELD=VALUE`` overrides applied (the value parsed as the field's type)."""
+    import dataclasses
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    changes = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in fields:
+            raise CLIError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {sorted(fields)}")
+        kind = type(getattr(config, name))
+        try:
+            changes[name] = kind(text) if kind is not bool else text.lower() in ("1", "true", "yes")
+        except ValueError:
+            raise CLIError(f"--set {item!r}: {text!r} is not a valid {kind.__name__}") from None
+    if not changes:
+        return config
+    try:
+        return dataclasses.replace(config, **changes)
+    except ValueError as err:
+        raise CLIError(f"--set: {err}") from None
+
+
 def make_data(data: str, config: Config, eval_clips: int, seq_len: int):
     """Return (training source for ClipSampler, held-out Clips, a one-line description).
 
@@ -115,7 +156,7 @@ def train(args) -> int:
     from tqdm import tqdm
 
     from .data import ClipSampler
-    from .evaluate import evaluate_checkpoint, one_step_metrics
+    from .evaluate import classical_scores, evaluate_checkpoint, one_step_metrics
     from .optim import RMSProp, clip_grad_norm, clip_grad_value, step_decay
 
     device = resolve_device(args.device)
@@ -126,6 +167,8 @@ def train(args) -> int:
             raise CLIError(str(err)) from None
         if "step" not in extra:
             raise CLIError(f"{args.resume}: a model file without training state; cannot resume")
+        if args.set:
+            raise CLIError("--set changes the model's recipe: it applies to a new run, not to --resume")
         config = model.config
         out = args.out or os.path.dirname(os.path.abspath(args.resume))
         run_json = os.path.join(out, "run.json")
@@ -138,6 +181,7 @@ def train(args) -> int:
             config = Config.preset(args.preset)
         except ValueError as err:
             raise CLIError(str(err)) from None
+        config = apply_overrides(config, args.set)
         model = STVAE(config, seed=args.seed or 0, device=device)
         out = args.out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S") + f"-{config.name}")
     args.data = args.data or "moving-mnist"
@@ -156,6 +200,9 @@ def train(args) -> int:
         raise CLIError(f"--seq-len must be at least 2, got {seq_len}")
 
     source, test_clips, data_desc = make_data(args.data, config, args.eval_clips, seq_len)
+    val_clips = None          # validation clips (their own seed) on which recipes are chosen
+    if args.data in DATA_CHOICES:
+        val_clips, _ = load_eval_clips(args.data, config, args.eval_clips, seq_len, seed=VAL_SEED)
     sampler = ClipSampler(source, batch_size, seq_len, seed=args.seed)
     opt = RMSProp(model.params, lr=base_lr)
     step, history, train_seconds = 0, {"loss": [], "eval": []}, 0.0
@@ -177,11 +224,12 @@ def train(args) -> int:
 
     def evaluate():
         m = one_step_metrics(model, test_clips)
-        history["eval"].append({"step": step, **m})
-        msg = f"step {step}: test mse {m['mse']:.5f} (copy-last {m['copy_last_mse']:.5f})"
-        if "epe" in m:
-            msg += f", flow EPE {m['epe']:.3f} px (zero flow {m['zero_flow_epe']:.3f})"
-        log(msg)
+        entry = {"step": step, **m}
+        if val_clips is not None:
+            v = one_step_metrics(model, val_clips)
+            entry.update({f"val_{k}": v[k] for k in VAL_KEYS if k in v})
+        history["eval"].append(entry)
+        log(f"step {step}: " + eval_line(m))
         return m
 
     last_loss = float("nan")
@@ -224,6 +272,10 @@ def train(args) -> int:
         return 130
     bar.close()
     final = evaluate()
+    final.update(classical_scores(test_clips))   # the classical reference on the same clips
+    if "classical_epe_t2" in final:
+        log(f"classical reference (Horn–Schunck): flow EPE t≥2 {final['classical_epe_t2']:.3f} px, "
+            f"gain {final['classical_flow_gain_t2']:.2f}")
     save()
     result = {"steps": step, "train_seconds": round(train_seconds, 2),
               "steps_per_second": round(step / max(train_seconds, 1e-9), 3),
@@ -245,14 +297,14 @@ def train(args) -> int:
                             "rollout": full["rollout"], "label_propagation": full["label_propagation"]}
     _write_json(os.path.join(out, "metrics.json"), result)
     if not args.no_figures:
-        make_figures(model, test_clips, history, out)
+        make_figures(model, test_clips, history, out, final.get("classical_epe_t2"))
     ratio = final["mse"] / final["copy_last_mse"]
     log(f"done: {step} steps in {train_seconds:.0f} s; test mse {final['mse']:.5f} = "
         f"{ratio:.2f} × copy-last; results in {out}")
     return 0
 
 
-def make_figures(model, clips, history, out):
+def make_figures(model, clips, history, out, classical_epe=None):
     """loss_curve.png, predictions.png and flow.png in the run folder."""
     from . import viz
     from .evaluate import predict_clips
@@ -260,9 +312,13 @@ def make_figures(model, clips, history, out):
     preds, flows = predict_clips(model, clips.frames[:k])
     loss = np.array(history["loss"]) if history["loss"] else np.zeros((0, 2))
     ev = history["eval"]
+    with_flow = bool(ev) and "epe_t2" in ev[-1]
     viz.plot_loss_curve(os.path.join(out, "loss_curve.png"), loss[:, 0], loss[:, 1],
                         eval_steps=[e["step"] for e in ev], eval_mse=[e["mse"] for e in ev],
-                        baseline_mse=ev[-1]["copy_last_mse"] if ev else None)
+                        baseline_mse=ev[-1]["copy_last_mse"] if ev else None,
+                        eval_epe=[e["epe_t2"] for e in ev] if with_flow else None,
+                        zero_flow_epe=ev[-1]["zero_flow_epe_t2"] if with_flow else None,
+                        classical_epe=classical_epe)
     viz.plot_predictions(os.path.join(out, "predictions.png"), clips.frames[:k, :-1],
                          np.clip(preds, 0, 1), clips.frames[:k, 1:])
     if clips.flow is not None:

@@ -229,7 +229,8 @@ def _frame_indices(t_total: int, max_frames: int) -> np.ndarray:
 
 def plot_loss_curve(path, steps, losses, eval_steps=None, eval_mse=None,
                     baseline_mse=None, smooth: int | None = None,
-                    title: str = "Training loss") -> str:
+                    title: str = "Training loss", eval_epe=None, zero_flow_epe=None,
+                    classical_epe=None) -> str:
     """Training loss against step on a log y axis.
 
     Args:
@@ -240,6 +241,9 @@ def plot_loss_curve(path, steps, losses, eval_steps=None, eval_mse=None,
             horizontal dashed line: a model below it has learnt something about motion.
         smooth: moving-average window for the training curve; the raw curve is drawn
             faintly behind it. Default: about S/50 (no smoothing below 100 points).
+        eval_epe: (E,) optional held-out flow EPE (steps t ≥ 2) at ``eval_steps``: drawn
+            in a second panel beside the loss, with ``zero_flow_epe`` and
+            ``classical_epe`` (floats) as horizontal reference lines.
     Returns:
         path (str).
     """
@@ -248,8 +252,12 @@ def plot_loss_curve(path, steps, losses, eval_steps=None, eval_mse=None,
     if steps.shape != losses.shape:
         raise ValueError(f"steps {steps.shape} and losses {losses.shape} differ in length")
     tiny = 1e-12                                   # a log axis cannot show 0
-    fig = _new_figure((7.0, 4.0))
-    ax = fig.add_subplot(1, 1, 1)
+    with_flow = eval_epe is not None and eval_steps is not None
+    fig = _new_figure((12.0, 4.0) if with_flow else (7.0, 4.0))
+    ax = fig.add_subplot(1, 2, 1) if with_flow else fig.add_subplot(1, 1, 1)
+    if with_flow:
+        _plot_flow_curve(fig.add_subplot(1, 2, 2), eval_steps, eval_epe, zero_flow_epe,
+                         classical_epe)
     if smooth is None:
         smooth = len(losses) // 50 if len(losses) >= 100 else 1
     if smooth > 1 and len(losses) >= smooth:
@@ -275,6 +283,27 @@ def plot_loss_curve(path, steps, losses, eval_steps=None, eval_mse=None,
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="upper right", fontsize=9)
     return _save(fig, path)
+
+
+def _plot_flow_curve(ax, steps, epe, zero_flow_epe=None, classical_epe=None):
+    """Held-out flow EPE (t ≥ 2) against training step, beside its two references."""
+    xs = np.asarray(asnumpy(steps), dtype=np.float64).ravel()
+    ys = np.asarray(asnumpy(epe), dtype=np.float64).ravel()
+    ax.plot(xs, ys, "o-", color="C2", ms=4, lw=1.2, label="model flow EPE, t ≥ 2")
+    if zero_flow_epe is not None:
+        ax.axhline(float(zero_flow_epe), color="C3", ls="--", lw=1.2,
+                   label=f"zero flow = {float(zero_flow_epe):.3g} px")
+        ax.axhline(0.5 * float(zero_flow_epe), color="C3", ls=":", lw=1.0,
+                   label="half the zero-flow EPE")
+    if classical_epe is not None:
+        ax.axhline(float(classical_epe), color="C4", ls="-.", lw=1.2,
+                   label=f"Horn–Schunck = {float(classical_epe):.3g} px")
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("step")
+    ax.set_ylabel("EPE (image px)")
+    ax.set_title("Held-out flow error")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper right", fontsize=8)
 
 
 def plot_predictions(path, inputs, preds, targets, max_frames: int = 8,

@@ -5,6 +5,8 @@ import math
 import numpy as np
 import pytest
 
+from stvae_np import metrics as M
+
 from stvae_np.metrics import (bce_per_frame, endpoint_error, flow_accuracy, iou,
                               mae_per_frame, mae_per_pixel, mse_per_frame, mse_per_pixel,
                               psnr, ssim, upsample_flow)
@@ -253,3 +255,54 @@ def test_iou_per_clip_averages_clip_scores():
     assert float(iou(a, b)) == pytest.approx(1 / 3)
     with pytest.raises(ValueError, match="shapes differ"):
         iou(a, b[:1])
+
+
+# ----------------------------------------------------------------------------- flow quality
+def _flows(seed=0, n=2, s=5, h=8, w=8):
+    rng = np.random.default_rng(seed)
+    g = rng.normal(size=(n, s, 2, h, w))
+    mask = rng.random((n, s, h, w)) > 0.3
+    return g, mask
+
+
+def test_flow_quality_of_the_true_flow_half_of_it_and_a_quarter_turn():
+    g, mask = _flows()
+    q = M.flow_quality(g, g, mask)
+    assert q["epe_t2"] == 0.0 and q["flow_gain_t2"] == pytest.approx(1.0, abs=1e-12)
+    assert q["angular_error_t2"] == pytest.approx(0.0, abs=1e-5)
+    np.testing.assert_array_equal(q["epe_per_step"], np.zeros(5))
+    # zero-flow EPE: the mean length of the true flow over the object pixels of t >= 2
+    length = np.hypot(g[:, 2:, 0], g[:, 2:, 1])
+    assert q["zero_flow_epe_t2"] == pytest.approx(length[mask[:, 2:]].mean(), rel=1e-12)
+    half = M.flow_quality(0.5 * g, g, mask)
+    assert half["flow_gain_t2"] == pytest.approx(0.5, rel=1e-12)
+    assert half["epe_t2"] == pytest.approx(0.5 * q["zero_flow_epe_t2"], rel=1e-12)
+    assert half["angular_error_t2"] == pytest.approx(0.0, abs=1e-5)
+    turned = np.stack([-g[:, :, 1], g[:, :, 0]], axis=2)          # 90° counter-clockwise
+    q90 = M.flow_quality(turned, g, mask)
+    assert q90["angular_error_t2"] == pytest.approx(90.0, abs=1e-9)
+    assert q90["flow_gain_t2"] == pytest.approx(0.0, abs=1e-12)
+    opposite = M.flow_quality(-g, g, mask)
+    assert opposite["angular_error_t2"] == pytest.approx(180.0, abs=1e-5)
+    assert opposite["flow_gain_t2"] == pytest.approx(-1.0, rel=1e-12)
+
+
+def test_flow_quality_counts_only_steps_from_t_min_and_object_pixels():
+    g, mask = _flows(seed=1)
+    wrong = g.copy()
+    wrong[:, :2] += 5.0                    # steps 0 and 1 are not in the *_t2 figures
+    wrong[~np.broadcast_to(mask[:, :, None], g.shape)] = 100.0   # nor background pixels
+    q = M.flow_quality(wrong, g, mask)
+    assert q["epe_t2"] == pytest.approx(0.0, abs=1e-12)
+    assert q["flow_gain_t2"] == pytest.approx(1.0, abs=1e-12)
+    assert q["epe_per_step"][0] == pytest.approx(np.sqrt(50.0), rel=1e-12)
+    # zero predicted flow counts 90° (no direction), never 0°
+    assert M.flow_quality(0 * g, g, mask)["angular_error_t2"] == pytest.approx(90.0)
+
+
+def test_flow_quality_refuses_bad_shapes():
+    g, mask = _flows()
+    with pytest.raises(ValueError, match="N, S, 2, H, W"):
+        M.flow_quality(g[:, :, :1], g[:, :, :1], mask)
+    with pytest.raises(ValueError, match="t_min"):
+        M.flow_quality(g[:, :2], g[:, :2], mask[:, :2])

@@ -1,5 +1,7 @@
 """The whole model: initialisation, parameter count, the whole-model gradient check,
 input validation, checkpoints, and a short training run whose loss falls."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -165,3 +167,40 @@ def test_tiny_model_learns_a_moving_pattern():
     first, last = np.mean(losses[:5]), np.mean(losses[-5:])
     assert np.isfinite(losses).all()
     assert last < 0.5 * first, (first, last)
+
+
+@pytest.mark.parametrize("blur", [0.0, 1.0])
+def test_whole_model_gradient_check_with_the_photometric_term(blur):
+    """The photometric term P (and its blur) is part of the loss: the whole-model
+    directional check holds with it on, and the loss reports it."""
+    model, clip = _gradcheck_model()
+    model.config = dataclasses.replace(model.config, photo_weight=3.0, photo_blur=blur,
+                                       huber_delta=0.05, huber_weight=0.5)
+    loss, grads = model.loss_and_grads(clip)
+    parts = model.last_parts
+    assert float(parts["photo"]) > 0
+    assert float(loss) == pytest.approx(float(parts["mse"]) + 0.5 * float(parts["smooth"])
+                                        + 3.0 * float(parts["photo"]), rel=1e-12)
+    assert float(loss) == pytest.approx(float(model.loss(clip)), rel=1e-12)
+    worst = directional_check(lambda: model.loss(clip), model.params, grads,
+                              ["flow1.W", "flow2.W", "flow3.W", "flow3.b", "lstm.Wx"])
+    assert max(worst.values()) <= 1e-5, worst
+
+
+def test_photometric_term_is_zero_for_the_true_motion_and_pulls_towards_it():
+    """A smooth blob shifted right by 2 image px: the memory-grid flow T_x = −1 (2 px / 2)
+    warps x_t onto x_{t+1} exactly (P = 0); zero flow does not, and ∂P/∂T_x at zero
+    flow points towards negative T_x."""
+    model = STVAE(Config.tiny(), dtype="float64")
+    yy, xx = np.mgrid[:32, :32]
+    x0 = np.exp(-((xx - 14.0) ** 2 + (yy - 16.0) ** 2) / (2 * 3.0 ** 2))[None, None]
+    x1 = np.roll(x0, 2, axis=-1)
+    true = np.zeros((1, 2, 16, 16))
+    true[:, 0] = -1.0
+    p_true, _ = model._photometric_forward(x0, x1, true)
+    assert float(p_true) == pytest.approx(0.0, abs=1e-12)   # np.roll wraps the blob's far tail
+    zero = np.zeros_like(true)
+    p_zero, cache = model._photometric_forward(x0, x1, zero)
+    assert float(p_zero) > 1e-3
+    dflow = model._photometric_backward(1.0, cache)
+    assert dflow[:, 0].sum() > 0           # increasing T_x raises P: descent lowers T_x
