@@ -119,7 +119,7 @@ def stage_times(model, clip, timer):
     from .convlstm import convlstm_backward, convlstm_forward
     from .losses import huber_smoothness_backward, huber_smoothness_forward, mse_backward, mse_forward
     from .optim import RMSProp
-    from .sampler import base_grid, bilinear_backward, bilinear_forward
+    from .sampler import bilinear_backward, bilinear_forward, flow_to_grid
 
     p, cfg = model.params, model.config
     xp = model.xp
@@ -128,31 +128,28 @@ def stage_times(model, clip, timer):
     s = t - 1
     frames = clip[:, :-1].reshape(n * s, c, hh, ww)
     lstm = {"Wx": p["lstm.Wx"], "Wh": p["lstm.Wh"], "b": p["lstm.b"]}
-    e, enc_c = model._encode(frames)
+    e, enc_c = model.encode(frames)
     fe, h, w = e.shape[1:]
     hs, lstm_c = convlstm_forward(e.reshape(n, s, fe, h, w), lstm)
-    flow, flow_c = model._flow_head(hs.reshape(n * s, -1, h, w))
-    grid = base_grid(n * s, h, w, e) + flow
+    flow, flow_c = model.flow_head(hs.reshape(n * s, -1, h, w))
+    grid = flow_to_grid(flow)
     warped, samp_c = bilinear_forward(e, grid)
-    pred, dec_c = model._warp_decode(e, flow)
+    pred, dec_c = model.warp_decode(e, flow)
     target = clip[:, 1:].reshape(pred.shape)
     ones = xp.ones((), dtype=pred.dtype)
 
     def enc_bwd():
-        conv_c, tanh_out, pool_c = enc_c
-        d = maxpool2_backward(xp.ones_like(e), pool_c)
-        conv2d_backward(d * (1 - tanh_out * tanh_out), conv_c, need_dx=False)
+        d = maxpool2_backward(xp.ones_like(e), enc_c.pool)
+        conv2d_backward(d * (1 - enc_c.tanh_out * enc_c.tanh_out), enc_c.conv, need_dx=False)
 
     def flow_bwd():
-        c1, c2, c3 = flow_c
-        d, _, _ = conv2d_backward(xp.ones_like(flow), c3)
-        d, _, _ = conv2d_backward(d, c2)
-        conv2d_backward(d, c1)
+        d, _, _ = conv2d_backward(xp.ones_like(flow), flow_c.flow3)
+        d, _, _ = conv2d_backward(d, flow_c.flow2)
+        conv2d_backward(d, flow_c.flow1)
 
     def dec_bwd():
-        _, up_c, conv_c = dec_c
-        d, _, _ = conv2d_backward(xp.ones_like(pred), conv_c)
-        upsample2_backward(d, up_c)
+        d, _, _ = conv2d_backward(xp.ones_like(pred), dec_c.decoder)
+        upsample2_backward(d, dec_c.upsample)
 
     def loss_both():
         _, mc = mse_forward(pred, target)
@@ -163,15 +160,15 @@ def stage_times(model, clip, timer):
     opt = RMSProp({k: v.copy() for k, v in p.items()}, lr=0.0)
     grads = {k: xp.zeros_like(v) for k, v in p.items()}
     return {
-        "encoder fwd": timer(lambda: model._encode(frames)),
+        "encoder fwd": timer(lambda: model.encode(frames)),
         "encoder bwd": timer(enc_bwd),
         "convlstm fwd": timer(lambda: convlstm_forward(e.reshape(n, s, fe, h, w), lstm)),
         "convlstm bwd": timer(lambda: convlstm_backward(xp.ones_like(hs), lstm_c)),
-        "flow fwd": timer(lambda: model._flow_head(hs.reshape(n * s, -1, h, w))),
+        "flow fwd": timer(lambda: model.flow_head(hs.reshape(n * s, -1, h, w))),
         "flow bwd": timer(flow_bwd),
         "sampler fwd": timer(lambda: bilinear_forward(e, grid)),
         "sampler bwd": timer(lambda: bilinear_backward(xp.ones_like(warped), samp_c)),
-        "decoder fwd": timer(lambda: model._warp_decode(e, flow)),   # includes the sampler
+        "decoder fwd": timer(lambda: model.warp_decode(e, flow)),   # includes the sampler
         "decoder bwd": timer(dec_bwd),
         "loss fwd+bwd": timer(loss_both),
         "optimizer": timer(lambda: opt.step(grads)),

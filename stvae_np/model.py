@@ -8,38 +8,72 @@ Per step t = 0 … T-2 the model sees frame x_t and predicts x_{t+1}:
     e_t  = maxpool2(tanh(conv(x_t; We) + be))              encoder    (N,C,H,W) -> (N,Fe,h,w)
     h_t  = ConvLSTM(e_t, h_{t-1}, c_{t-1})                  memory     (N,Fm,h,w)
     T_t  = conv1x1(conv_k(conv_k(h_t)))                     flow       (N,2,h,w), no non-linearity
-    G_t  = base grid + T_t                                  grid       source (x, y) in pixels
+    G_t  = base grid + T_t  (sampler.flow_to_grid)          grid       source (x, y) in pixels
     ê_t  = bilinear(e_t, G_t)                               sampler    (N,Fe,h,w)
     ŷ_t  = conv(upsample2(ê_t); Wd) + bd                    decoder    (N,C,H,W)
 
-    L = 1/(T-1) Σ_t [ mean((ŷ_t − x_{t+1})²) + w_H · H(∇T_t) ]
+    L = 1/(T-1) Σ_t [ mean((ŷ_t − x_{t+1})²) + w_H · H(∇T_t) ]   (+ w_P · P, docs/DESIGN.md)
 
 Everything but the ConvLSTM is independent across time given the frames, so the
 encoder, flow head, sampler and decoder run once over all N·(T-1) frames stacked in
-the batch axis (bigger matrix products); only the memory walks through time.
+the batch axis (bigger matrix products); only the memory walks through time. The
+stages are public methods, each returning its output and a named cache:
+:meth:`STVAE.encode`, the ConvLSTM (``convlstm.convlstm_forward``),
+:meth:`STVAE.flow_head` and :meth:`STVAE.warp_decode` (grid, sampler and decoder).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import operator
 import os
 import zipfile
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from .activations import tanh, tanh_grad
 from .backend import asnumpy, device_of, get_array_module, to_device
-from .conv import (conv2d_backward, conv2d_forward, maxpool2_backward, maxpool2_forward,
-                   upsample2_backward, upsample2_forward)
+from .conv import (Conv2dCache, MaxPoolCache, UpsampleCache, conv2d_backward, conv2d_forward,
+                   maxpool2_backward, maxpool2_forward, upsample2_backward, upsample2_forward)
 from .convlstm import convlstm_backward, convlstm_forward, convlstm_step_forward
-from .losses import (huber_smoothness_backward, huber_smoothness_forward, mse_backward,
+from .losses import (MSECache, huber_smoothness_backward, huber_smoothness_forward, mse_backward,
                      mse_forward)
-from .sampler import base_grid, bilinear_backward, bilinear_forward, flow_to_grid
+from .sampler import BilinearCache, bilinear_backward, bilinear_forward, flow_to_grid
 
 FORMAT_VERSION = 1
 PARAM_NAMES = ("enc.W", "enc.b", "lstm.Wx", "lstm.Wh", "lstm.b", "flow1.W", "flow1.b",
                "flow2.W", "flow2.b", "flow3.W", "flow3.b", "dec.W", "dec.b")
+
+
+class EncodeCache(NamedTuple):
+    """What :meth:`STVAE.encode` keeps for the backward pass."""
+    conv: Conv2dCache        # the encoder convolution
+    tanh_out: object         # tanh(conv(x)) (M, Fe, H, W): tanh' = 1 − tanh²
+    pool: MaxPoolCache
+
+
+class FlowCache(NamedTuple):
+    """What :meth:`STVAE.flow_head` keeps: the caches of its three convolutions."""
+    flow1: Conv2dCache
+    flow2: Conv2dCache
+    flow3: Conv2dCache
+
+
+class DecodeCache(NamedTuple):
+    """What :meth:`STVAE.warp_decode` keeps."""
+    sampler: BilinearCache
+    upsample: UpsampleCache
+    decoder: Conv2dCache
+
+
+class PhotoCache(NamedTuple):
+    """What :meth:`STVAE._photometric_forward` keeps."""
+    scale: int               # image pixels per memory-grid pixel (H / h = 2)
+    upsample: UpsampleCache  # of the flow
+    sampler: BilinearCache   # of the warp of B(x_t)
+    mse: MSECache
 
 
 @dataclass
@@ -212,31 +246,49 @@ class STVAE:
         return clip.astype(self.dtype, copy=False)
 
     # ------------------------------------------------------------------ forward / backward
-    def _flow_head(self, hs_flat):
-        """T = conv1x1(conv_k(conv_k(h))): (M, Fm, h, w) -> (M, 2, h, w), plus caches."""
-        p = self.params
-        f1, c1 = conv2d_forward(hs_flat, p["flow1.W"], p["flow1.b"])
-        f2, c2 = conv2d_forward(f1, p["flow2.W"], p["flow2.b"])
-        flow, c3 = conv2d_forward(f2, p["flow3.W"], p["flow3.b"])
-        return flow, (c1, c2, c3)
+    def encode(self, frames):
+        """Spatial encoder, e = maxpool2(tanh(conv(x; We) + be)).
 
-    def _encode(self, frames):
-        """e = maxpool2(tanh(conv(x))): (M, C, H, W) -> (M, Fe, h, w), plus caches."""
+        Args:
+            frames: (M, C, H, W), any M frames (the model stacks N·(T-1) of them).
+        Returns:
+            e (M, Fe, h, w) with (h, w) = (H/2, W/2), and an :class:`EncodeCache`.
+        """
         p = self.params
-        a, conv_cache = conv2d_forward(frames, p["enc.W"], p["enc.b"])
+        a, conv_cache = conv2d_forward(frames, p["enc.W"], p["enc.b"])   # (M, Fe, H, W)
         t = tanh(a)
-        e, pool_cache = maxpool2_forward(t)
-        return e, (conv_cache, t, pool_cache)
+        e, pool_cache = maxpool2_forward(t)                              # (M, Fe, h, w)
+        return e, EncodeCache(conv_cache, t, pool_cache)
 
-    def _warp_decode(self, e, flow):
-        """ŷ = conv(upsample2(bilinear(e, grid + T))): returns ŷ (M, C, H, W) and caches."""
+    def flow_head(self, hs_flat):
+        """Flow regressor, T = conv1x1(conv_k(conv_k(h))), no non-linearity.
+
+        Args:
+            hs_flat: (M, Fm, h, w), memory states stacked in the batch axis.
+        Returns:
+            flow (M, 2, h, w) in memory-grid pixels (channel 0 = x, 1 = y), and a
+            :class:`FlowCache`.
+        """
         p = self.params
-        m, _, h, w = e.shape
-        grid = base_grid(m, h, w, e) + flow                        # (M, 2, h, w)
-        warped, samp_cache = bilinear_forward(e, grid)             # (M, Fe, h, w)
-        up, up_cache = upsample2_forward(warped)                   # (M, Fe, H, W)
-        pred, dec_cache = conv2d_forward(up, p["dec.W"], p["dec.b"])
-        return pred, (samp_cache, up_cache, dec_cache)
+        f1, c1 = conv2d_forward(hs_flat, p["flow1.W"], p["flow1.b"])    # (M, Ff, h, w)
+        f2, c2 = conv2d_forward(f1, p["flow2.W"], p["flow2.b"])         # (M, Ff, h, w)
+        flow, c3 = conv2d_forward(f2, p["flow3.W"], p["flow3.b"])       # (M, 2, h, w)
+        return flow, FlowCache(c1, c2, c3)
+
+    def warp_decode(self, e, flow):
+        """Grid generator, sampler and decoder: ŷ = conv(upsample2(bilinear(e, G)); Wd) + bd,
+        with G = ``sampler.flow_to_grid(flow)`` = base grid + T.
+
+        Args:
+            e: (M, Fe, h, w) encoded frames; flow: (M, 2, h, w) in memory-grid pixels.
+        Returns:
+            ŷ (M, C, H, W) and a :class:`DecodeCache`.
+        """
+        p = self.params
+        warped, samp_cache = bilinear_forward(e, flow_to_grid(flow))    # (M, Fe, h, w)
+        up, up_cache = upsample2_forward(warped)                        # (M, Fe, H, W)
+        pred, dec_cache = conv2d_forward(up, p["dec.W"], p["dec.b"])    # (M, C, H, W)
+        return pred, DecodeCache(samp_cache, up_cache, dec_cache)
 
     def _blur(self, frames):
         """Gaussian blur of σ = ``config.photo_blur`` image pixels (a fixed k×k convolution of
@@ -267,23 +319,22 @@ class STVAE:
             frames, targets: (M, C, H, W), x_t and x_{t+1}.
             flow: (M, 2, h, w) in memory-grid pixels.
         Returns:
-            P (0-d array) and the cache of :meth:`_photometric_backward`.
+            P (0-d array) and a :class:`PhotoCache` for :meth:`_photometric_backward`.
         """
         scale = frames.shape[-1] // flow.shape[-1]
         up, up_cache = upsample2_forward(flow)
         warped, samp_cache = bilinear_forward(self._blur(frames), flow_to_grid(scale * up))
         photo, mse_cache = mse_forward(warped, self._blur(targets))
-        return photo, (scale, up_cache, samp_cache, mse_cache)
+        return photo, PhotoCache(scale, up_cache, samp_cache, mse_cache)
 
     @staticmethod
     def _photometric_backward(dphoto, cache):
         """dT = s · upsample2ᵀ(∂P/∂G): the gradient of P with respect to the memory-grid flow."""
-        scale, up_cache, samp_cache, mse_cache = cache
-        _, dgrid = bilinear_backward(mse_backward(dphoto, mse_cache), samp_cache)
-        return scale * upsample2_backward(dgrid, up_cache)
+        _, dgrid = bilinear_backward(mse_backward(dphoto, cache.mse), cache.sampler)
+        return cache.scale * upsample2_backward(dgrid, cache.upsample)
 
     def loss_and_grads(self, clip):
-        """The loss of DESIGN over one clip and the gradient of every parameter.
+        """The loss of docs/DESIGN.md over one clip and the gradient of every parameter.
 
         Args:
             clip: (N, T, C, H, W) float pixels in [0, 1], T ≥ 2 (NumPy or CuPy).
@@ -301,12 +352,12 @@ class STVAE:
         targets = clip[:, 1:].reshape(n * s, c, hh, ww)            # x_1 … x_{T-1}
 
         # ---- forward: encoder on all frames, memory through time, the rest on all frames
-        e, enc_caches = self._encode(inputs)                       # (N·S, Fe, h, w)
+        e, enc_cache = self.encode(inputs)                         # (N·S, Fe, h, w)
         fe, h, w = e.shape[1:]
         lstm_params = {"Wx": p["lstm.Wx"], "Wh": p["lstm.Wh"], "b": p["lstm.b"]}
         hs, lstm_cache = convlstm_forward(e.reshape(n, s, fe, h, w), lstm_params)
-        flow, flow_caches = self._flow_head(hs.reshape(n * s, -1, h, w))   # (N·S, 2, h, w)
-        pred, dec_caches = self._warp_decode(e, flow)               # (N·S, C, H, W)
+        flow, flow_cache = self.flow_head(hs.reshape(n * s, -1, h, w))     # (N·S, 2, h, w)
+        pred, dec_cache = self.warp_decode(e, flow)                # (N·S, C, H, W)
         mse, mse_cache = mse_forward(pred, targets)
         smooth, huber_cache = huber_smoothness_forward(flow, cfg.huber_delta)
         # mean over all N·S frames == 1/(T-1) Σ_t of the per-step means (equal sizes)
@@ -321,25 +372,22 @@ class STVAE:
         one = xp.ones((), dtype=self.dtype)
         grads = {}
         dpred = mse_backward(one, mse_cache)
-        samp_cache, up_cache, dec_cache = dec_caches
-        dup, grads["dec.W"], grads["dec.b"] = conv2d_backward(dpred, dec_cache)
-        dwarped = upsample2_backward(dup, up_cache)
-        de, dgrid = bilinear_backward(dwarped, samp_cache)         # e feeds the sampler ...
+        dup, grads["dec.W"], grads["dec.b"] = conv2d_backward(dpred, dec_cache.decoder)
+        dwarped = upsample2_backward(dup, dec_cache.upsample)
+        de, dgrid = bilinear_backward(dwarped, dec_cache.sampler)  # e feeds the sampler ...
         dflow = dgrid if cfg.recon_flow_grad == 1 else cfg.recon_flow_grad * dgrid
         dflow = dflow + cfg.huber_weight * huber_smoothness_backward(one, huber_cache)
         if photo is not None:
             dflow = dflow + self._photometric_backward(cfg.photo_weight * one, photo_cache)
-        c1, c2, c3 = flow_caches
-        df2, grads["flow3.W"], grads["flow3.b"] = conv2d_backward(dflow, c3)
-        df1, grads["flow2.W"], grads["flow2.b"] = conv2d_backward(df2, c2)
-        dhs, grads["flow1.W"], grads["flow1.b"] = conv2d_backward(df1, c1)
+        df2, grads["flow3.W"], grads["flow3.b"] = conv2d_backward(dflow, flow_cache.flow3)
+        df1, grads["flow2.W"], grads["flow2.b"] = conv2d_backward(df2, flow_cache.flow2)
+        dhs, grads["flow1.W"], grads["flow1.b"] = conv2d_backward(df1, flow_cache.flow1)
         des, dlstm = convlstm_backward(dhs.reshape(n, s, -1, h, w), lstm_cache)
         grads["lstm.Wx"], grads["lstm.Wh"], grads["lstm.b"] = dlstm["Wx"], dlstm["Wh"], dlstm["b"]
         de = de + des.reshape(n * s, fe, h, w)                     # ... and the memory
-        conv_cache, tanh_out, pool_cache = enc_caches
-        dtanh = maxpool2_backward(de, pool_cache)
-        _, grads["enc.W"], grads["enc.b"] = conv2d_backward(dtanh * tanh_grad(tanh_out), conv_cache,
-                                                            need_dx=False)   # the clip needs none
+        dtanh = maxpool2_backward(de, enc_cache.pool)
+        _, grads["enc.W"], grads["enc.b"] = conv2d_backward(dtanh * tanh_grad(enc_cache.tanh_out),
+                                                            enc_cache.conv, need_dx=False)  # the clip needs none
         self.last_parts = {"mse": mse, "smooth": smooth}
         if photo is not None:
             self.last_parts["photo"] = photo
@@ -370,15 +418,15 @@ class STVAE:
             pred (N, C, H, W), flow (N, 2, h, w) in memory-grid pixels, state (h, c).
         """
         p = self.params
-        e, _ = self._encode(frame)
+        e, _ = self.encode(frame)
         lstm_params = {"Wx": p["lstm.Wx"], "Wh": p["lstm.Wh"], "b": p["lstm.b"]}
         if state is None:
             xp = get_array_module(e)
             zeros = xp.zeros((e.shape[0], self.config.mem_filters) + e.shape[2:], dtype=e.dtype)
             state = (zeros, zeros)
         h, c, _ = convlstm_step_forward(e, state[0], state[1], lstm_params)
-        flow, _ = self._flow_head(h)
-        pred, _ = self._warp_decode(e, flow)
+        flow, _ = self.flow_head(h)
+        pred, _ = self.warp_decode(e, flow)
         return pred, flow, (h, c)
 
     def predict(self, clip):
@@ -405,12 +453,23 @@ class STVAE:
 
         Args:
             context: (N, K, C, H, W), K ≥ 1.
-            n_future: number of frames to predict after the context.
+            n_future: number of frames to predict after the context, ≥ 0.
         Returns:
-            (N, n_future, C, H, W): predictions of frames K … K + n_future − 1.
+            (N, n_future, C, H, W): predictions of frames K … K + n_future − 1
+            (an empty (N, 0, C, H, W) array for n_future = 0).
+        Raises:
+            ValueError: n_future < 0 or not an integer.
         """
+        try:
+            n_future = operator.index(n_future)          # a Python or NumPy integer
+        except TypeError:
+            raise ValueError(f"rollout: n_future must be an integer, got {n_future!r}") from None
+        if n_future < 0:
+            raise ValueError(f"rollout: n_future must be ≥ 0, got {n_future}")
         context = self._check_clip(context, min_frames=1)
         xp = get_array_module(context)
+        if n_future == 0:                        # nothing to predict: no step to run
+            return xp.zeros(context.shape[:1] + (0,) + context.shape[2:], dtype=context.dtype)
         state, pred = None, None
         for t in range(context.shape[1]):       # the last context step predicts frame K
             pred, _, state = self.predict_step(context[:, t], state)

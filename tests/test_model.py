@@ -204,3 +204,42 @@ def test_photometric_term_is_zero_for_the_true_motion_and_pulls_towards_it():
     assert float(p_zero) > 1e-3
     dflow = model._photometric_backward(1.0, cache)
     assert dflow[:, 0].sum() > 0           # increasing T_x raises P: descent lowers T_x
+
+
+def test_the_public_stages_rebuild_the_prediction_and_keep_named_caches():
+    """encode → ConvLSTM → flow_head → warp_decode, called one by one, give the model's
+    own predictions; each stage returns a NamedTuple cache whose fields say what it holds."""
+    from stvae_np.convlstm import convlstm_forward
+    from stvae_np.model import DecodeCache, EncodeCache, FlowCache
+    model = STVAE(Config.tiny(), seed=2, dtype="float64")
+    model.params["flow3.b"][...] = [0.37, -0.29]               # a non-zero warp
+    clip = moving_square_clips(n=2, t=4, seed=1).astype(np.float64)
+    n, t, c, hh, ww = clip.shape
+    s = t - 1
+    p = model.params
+    e, enc_cache = model.encode(clip[:, :-1].reshape(n * s, c, hh, ww))
+    fe, h, w = e.shape[1:]
+    hs, _ = convlstm_forward(e.reshape(n, s, fe, h, w),
+                             {"Wx": p["lstm.Wx"], "Wh": p["lstm.Wh"], "b": p["lstm.b"]})
+    flow, flow_cache = model.flow_head(hs.reshape(n * s, -1, h, w))
+    pred, dec_cache = model.warp_decode(e, flow)
+    preds, flows = model.predict(clip)
+    np.testing.assert_allclose(pred.reshape(preds.shape), preds, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(flow.reshape(flows.shape), flows, rtol=0, atol=1e-12)
+    assert isinstance(enc_cache, EncodeCache) and enc_cache._fields == ("conv", "tanh_out", "pool")
+    assert isinstance(flow_cache, FlowCache) and flow_cache._fields == ("flow1", "flow2", "flow3")
+    assert isinstance(dec_cache, DecodeCache) and dec_cache._fields == ("sampler", "upsample", "decoder")
+    np.testing.assert_array_equal(enc_cache.tanh_out.shape, (n * s, fe, hh, ww))
+
+
+def test_rollout_of_zero_frames_is_empty_and_a_negative_length_is_refused():
+    """rollout(ctx, 0) used to fail inside NumPy ("need at least one array to stack")."""
+    model = STVAE(Config.tiny())
+    ctx = moving_square_clips(n=3, t=2)
+    out = model.rollout(ctx, 0)
+    assert out.shape == (3, 0, 1, 32, 32) and out.dtype == np.float32
+    assert model.rollout(ctx, np.int64(2)).shape == (3, 2, 1, 32, 32)
+    with pytest.raises(ValueError, match="n_future must be ≥ 0, got -1"):
+        model.rollout(ctx, -1)
+    with pytest.raises(ValueError, match="n_future must be an integer"):
+        model.rollout(ctx, 1.5)

@@ -39,7 +39,7 @@ from stvae_np.convlstm import convlstm_forward
 from stvae_np.gradcheck import directional_check
 from stvae_np.losses import huber_smoothness_forward, mse_forward
 from stvae_np.model import PARAM_NAMES, STVAE, Config
-from stvae_np.sampler import base_grid, bilinear_forward, flow_to_grid
+from stvae_np.sampler import bilinear_forward, flow_to_grid
 from stvae_np.viz import color_wheel_image, flow_to_color
 
 # %% [markdown]
@@ -63,22 +63,24 @@ print("clip (N, T, C, H, W):", clip.shape, clip.dtype)
 # Everything except the memory is independent across time once the frames are known,
 # so `STVAE.loss_and_grads` stacks the N·S input frames in the batch axis and runs the
 # encoder, flow head, sampler and decoder once over all of them; only the ConvLSTM
-# walks through time. The cell below does the same with the model's own methods:
-# `_encode`, `convlstm_forward`, `_flow_head`, then the grid and the sampler by hand
-# (`base_grid + T`, `bilinear_forward`), and `_warp_decode`, which repeats the last two
-# and adds the decoder.
+# walks through time. The cell below does the same with the model's own stages, the
+# public methods `encode`, `convlstm_forward`, `flow_head`, then the grid and the
+# sampler by hand (`flow_to_grid`, i.e. base grid + T, and `bilinear_forward`), and
+# `warp_decode`, which repeats the last two and adds the decoder. Each stage also
+# returns a named cache for the backward pass (`EncodeCache`, `FlowCache`,
+# `DecodeCache`), which this cell does not need.
 
 # %%
 p = model.params
 inputs = clip[:, :-1].reshape(n * s, c, H, W)                       # x_0 … x_{T−2}
-e, _ = model._encode(inputs)                                         # (N·S, Fe, h, w)
+e, _ = model.encode(inputs)                                          # (N·S, Fe, h, w)
 fe, h, w = e.shape[1:]
 lstm_params = {"Wx": p["lstm.Wx"], "Wh": p["lstm.Wh"], "b": p["lstm.b"]}
 hs, _ = convlstm_forward(e.reshape(n, s, fe, h, w), lstm_params)    # (N, S, Fm, h, w)
-flow, _ = model._flow_head(hs.reshape(n * s, -1, h, w))             # (N·S, 2, h, w)
-grid = base_grid(n * s, h, w, e) + flow                              # (N·S, 2, h, w)
+flow, _ = model.flow_head(hs.reshape(n * s, -1, h, w))              # (N·S, 2, h, w)
+grid = flow_to_grid(flow)                                            # (N·S, 2, h, w)
 warped, _ = bilinear_forward(e, grid)                                # (N·S, Fe, h, w)
-pred, _ = model._warp_decode(e, flow)                                # (N·S, C, H, W)
+pred, _ = model.warp_decode(e, flow)                                 # (N·S, C, H, W)
 
 rows = [("input frames x_t", inputs), ("encoder e_t = maxpool2(tanh(conv))", e),
         ("memory h_t (ConvLSTM, through time)", hs), ("flow T_t = conv1x1(conv15(conv15(h)))", flow),
@@ -268,7 +270,7 @@ show(fig, "06_param_counts")
 # round-off in the two losses does not swamp it; a purely random direction in a tensor
 # of thousands of entries is nearly orthogonal to g, and the *relative* error of a tiny
 # number means nothing. `gradcheck.directional_check` does exactly this (the test suite's
-# whole-model check calls it too). Two precautions (STYLE.md):
+# whole-model check calls it too). Two precautions (docs/DESIGN.md, "Gradient checks"):
 #
 # * The flow head is moved off zero (`flow3.W` small random, `flow3.b = (0.37, −0.29)`):
 #   with T = 0 every sample point sits exactly on an integer, where the bilinear sampler
