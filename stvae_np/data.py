@@ -17,6 +17,10 @@ plus ``positions`` (N, T, K, 2) as (x, y) per object and, for Moving MNIST,
 ``digit_ids`` (N, K), the digit instances used (indices into ``mnist_digits()``).
 Files loaded by ``load_clips`` carry frames only (the other fields are None).
 
+The data of a run is chosen here too: ``DATA_CHOICES``, ``load_eval_clips`` (the held-out
+clips, seeds ``TEST_SEED`` and ``VAL_SEED``) and ``make_data`` (training source, held-out
+clips), shared by ``stvae_np.train`` and ``stvae_np.evaluate``.
+
 Moving MNIST after Srivastava, Mansimov & Salakhutdinov, "Unsupervised Learning of
 Video Representations using LSTMs", ICML 2015 (their benchmark file
 ``mnist_test_seq.npy`` is time-major, (20, 10000, 64, 64) uint8; ``load_clips``
@@ -540,33 +544,85 @@ class ClipSampler:
         self.batches_drawn = int(state["batches_drawn"])
 
 
-# ============================================================================ warping
-def warp_backward(img, flow):
-    """Backward-warp ``img`` by ``flow`` with bilinear interpolation, zero outside.
+# ============================================================================ the data of a run
+DATA_CHOICES = ("moving-mnist", "shapes")   # --data of train and evaluate, besides a file
+TEST_SEED = 2_147_483_647      # the held-out test clips (of training and of evaluation)
+VAL_SEED = 1_000_003           # validation clips: test digits, their own seed (recipe choice)
 
-        out(y, x) = Σ_q img(q) · max(0, 1−|x_s−q_x|) · max(0, 1−|y_s−q_y|),
-        (x_s, y_s) = (x + flow[0](y, x), y + flow[1](y, x)),
 
-    over the four integer neighbours q of the source point; neighbours outside the
-    image contribute zero. It is ``stvae_np.sampler.bilinear_forward`` with the grid
-    base_grid + flow, so the ground truth is checked with the model's own warp. An
-    integer flow copies pixels exactly. Host-side NumPy, for tests and evaluation.
+def load_eval_clips(data, config, n_clips, seq_len, seed=TEST_SEED):
+    """The held-out clips of ``python -m stvae_np.evaluate`` (and of training's evaluations),
+    and a one-line description.
+
+    ``moving-mnist``: test-split digits at the model's size (32 -> the tiny preset, 64 ->
+    the paper's), seed ``seed`` (``TEST_SEED``, or ``VAL_SEED`` for validation clips);
+    ``shapes``: moving shapes, same seed; otherwise a clip file (``load_clips``), its
+    first ``n_clips`` clips.
 
     Args:
-        img: (..., H, W) array.
-        flow: (2, H, W) in pixels, channel 0 = x, channel 1 = y.
-
+        data: one of ``DATA_CHOICES`` or the path of a ``.npy``/``.npz`` clip file.
+        config: the model's ``Config`` (frame size and channels).
+        n_clips, seq_len: how many clips, of how many frames.
     Returns:
-        (..., H, W), img's dtype if floating, else float32.
+        (Clips, description).
+    Raises:
+        cli.CLIError: data that does not fit the model, or neither a choice nor a file.
     """
-    from .sampler import base_grid, bilinear_forward    # the model's own sampler
-    img = np.asarray(img)
-    flow = np.asarray(flow, np.float64)
-    h, w = img.shape[-2:]
-    if flow.shape != (2, h, w):
-        raise ValueError(f"flow must have shape (2, {h}, {w}) for an image of shape "
-                         f"{img.shape}, got {flow.shape}")
-    maps = img.reshape(1, -1, h, w).astype(np.float64)            # every map, one grid
-    out, _ = bilinear_forward(maps, base_grid(1, h, w, maps) + flow[None])
-    dtype = img.dtype if img.dtype.kind == "f" else np.float32
-    return out.reshape(img.shape).astype(dtype)
+    from .cli import CLIError, check_clip_file
+    size = config.height
+    if data == "moving-mnist":
+        if (config.height, config.width, config.channels) not in ((32, 32, 1), (64, 64, 1)):
+            raise CLIError(f"moving-mnist needs a model of 32×32 or 64×64 one-channel frames, "
+                           f"this one has {config.height}×{config.width}×{config.channels}")
+        preset = "tiny" if size == 32 else "paper"
+        clips = moving_mnist_for(preset, n_clips, seq_len=seq_len, split="test", seed=seed)
+        return clips, f"Moving MNIST {size}×{size}, 2 test digits, seed {seed}"
+    if data == "shapes":
+        if config.height != config.width or config.channels != 1:
+            raise CLIError("shapes needs a model of square one-channel frames")
+        clips = moving_shapes(n_clips, seq_len=seq_len, size=size, seed=seed)
+        return clips, f"moving shapes {size}×{size}, seed {seed}"
+    if not os.path.isfile(data):
+        raise CLIError(f"--data {data!r} is neither one of {DATA_CHOICES} nor an existing file")
+    try:
+        clips = load_clips(data, max_clips=n_clips)
+    except (ValueError, OSError) as err:
+        raise CLIError(str(err)) from None
+    check_clip_file(data, clips.frames.shape, config, seq_len, "--context + --future")
+    return clips, f"{data} (first {len(clips)} clips, frames only)"
+
+
+def make_data(data, config, eval_clips, seq_len):
+    """The data of a training run: (training source for ``ClipSampler``, held-out Clips,
+    a one-line description).
+
+    Synthetic data: fresh training clips from the training digits; the held-out clips are
+    those of ``python -m stvae_np.evaluate`` (:func:`load_eval_clips`: test digits, a fixed
+    seed). A file: its last tenth (at most ``eval_clips``) is held out, the rest is
+    sampled in random windows.
+
+    Raises:
+        cli.CLIError: as :func:`load_eval_clips`, or a file of fewer than 2 clips.
+    """
+    from .cli import CLIError, check_clip_file
+    if data in DATA_CHOICES:
+        test, desc = load_eval_clips(data, config, eval_clips, seq_len)
+        if data == "moving-mnist":
+            source = synthetic_source("moving_mnist", preset="tiny" if config.height == 32 else "paper")
+        else:
+            source = synthetic_source("moving_shapes", size=config.height)
+        return source, test, desc
+    if not os.path.exists(data):
+        raise CLIError(f"--data {data!r} is neither one of {DATA_CHOICES} nor an existing file")
+    try:
+        clips = load_clips(data)
+    except (ValueError, OSError) as err:
+        raise CLIError(str(err)) from None
+    check_clip_file(data, clips.frames.shape, config, seq_len, "--seq-len")
+    n = len(clips)
+    if n < 2:
+        raise CLIError(f"{data}: needs at least 2 clips (one is held out for testing), got {n}")
+    n_test = max(1, min(eval_clips, n // 10))
+    train = Clips(clips.frames[:n - n_test])
+    test = Clips(clips.frames[n - n_test:])
+    return train, test, f"{data}: {n - n_test} training clips, {n_test} held out"

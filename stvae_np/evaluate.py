@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 
@@ -36,14 +35,13 @@ import numpy as np
 
 from . import metrics as M
 from .backend import asnumpy, get_array_module
-from .cli import CLIError, Parser, check_clip_file, require_positive, resolve_device
-from .sampler import base_grid, bilinear_forward
+from .cli import CLIError, Parser, require_positive, resolve_device
+from .data import DATA_CHOICES, TEST_SEED, VAL_SEED, load_eval_clips  # noqa: F401 (re-exported)
+from .report import jsonable, summary_lines, write_figures, write_report
+from .sampler import bilinear_forward, flow_to_grid
 
 FLOW_THRESHOLDS = (0.5, 1.0, 3.0)
-TEST_SEED = 2_147_483_647          # the held-out test clips (of training and of this command)
-VAL_SEED = 1_000_003               # validation clips: test digits, their own seed (recipe choice)
 MASK_THRESHOLD = 0.5               # a warped mask pixel is "in" when its coverage is ≥ this
-DATA_CHOICES = ("moving-mnist", "shapes")
 
 
 def _progress(iterable, enabled, desc, total=None):
@@ -223,8 +221,8 @@ def propagate_masks(masks_t, flow_img, threshold=MASK_THRESHOLD):
 
         m̂_{t+1}(y, x) = [ bilinear(m_t, (x + T_x(y, x), y + T_y(y, x))) ≥ threshold ]
 
-    the model's own warp (``sampler.bilinear_forward`` with grid = base_grid + flow,
-    zero outside the map) applied to the mask as a 0/1 image, then thresholded.
+    the model's own warp (``sampler.bilinear_forward`` with grid
+    ``sampler.flow_to_grid(flow)`` = base grid + flow, zero outside the map) applied to the mask as a 0/1 image, then thresholded.
     Thresholding the bilinear coverage at 0.5 keeps an integer shift exact and rounds
     a sub-pixel one.
 
@@ -252,7 +250,7 @@ def propagate_masks(masks_t, flow_img, threshold=MASK_THRESHOLD):
     m = int(np.prod(lead, dtype=np.int64))
     flow = flow_img.reshape(m, 2, h, w).astype(dtype, copy=False)
     mask = (masks_t != 0).reshape(m, 1, h, w).astype(dtype)
-    grid = base_grid(m, h, w, flow) + flow                          # source (x, y), pixels
+    grid = flow_to_grid(flow)                                       # source (x, y), pixels
     coverage, _ = bilinear_forward(mask, grid)                      # (M, 1, H, W) in [0, 1]
     return (coverage >= threshold).reshape(masks_t.shape)
 
@@ -296,161 +294,6 @@ def label_propagation_metrics(model, clips, batch_size=32, progress=False):
     _, flows = predict_clips(model, clips.frames, batch_size, progress)
     return _label_scores(flows, clips)[0]
 
-
-# ----------------------------------------------------------------------------- the report
-def _finite_or_none(x):
-    return float(x) if math.isfinite(float(x)) else None
-
-
-def _jsonable(obj):
-    """Arrays -> lists, NumPy scalars -> Python, NaN/inf -> None (strict JSON)."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return _finite_or_none(obj)
-    return obj
-
-
-def _fmt(x):
-    """A number for the report: 4 decimals, scientific when tiny, '—' for None (NaN)."""
-    if x is None:
-        return "—"
-    if x != 0 and abs(x) < 1e-3:
-        return f"{x:.3e}"
-    return f"{x:.4f}"
-
-
-def _better(model, base, higher_is_better):
-    if model is None or base is None:
-        return "—"
-    if model == base:
-        return "tie"
-    return "yes" if (model > base) == higher_is_better else "no"
-
-
-# (key in the section, label, baseline key, higher is better)
-_ONE_STEP_ROWS = [
-    ("mse", "MSE per pixel", "copy_last_mse", False),
-    ("mse_per_frame", "MSE per frame", "copy_last_mse_per_frame", False),
-    ("mae", "MAE per pixel", "copy_last_mae", False),
-    ("mae_per_frame", "MAE per frame", "copy_last_mae_per_frame", False),
-    ("psnr", "PSNR (dB)", "copy_last_psnr", True),
-    ("ssim", "SSIM", "copy_last_ssim", True),
-    ("bce_per_frame", "BCE per frame (nats)", "copy_last_bce_per_frame", False),
-    ("epe", "flow EPE (image px)", "zero_flow_epe", False),
-    ("epe_t2", "flow EPE, steps t ≥ 2 (image px)", "zero_flow_epe_t2", False),
-] + [(f"acc@{th:g}", f"flow accuracy, EPE < {th:g} px", f"zero_flow_acc@{th:g}", True)
-     for th in FLOW_THRESHOLDS]
-
-
-def write_report(path, result):
-    """``report.md`` from the dict of :func:`evaluate_checkpoint` (already JSON-ready)."""
-    one, roll, lab = result["one_step"], result["rollout"], result["label_propagation"]
-    info, data, figs = result["model"], result["data"], result["figures"]
-    lines = ["# stvae_np evaluation", ""]
-    lines.append(f"- model: {info['checkpoint'] or '(in memory)'}, preset `{info['preset']}`, "
-                 f"{info['parameters']:,} parameters, {info['frame']} frames")
-    lines.append(f"- data: {data['description']}; {data['clips']} clips of {data['frames']} frames")
-    lines.append("- baselines: **copy-last** frame (pixels), **zero flow** (flow), "
-                 "the last **context** frame repeated (rollout), **mask t kept** (labels)")
-    lines += ["", "## Metrics", "",
-              "| metric | model | baseline | better? |", "|---|---:|---:|:---:|"]
-
-    def row(label, m, b, higher):
-        lines.append(f"| {label} | {_fmt(m)} | {_fmt(b)} | {_better(m, b, higher)} |")
-
-    for key, label, base, higher in _ONE_STEP_ROWS:
-        if key in one:
-            row(f"one-step {label}", one[key], one[base], higher)
-    if "flow_gain_t2" in one:
-        lines.append(f"| one-step flow gain ⟨f, g⟩ / ⟨g, g⟩, t ≥ 2 (1 = true speed) | "
-                     f"{_fmt(one['flow_gain_t2'])} | 0 (zero flow) | — |")
-        lines.append(f"| one-step flow angle to the true flow, t ≥ 2 (degrees) | "
-                     f"{_fmt(one['angular_error_t2'])} | 90 (zero flow) | — |")
-    if "classical_epe_t2" in one:
-        lines.append(f"| classical reference (Horn–Schunck), flow EPE t ≥ 2 | "
-                     f"{_fmt(one['classical_epe_t2'])} | {_fmt(one['zero_flow_epe_t2'])} | "
-                     f"model {_better(one['epe_t2'], one['classical_epe_t2'], False)} |")
-        lines.append(f"| classical reference, gain / angle t ≥ 2 | "
-                     f"{_fmt(one['classical_flow_gain_t2'])} / "
-                     f"{_fmt(one['classical_angular_error_t2'])}° | — | — |")
-    if "skipped" not in roll:
-        span = f"{roll['context']} → {roll['future']}"
-        row(f"rollout {span}, MSE per pixel (mean over horizons)", roll["mean_mse"],
-            roll["copy_last_mean_mse"], False)
-        row(f"rollout {span}, SSIM (mean over horizons)", roll["mean_ssim"],
-            roll["copy_last_mean_ssim"], True)
-    if "skipped" not in lab:
-        row("label propagation, mean IoU of mask t+1", lab["iou"], lab["copy_last_iou"], True)
-
-    notes = [f"one-step flow metrics skipped: {one['flow_skipped']}"] if "flow_skipped" in one else []
-    notes += [f"rollout skipped: {roll['skipped']}"] if "skipped" in roll else []
-    notes += [f"label propagation skipped: {lab['skipped']}"] if "skipped" in lab else []
-    if notes:
-        lines += [""] + [f"*Note: {n}.*" for n in notes]
-
-    if "skipped" not in roll:
-        lines += ["", f"## Rollout per horizon ({roll['context']} context frames)", "",
-                  "| horizon | MSE model | MSE copy-last | SSIM model | SSIM copy-last |",
-                  "|---:|---:|---:|---:|---:|"]
-        for k, h in enumerate(roll["horizon"]):
-            lines.append(f"| {h} | {_fmt(roll['mse'][k])} | {_fmt(roll['copy_last_mse'][k])} | "
-                         f"{_fmt(roll['ssim'][k])} | {_fmt(roll['copy_last_ssim'][k])} |")
-
-    captions = {"rollout_mse": "Rollout MSE per horizon", "rollout_ssim": "Rollout SSIM per horizon",
-                "rollout": "Rollout strip (context, predictions, truth, |error|)",
-                "flow": "One-step flow: predicted vs true",
-                "masks": "Label propagation (green true, red propagated, blue dashed copy)"}
-    if figs:
-        lines += ["", "## Figures", ""]
-        for key, name in figs.items():
-            lines += [f"### {captions.get(key, key)}", "", f"![{key}]({name})", ""]
-    with open(path, "w") as fh:
-        fh.write("\n".join(lines).rstrip() + "\n")
-    return path
-
-
-def _make_figures(out_dir, clips, one_step_out, rollout_out, label_out, examples=2):
-    """The PNGs of :func:`evaluate_checkpoint`; returns {key: file name}."""
-    from . import viz
-    frames, k = clips.frames, min(examples, len(clips.frames))
-    figs = {}
-    flows, masks_pred = one_step_out[1], label_out
-    if rollout_out is not None:
-        scores, roll_preds = rollout_out
-        ctx, fut = scores["context"], scores["future"]
-        xs = scores["horizon"]
-        viz.plot_curves(os.path.join(out_dir, "rollout_mse.png"), xs,
-                        {"model": scores["mse"], "copy last context frame": scores["copy_last_mse"]},
-                        ylabel="MSE per pixel", title=f"Rollout {ctx} → {fut}: MSE per horizon")
-        figs["rollout_mse"] = "rollout_mse.png"
-        viz.plot_curves(os.path.join(out_dir, "rollout_ssim.png"), xs,
-                        {"model": scores["ssim"], "copy last context frame": scores["copy_last_ssim"]},
-                        ylabel="SSIM", title=f"Rollout {ctx} → {fut}: SSIM per horizon")
-        figs["rollout_ssim"] = "rollout_ssim.png"
-        viz.plot_rollout(os.path.join(out_dir, "rollout.png"), frames[:k, :ctx],
-                         np.clip(roll_preds[:k], 0, 1), frames[:k, ctx:ctx + fut], max_rows=k)
-        figs["rollout"] = "rollout.png"
-    if clips.flow is not None:
-        mask = clips.masks[:k, 1:, 0] if clips.masks is not None else None
-        viz.plot_flow_comparison(os.path.join(out_dir, "flow.png"), frames[:k, 1:], flows[:k],
-                                 clips.flow[:k], mask=mask)
-        figs["flow"] = "flow.png"
-    if masks_pred is not None:
-        masks = clips.masks[:k, :, 0]
-        viz.plot_masks(os.path.join(out_dir, "masks.png"), frames[:k], masks_pred[:k],
-                       masks[:, 1:], masks[:, :-1], max_rows=k,
-                       title="Label propagation: mask t warped by the predicted flow -> mask t+1")
-        figs["masks"] = "masks.png"
-    return figs
 
 
 def evaluate_checkpoint(model_or_path, clips, out_dir, context=10, future=10, batch_size=32,
@@ -508,8 +351,8 @@ def evaluate_checkpoint(model_or_path, clips, out_dir, context=10, future=10, ba
     else:
         labels, masks_pred = {"skipped": "the clips carry no object masks"}, None
 
-    figs = _make_figures(out_dir, clips, (preds, flows), rollout_out, masks_pred) if figures else {}
-    result = _jsonable({
+    figs = write_figures(out_dir, clips, (preds, flows), rollout_out, masks_pred) if figures else {}
+    result = jsonable({
         "model": {"checkpoint": checkpoint, "preset": cfg.name, "parameters": cfg.num_params(),
                   "frame": f"{cfg.height}×{cfg.width}×{cfg.channels}"},
         "data": {"description": description or "clips given in memory", "clips": n, "frames": t,
@@ -542,56 +385,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def load_eval_clips(data, config, n_clips, seq_len, seed=TEST_SEED):
-    """The clips the command evaluates on, and a one-line description.
-
-    ``moving-mnist``: test-split digits at the model's size (32 -> the tiny preset, 64 ->
-    the paper's), seed ``TEST_SEED``; ``shapes``: moving shapes, same seed; otherwise a
-    clip file (``data.load_clips``), its first ``n_clips`` clips.
-    """
-    from . import data as D
-    size = config.height
-    if data == "moving-mnist":
-        if (config.height, config.width, config.channels) not in ((32, 32, 1), (64, 64, 1)):
-            raise CLIError(f"moving-mnist needs a model of 32×32 or 64×64 one-channel frames, "
-                           f"this one has {config.height}×{config.width}×{config.channels}")
-        preset = "tiny" if size == 32 else "paper"
-        clips = D.moving_mnist_for(preset, n_clips, seq_len=seq_len, split="test", seed=seed)
-        return clips, f"Moving MNIST {size}×{size}, 2 test digits, seed {seed}"
-    if data == "shapes":
-        if config.height != config.width or config.channels != 1:
-            raise CLIError("shapes needs a model of square one-channel frames")
-        clips = D.moving_shapes(n_clips, seq_len=seq_len, size=size, seed=seed)
-        return clips, f"moving shapes {size}×{size}, seed {seed}"
-    if not os.path.isfile(data):
-        raise CLIError(f"--data {data!r} is neither one of {DATA_CHOICES} nor an existing file")
-    try:
-        clips = D.load_clips(data, max_clips=n_clips)
-    except (ValueError, OSError) as err:
-        raise CLIError(str(err)) from None
-    check_clip_file(data, clips.frames.shape, config, seq_len, "--context + --future")
-    return clips, f"{data} (first {len(clips)} clips, frames only)"
-
-
-def _summary(result):
-    one, roll, lab = result["one_step"], result["rollout"], result["label_propagation"]
-    lines = [f"one-step MSE {_fmt(one['mse'])} (copy-last {_fmt(one['copy_last_mse'])}), "
-             f"SSIM {_fmt(one['ssim'])} (copy-last {_fmt(one['copy_last_ssim'])})"]
-    if "epe_t2" in one:
-        lines.append(f"flow EPE t ≥ 2 {_fmt(one['epe_t2'])} px (zero flow "
-                     f"{_fmt(one['zero_flow_epe_t2'])}, classical "
-                     f"{_fmt(one.get('classical_epe_t2'))}), gain {_fmt(one['flow_gain_t2'])}, "
-                     f"angle {_fmt(one['angular_error_t2'])}°")
-    elif "epe" in one:
-        lines.append(f"flow EPE {_fmt(one['epe'])} px (zero flow {_fmt(one['zero_flow_epe'])})")
-    if "skipped" not in roll:
-        lines.append(f"rollout {roll['context']} → {roll['future']}: mean MSE "
-                     f"{_fmt(roll['mean_mse'])} (copy-last {_fmt(roll['copy_last_mean_mse'])})")
-    if "skipped" not in lab:
-        lines.append(f"label propagation IoU {_fmt(lab['iou'])} (copy mask {_fmt(lab['copy_last_iou'])})")
-    return lines
-
-
 def main(argv=None) -> int:
     from .model import STVAE
     try:
@@ -617,7 +410,7 @@ def main(argv=None) -> int:
         print(f"stvae_np.evaluate: error: {err}", file=sys.stderr)
         return 1
     if not args.quiet:
-        for line in _summary(result) + [f"written: {out}/report.md, metrics.json and figures"]:
+        for line in summary_lines(result) + [f"written: {out}/report.md, metrics.json and figures"]:
             print(line)
     return 0
 

@@ -20,8 +20,8 @@ import time
 
 import numpy as np
 
-from .cli import CLIError, Parser, check_clip_file, require_positive, resolve_device
-from .evaluate import DATA_CHOICES, VAL_SEED, load_eval_clips
+from .cli import CLIError, Parser, require_positive, resolve_device
+from .data import DATA_CHOICES, VAL_SEED, ClipSampler, load_eval_clips, make_data
 from .model import STVAE, Config
 
 CHECKPOINT = "checkpoint.npz"
@@ -98,37 +98,6 @@ def apply_overrides(config: Config, items) -> Config:
         raise CLIError(f"--set: {err}") from None
 
 
-def make_data(data: str, config: Config, eval_clips: int, seq_len: int):
-    """Return (training source for ClipSampler, held-out Clips, a one-line description).
-
-    Synthetic data: fresh training clips from the training digits; the held-out clips are
-    those of ``python -m stvae_np.evaluate`` (test digits, a fixed seed). A file: its last
-    tenth (at most ``eval_clips``) is held out, the rest is sampled in random windows.
-    """
-    from . import data as D
-    if data in DATA_CHOICES:
-        test, desc = load_eval_clips(data, config, eval_clips, seq_len)
-        if data == "moving-mnist":
-            source = D.synthetic_source("moving_mnist", preset="tiny" if config.height == 32 else "paper")
-        else:
-            source = D.synthetic_source("moving_shapes", size=config.height)
-        return source, test, desc
-    if not os.path.exists(data):
-        raise CLIError(f"--data {data!r} is neither one of {DATA_CHOICES} nor an existing file")
-    try:
-        clips = D.load_clips(data)
-    except (ValueError, OSError) as err:
-        raise CLIError(str(err)) from None
-    check_clip_file(data, clips.frames.shape, config, seq_len, "--seq-len")
-    n = len(clips)
-    if n < 2:
-        raise CLIError(f"{data}: needs at least 2 clips (one is held out for testing), got {n}")
-    n_test = max(1, min(eval_clips, n // 10))
-    train = D.Clips(clips.frames[:n - n_test])
-    test = D.Clips(clips.frames[n - n_test:])
-    return train, test, f"{data}: {n - n_test} training clips, {n_test} held out"
-
-
 def _checkpoint_extra(opt, step, sampler, history, train_seconds):
     extra = {f"opt/{k}": np.asarray(v) for k, v in opt.state_dict().items()}
     extra["step"] = np.array(step)
@@ -155,7 +124,6 @@ def _write_json(path, obj):
 def train(args) -> int:
     from tqdm import tqdm
 
-    from .data import ClipSampler
     from .evaluate import classical_scores, evaluate_checkpoint, one_step_metrics
     from .optim import RMSProp, clip_grad_norm, clip_grad_value, step_decay
 

@@ -7,7 +7,7 @@ never with ``pyplot``: nothing is registered with a GUI backend, so saving works
 headless machine, does not disturb a notebook's figures, and each figure is garbage
 collected once the function returns (no leak over thousands of calls).
 
-Conventions (../shared/DESIGN.md):
+Conventions (docs/DESIGN.md):
 
 - Frames are grey in [0, 1]: ``(N, T, 1, H, W)`` clips, ``(T, 1, H, W)`` one clip,
   ``(H, W)`` one frame.
@@ -32,14 +32,13 @@ from __future__ import annotations
 import os
 from typing import Mapping, Sequence
 
-import matplotlib.image
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from .backend import asnumpy
-from .metrics import upsample_flow
+from .metrics import iou, upsample_flow
 
 MOTION_NOTE = "arrows: motion = −flow"
 
@@ -616,11 +615,6 @@ def plot_curves(path, xs, curves: Mapping[str, Sequence[float]], xlabel: str = "
     return _save(fig, path)
 
 
-def _iou(a, b) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
-
-
 def plot_masks(path, frames, masks_pred, masks_true, masks_copy=None, max_frames: int = 8,
                max_rows: int = 2, threshold: float = 0.5, title: str | None = None) -> str:
     """Object masks carried forward by the model, drawn as contours over the frames.
@@ -662,9 +656,9 @@ def plot_masks(path, frames, masks_pred, masks_true, masks_copy=None, max_frames
                 if m is not None and m[n, t].any() and not m[n, t].all():
                     ax.contour(m[n, t].astype(float), levels=[0.5], colors=[color],
                                linewidths=1.2, linestyles=ls)
-            label = f"t={t + offset}\nIoU {_iou(mp[n, t], mt[n, t]):.2f}"
+            label = f"t={t + offset}\nIoU {float(iou(mp[n, t], mt[n, t])):.2f}"
             if mc is not None:
-                label += f" (copy {_iou(mc[n, t], mt[n, t]):.2f})"
+                label += f" (copy {float(iou(mc[n, t], mt[n, t])):.2f})"
             ax.set_title(label, fontsize=7)
         axes[n, 0].set_ylabel(f"clip {n}", fontsize=8)
     handles = [Line2D([], [], color="limegreen", lw=1.5, label="true"),
@@ -676,57 +670,3 @@ def plot_masks(path, frames, masks_pred, masks_true, masks_copy=None, max_frames
     fig.suptitle(title or "Mask propagation", fontsize=11)
     return _save(fig, path)
 
-
-def make_image_grid(images, nrow: int, padding: int = 1, pad_value: float = 1.0) -> np.ndarray:
-    """Tile images into one array, ``nrow`` images per row.
-
-    Args:
-        images: (B, H, W) grey, (B, 1, H, W), (B, 3, H, W) or (B, H, W, 3); floats in
-            [0, 1] (clipped) or uint8.
-        nrow: images per row of the grid.
-    Returns:
-        (rows·(H+p)+p, nrow·(W+p)+p[, 3]) float64 in [0, 1].
-    """
-    a = np.asarray(asnumpy(images))
-    a = a.astype(np.float64) / 255.0 if a.dtype == np.uint8 else a.astype(np.float64)
-    if a.ndim == 4 and a.shape[1] in (1, 3) and a.shape[-1] not in (1, 3):
-        a = np.moveaxis(a, 1, -1)                  # (B, C, H, W) -> (B, H, W, C)
-    if a.ndim == 4 and a.shape[-1] == 1:
-        a = a[..., 0]
-    if a.ndim not in (3, 4):
-        raise ValueError(f"images: expected (B, H, W), (B, C, H, W) or (B, H, W, 3), "
-                         f"got {a.shape}")
-    a = np.clip(a, 0.0, 1.0)
-    b, h, w = a.shape[:3]
-    nrow = max(1, min(int(nrow), b))
-    ncol_rows = -(-b // nrow)
-    p = int(padding)
-    shape = (ncol_rows * (h + p) + p, nrow * (w + p) + p) + a.shape[3:]
-    grid = np.full(shape, float(pad_value))
-    for i in range(b):
-        r, c = divmod(i, nrow)
-        grid[p + r * (h + p): p + r * (h + p) + h, p + c * (w + p): p + c * (w + p) + w] = a[i]
-    return grid
-
-
-def save_image_grid(path, images, nrow: int = 8, padding: int = 1,
-                    pad_value: float = 1.0, scale: int = 1) -> str:
-    """Write ``make_image_grid(images, nrow)`` as a PNG at one PNG pixel per image pixel
-    (times ``scale``, nearest neighbour), with no axes.
-
-    Returns:
-        path (str).
-    """
-    grid = make_image_grid(images, nrow, padding, pad_value)
-    scale = max(1, int(scale))
-    if scale > 1:
-        grid = np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1)
-    if grid.ndim == 2:
-        grid = np.repeat(grid[..., None], 3, axis=-1)
-    path = os.fspath(path)
-    parent = os.path.dirname(path)
-    if parent:
-        os.makedirs(parent, exist_ok=True)
-    # imsave writes the array pixel for pixel (through Pillow); no figure, no pyplot.
-    matplotlib.image.imsave(path, np.clip(grid, 0.0, 1.0), format="png")
-    return path

@@ -1,15 +1,16 @@
 """Synthetic clips and their ground truth, the clip-file loader, the batch sampler and
-the host-side backward warp. The ground truth is checked the way it is meant to be
+the backward warp of tests/helpers.py. The ground truth is checked the way it is meant to be
 used: warping frame t by flow[t] must give frame t+1 on object pixels."""
 import json
 
 import numpy as np
 import pytest
 
+from helpers import warp_backward
+
 from stvae_np import data
 from stvae_np.data import (Clips, ClipSampler, load_clips, mnist_split, moving_mnist,
-                           moving_mnist_for, moving_shapes, sample_batch, synthetic_source,
-                           warp_backward)
+                           moving_mnist_for, moving_shapes, sample_batch, synthetic_source)
 
 
 @pytest.fixture(scope="module")
@@ -368,3 +369,57 @@ def test_synthetic_source_presets():
     assert np.isin(c.digit_ids, mnist_split()[1]).all()
     with pytest.raises(ValueError, match="name must be"):
         synthetic_source("kitti")
+
+
+# ----------------------------------------------------------------------------- the data of a run
+def test_eval_clips_are_the_fixed_test_clips_and_the_validation_seed_differs():
+    from stvae_np.model import Config
+    cfg = Config.tiny()
+    test, desc = data.load_eval_clips("moving-mnist", cfg, 3, 5)
+    again, _ = data.load_eval_clips("moving-mnist", cfg, 3, 5)
+    np.testing.assert_array_equal(test.frames, again.frames)
+    np.testing.assert_array_equal(test.frames, moving_mnist_for("tiny", 3, seq_len=5, split="test",
+                                                                 seed=data.TEST_SEED).frames)
+    assert test.frames.shape == (3, 5, 1, 32, 32) and f"seed {data.TEST_SEED}" in desc
+    val, _ = data.load_eval_clips("moving-mnist", cfg, 3, 5, seed=data.VAL_SEED)
+    assert not np.array_equal(val.frames, test.frames)
+    shapes, desc = data.load_eval_clips("shapes", cfg, 2, 4)
+    assert shapes.frames.shape == (2, 4, 1, 32, 32) and "shapes" in desc
+    assert data.DATA_CHOICES == ("moving-mnist", "shapes")
+
+
+def test_make_data_holds_out_the_last_tenth_of_a_file_and_refuses_bad_data(tmp_path):
+    from stvae_np.cli import CLIError
+    from stvae_np.model import Config
+    cfg = Config.tiny()
+    source, test, desc = data.make_data("moving-mnist", cfg, 2, 4)
+    assert callable(source) and test.frames.shape == (2, 4, 1, 32, 32)
+    path = tmp_path / "clips.npy"
+    frames = np.random.default_rng(0).integers(0, 256, (20, 6, 32, 32), dtype=np.uint8)
+    np.save(path, frames)
+    train, test, desc = data.make_data(str(path), cfg, 64, 4)
+    assert len(train) == 18 and len(test) == 2 and "18 training clips, 2 held out" in desc
+    np.testing.assert_allclose(test.frames[:, :, 0], frames[18:] / 255.0, atol=1e-6)
+    with pytest.raises(CLIError, match="neither one of"):
+        data.make_data("mnist-please", cfg, 2, 4)
+    with pytest.raises(CLIError, match="32×32 or 64×64"):
+        data.load_eval_clips("moving-mnist", Config(height=16, width=16), 2, 4)
+    np.save(tmp_path / "one.npy", frames[:1])
+    with pytest.raises(CLIError, match="at least 2 clips"):
+        data.make_data(str(tmp_path / "one.npy"), cfg, 2, 4)
+
+
+def test_train_and_evaluate_take_their_data_from_data_py():
+    """One place chooses and loads the data of a run: train.py no longer imports it from
+    evaluate.py, and evaluate's names are data.py's."""
+    import ast
+    import pathlib
+    from stvae_np import evaluate, train
+    src = pathlib.Path(train.__file__).read_text()
+    from_evaluate = {a.name for node in ast.walk(ast.parse(src))
+                     if isinstance(node, ast.ImportFrom) and node.module == "evaluate"
+                     for a in node.names}
+    assert not from_evaluate & {"load_eval_clips", "make_data", "DATA_CHOICES", "TEST_SEED",
+                                "VAL_SEED"}, from_evaluate
+    assert train.make_data is data.make_data and train.load_eval_clips is data.load_eval_clips
+    assert evaluate.load_eval_clips is data.load_eval_clips

@@ -140,6 +140,29 @@ def test_evaluate_checkpoint_writes_metrics_report_and_figures(tiny_checkpoint, 
         assert f"({name})" in report, name
 
 
+def test_flow_figure_gets_frames_aligned_with_the_flow_steps(tmp_path, monkeypatch):
+    """plot_flow_comparison shows frames[:, t] as x_t and draws flow step t's arrows on
+    frames[:, t + 1]. The report used to pass frames[:, 1:], so its x_t was x_{t+1} and
+    the arrows sat on x_{t+2}: the frames it receives must be the clips themselves."""
+    from stvae_np import report, viz
+    seen = {}
+
+    def spy(path, frames, pred_flow, true_flow, mask=None, **kw):
+        seen.update(frames=np.asarray(frames), pred_flow=pred_flow, true_flow=true_flow)
+        return str(path)
+    monkeypatch.setattr(viz, "plot_flow_comparison", spy)
+    clips = _square_clips(n=2, seq_len=4)
+    model = _constant_flow_model(-1.0, 0.0)
+    preds, flows = E.predict_clips(model, clips.frames)
+    figs = report.write_figures(tmp_path, clips, (preds, flows), None, None, examples=2)
+    assert figs == {"flow": "flow.png"}
+    k = 2
+    assert seen["frames"].shape == clips.frames[:k].shape
+    np.testing.assert_array_equal(seen["frames"], clips.frames[:k])
+    assert seen["frames"].shape[1] == seen["true_flow"].shape[1] + 1   # x_0 … x_{T-1}, T-1 steps
+    np.testing.assert_array_equal(seen["true_flow"], clips.flow[:k])
+
+
 def test_evaluate_checkpoint_without_ground_truth_skips_and_says_so(tmp_path):
     frames = np.random.default_rng(3).random((2, 4, 1, 32, 32)).astype(np.float32)
     result = E.evaluate_checkpoint(STVAE(Config.tiny()), Clips(frames), tmp_path,

@@ -213,16 +213,6 @@ def test_plot_masks(tmp_path, clip):
                                masks[:, 1:, None]))
 
 
-def test_save_image_grid(tmp_path):
-    rng = np.random.default_rng(2)
-    images = rng.random((5, 1, 12, 12))
-    path = viz.save_image_grid(tmp_path / "grid.png", images, nrow=3, scale=1)
-    img = _assert_png(path)
-    assert img.shape[:2] == (2 * 13 + 1, 3 * 13 + 1)
-    grid = viz.make_image_grid(images, nrow=3)
-    assert np.allclose(grid[1:13, 1:13], images[0, 0])
-
-
 def test_many_plots_do_not_accumulate_figures(tmp_path, clip):
     import gc
     from matplotlib.figure import Figure
