@@ -10,31 +10,62 @@ from stvae_np.gradcheck import numerical_gradient, rel_error
 def test_numpy_arrays_get_numpy():
     assert backend.get_array_module(np.zeros(2)) is np
     assert backend.get_array_module(np.zeros(2), np.ones(3)) is np
+    assert backend.get_array_module(np.float32(1.5)) is np      # a NumPy scalar
+    assert backend.device_of(np.zeros(2)) == "cpu"
 
 
 def test_gpu_available_is_a_bool_and_never_raises():
     assert isinstance(backend.gpu_available(), bool)
 
 
-def test_to_device_cpu_and_errors():
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64, np.uint8, np.bool_])
+def test_cpu_round_trip_keeps_values_dtype_and_the_array_itself(dtype):
+    a = (np.arange(24).reshape(2, 3, 4) % 5).astype(dtype)
+    on_cpu = backend.to_device(a, "cpu")
+    assert on_cpu is a                                  # already there: no copy
+    back = backend.asnumpy(on_cpu)
+    assert isinstance(back, np.ndarray) and back.dtype == dtype and back.shape == (2, 3, 4)
+    np.testing.assert_array_equal(back, a)
+    listed = backend.asnumpy([[1, 2], [3, 4]])          # not an array yet: becomes one
+    assert isinstance(listed, np.ndarray) and listed.tolist() == [[1, 2], [3, 4]]
+
+
+@pytest.mark.skipif(not backend.gpu_available(), reason="no CUDA device")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+def test_gpu_round_trip_keeps_values_and_dtype(dtype):
+    a = (np.random.default_rng(0).standard_normal((3, 5)) * 7).astype(dtype)
+    g = backend.to_device(a, "gpu")
+    assert backend.device_of(g) == "gpu" and backend.get_array_module(g) is not np
+    back = backend.to_device(g, "cpu")
+    assert isinstance(back, np.ndarray) and back.dtype == dtype
+    np.testing.assert_array_equal(back, a)
+
+
+def test_unknown_devices_are_refused_with_a_clear_message():
     a = np.arange(3.0)
-    assert backend.to_device(a, "cpu") is a or np.array_equal(backend.to_device(a, "cpu"), a)
-    assert isinstance(backend.asnumpy([1, 2]), np.ndarray)
-    with pytest.raises(ValueError, match="device must be one of"):
+    with pytest.raises(ValueError, match=r"device must be one of \('cpu', 'gpu'\), got 'tpu'"):
         backend.to_device(a, "tpu")
+    with pytest.raises(ValueError, match="got 'GPU'"):            # names are exact
+        backend.to_device(a, "GPU")
     if not backend.gpu_available():
-        with pytest.raises(RuntimeError, match="no CUDA device"):
+        with pytest.raises(RuntimeError, match="no CUDA device is available"):
             backend.to_device(a, "gpu")
 
 
-def test_scatter_add_accumulates_repeated_indices():
-    out = np.zeros(4, np.float32)
-    idx = np.array([0, 2, 2, 3, 2])
-    vals = np.array([1.0, 2.0, 3.0, 4.0, 5.0], np.float32)
-    backend.scatter_add(out, idx, vals)
-    np.testing.assert_array_equal(out, [1, 0, 10, 4])
-    assert out.dtype == np.float32
-    with pytest.raises(ValueError, match="1-D"):
+def test_scatter_add_sums_repeated_indices_onto_what_is_there():
+    out = np.array([0.5, -1.0, 0.25, 2.0, 7.0], np.float32)
+    before = out.copy()
+    idx = np.array([[0, 2, 2], [3, 2, 0]])              # 2-D: read flat, 2 three times
+    vals = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 8.0]], np.float32)
+    ret = backend.scatter_add(out, idx, vals)
+    assert ret is out and out.dtype == np.float32       # in place, dtype kept
+    # index 0: 0.5 + 1 + 8; 1: untouched; 2: 0.25 + 2 + 3 + 5; 3: 2 + 4; 4: untouched
+    np.testing.assert_array_equal(out, [9.5, -1.0, 10.25, 6.0, 7.0])
+    np.testing.assert_array_equal(out - before, np.bincount(idx.ravel(), vals.ravel(), 5))
+    plain = before.copy()
+    plain[idx.ravel()] += vals.ravel()                  # what a buffered += would give
+    assert not np.array_equal(plain, out)
+    with pytest.raises(ValueError, match="1-D target, got shape"):
         backend.scatter_add(np.zeros((2, 2)), idx, vals)
 
 
