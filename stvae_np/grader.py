@@ -1,0 +1,1180 @@
+"""The grader of the exercises in ``tutorials/exercises/``: is the learner's function
+right, and if not, *where* is it wrong?
+
+Each exercise ends with a grading cell::
+
+    grader.grade("01_convolution", conv2d_forward=conv2d_forward, conv2d_backward=conv2d_backward)
+
+which checks every function it is given
+
+* against the solution (the reference op) on values, in float64;
+* against centred finite differences of the reference forward in float64
+  (:func:`stvae_np.gradcheck.numerical_gradient`), for backward passes;
+* on the shapes and dtypes it must keep (a float32 run must stay float32), and that a
+  backward pass leaves its inputs alone;
+
+and, when something is wrong, locates it: which output (dx, dW, db, ...), which gate of
+the four (rows i, f, g, o of dWx, dWh, db), for backpropagation through time the latest
+step at which the gradient first goes wrong walking back from T−1, which bilinear corner
+and whether inside the map or at its border, which Huber regime, which part of RMSProp.
+
+A function that still raises ``NotImplementedError`` is "not written yet": the report
+says so and the script ends normally (exit status 0). A wrong function ends the script
+with status 1 (in a notebook nothing exits). The environment variable
+``STVAE_EXERCISE_SOLUTION=1`` grades the solution in place of the learner's functions;
+``STVAE_HINTS=n`` shows the first n hints when an exercise runs as a script (in a
+notebook each run of the hint cell unlocks one more).
+
+Errors are relative, ``max |a − b| / (|a| + |b|)`` as :func:`stvae_np.gradcheck.rel_error`,
+with the floor raised to 1e-6 of the largest reference entry: finite differences leave
+round-off of ~1e-11 on entries that should be 0, which plain ``rel_error`` would count.
+Everything here is NumPy on the CPU, at tiny sizes: one exercise grades in about a second.
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+import os
+import sys
+import traceback
+
+import numpy as np
+
+from . import losses, optim, reference, sampler
+from .gradcheck import numerical_gradient
+
+SOLUTION_ENV = "STVAE_EXERCISE_SOLUTION"
+HINTS_ENV = "STVAE_HINTS"
+TOL = 1e-7        # float64, against the reference
+TOL_FD = 1e-5     # float64, against centred finite differences
+TOL_F32 = 1e-3    # the float32 run, against the float64 reference
+GATES = ("i", "f", "g", "o")
+GATE_NAMES = {"i": "input gate i", "f": "forget gate f", "g": "candidate g", "o": "output gate o"}
+CORNERS = (("top-left (y0, x0)", 0, 0), ("top-right (y0, x1)", 0, 1),
+           ("bottom-left (y1, x0)", 1, 0), ("bottom-right (y1, x1)", 1, 1))
+
+
+# ----------------------------------------------------------------------------- report
+class _Stop(Exception):
+    """A check found something that makes the rest of its part meaningless."""
+
+
+class Report:
+    """What the grader found. ``wrong`` holds the short names of the wrong parts (they
+    also head the failure lines of ``text()``); ``todo`` the functions not written yet."""
+
+    def __init__(self, exercise, title):
+        self.exercise, self.title = exercise, title
+        self.lines, self.wrong, self.todo, self.passed = [], [], [], []
+
+    def ok(self, text):
+        self.lines.append(f"  ✓ {text}")
+
+    def fail(self, where, text):
+        self.wrong.append(where)
+        self.lines.append(f"  ✗ {where}: {text}")
+
+    def info(self, text):
+        self.lines.append(f"      {text}")
+
+    @contextlib.contextmanager
+    def part(self, fn_name):
+        """Grade one learner function; NotImplementedError means "not written yet"."""
+        before = len(self.wrong)
+        try:
+            yield
+        except NotImplementedError:
+            self.todo.append(fn_name)
+            self.lines.append(f"  · {fn_name}: not written yet (it raises NotImplementedError)")
+            return
+        except _Stop:
+            pass
+        except Exception as err:              # the learner's code crashed: say where, no traceback
+            self.fail(fn_name, f"raised {type(err).__name__}: {err}")
+            self.info(_where_raised(err))
+        if len(self.wrong) == before:
+            self.passed.append(fn_name)
+
+    @property
+    def status(self):
+        return "FAIL" if self.wrong else "TODO" if self.todo else "PASS"
+
+    def final_line(self):
+        if self.status == "PASS":
+            return f"grade: PASS ({self.exercise}: {', '.join(self.passed)} right)"
+        if self.status == "FAIL":
+            return f"grade: FAIL ({self.exercise}: {'; '.join(dict.fromkeys(self.wrong))})"
+        return f"grade: not written yet ({', '.join(self.todo)})"
+
+    def text(self):
+        head = f"── grading {self.exercise}: {self.title} "
+        todo = (["  (replace each `raise NotImplementedError` with your code and run the grading "
+                 "cell again; stuck? run the hint cell)"] if self.status == "TODO" else [])
+        return "\n".join([head + "─" * max(0, 72 - len(head)), *self.lines, *todo,
+                          self.final_line()])
+
+    __str__ = text
+
+    def __repr__(self):
+        return f"<Report {self.final_line()}>"
+
+
+def _where_raised(err):
+    """'at <file>:<line>: <code>' for the innermost frame outside NumPy and this file."""
+    frames = [f for f in traceback.extract_tb(err.__traceback__)
+              if f.filename != __file__ and os.sep + "numpy" + os.sep not in f.filename]
+    if not frames:
+        return "(inside NumPy or the grader)"
+    f = frames[-1]
+    return f"at {os.path.basename(f.filename)}:{f.lineno}: {(f.line or '').strip()}"
+
+
+# ----------------------------------------------------------------------------- comparisons
+def _err(got, want):
+    """Largest relative error (see the module docstring); inf for NaN/inf or bad shapes."""
+    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    if got.shape != want.shape or not np.all(np.isfinite(got)):
+        return float("inf")
+    if got.size == 0:
+        return 0.0
+    floor = max(1e-6 * float(np.max(np.abs(want))), 1e-30)
+    return float(np.max(np.abs(got - want) / np.maximum(np.abs(got) + np.abs(want), floor)))
+
+
+def _close(got, want, tol=TOL):
+    return _err(got, want) <= tol
+
+
+def _mismatch(got, want, fd=None, tol=TOL, dtype=None):
+    """None when ``got`` matches ``want`` (and ``fd``); else a phrase saying how it does not."""
+    if not isinstance(got, np.ndarray):
+        return f"is a {type(got).__name__}, not an array of shape {want.shape}"
+    if got.shape != want.shape:
+        return f"has shape {got.shape}, it must be {want.shape}"
+    dtype = want.dtype if dtype is None else dtype
+    if got.dtype != dtype:
+        return (f"is {got.dtype} for {np.dtype(dtype).name} inputs; it must keep their dtype "
+                f"(np.zeros(shape) is float64: use np.zeros_like or dtype=x.dtype)")
+    if not np.all(np.isfinite(got)):
+        return "contains NaN or inf"
+    e = _err(got, want)
+    e_fd = None if fd is None else _err(got, fd)
+    if e > tol or (e_fd is not None and e_fd > TOL_FD):
+        against_fd = "" if e_fd is None else f", {e_fd:.1e} against finite differences"
+        return f"is wrong (relative error {e:.1e} against the reference{against_fd})"
+    return None
+
+
+def _numgrads(key, f, inputs, dout):
+    """Centred differences of ``sum(f(**inputs) * dout)`` for every input, cached per process
+    (the inputs of each check are seeded, so a second grading reuses the first's)."""
+    if key not in _FD_CACHE:
+        work = {k: np.array(v, dtype=np.float64) for k, v in inputs.items()}
+        grads = {}
+        for name in work:
+            grads[name] = numerical_gradient(lambda _, name=name: f(**work), work[name], dout)
+        _FD_CACHE[key] = grads
+    return _FD_CACHE[key]
+
+
+_FD_CACHE = {}
+
+
+def _snapshot(args):
+    """Copies of the arrays among ``args`` (and among the values of dict arguments)."""
+    return [{k: v.copy() for k, v in a.items() if isinstance(v, np.ndarray)} if isinstance(a, dict)
+            else a.copy() if isinstance(a, np.ndarray) else None for a in args]
+
+
+def _call(r, fn_name, fn, *args, names=()):
+    """Call the learner's function; report an input it changed in place."""
+    before = _snapshot(args)
+    out = fn(*args)
+    for i, (a, b) in enumerate(zip(args, before)):
+        arrays = [(k, a.get(k), b[k]) for k in b] if isinstance(a, dict) else [(None, a, b)]
+        for key, now, then in arrays:
+            if isinstance(then, np.ndarray) and not np.array_equal(now, then, equal_nan=True):
+                name = names[i] if i < len(names) else f"argument {i}"
+                name = name if key is None else f"{name}[{key!r}]"
+                r.fail(fn_name, f"changed its input {name} in place; a backward pass must leave "
+                                "its inputs alone (write `x = x * s`, not `x *= s`)")
+                raise _Stop
+    return out
+
+
+def _unpack(r, fn_name, out, names):
+    if not isinstance(out, (tuple, list)) or len(out) != len(names):
+        r.fail(fn_name, f"returned {type(out).__name__}"
+                        f"{'' if not isinstance(out, tuple) else f' of length {len(out)}'}; "
+                        f"it must return the tuple ({', '.join(names)})")
+        raise _Stop
+    return out
+
+
+def _rng(seed):
+    return np.random.default_rng(seed)
+
+
+# ----------------------------------------------------------------------------- 01 convolution
+def check_convolution(conv2d_forward, conv2d_backward):
+    """Exercise 01: ``conv2d_forward(x, w, b) -> out`` and ``conv2d_backward(dout, x, w) ->
+    (dx, dw, db)``; solution ``reference.conv2d_forward`` / ``conv2d_backward``."""
+    r = Report("01_convolution", "convolution, forward and backward")
+    fwd = lambda x, w, b=None: reference.conv2d_forward(x, w, b)[0]      # noqa: E731
+    rng = _rng(1)
+    # N, C, H, W, F, k: C ≠ F so a missing transpose shows; H ≠ W so a swapped axis shows
+    cases = [(2, 3, 6, 5, 4, 3), (1, 2, 5, 7, 3, 5)]
+    data = []
+    for n, c, h, wd, f, k in cases:
+        data.append((rng.standard_normal((n, c, h, wd)), rng.standard_normal((f, c, k, k)),
+                     rng.standard_normal(f), rng.standard_normal((n, f, h, wd))))
+
+    with r.part("conv2d_forward"):
+        for x, w, b, _ in data:
+            got = _call(r, "conv2d_forward", conv2d_forward, x, w, b, names=("x", "w", "b"))
+            want = fwd(x, w, b)
+            problem = _mismatch(got, want)
+            if problem:
+                r.fail("out", f"conv2d_forward's output {problem} (x {x.shape}, w {w.shape})")
+                _diagnose_conv(r, got, want, lambda ww: fwd(x, ww, b), w, b, "out")
+                raise _Stop
+        x, w, b, _ = data[0]
+        f32 = [a.astype(np.float32) for a in (x, w, b)]
+        problem = _mismatch(conv2d_forward(*f32), fwd(x, w, b), tol=TOL_F32, dtype=np.float32)
+        if problem:
+            r.fail("out (float32)", f"conv2d_forward's output {problem}")
+            raise _Stop
+        r.ok("conv2d_forward: matches the reference for k = 3 and 5; keeps float32")
+
+    with r.part("conv2d_backward"):
+        for case, (x, w, b, dout) in enumerate(data):
+            got = _unpack(r, "conv2d_backward",
+                          _call(r, "conv2d_backward", conv2d_backward, dout, x, w,
+                                names=("dout", "x", "w")), ("dx", "dw", "db"))
+            want = reference.conv2d_backward(dout, reference.conv2d_forward(x, w, b)[1])
+            fd = _numgrads(("conv", case), fwd, {"x": x, "w": w, "b": b}, dout)
+            bad = []
+            for name, g, wt, num in zip(("dx", "dW", "db"), got, want, (fd["x"], fd["w"], fd["b"])):
+                problem = _mismatch(g, wt, num)
+                if problem:
+                    bad.append(name)
+                    r.fail(name, f"{name} {problem}")
+                    _diagnose_conv_backward(r, name, g, wt, x, w, dout)
+            if bad:
+                right = [n for n in ("dx", "dW", "db") if n not in bad]
+                r.info(f"(x {x.shape}, w {w.shape})"
+                       + (f"; right: {', '.join(right)}" if right else ""))
+                raise _Stop
+        x, w, b, dout = data[0]
+        got = conv2d_backward(*(a.astype(np.float32) for a in (dout, x, w)))
+        want = reference.conv2d_backward(dout, reference.conv2d_forward(x, w, b)[1])
+        for name, g, wt in zip(("dx", "dW", "db"), got, want):
+            problem = _mismatch(g, wt, tol=TOL_F32, dtype=np.float32)
+            if problem:
+                r.fail(f"{name} (float32)", f"{name} {problem}")
+                raise _Stop
+        r.ok("conv2d_backward: dx, dW, db match the reference and finite differences; keep float32")
+    return r
+
+
+def _interior_only(got, want, p):
+    """True when the map's interior (p pixels in from the border) is right and the border is not."""
+    if p == 0 or got.shape != want.shape or got.shape[-1] <= 2 * p or got.shape[-2] <= 2 * p:
+        return False
+    inner = (Ellipsis, slice(p, -p), slice(p, -p))
+    return _close(got[inner], want[inner]) and not _close(got, want)
+
+
+def _diagnose_conv(r, got, want, conv_with, w, b, name):
+    if not isinstance(got, np.ndarray) or got.shape != want.shape:
+        return
+    k = w.shape[-1]
+    if _close(got, conv_with(w[:, :, ::-1, ::-1])):
+        r.info("it equals the convolution with the kernel flipped: this layer is a "
+               "cross-correlation, W[f, c, u, v] multiplies x_pad[n, c, y + u, x + v] (no flip)")
+    elif b is not None and _close(got + b.reshape(1, -1, 1, 1), want):
+        r.info("only the bias is missing: add b[f] to every pixel of output channel f")
+    elif _interior_only(got, want, k // 2):
+        r.info(f"only the border is wrong: 'same' padding puts k // 2 = {k // 2} zeros "
+               "on every side")
+
+
+def _diagnose_conv_backward(r, name, got, want, x, w, dout):
+    k = w.shape[-1]
+    f, c = w.shape[:2]
+    if name == "dx" and isinstance(got, np.ndarray) and got.shape == want.shape:
+        unflipped = reference.conv2d_forward(dout, w.transpose(1, 0, 2, 3))[0]
+        if _close(got, unflipped):
+            r.info("dx equals dout correlated with the kernel NOT flipped: dx is the full "
+                   "correlation with W flipped once, W[:, :, ::-1, ::-1] (a flip done twice "
+                   "undoes itself)")
+        elif _interior_only(got, want, k // 2):
+            r.info("only the border of dx is wrong: the padding of dout (k // 2 zeros), or "
+                   "cropping the padded gradient back to H × W")
+    elif name == "dW" and isinstance(got, np.ndarray):
+        if got.shape == (c, f, k, k) and c != f:
+            r.info("dW has the channel axes the wrong way round, (C, F, k, k): a transpose "
+                   "is missing; W and dW are (F, C, k, k)")
+        elif got.shape == want.shape and _close(got, want[:, :, ::-1, ::-1]):
+            r.info("dW is flipped: dW[f, c, u, v] = Σ dout[n, f, y, x] · x_pad[n, c, y + u, x + v]")
+    elif name == "db" and isinstance(got, np.ndarray):
+        if got.shape != want.shape:
+            r.info(f"db is one number per output channel, shape ({f},): sum dout over the "
+                   "batch and both spatial axes, axis=(0, 2, 3)")
+        elif _close(got * x.shape[0] * x.shape[2] * x.shape[3], want):
+            r.info("db is the mean of dout; it is the sum over (n, y, x)")
+
+
+# ----------------------------------------------------------------------------- 02 pool, up-sample
+def check_pool_upsample(maxpool2_forward, maxpool2_backward, upsample2_forward, upsample2_backward):
+    """Exercise 02: ``maxpool2_forward(x) -> out``, ``maxpool2_backward(dout, x) -> dx``,
+    ``upsample2_forward(x) -> out``, ``upsample2_backward(dout) -> dx``; solution the
+    functions of the same names in ``reference``."""
+    r = Report("02_pool_upsample", "2×2 max-pooling and ×2 up-sampling")
+    rng = _rng(2)
+    n, c, h, w = 2, 3, 4, 6
+    # distinct values 0.1 apart: no ties, and finite differences never switch a winner
+    x = rng.permutation(n * c * h * w).reshape(n, c, h, w) * 0.1 - 3.0
+    dpool = rng.standard_normal((n, c, h // 2, w // 2))
+    xs = rng.standard_normal((n, c, h // 2, w // 2))
+    dup = rng.standard_normal((n, c, h, w))
+    f32 = np.float32
+
+    with r.part("maxpool2_forward"):
+        got = _call(r, "maxpool2_forward", maxpool2_forward, x, names=("x",))
+        want = reference.maxpool2_forward(x)[0]
+        problem = _mismatch(got, want)
+        if problem is None:
+            problem = _mismatch(maxpool2_forward(x.astype(f32)), want, tol=TOL_F32, dtype=f32)
+        if problem:
+            r.fail("maxpool2_forward out", f"the pooled map {problem}")
+            if isinstance(got, np.ndarray) and got.shape == want.shape:
+                wrong = ~np.isclose(got, want)
+                r.info(f"{int(wrong.sum())} of {wrong.size} windows give the wrong maximum: window "
+                       "(y, x) covers rows 2y, 2y+1 and columns 2x, 2x+1 (reshape to "
+                       "(N, C, H/2, 2, W/2, 2), take the max over axes 3 and 5)")
+            raise _Stop
+        r.ok("maxpool2_forward: matches the reference; keeps float32")
+
+    with r.part("maxpool2_backward"):
+        got = _call(r, "maxpool2_backward", maxpool2_backward, dpool, x, names=("dout", "x"))
+        want = reference.maxpool2_backward(dpool, reference.maxpool2_forward(x)[1])
+        fd = _numgrads("maxpool", lambda x: reference.maxpool2_forward(x)[0], {"x": x}, dpool)["x"]
+        problem = _mismatch(got, want, fd)
+        if problem is None:
+            problem = _mismatch(maxpool2_backward(dpool.astype(f32), x.astype(f32)), want,
+                                tol=TOL_F32, dtype=f32)
+        if problem:
+            r.fail("maxpool2_backward dx", f"dx {problem}")
+            if isinstance(got, np.ndarray) and got.shape == want.shape:
+                _diagnose_pool(r, got, want)
+            raise _Stop
+        r.ok("maxpool2_backward: dx matches the reference and finite differences; keeps float32")
+
+    with r.part("upsample2_forward"):
+        got = _call(r, "upsample2_forward", upsample2_forward, xs, names=("x",))
+        want = reference.upsample2_forward(xs)[0]
+        problem = _mismatch(got, want)
+        if problem is None:
+            problem = _mismatch(upsample2_forward(xs.astype(f32)), want, tol=TOL_F32, dtype=f32)
+        if problem:
+            r.fail("upsample2_forward out", f"the up-sampled map {problem}")
+            r.info("out[n, c, y, x] = x[n, c, y // 2, x // 2]: every pixel becomes a 2×2 block")
+            raise _Stop
+        r.ok("upsample2_forward: matches the reference; keeps float32")
+
+    with r.part("upsample2_backward"):
+        got = _call(r, "upsample2_backward", upsample2_backward, dup, names=("dout",))
+        up_cache = reference.upsample2_forward(xs)[1]
+        want = reference.upsample2_backward(dup, up_cache)
+        fd = _numgrads("upsample", lambda x: reference.upsample2_forward(x)[0], {"x": xs}, dup)["x"]
+        problem = _mismatch(got, want, fd)
+        if problem is None:
+            problem = _mismatch(upsample2_backward(dup.astype(f32)), want, tol=TOL_F32, dtype=f32)
+        if problem:
+            r.fail("upsample2_backward dx", f"dx {problem}")
+            if isinstance(got, np.ndarray) and got.shape == want.shape:
+                if _close(4 * got, want):
+                    r.info("dx is the mean of each 2×2 block of dout: every input pixel was "
+                           "copied to 4 output pixels and each copy sends its gradient back, "
+                           "so dx is the block's sum")
+                elif _close(got, dup[:, :, ::2, ::2]):
+                    r.info("dx is only the top-left pixel of each 2×2 block of dout; it is the "
+                           "sum of all four")
+            raise _Stop
+        r.ok("upsample2_backward: dx matches the reference and finite differences; keeps float32")
+    return r
+
+
+def _diagnose_pool(r, got, want):
+    winner = want != 0            # dout is never exactly 0, so the reference is non-zero at winners
+    losers = ~winner & (got != 0)
+    if losers.any():
+        r.info(f"gradient reached {int(losers.sum())} pixels that did not win their 2×2 window: "
+               "only the maximum of a window passes the gradient on, the other three get 0")
+    at_winners = got[winner] / want[winner]
+    if np.allclose(at_winners, 0.25):
+        r.info("each winner gets a quarter of dout: that is average-pooling's backward")
+    elif not np.allclose(at_winners, 1.0):
+        r.info("the winners do not get dout: dx[n, c, 2y + a, 2x + b] = dout[n, c, y, x] "
+               "for the winning (a, b)")
+    bad = [name for name, a, b in CORNERS
+           if not _close(got[:, :, a::2, b::2], want[:, :, a::2, b::2])]
+    r.info(f"wrong at the {', '.join(n.split(' ')[0] for n in bad)} pixel(s) of the windows")
+
+
+# ----------------------------------------------------------------------------- 03 ConvLSTM step
+def _convlstm_data(rng, n, t_len, c, nf, h, w, k):
+    params = {"Wx": 0.4 * rng.standard_normal((4 * nf, c, k, k)),
+              "Wh": 0.4 * rng.standard_normal((4 * nf, nf, k, k)),
+              "b": 0.3 * rng.standard_normal(4 * nf)}
+    shape = (n, nf, h, w)
+    x = rng.standard_normal((n, t_len, c, h, w) if t_len else (n, c, h, w))
+    return params, x, rng.standard_normal(shape), rng.standard_normal(shape)
+
+
+def _gates_wrong(got, want):
+    """The gates (of i, f, g, o) whose rows of a (4F, ...) gradient differ."""
+    nf = want.shape[0] // 4
+    return [gate for j, gate in enumerate(GATES)
+            if not _close(got[j * nf:(j + 1) * nf], want[j * nf:(j + 1) * nf])]
+
+
+def _check_dparams(r, fn, got, want, fd=None):
+    """Compare dparams {"Wx","Wh","b"} gate by gate; returns the set of wrong gates."""
+    if not isinstance(got, dict) or not all(k in got for k in ("Wx", "Wh", "b")):
+        r.fail(f"{fn} dparams", 'dparams must be a dict with keys "Wx", "Wh" and "b"')
+        raise _Stop
+    bad = set()
+    for key in ("Wx", "Wh", "b"):
+        name = "d" + key if key != "b" else "db"
+        problem = _mismatch(got[key], want[key], None if fd is None else fd[key])
+        if problem and isinstance(got[key], np.ndarray) and got[key].shape == want[key].shape:
+            gates = _gates_wrong(got[key], want[key])
+            if gates:
+                nf = want[key].shape[0] // 4
+                rows = ", ".join(f"{g} (rows {GATES.index(g) * nf}:{(GATES.index(g) + 1) * nf})"
+                                 for g in gates)
+                right = [g for g in GATES if g not in gates]
+                r.fail(f"{name} gate {', '.join(gates)}",
+                       f"{name} is wrong in gate {rows}"
+                       + (f"; gate{'s' if len(right) > 1 else ''} {', '.join(right)} right"
+                          if right else ""))
+                bad.update(gates)
+                continue
+        if problem:
+            r.fail(name, f"{name} {problem}")
+    return bad
+
+
+_GATE_FORMULAS = {
+    "i": "δa_i = δc ⊙ g ⊙ i(1 − i)",
+    "f": "δa_f = δc ⊙ c_prev ⊙ f(1 − f)   (c_prev, not c)",
+    "g": "δa_g = δc ⊙ i ⊙ (1 − g²)   (g = tanh(a_g): its derivative is 1 − g², not g(1 − g))",
+    "o": "δa_o = dh ⊙ tanh(c) ⊙ o(1 − o)",
+}
+
+
+def _explain_gates(r, bad):
+    if not bad:
+        return
+    if bad == {"i", "f", "g"}:
+        r.info("i, f and g all go through δc and o does not: look at δc = dc + dh ⊙ o ⊙ "
+               "(1 − tanh²(c)) (the cell gets gradient from h and from the next step)")
+    elif bad == set(GATES):
+        r.info("all four gates are wrong: check the stacking order i, f, g, o along axis 1 "
+               "of δa, and δc, which three of them share")
+    elif len(bad) == 2 and bad != {"i", "f"}:
+        r.info(f"gates {' and '.join(sorted(bad, key=GATES.index))} are wrong: are their "
+               "slices swapped? δa is stacked i, f, g, o along the channel axis")
+    for gate in sorted(bad, key=GATES.index):
+        r.info(f"{GATE_NAMES[gate]}: {_GATE_FORMULAS[gate]}")
+
+
+def check_convlstm_step(convlstm_step_backward, convlstm_step_forward):
+    """Exercise 03: ``convlstm_step_backward(dh, dc, cache) -> (dx, dh_prev, dc_prev,
+    dparams)`` for the cache of the exercise's ``convlstm_step_forward``; solution
+    ``reference.convlstm_step_backward``."""
+    r = Report("03_convlstm_step", "the ConvLSTM step backward")
+    rng = _rng(3)
+    params, x, h_prev, c_prev = _convlstm_data(rng, 2, 0, 3, 2, 4, 5, 3)
+    dh, dc = rng.standard_normal(h_prev.shape), rng.standard_normal(h_prev.shape)
+    names = ("dx", "dh_prev", "dc_prev")
+
+    def ref_step(x, h_prev, c_prev, Wx, Wh, b):
+        h, c, _ = reference.convlstm_step_forward(x, h_prev, c_prev, {"Wx": Wx, "Wh": Wh, "b": b})
+        return np.concatenate([h, c], axis=1)
+
+    with r.part("convlstm_step_backward"):
+        h, c, cache = convlstm_step_forward(x, h_prev, c_prev, params)
+        ref_h, ref_c, ref_cache = reference.convlstm_step_forward(x, h_prev, c_prev, params)
+        if not (_close(h, ref_h) and _close(c, ref_c)):
+            r.fail("convlstm_step_forward", "the exercise's forward no longer matches the "
+                   "reference: it is given, restore it")
+            raise _Stop
+        got = _unpack(r, "convlstm_step_backward",
+                      _call(r, "convlstm_step_backward", convlstm_step_backward, dh, dc, cache,
+                            names=("dh", "dc", "cache")), names + ("dparams",))
+        want = reference.convlstm_step_backward(dh, dc, ref_cache)
+        fd = _numgrads("convlstm_step", ref_step,
+                       {"x": x, "h_prev": h_prev, "c_prev": c_prev, **params},
+                       np.concatenate([dh, dc], axis=1))
+        bad = _check_dparams(r, "convlstm_step_backward", got[3], want[3],
+                             {"Wx": fd["Wx"], "Wh": fd["Wh"], "b": fd["b"]})
+        for name, g, wt, num in zip(names, got, want, (fd["x"], fd["h_prev"], fd["c_prev"])):
+            problem = _mismatch(g, wt, num)
+            if problem:
+                r.fail(name, f"{name} {problem}")
+        _explain_gates(r, bad)
+        if "dc_prev" in r.wrong:
+            r.info("dc_prev = δc ⊙ f: the path from c back to c_prev goes through the forget gate")
+        if not bad and ({"dx", "dh_prev"} & set(r.wrong)):
+            r.info("every gate's δa is right (db, dWx, dWh match): the error is in the two "
+                   "convolution backwards, dx through Wx and dh_prev through Wh")
+        if r.wrong:
+            raise _Stop
+        p32 = {k: v.astype(np.float32) for k, v in params.items()}
+        x32, h32, c32 = (a.astype(np.float32) for a in (x, h_prev, c_prev))
+        cache32 = convlstm_step_forward(x32, h32, c32, p32)[2]
+        got32 = convlstm_step_backward(dh.astype(np.float32), dc.astype(np.float32), cache32)
+        for name, g, wt in zip(names + ("dWx", "dWh", "db"),
+                               list(got32[:3]) + [got32[3][k] for k in ("Wx", "Wh", "b")],
+                               list(want[:3]) + [want[3][k] for k in ("Wx", "Wh", "b")]):
+            problem = _mismatch(g, wt, tol=TOL_F32, dtype=np.float32)
+            if problem:
+                r.fail(f"{name} (float32)", f"{name} {problem}")
+                raise _Stop
+        r.ok("convlstm_step_backward: dx, dh_prev, dc_prev and every gate of dWx, dWh, db "
+             "match the reference and finite differences; keeps float32")
+    return r
+
+
+# ----------------------------------------------------------------------------- 04 BPTT
+def _bptt(xs, params, h0, c0, dhs, carry_h=True, carry_c=True):
+    """BPTT with the reference step, optionally dropping a carry; also each step's dparams."""
+    t_len = xs.shape[1]
+    caches, h, c = [], h0, c0
+    for t in range(t_len):
+        h, c, cache = reference.convlstm_step_forward(xs[:, t], h, c, params)
+        caches.append(cache)
+    dh_next, dc_next = np.zeros_like(h0), np.zeros_like(c0)
+    dxs, per_step = [None] * t_len, [None] * t_len
+    for t in reversed(range(t_len)):
+        dh = dhs[:, t] + dh_next if carry_h else dhs[:, t]
+        dxs[t], dh_next, dc_next, per_step[t] = reference.convlstm_step_backward(
+            dh, dc_next if carry_c else np.zeros_like(c0), caches[t])
+    return np.stack(dxs, axis=1), per_step
+
+
+def check_bptt(convlstm_backward, convlstm_forward):
+    """Exercise 04: ``convlstm_backward(dhs, cache) -> (dxs, dparams)`` with dparams
+    "Wx", "Wh", "b", "h0", "c0", for the cache of the exercise's ``convlstm_forward``;
+    solution ``reference.convlstm_backward``."""
+    r = Report("04_bptt", "backpropagation through time")
+    rng = _rng(4)
+    t_len = 4
+    params, xs, h0, c0 = _convlstm_data(rng, 1, t_len, 1, 2, 3, 4, 3)
+    dhs = rng.standard_normal((1, t_len) + h0.shape[1:])
+
+    def ref_seq(xs, Wx, Wh, b, h0, c0):
+        return reference.convlstm_forward(xs, {"Wx": Wx, "Wh": Wh, "b": b}, h0, c0)[0]
+
+    with r.part("convlstm_backward"):
+        hs, cache = convlstm_forward(xs, params, h0, c0)
+        ref_hs, ref_cache = reference.convlstm_forward(xs, params, h0, c0)
+        if not _close(hs, ref_hs):
+            r.fail("convlstm_forward", "the exercise's forward no longer matches the "
+                   "reference: it is given, restore it")
+            raise _Stop
+        got = _unpack(r, "convlstm_backward",
+                      _call(r, "convlstm_backward", convlstm_backward, dhs, cache,
+                            names=("dhs", "cache")), ("dxs", "dparams"))
+        dxs, dparams = got
+        want_dxs, want_p = reference.convlstm_backward(dhs, ref_cache)
+        fd = _numgrads("bptt", ref_seq, {"xs": xs, **params, "h0": h0, "c0": c0}, dhs)
+        problem = _mismatch(dxs, want_dxs, fd["xs"])
+        if problem and isinstance(dxs, np.ndarray) and dxs.shape == want_dxs.shape:
+            right = []
+            for t in reversed(range(t_len)):          # walk back from T−1
+                if not _close(dxs[:, t], want_dxs[:, t]):
+                    break
+                right.append(t)
+            later = f"dxs[:, {right[-1]}:] is right; walking back" if right else "walking back"
+            r.fail(f"step t = {t}", f"{later} from t = {t_len - 1}, the gradient first goes "
+                   f"wrong at t = {t} (dxs[:, {t}])")
+            _diagnose_bptt(r, t, t_len, dxs, (xs, params, h0, c0, dhs))
+            r.info("dWx, dWh, db, dh0 and dc0 collect every step's gradient: fix the first "
+                   "wrong step first, they may follow")
+        elif problem:
+            r.fail("dxs", f"dxs {problem}")
+            raise _Stop
+        bad = _check_dparams(r, "convlstm_backward", dparams, want_p, fd)
+        if bad and not problem:
+            _, per_step = _bptt(xs, params, h0, c0, dhs)
+            for t in (0, t_len - 1):
+                if _close(dparams["Wx"], per_step[t]["Wx"]):
+                    r.info(f"dWx is the contribution of step {t} alone: the weights are shared by "
+                           "every step, so add (+=) each step's dparams, do not overwrite")
+                    break
+            else:
+                _explain_gates(r, bad)
+        for key, name in (("h0", "dh0"), ("c0", "dc0")):
+            if key not in dparams:
+                r.fail(name, f'dparams has no "{key}": after the loop the carried gradient is '
+                             f"the gradient of {key}")
+            elif _mismatch(dparams[key], want_p[key], fd[key]):
+                r.fail(name, f"{name} {_mismatch(dparams[key], want_p[key], fd[key])}"
+                       + ("" if problem else f": it is the {'dh' if key == 'h0' else 'dc'} "
+                          "carried out of step 0"))
+        if r.wrong:
+            raise _Stop
+        p32 = {k: v.astype(np.float32) for k, v in params.items()}
+        cache32 = convlstm_forward(xs.astype(np.float32), p32, h0.astype(np.float32),
+                                   c0.astype(np.float32))[1]
+        dxs32, dp32 = convlstm_backward(dhs.astype(np.float32), cache32)
+        for name, g, wt in [("dxs", dxs32, want_dxs)] + [(k, dp32.get(k), v) for k, v in want_p.items()]:
+            problem = _mismatch(g, wt, tol=TOL_F32, dtype=np.float32)
+            if problem:
+                r.fail(f"{name} (float32)", f"{name} {problem}")
+                raise _Stop
+        r.ok(f"convlstm_backward: dxs at every step t = {t_len - 1} … 0, dWx, dWh, db, dh0, dc0 "
+             "match the reference and finite differences; keeps float32")
+    return r
+
+
+def _diagnose_bptt(r, t, t_len, dxs, data):
+    if t == t_len - 1:
+        r.info(f"already wrong at the last step, where dh = dhs[:, {t}] and dc = 0: is the "
+               "loop walking t = T−1, …, 0 (reversed), calling the step backward with the "
+               "right step's cache?")
+        return
+    for carry_h, carry_c, text in ((False, True, "dh_prev of step t+1 must be added to dhs[:, t]: "
+                                    "h_t feeds the loss and step t+1"),
+                                   (True, False, "dc_prev of step t+1 must be the dc of step t: "
+                                    "c_t feeds step t+1 (through c_{t+1} = f ⊙ c_t + i ⊙ g)")):
+        if _close(dxs, _bptt(*data, carry_h=carry_h, carry_c=carry_c)[0]):
+            r.info(f"it matches BPTT that drops a carry: {text}")
+            return
+    r.info(f"step {t + 1} is right, so what step {t + 1} hands back to step {t} (dh_prev, "
+           "dc_prev) or step t's own inputs (dhs[:, t], cache[t]) are wrong")
+
+
+# ----------------------------------------------------------------------------- 05 sampler
+def _sample_ref(img, grid, dout):
+    return sampler.bilinear_backward(dout, sampler.bilinear_forward(img, grid)[1])
+
+
+def _points(xs, ys):
+    """A (1, 2, 1, P) grid of the source points (x_s, y_s)."""
+    return np.array([xs, ys], dtype=np.float64).reshape(1, 2, 1, -1)
+
+
+def check_sampler(bilinear_backward):
+    """Exercise 05: ``bilinear_backward(dout, img, grid) -> (dimg, dgrid)``; solution
+    ``sampler.bilinear_backward`` (with ``sampler.bilinear_forward`` for its cache)."""
+    r = Report("05_bilinear_sampler", "the bilinear sampler's image and grid gradients")
+    rng = _rng(5)
+    n, c, h, w, ho, wo = 2, 3, 4, 5, 3, 4
+    img = rng.standard_normal((n, c, h, w))
+    # source points over the map and a pixel beyond it, kept off integers (the kinks)
+    grid = np.stack([np.floor(rng.uniform(-1.5, w + 0.5, (n, ho, wo))),
+                     np.floor(rng.uniform(-1.5, h + 0.5, (n, ho, wo)))], axis=1)
+    grid += rng.uniform(0.1, 0.9, grid.shape)
+    dout = rng.standard_normal((n, c, ho, wo))
+    fwd = lambda img, grid: sampler.bilinear_forward(img, grid)[0]      # noqa: E731
+
+    with r.part("bilinear_backward"):
+        got = _unpack(r, "bilinear_backward",
+                      _call(r, "bilinear_backward", bilinear_backward, dout, img, grid,
+                            names=("dout", "img", "grid")), ("dimg", "dgrid"))
+        want = _sample_ref(img, grid, dout)
+        fd = _numgrads("sampler", fwd, {"img": img, "grid": grid}, dout)
+        wrong = False
+        for name, g, wt, num in zip(("dimg", "dgrid"), got, want, (fd["img"], fd["grid"])):
+            problem = _mismatch(g, wt, num)
+            if problem:
+                r.fail(name, f"{name} {problem}")
+                wrong = True
+        if wrong:
+            _locate_sampler(r, bilinear_backward, got, want)
+            raise _Stop
+        got32 = bilinear_backward(*(a.astype(np.float32) for a in (dout, img, grid)))
+        for name, g, wt in zip(("dimg", "dgrid"), got32, want):
+            problem = _mismatch(g, wt, tol=TOL_F32, dtype=np.float32)
+            if problem:
+                r.fail(f"{name} (float32)", f"{name} {problem}")
+                raise _Stop
+        r.ok("bilinear_backward: dimg and dgrid match the reference and finite differences, "
+             "inside the map and beyond its border; keep float32")
+    return r
+
+
+def _locate_sampler(r, fn, got, want):
+    """Probe one source point at a time to name the wrong corner, inside or at the border."""
+    if not all(isinstance(g, np.ndarray) and g.shape == wt.shape for g, wt in zip(got, want)):
+        return
+    if got[1].shape == want[1].shape and _close(got[1][:, ::-1], want[1]):
+        r.info("dgrid has its channels swapped: channel 0 is x (columns), channel 1 is y (rows)")
+        return
+    h, w = 4, 5
+    xs, ys = 2.2, 1.65                  # inside: the four corners (1, 2), (1, 3), (2, 2), (2, 3)
+    grid = _points([xs], [ys])
+    one = np.ones((1, 1, 1, 1))
+    bad_inside = {}
+    for name, dy, dx in CORNERS:
+        img = np.zeros((1, 1, h, w))
+        img[0, 0, 1 + dy, 2 + dx] = 1.0    # only this corner has a value: only its terms count
+        g_img, g_grid = fn(one, img, grid)
+        w_img, w_grid = _sample_ref(img, grid, one)
+        parts = [label for label, a, b in (("dgrid x (∂w/∂x_s)", g_grid[0, 0], w_grid[0, 0]),
+                                           ("dgrid y (∂w/∂y_s)", g_grid[0, 1], w_grid[0, 1]),
+                                           ("dimg", g_img[0, 0, 1 + dy, 2 + dx],
+                                            w_img[0, 0, 1 + dy, 2 + dx]))
+                 if not _close(a, b, 1e-6)]
+        if parts:
+            bad_inside[name] = parts
+            r.fail(f"corner {name.split(' ')[0]} (inside)",
+                   f"corner {name}, inside the map (x_s = {xs}, y_s = {ys}): "
+                   f"{', '.join(parts)} wrong")
+    stray = np.ones((h, w), bool)
+    stray[1:3, 2:4] = False
+    if np.any(fn(one, np.zeros((1, 1, h, w)), grid)[0][0, 0][stray] != 0):
+        r.info("dimg has gradient at pixels that are not neighbours of the point: is the "
+               "flat index y·W + x (row y, column x)?")
+    if bad_inside:
+        r.info("w_q = wx_q · wy_q with wx = 1 − |x_s − q_x|: ∂w_q/∂x_s = −wy_q for the x0 "
+               "corners and +wy_q for the x1 corners (likewise in y)")
+        return
+    rng = _rng(55)
+    for edge, (px, py), off in (("left", (-0.3, 1.65), (0, 2)), ("right", (w - 0.7, 1.65), (1, 3)),
+                                ("top", (2.2, -0.35), (0, 1)), ("bottom", (2.2, h - 0.6), (2, 3)),
+                                ("outside", (-1.4, 1.65), (0, 1, 2, 3))):
+        img = rng.uniform(0.5, 1.5, (1, 1, h, w))
+        grid = _points([px], [py])
+        g_img, g_grid = fn(one, img, grid)
+        w_img, w_grid = _sample_ref(img, grid, one)
+        parts = [label for label, a, b in (("dgrid", g_grid, w_grid), ("dimg", g_img, w_img))
+                 if not _close(a, b, 1e-6)]
+        if parts:
+            names = " and ".join(CORNERS[i][0].split(" ")[0] for i in off)
+            r.fail(f"border ({edge}): {names}",
+                   f"at the border ({edge} of the map, x_s = {px:g}, y_s = {py:g}), where "
+                   f"corner{'s' if len(off) > 1 else ''} {names} lie outside: "
+                   f"{', '.join(parts)} wrong")
+    if any(w_.startswith("border") for w_ in r.wrong):
+        r.info("a corner outside the map reads zero and receives no gradient (valid_q = 0); "
+               "clipping its index onto the edge or letting -1 wrap round to the last "
+               "column does neither")
+        return
+    grid = _points([2.2, 2.3, 2.25, 2.15], [1.65, 1.6, 1.7, 1.55])    # four reads of one cell
+    img, d4 = rng.standard_normal((1, 1, h, w)), rng.standard_normal((1, 1, 1, 4))
+    if not _close(fn(d4, img, grid)[0], _sample_ref(img, grid, d4)[0], 1e-6):
+        r.fail("dimg (repeated reads)",
+               "dimg is wrong where several output pixels read the same input pixel: their "
+               "contributions must add up (np.add.at; a[idx] += v keeps only one of the "
+               "repeated writes)")
+
+
+# ----------------------------------------------------------------------------- 06 Huber
+def check_huber(huber_smoothness_backward):
+    """Exercise 06: ``huber_smoothness_backward(dloss, flow, delta) -> dflow``; solution
+    ``losses.huber_smoothness_backward`` (with its forward for the cache)."""
+    r = Report("06_huber_smoothness", "the Huber smoothness gradient")
+    rng = _rng(6)
+    flow = rng.standard_normal((2, 2, 5, 6))
+    d = np.abs(np.concatenate([np.diff(flow, axis=-1).ravel(), np.diff(flow, axis=-2).ravel()]))
+    d = np.sort(d)
+    mid = d[len(d) // 4: 3 * len(d) // 4]            # δ in the widest gap among the middle half,
+    j = int(np.argmax(np.diff(mid)))                 # so both regimes are populated and every
+    delta = float(mid[j] + mid[j + 1]) / 2           # difference is off the kink |D| = δ
+    dloss = 0.7
+
+    def ref(dloss, flow, delta):
+        cache = losses.huber_smoothness_forward(flow, delta)[1]
+        return losses.huber_smoothness_backward(dloss, cache)
+
+    with r.part("huber_smoothness_backward"):
+        got = _call(r, "huber_smoothness_backward", huber_smoothness_backward, dloss, flow, delta,
+                    names=("dloss", "flow", "delta"))
+        want = ref(dloss, flow, delta)
+        fd = _numgrads(("huber", delta),
+                       lambda flow: losses.huber_smoothness_forward(flow, delta)[0] * dloss,
+                       {"flow": flow}, None)["flow"]
+        problem = _mismatch(got, want, fd)
+        if problem:
+            r.fail("dflow", f"dflow {problem} (δ = {delta:.3g}, dloss = {dloss})")
+            if isinstance(got, np.ndarray) and got.shape == want.shape:
+                _locate_huber(r, huber_smoothness_backward, ref)
+            raise _Stop
+        problem = _mismatch(huber_smoothness_backward(np.float32(dloss), flow.astype(np.float32),
+                                                      delta), want, tol=TOL_F32, dtype=np.float32)
+        if problem:
+            r.fail("dflow (float32)", f"dflow {problem}")
+            raise _Stop
+        r.ok("huber_smoothness_backward: dflow matches the reference and finite differences "
+             "in both regimes, along x and y; keeps float32")
+    return r
+
+
+def _locate_huber(r, fn, ref):
+    """Probe flows whose differences lie in one regime and along one axis only."""
+    rng = _rng(66)
+    delta, dloss = 1e-3, 0.7        # the model's δ
+    ratios = []
+    for regime, lo, hi in (("quadratic", 0.1, 0.8), ("linear", 2.0, 10.0)):
+        for axis, label in ((-1, "D_x, along x (columns)"), (-2, "D_y, along y (rows)")):
+            steps = rng.uniform(lo, hi, 5) * delta * rng.choice([-1.0, 1.0], 5)
+            ramp = np.concatenate([[0.0], np.cumsum(steps)])             # 6 values
+            flow = np.broadcast_to(ramp[None, :], (4, 6)) if axis == -1 else \
+                np.broadcast_to(ramp[:, None], (6, 4))
+            flow = np.ascontiguousarray(np.broadcast_to(flow, (1, 2) + flow.shape))
+            got, want = fn(dloss, flow, delta), ref(dloss, flow, delta)
+            if not _close(got, want, 1e-6):
+                sign = "|D| ≤ δ" if regime == "quadratic" else "|D| > δ"
+                r.fail(f"{regime} regime ({label.split(',')[0]})",
+                       f"wrong in the {regime} regime ({sign}) of the differences {label}")
+                ratio = float(np.sum(got * want) / np.sum(want * want))
+                if _close(got, ratio * want, 1e-6):          # proportional to the right answer
+                    ratios.append(ratio)
+                else:
+                    ratios.append(np.nan)
+    if not ratios:
+        return
+    if len(ratios) == 4 and np.allclose(ratios, -1.0, atol=1e-6):
+        r.info("dflow has the wrong sign: D = T[b] − T[a] sends +g to T[b] and −g to T[a]")
+    elif len(ratios) == 4 and np.allclose(ratios, 0.0, atol=1e-6):
+        r.info("dflow is (nearly) zero: every difference D sends +g to one pixel and −g to "
+               "the other")
+    elif len(ratios) == 4 and np.allclose(ratios, ratios[0], rtol=1e-6):
+        r.info(f"off by a constant factor {ratios[0]:.4g}: each mean divides by its own count "
+               "(D_x.size, D_y.size), and everything is multiplied by dloss")
+    elif any("linear" in w_ for w_ in r.wrong) and not any("quadratic" in w_ for w_ in r.wrong):
+        r.info("H_δ'(D) = δ·sign(D) where |D| > δ: beyond δ the slope is capped")
+    elif any("quadratic" in w_ for w_ in r.wrong) and not any("linear" in w_ for w_ in r.wrong):
+        r.info("H_δ'(D) = D where |D| ≤ δ (the parabola D²/2)")
+
+
+# ----------------------------------------------------------------------------- 07 RMSProp
+def check_rmsprop(clip_grad_norm, rmsprop_step):
+    """Exercise 07: ``clip_grad_norm(grads, max_norm) -> norm`` (scales grads in place) and
+    ``rmsprop_step(params, grads, v, lr, alpha, eps)`` (updates params and v in place);
+    solution ``optim.clip_grad_norm`` and ``optim.RMSProp.step``."""
+    r = Report("07_rmsprop_clipping", "the RMSProp step with gradient clipping")
+    rng = _rng(7)
+
+    def grads_of(norm_w, norm_b, dtype=np.float64):
+        g = {"W": rng.standard_normal((3, 4)), "b": rng.standard_normal(4)}
+        g["W"] *= norm_w / np.linalg.norm(g["W"])
+        g["b"] *= norm_b / np.linalg.norm(g["b"])
+        return {k: v.astype(dtype) for k, v in g.items()}
+
+    with r.part("clip_grad_norm"):
+        for case, (nw, nb, max_norm, dtype) in {
+                "clipping inactive (norm ≤ max_norm)": (1.2, 1.6, 5.0, np.float64),
+                "clipping active (norm > max_norm)": (8.0, 6.0, 1.0, np.float64),
+                "clipping active, float32 gradients": (8.0, 6.0, 1.0, np.float32)}.items():
+            grads = grads_of(nw, nb, dtype)
+            arrays = dict(grads)
+            expected = {k: v.copy() for k, v in grads.items()}
+            want_norm = optim.clip_grad_norm(expected, max_norm)
+            got_norm = clip_grad_norm(grads, max_norm)
+            for k in arrays:
+                if grads[k] is not arrays[k]:
+                    r.fail("clip_grad_norm: in place", f"grads[{k!r}] was replaced by a new "
+                           "array; scale it in place (g *= scale): the caller holds the arrays")
+                    raise _Stop
+            bad = [k for k in grads if _mismatch(grads[k], expected[k], tol=1e-5, dtype=dtype)]
+            if bad:
+                also = f" (and grads[{bad[1]!r}])" if len(bad) > 1 else ""
+                r.fail(f"clip_grad_norm: {case}",
+                       f"with {case}, grads[{bad[0]!r}]{also} "
+                       f"{_mismatch(grads[bad[0]], expected[bad[0]], tol=1e-5, dtype=dtype)}")
+                norms = [np.linalg.norm(grads[k]) for k in grads]
+                if "inactive" not in case and np.allclose(norms, max_norm, rtol=1e-4):
+                    r.info("each tensor was clipped by its own norm: the norm is global, "
+                           "√(Σ over all tensors of Σ g²), and one scale applies to all")
+                raise _Stop
+            try:
+                norm_ok = _close(float(got_norm), float(want_norm), 1e-6)
+            except (TypeError, ValueError):
+                norm_ok = False
+            if not norm_ok:
+                r.fail("clip_grad_norm: returned norm", f"with {case}, it returned {got_norm!r}; "
+                       f"it must return the global norm before clipping, {float(want_norm):.6g}")
+                raise _Stop
+        r.ok("clip_grad_norm: one global norm, in place, clips only above max_norm, returns "
+             "the norm before clipping; keeps float32")
+
+    with r.part("rmsprop_step"):
+        lr, alpha, eps = 0.01, 0.9, 1e-8
+        params = {"W": rng.standard_normal((3, 4)), "b": rng.standard_normal(4)}
+        v = {k: np.zeros_like(p) for k, p in params.items()}
+        want_p = {k: p.copy() for k, p in params.items()}
+        want_v = {k: p.copy() for k, p in v.items()}
+        ids = {k: (id(params[k]), id(v[k])) for k in params}
+        for step in range(1, 4):
+            # |W's gradients| ≥ 0.5, so √v ≫ ε; b's are ~1e-10, so √v ≪ ε and ε matters
+            grads = {"W": rng.uniform(0.5, 2.0, (3, 4)) * rng.choice([-1.0, 1.0], (3, 4)),
+                     "b": 1e-10 * rng.standard_normal(4)}
+            v_before = {k: a.copy() for k, a in v.items()}
+            rmsprop_step(params, {k: g.copy() for k, g in grads.items()}, v, lr, alpha, eps)
+            _rmsprop_ref(want_p, grads, want_v, lr, alpha, eps)
+            for k in params:
+                if (id(params[k]), id(v[k])) != ids[k]:
+                    r.fail("rmsprop_step: in place", f"params[{k!r}] or v[{k!r}] was replaced by "
+                           "a new array; update in place (p -= …, v *= α; v += …): the model "
+                           "and the optimizer hold these arrays")
+                    raise _Stop
+            bad_v = [k for k in v if _mismatch(v[k], want_v[k])]
+            if bad_v:
+                r.fail("rmsprop_step: v", f"the running mean v is wrong after step {step} "
+                       f"(in {', '.join(bad_v)})")
+                alt = {k: alpha * grads[k] ** 2 + (1 - alpha) * v_before[k] for k in v}
+                if all(_close(v[k], alt[k]) for k in v):
+                    r.info("α and 1 − α are swapped: v ← α·v + (1 − α)·g² keeps most of the old v")
+                raise _Stop
+            bad_p = [k for k in params if _mismatch(params[k], want_p[k])]
+            if bad_p:
+                where = {"W": "where v is large (ε negligible, parameter W)",
+                         "b": "where v is tiny (ε matters, parameter b)"}
+                r.fail(f"rmsprop_step: params {where[bad_p[0]].split(' (')[0]}"
+                       if len(bad_p) == 1 else "rmsprop_step: params",
+                       f"the parameters are wrong after step {step}, "
+                       + " and ".join(where[k] for k in bad_p))
+                if bad_p == ["b"]:
+                    r.info("ε belongs outside the square root, added to √v: "
+                           "θ ← θ − lr · g / (√v + ε)")
+                elif step == 1 and not bad_v:
+                    r.info("v is right: θ ← θ − lr · g / (√v + ε) with the new v (update v first)")
+                raise _Stop
+        p32 = {k: a.astype(np.float32) for k, a in params.items()}
+        v32 = {k: a.astype(np.float32) for k, a in v.items()}
+        rmsprop_step(p32, {k: g.astype(np.float32) for k, g in grads.items()}, v32, lr, alpha, eps)
+        if any(a.dtype != np.float32 for a in (*p32.values(), *v32.values())):
+            r.fail("rmsprop_step (float32)", "float32 parameters or v became another dtype")
+            raise _Stop
+        r.ok("rmsprop_step: v and the parameters match optim.RMSProp over 3 steps, where v "
+             "is large and where it is tiny; in place; keeps float32")
+    return r
+
+
+def _rmsprop_ref(params, grads, v, lr, alpha, eps):
+    opt = optim.RMSProp(params, lr, alpha, eps)
+    opt.v = v                        # the caller's running means, updated in place
+    opt.step(grads)
+
+
+# ----------------------------------------------------------------------------- registry
+def _sol_conv_forward(x, w, b):
+    return reference.conv2d_forward(x, w, b)[0]
+
+
+def _sol_conv_backward(dout, x, w):
+    cache = reference.conv2d_forward(x, w, np.zeros(w.shape[0], x.dtype))[1]   # with a bias: db
+    return reference.conv2d_backward(dout, cache)
+
+
+def _sol_maxpool_forward(x):
+    return reference.maxpool2_forward(x)[0]
+
+
+def _sol_maxpool_backward(dout, x):
+    return reference.maxpool2_backward(dout, reference.maxpool2_forward(x)[1])
+
+
+def _sol_upsample_forward(x):
+    return reference.upsample2_forward(x)[0]
+
+
+def _sol_upsample_backward(dout):
+    n, c, h, w = dout.shape
+    cache = reference.upsample2_forward(np.zeros((n, c, h // 2, w // 2), dout.dtype))[1]
+    return reference.upsample2_backward(dout, cache)
+
+
+def _sol_step_backward(dh, dc, cache):
+    ref_cache = reference.convlstm_step_forward(cache["x"], cache["h_prev"], cache["c_prev"],
+                                                cache["params"])[2]
+    return reference.convlstm_step_backward(dh, dc, ref_cache)
+
+
+def _sol_bptt(dhs, cache):
+    _, ref_cache = reference.convlstm_forward(cache["xs"], cache["params"], cache["h0"], cache["c0"])
+    return reference.convlstm_backward(dhs, ref_cache)
+
+
+def _sol_bilinear_backward(dout, img, grid):
+    return sampler.bilinear_backward(dout, sampler.bilinear_forward(img, grid)[1])
+
+
+def _sol_huber_backward(dloss, flow, delta):
+    return losses.huber_smoothness_backward(dloss, losses.huber_smoothness_forward(flow, delta)[1])
+
+
+def _sol_rmsprop_step(params, grads, v, lr, alpha=0.99, eps=1e-8):
+    _rmsprop_ref(params, grads, v, lr, alpha, eps)
+
+
+# exercise -> (checker, {learner function: (solution adapter, the solution's name and source)})
+EXERCISES = {
+    "01_convolution": (check_convolution, {
+        "conv2d_forward": (_sol_conv_forward, reference.conv2d_forward),
+        "conv2d_backward": (_sol_conv_backward, reference.conv2d_backward)}),
+    "02_pool_upsample": (check_pool_upsample, {
+        "maxpool2_forward": (_sol_maxpool_forward, reference.maxpool2_forward),
+        "maxpool2_backward": (_sol_maxpool_backward, reference.maxpool2_backward),
+        "upsample2_forward": (_sol_upsample_forward, reference.upsample2_forward),
+        "upsample2_backward": (_sol_upsample_backward, reference.upsample2_backward)}),
+    "03_convlstm_step": (check_convlstm_step, {
+        "convlstm_step_backward": (_sol_step_backward, reference.convlstm_step_backward)}),
+    "04_bptt": (check_bptt, {
+        "convlstm_backward": (_sol_bptt, reference.convlstm_backward)}),
+    "05_bilinear_sampler": (check_sampler, {
+        "bilinear_backward": (_sol_bilinear_backward, sampler.bilinear_backward)}),
+    "06_huber_smoothness": (check_huber, {
+        "huber_smoothness_backward": (_sol_huber_backward, losses.huber_smoothness_backward)}),
+    "07_rmsprop_clipping": (check_rmsprop, {
+        "clip_grad_norm": (optim.clip_grad_norm, optim.clip_grad_norm),
+        "rmsprop_step": (_sol_rmsprop_step, optim.RMSProp.step)}),
+}
+
+
+def solution_mode():
+    """True when STVAE_EXERCISE_SOLUTION is set to something other than '', '0' or 'false'."""
+    return os.environ.get(SOLUTION_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def solution(exercise, name):
+    """The solution of learner function ``name``, with the learner's signature."""
+    return EXERCISES[exercise][1][name][0]
+
+
+def check(exercise, **functions):
+    """Grade ``functions`` (the learner's, plus any the exercise gives) and return the
+    :class:`Report` without printing it."""
+    if exercise not in EXERCISES:
+        raise ValueError(f"unknown exercise {exercise!r}; one of {sorted(EXERCISES)}")
+    return EXERCISES[exercise][0](**functions)
+
+
+def _interactive():
+    return "ipykernel" in sys.modules or hasattr(sys, "ps1")
+
+
+def grade(exercise, **functions):
+    """The grading cell: check, print the report, and (as a script) exit 1 on a failure.
+
+    With STVAE_EXERCISE_SOLUTION=1 the solutions replace the learner's functions."""
+    if solution_mode():
+        names = []
+        for name, (adapter, original) in EXERCISES[exercise][1].items():
+            functions[name] = adapter
+            names.append(f"{original.__module__}.{original.__qualname__}")
+        print(f"solution mode ({SOLUTION_ENV}=1): grading {', '.join(names)} in place of "
+              "your functions")
+    report = check(exercise, **functions)
+    print(report.text())
+    sys.stdout.flush()
+    if report.status == "FAIL" and not _interactive():
+        sys.exit(1)
+
+
+def show_solution(exercise):
+    """Print the source of the solution (the reference op) of every function of ``exercise``."""
+    for _, original in EXERCISES[exercise][1].values():
+        print(f"# {original.__module__}.{original.__qualname__}\n{inspect.getsource(original)}")
+
+
+# ----------------------------------------------------------------------------- hints
+HINTS = {
+    "01_convolution": [
+        "Forward: pad x with p = k // 2 zeros on both spatial sides (np.pad). Then loop over the "
+        "k·k kernel offsets (u, v): each adds one shifted H × W window of x_pad, weighted by "
+        "W[:, :, u, v] and summed over the input channels (np.einsum can do that sum).",
+        "db needs no loop: every output pixel of channel f got + b[f], so db[f] adds dout over "
+        "every n, y, x.",
+        "dW[:, :, u, v] pairs dout with the same window the forward used at offset (u, v); "
+        "which axes does the einsum sum over, and which does it keep?",
+        "dx: run the forward's loop backwards. The forward read x_pad[:, :, u:u+H, v:v+W]; the "
+        "backward adds into dx_pad at the same slice. Crop the padding at the end. (The "
+        "'correlate dout with the flipped kernel' shortcut works too: flip once.)",
+    ],
+    "02_pool_upsample": [
+        "Reshape (N, C, H, W) to (N, C, H/2, 2, W/2, 2): axes 3 and 5 walk the 2×2 window.",
+        "Max-pool backward needs to know which pixel won: compare x with its window's maximum "
+        "(broadcast the pooled map back to the window shape).",
+        "Only the winner receives dout; the other three pixels of a window get 0. With no ties "
+        "a mask x == max is exactly one pixel per window.",
+        "Up-sampling copies each pixel to four places; in the backward each copy sends its "
+        "gradient back to the one pixel it came from. Reuse the reshape of hint 1.",
+    ],
+    "03_convlstm_step": [
+        "Walk the forward's lines from the last one up. h = o ⊙ tanh(c): what do o and c "
+        "each receive from dh?",
+        "c receives gradient twice: from h (above) and from the next step (dc). Add them "
+        "before you use δc.",
+        "c = f ⊙ c_prev + i ⊙ g is a product rule three times over, plus the path to c_prev.",
+        "The pre-activations need the derivative of their non-linearity, from the cached "
+        "outputs: σ' = s(1 − s), tanh' = 1 − t². Stack the four δa's in the order i, f, g, o.",
+        "a = Wx * x + b + Wh * h_prev is two convolutions: conv2d_backward(δa, cache['x_conv']) "
+        "gives dx, dWx, db, and conv2d_backward(δa, cache['h_conv']) gives dh_prev, dWh.",
+    ],
+    "04_bptt": [
+        "Walk t = T−1, …, 0 (reversed(range(T))). Before the loop nothing comes from the "
+        "future: the carried dh and dc start at zero.",
+        "h_t feeds two things, the loss and step t+1: the dh you pass to step t's backward is "
+        "the sum of both gradients.",
+        "c_t feeds only step t+1: its gradient is the dc_prev that step t+1's backward returned.",
+        "The weights are the same at every step: add each step's dparams to a running total.",
+        "When the loop ends, the carried dh and dc are the gradients of h0 and c0.",
+    ],
+    "05_bilinear_sampler": [
+        "Recompute what the forward did: x0 = floor(x_s), x1 = x0 + 1, the weights wx0 = x1 − x_s, "
+        "wx1 = x_s − x0 (same in y), and for each corner whether it lies in the map.",
+        "Write the four corners out one by one (no loop cleverness): each has a weight "
+        "w = wy · wx · valid and an index (y, x) into the image.",
+        "dimg: each corner adds dout · w to its pixel. Several output pixels can read the same "
+        "pixel: np.add.at adds repeated indices, a[idx] += v does not.",
+        "dgrid x: only wx depends on x_s, with slope −1 for x0 and +1 for x1. Multiply by "
+        "dout · img(corner) · wy · valid and sum over the channels and the four corners.",
+    ],
+    "06_huber_smoothness": [
+        "Work per difference: the loss is mean(H(D_x)) + mean(H(D_y)), so dL/dD_x = "
+        "dloss · H'(D_x) / D_x.size, and the same for D_y with D_y.size.",
+        "H'(a) is continuous and has two pieces: which one is a, which one is δ·sign(a)?",
+        "D_x = T[..., :, 1:] − T[..., :, :-1]: the gradient of D_x goes with + to the right "
+        "column and with − to the left one. Add (+=) into a zero dflow; slices overlap.",
+    ],
+    "07_rmsprop_clipping": [
+        "Clipping: one norm for all tensors together, √(Σ_tensors Σ g²); then one scale "
+        "max_norm / (norm + 1e-6), applied only when norm > max_norm.",
+        "In place means the caller's arrays change: g *= scale, p -= …, v *= alpha. "
+        "Assigning grads[name] = … makes a new array the caller never sees.",
+        "RMSProp: update v first, v ← α·v + (1 − α)·g², then step with the new v.",
+        "Where is ε? It keeps the step finite when v ≈ 0; put it where Torch and PyTorch do.",
+    ],
+}
+_hints_shown = {}
+
+
+def hint(exercise):
+    """The hint cell: in a notebook each run shows one more hint (all unlocked ones are
+    printed); as a script, STVAE_HINTS=n shows the first n."""
+    hints = HINTS[exercise]
+    if _interactive():
+        shown = min(_hints_shown.get(exercise, 0) + 1, len(hints))
+        _hints_shown[exercise] = shown
+    else:
+        try:
+            shown = max(0, min(int(os.environ.get(HINTS_ENV, "0")), len(hints)))
+        except ValueError:
+            shown = 0
+    for i in range(shown):
+        print(f"Hint {i + 1}/{len(hints)}: {hints[i]}")
+    if shown < len(hints):
+        more = ("run this cell again for the next one" if _interactive() else
+                f"run the exercise as `{HINTS_ENV}={shown + 1} python {exercise}.py` for "
+                "the next one, or open it as a notebook")
+        print(f"({len(hints) - shown} more hint{'s' if len(hints) - shown > 1 else ''}: {more})")
+    else:
+        print(f"(no more hints; the solution: grader.show_solution({exercise!r}))")

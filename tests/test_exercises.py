@@ -1,0 +1,565 @@
+"""The exercises of tutorials/exercises/ and their grader (stvae_np/grader.py).
+
+* Every exercise script, run as a plain script from a temporary folder, ends with
+  "not written yet" and exit status 0 when blank, and passes its grader with the
+  solution switched in (STVAE_EXERCISE_SOLUTION=1).
+* In-process: a plain, correct learner-style answer to every exercise passes; the same
+  answer with a mistake learners really make planted in it fails, and the grader's
+  report names the part that is wrong (output, gate, time step, corner, regime, ...).
+"""
+import functools
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from stvae_np import grader, reference
+from stvae_np.activations import sigmoid
+
+EXERCISES = pathlib.Path(__file__).resolve().parent.parent / "tutorials" / "exercises"
+SCRIPTS = sorted(EXERCISES.glob("[0-9][0-9]_*.py"))
+TIMEOUT_S = 60
+
+
+# ----------------------------------------------------------------------------- the scripts
+def _run(path, tmp_path, solution):
+    env = dict(os.environ, MPLBACKEND="Agg", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    env.pop("DISPLAY", None)
+    env.pop(grader.HINTS_ENV, None)
+    env[grader.SOLUTION_ENV] = "1" if solution else "0"
+    return subprocess.run([sys.executable, str(path)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=TIMEOUT_S)
+
+
+def test_there_are_seven_exercises_each_registered():
+    names = [p.stem for p in SCRIPTS]
+    assert len(names) >= 7, names
+    assert sorted(grader.EXERCISES) == names
+
+
+@pytest.mark.parametrize("path", SCRIPTS, ids=[p.stem for p in SCRIPTS])
+def test_blank_exercise_says_not_written_yet_and_exits_0(path, tmp_path):
+    proc = _run(path, tmp_path, solution=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("grade: not written yet"), proc.stdout[-1500:]
+
+
+@pytest.mark.parametrize("path", SCRIPTS, ids=[p.stem for p in SCRIPTS])
+def test_solved_exercise_passes_its_grader(path, tmp_path):
+    proc = _run(path, tmp_path, solution=True)
+    assert proc.returncode == 0, proc.stderr[-2000:] + proc.stdout[-2000:]
+    assert "solution mode" in proc.stdout
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith(f"grade: PASS ({path.stem}"), proc.stdout[-2000:]
+
+
+# ----------------------------------------------------------------------------- helpers
+def _grade(exercise, **functions):
+    report = grader.check(exercise, **functions)
+    return report, report.text()
+
+
+def _assert_fails(report, text, *must_name, not_named=()):
+    assert report.status == "FAIL", text
+    for part in must_name:
+        assert part in text, f"{part!r} not in the report:\n{text}"
+    for part in not_named:
+        assert not any(part in w for w in report.wrong), f"{part!r} wrongly blamed:\n{text}"
+
+
+def test_a_function_that_crashes_is_reported_not_raised():
+    def broken(x, w, b):
+        return x @ w                     # shapes do not fit: ValueError inside NumPy
+    report, text = _grade("01_convolution", conv2d_forward=broken, conv2d_backward=conv_backward)
+    _assert_fails(report, text, "conv2d_forward", "raised ValueError", "test_exercises.py")
+    assert "conv2d_backward" in report.passed
+
+
+def test_a_wrong_return_value_or_an_input_changed_in_place_is_named():
+    report, text = _grade("01_convolution", conv2d_forward=conv_forward,
+                          conv2d_backward=lambda dout, x, w: None)
+    _assert_fails(report, text, "it must return the tuple (dx, dw, db)")
+
+    def scales_its_input(dh, dc, cache):
+        cache["i"] *= 2.0
+        return step_backward(dh, dc, cache)
+    report, text = _grade("03_convlstm_step", convlstm_step_forward=step_forward,
+                          convlstm_step_backward=scales_its_input)
+    _assert_fails(report, text, "changed its input cache['i'] in place")
+
+
+def test_half_written_exercise_is_not_written_yet():
+    def todo(*args):
+        raise NotImplementedError
+    report, text = _grade("01_convolution", conv2d_forward=conv_forward, conv2d_backward=todo)
+    assert report.status == "TODO" and report.todo == ["conv2d_backward"], text
+    assert report.passed == ["conv2d_forward"]
+    assert text.splitlines()[-1] == "grade: not written yet (conv2d_backward)"
+
+
+def test_solution_switch_and_hints(monkeypatch, capsys):
+    monkeypatch.setenv(grader.SOLUTION_ENV, "1")
+    assert grader.solution_mode()
+    grader.grade("06_huber_smoothness", huber_smoothness_backward=None)
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("grade: PASS")
+    monkeypatch.setenv(grader.SOLUTION_ENV, "0")
+    assert not grader.solution_mode()
+    monkeypatch.setenv(grader.HINTS_ENV, "2")
+    grader.hint("04_bptt")
+    out = capsys.readouterr().out
+    assert "Hint 1/5" in out and "Hint 2/5" in out and "Hint 3/5" not in out
+    monkeypatch.setattr(grader, "_interactive", lambda: True)     # a notebook: one per run
+    grader.hint("05_bilinear_sampler")
+    grader.hint("05_bilinear_sampler")
+    out = capsys.readouterr().out
+    assert out.count("Hint 1/4") == 2 and out.count("Hint 2/4") == 1
+
+
+def test_a_wrong_answer_exits_1_as_a_script(monkeypatch):
+    monkeypatch.delenv(grader.SOLUTION_ENV, raising=False)
+    with pytest.raises(SystemExit) as err:
+        grader.grade("06_huber_smoothness",
+                     huber_smoothness_backward=functools.partial(huber_backward, bug="sign"))
+    assert err.value.code == 1
+
+
+# ----------------------------------------------------------------------------- 01 convolution
+def conv_forward(x, w, b):
+    n, c, h, wd = x.shape
+    f, _, k, _ = w.shape
+    p = k // 2
+    x_pad = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    out = np.zeros((n, f, h, wd), dtype=x.dtype)
+    for u in range(k):
+        for v in range(k):
+            out += np.einsum("nchw,fc->nfhw", x_pad[:, :, u:u + h, v:v + wd], w[:, :, u, v])
+    return out + b.reshape(1, f, 1, 1)
+
+
+def conv_backward(dout, x, w, bug=None):
+    n, c, h, wd = x.shape
+    f, _, k, _ = w.shape
+    p = k // 2
+    x_pad = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    dw = np.zeros((c, f, k, k) if bug == "dW missing transpose" else w.shape, dtype=x.dtype)
+    for u in range(k):
+        for v in range(k):
+            window = x_pad[:, :, u:u + h, v:v + wd]
+            if bug == "dW missing transpose":
+                dw[:, :, u, v] = np.einsum("nfhw,nchw->cf", dout, window)
+            else:
+                dw[:, :, u, v] = np.einsum("nfhw,nchw->fc", dout, window)
+    # dx: the full correlation of dout with the kernel flipped once, channel axes swapped
+    flipped = np.flip(w, axis=(2, 3))
+    if bug == "kernel flipped twice":
+        flipped = np.flip(flipped, axis=(2, 3))
+    dx = conv_forward(dout, np.ascontiguousarray(flipped.transpose(1, 0, 2, 3)),
+                      np.zeros(c, dtype=x.dtype))
+    db = dout.sum(axis=(1, 2, 3) if bug == "db summed over the wrong axes" else (0, 2, 3))
+    return dx, dw, db
+
+
+def test_convolution_learner_answer_passes():
+    report, text = _grade("01_convolution", conv2d_forward=conv_forward,
+                          conv2d_backward=conv_backward)
+    assert report.status == "PASS", text
+
+
+def test_convolution_kernel_flipped_twice_blames_dx():
+    report, text = _grade("01_convolution", conv2d_forward=conv_forward,
+                          conv2d_backward=functools.partial(conv_backward,
+                                                            bug="kernel flipped twice"))
+    _assert_fails(report, text, "✗ dx:", "NOT flipped", "right: dW, db", not_named=("dW", "db"))
+
+
+def test_convolution_db_over_the_wrong_axes_blames_db():
+    report, text = _grade("01_convolution", conv2d_forward=conv_forward,
+                          conv2d_backward=functools.partial(conv_backward,
+                                                            bug="db summed over the wrong axes"))
+    _assert_fails(report, text, "✗ db:", "axis=(0, 2, 3)", not_named=("dx", "dW"))
+    assert report.wrong == ["db"]
+
+
+def test_convolution_dw_missing_transpose_blames_dw():
+    report, text = _grade("01_convolution", conv2d_forward=conv_forward,
+                          conv2d_backward=functools.partial(conv_backward,
+                                                            bug="dW missing transpose"))
+    _assert_fails(report, text, "✗ dW:", "transpose is missing", not_named=("dx", "db"))
+
+
+def test_convolution_forward_with_a_flipped_kernel_blames_out():
+    def flipped_forward(x, w, b):
+        return conv_forward(x, np.flip(w, axis=(2, 3)), b)
+    report, text = _grade("01_convolution", conv2d_forward=flipped_forward,
+                          conv2d_backward=conv_backward)
+    _assert_fails(report, text, "✗ out:", "kernel flipped")
+    assert report.passed == ["conv2d_backward"]
+
+
+# ----------------------------------------------------------------------------- 02 pool, up-sample
+def maxpool_forward(x, bug=None):
+    n, c, h, w = x.shape
+    if bug == "window axes mixed up":
+        return x.reshape(n, c, h // 2, w // 2, 2, 2).max(axis=(4, 5))
+    return x.reshape(n, c, h // 2, 2, w // 2, 2).max(axis=(3, 5))
+
+
+def maxpool_backward(dout, x, bug=None):
+    n, c, h, w = x.shape
+    windows = x.reshape(n, c, h // 2, 2, w // 2, 2)
+    winner = windows == windows.max(axis=(3, 5), keepdims=True)
+    if bug == "gradient to every pixel":
+        winner = np.ones_like(winner)
+    return (winner * dout[:, :, :, None, :, None]).reshape(n, c, h, w)
+
+
+def upsample_forward(x):
+    return x.repeat(2, axis=2).repeat(2, axis=3)
+
+
+def upsample_backward(dout, bug=None):
+    n, c, h, w = dout.shape
+    blocks = dout.reshape(n, c, h // 2, 2, w // 2, 2)
+    return blocks.mean(axis=(3, 5)) if bug == "mean" else blocks.sum(axis=(3, 5))
+
+
+POOL = dict(maxpool2_forward=maxpool_forward, maxpool2_backward=maxpool_backward,
+            upsample2_forward=upsample_forward, upsample2_backward=upsample_backward)
+
+
+def test_pool_learner_answer_passes():
+    report, text = _grade("02_pool_upsample", **POOL)
+    assert report.status == "PASS", text
+
+
+def test_maxpool_gradient_to_every_pixel_blames_maxpool_backward():
+    wrong = functools.partial(maxpool_backward, bug="gradient to every pixel")
+    report, text = _grade("02_pool_upsample", **{**POOL, "maxpool2_backward": wrong})
+    _assert_fails(report, text, "maxpool2_backward dx", "did not win")
+    assert report.wrong == ["maxpool2_backward dx"]
+
+
+def test_upsample_mean_instead_of_sum_blames_upsample_backward():
+    report, text = _grade("02_pool_upsample", **{
+        **POOL, "upsample2_backward": functools.partial(upsample_backward, bug="mean")})
+    _assert_fails(report, text, "upsample2_backward dx", "the block's sum")
+    assert report.wrong == ["upsample2_backward dx"]
+
+
+def test_maxpool_window_axes_mixed_up_blames_maxpool_forward():
+    report, text = _grade("02_pool_upsample", **{
+        **POOL, "maxpool2_forward": functools.partial(maxpool_forward, bug="window axes mixed up")})
+    _assert_fails(report, text, "maxpool2_forward out", "rows 2y, 2y+1")
+    assert report.wrong == ["maxpool2_forward out"]
+
+
+# ----------------------------------------------------------------------------- 03 ConvLSTM step
+def step_forward(x, h_prev, c_prev, params):
+    """The exercise's given forward (tutorials/exercises/03_convlstm_step.py)."""
+    nf = h_prev.shape[1]
+    ax, x_conv = reference.conv2d_forward(x, params["Wx"], params["b"])
+    ah, h_conv = reference.conv2d_forward(h_prev, params["Wh"])
+    a = ax + ah
+    i, f = sigmoid(a[:, :nf]), sigmoid(a[:, nf:2 * nf])
+    g, o = np.tanh(a[:, 2 * nf:3 * nf]), sigmoid(a[:, 3 * nf:])
+    c = f * c_prev + i * g
+    tanh_c = np.tanh(c)
+    cache = {"i": i, "f": f, "g": g, "o": o, "c_prev": c_prev, "tanh_c": tanh_c,
+             "x_conv": x_conv, "h_conv": h_conv, "x": x, "h_prev": h_prev, "params": params}
+    return o * tanh_c, c, cache
+
+
+def step_backward(dh, dc, cache, bug=None):
+    i, f, g, o = cache["i"], cache["f"], cache["g"], cache["o"]
+    c_prev, tanh_c = cache["c_prev"], cache["tanh_c"]
+    d_c = dh * o * (1 - tanh_c ** 2)
+    if bug != "dc not added to the cell's gradient":
+        d_c = d_c + dc
+    d_o = dh * tanh_c
+    d_i, d_g = d_c * g, d_c * i
+    d_f = d_c * (f * c_prev + i * g if bug == "c instead of c_prev" else c_prev)
+    dc_prev = d_c if bug == "forget-gate path dc·f forgotten" else d_c * f
+    rows = [d_i * i * (1 - i), d_f * f * (1 - f), d_g * (1 - g ** 2), d_o * o * (1 - o)]
+    if bug == "gates stacked i, g, f, o":
+        rows = [rows[0], rows[2], rows[1], rows[3]]
+    da = np.concatenate(rows, axis=1)
+    dx, dwx, db = reference.conv2d_backward(da, cache["x_conv"])
+    dh_prev, dwh, _ = reference.conv2d_backward(da, cache["h_conv"])
+    return dx, dh_prev, dc_prev, {"Wx": dwx, "Wh": dwh, "b": db}
+
+
+def _grade_step(bug=None):
+    return _grade("03_convlstm_step", convlstm_step_forward=step_forward,
+                  convlstm_step_backward=functools.partial(step_backward, bug=bug))
+
+
+def test_convlstm_step_learner_answer_passes():
+    report, text = _grade_step()
+    assert report.status == "PASS", text
+
+
+def test_convlstm_step_c_instead_of_c_prev_blames_the_forget_gate():
+    report, text = _grade_step("c instead of c_prev")
+    _assert_fails(report, text, "dWx is wrong in gate f (rows 2:4)", "gates i, g, o right",
+                  "forget gate f: δa_f = δc ⊙ c_prev", not_named=("gate i", "dc_prev"))
+    assert {"dWx gate f", "dWh gate f", "db gate f"} <= set(report.wrong)
+
+
+def test_convlstm_step_forgotten_forget_gate_path_blames_dc_prev():
+    report, text = _grade_step("forget-gate path dc·f forgotten")
+    _assert_fails(report, text, "✗ dc_prev:", "through the forget gate", not_named=("gate",))
+    assert report.wrong == ["dc_prev"]
+
+
+def test_convlstm_step_dc_not_added_blames_gates_i_f_g_not_o():
+    report, text = _grade_step("dc not added to the cell's gradient")
+    _assert_fails(report, text, "db gate i, f, g", "gate o right", "δc = dc + dh ⊙ o",
+                  not_named=("gate o", "o,"))
+
+
+def test_convlstm_step_gate_order_blames_gates_f_and_g():
+    report, text = _grade_step("gates stacked i, g, f, o")
+    _assert_fails(report, text, "dWx gate f, g", "stacked i, f, g, o", not_named=("gate i", "g, o"))
+
+
+# ----------------------------------------------------------------------------- 04 BPTT
+def seq_forward(xs, params, h0, c0):
+    """The exercise's given forward (tutorials/exercises/04_bptt.py)."""
+    h, c, hs, steps = h0, c0, [], []
+    for t in range(xs.shape[1]):
+        h, c, step = reference.convlstm_step_forward(xs[:, t], h, c, params)
+        hs.append(h)
+        steps.append(step)
+    return np.stack(hs, axis=1), {"steps": steps, "xs": xs, "params": params, "h0": h0, "c0": c0}
+
+
+def bptt(dhs, cache, bug=None):
+    steps = cache["steps"]
+    t_len = len(steps)
+    dh_next, dc_next = np.zeros_like(dhs[:, 0]), np.zeros_like(dhs[:, 0])
+    dxs, dparams = [None] * t_len, {"Wx": 0, "Wh": 0, "b": 0}
+    order = range(t_len) if bug == "walks forward in time" else reversed(range(t_len))
+    for t in order:
+        dh = dhs[:, t] if bug == "dh from step t+1 dropped" else dhs[:, t] + dh_next
+        dxs[t], dh_next, dc_prev, dp = reference.convlstm_step_backward(dh, dc_next, steps[t])
+        dc_next = np.zeros_like(dc_prev) if bug == "dc not carried" else dc_prev
+        for key in dparams:
+            dparams[key] = dp[key] if bug == "dW overwritten" else dparams[key] + dp[key]
+    dparams["h0"], dparams["c0"] = dh_next, dc_next
+    return np.stack(dxs, axis=1), dparams
+
+
+def _grade_bptt(bug=None):
+    return _grade("04_bptt", convlstm_forward=seq_forward,
+                  convlstm_backward=functools.partial(bptt, bug=bug))
+
+
+def test_bptt_learner_answer_passes():
+    report, text = _grade_bptt()
+    assert report.status == "PASS", text
+
+
+def test_bptt_dropped_dh_carry_first_goes_wrong_at_t_2():
+    report, text = _grade_bptt("dh from step t+1 dropped")
+    _assert_fails(report, text, "dxs[:, 3:] is right", "first goes wrong at t = 2",
+                  "dh_prev of step t+1 must be added", not_named=("t = 3", "t = 1"))
+    assert report.wrong[0] == "step t = 2"
+
+
+def test_bptt_dc_not_carried_first_goes_wrong_at_t_2():
+    report, text = _grade_bptt("dc not carried")
+    _assert_fails(report, text, "first goes wrong at t = 2", "dc_prev of step t+1 must be the dc")
+    assert report.wrong[0] == "step t = 2"
+
+
+def test_bptt_walking_forward_goes_wrong_at_the_last_step():
+    report, text = _grade_bptt("walks forward in time")
+    _assert_fails(report, text, "first goes wrong at t = 3", "reversed")
+    assert report.wrong[0] == "step t = 3"
+
+
+def test_bptt_overwritten_weight_gradient_blames_dw_not_the_steps():
+    report, text = _grade_bptt("dW overwritten")
+    _assert_fails(report, text, "dWx is wrong in gate", "contribution of step 0 alone",
+                  not_named=("step t",))
+
+
+# ----------------------------------------------------------------------------- 05 sampler
+CORNER_SIGNS = [(-1, -1), (-1, 1), (1, -1), (1, 1)]       # (∂/∂y_s, ∂/∂x_s) of wy·wx, per corner
+
+
+def bilinear_backward(dout, img, grid, bug=None):
+    n, c, h, w = img.shape
+    xs, ys = grid[:, 0], grid[:, 1]                          # (N, Ho, Wo)
+    x0, y0 = np.floor(xs), np.floor(ys)
+    wx, wy = (x0 + 1 - xs, xs - x0), (y0 + 1 - ys, ys - y0)
+    img_t = img.transpose(0, 2, 3, 1)                        # (N, H, W, C)
+    dimg_t = np.zeros_like(img_t)
+    d_t = dout.transpose(0, 2, 3, 1)                         # (N, Ho, Wo, C)
+    dgrid = np.zeros_like(grid)
+    batch = np.arange(n)[:, None, None]
+    for q, (a, b) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+        yq, xq = y0 + a, x0 + b
+        sy, sx = CORNER_SIGNS[q]
+        if bug == "bottom-left sign" and q == 2:
+            sx = -sx
+        valid = (xq >= 0) & (xq <= w - 1) & (yq >= 0) & (yq <= h - 1)
+        if bug == "no border mask":
+            valid = np.ones_like(valid)
+        yi = np.clip(yq, 0, h - 1).astype(int)
+        xi = np.clip(xq, 0, w - 1).astype(int)
+        weight = (wy[a] * wx[b] * valid)[..., None]
+        if bug == "plain += on repeated indices":
+            dimg_t[batch, yi, xi] += d_t * weight
+        else:
+            np.add.at(dimg_t, (batch, yi, xi), d_t * weight)
+        s = np.sum(d_t * img_t[batch, yi, xi], axis=-1) * valid    # Σ_c dout · img(q)
+        dgrid[:, 0] += s * sx * wy[a]
+        dgrid[:, 1] += s * sy * wx[b]
+    return dimg_t.transpose(0, 3, 1, 2), dgrid
+
+
+def _grade_sampler(bug=None):
+    return _grade("05_bilinear_sampler",
+                  bilinear_backward=functools.partial(bilinear_backward, bug=bug))
+
+
+def test_sampler_learner_answer_passes():
+    report, text = _grade_sampler()
+    assert report.status == "PASS", text
+
+
+def test_sampler_wrong_corner_sign_blames_that_corner_inside():
+    report, text = _grade_sampler("bottom-left sign")
+    _assert_fails(report, text, "corner bottom-left (y1, x0), inside the map", "dgrid x",
+                  not_named=("top-left", "top-right", "bottom-right", "border"))
+    assert "corner bottom-left (inside)" in report.wrong
+
+
+def test_sampler_unmasked_border_blames_the_border():
+    report, text = _grade_sampler("no border mask")
+    _assert_fails(report, text, "at the border (left", "valid_q = 0", not_named=("inside",))
+    assert "border (left): top-left and bottom-left" in report.wrong
+    assert "border (outside): top-left and top-right and bottom-left and bottom-right" in report.wrong
+
+
+def test_sampler_plain_add_on_repeated_indices_blames_dimg():
+    report, text = _grade_sampler("plain += on repeated indices")
+    _assert_fails(report, text, "np.add.at", not_named=("dgrid", "corner", "border"))
+    assert report.wrong == ["dimg", "dimg (repeated reads)"]
+
+
+# ----------------------------------------------------------------------------- 06 Huber
+def huber_backward(dloss, flow, delta, bug=None):
+    d_x = flow[..., :, 1:] - flow[..., :, :-1]
+    d_y = flow[..., 1:, :] - flow[..., :-1, :]
+
+    def slope(d):
+        if bug == "quadratic everywhere":
+            return d
+        if bug == "linear everywhere":
+            return delta * np.sign(d)
+        return np.clip(d, -delta, delta)
+    g_x = dloss * slope(d_x) / d_x.size
+    g_y = dloss * slope(d_y) / d_y.size
+    if bug == "sign":
+        g_x, g_y = -g_x, -g_y
+    dflow = np.zeros_like(flow)
+    dflow[..., :, 1:] += g_x
+    dflow[..., :, :-1] -= g_x
+    dflow[..., 1:, :] += g_y
+    dflow[..., :-1, :] -= g_y
+    return dflow
+
+
+def _grade_huber(bug=None):
+    return _grade("06_huber_smoothness",
+                  huber_smoothness_backward=functools.partial(huber_backward, bug=bug))
+
+
+def test_huber_learner_answer_passes():
+    report, text = _grade_huber()
+    assert report.status == "PASS", text
+
+
+def test_huber_quadratic_everywhere_blames_the_linear_regime():
+    report, text = _grade_huber("quadratic everywhere")
+    _assert_fails(report, text, "wrong in the linear regime (|D| > δ) of the differences D_x",
+                  "D_y", "δ·sign(D)", not_named=("quadratic",))
+
+
+def test_huber_linear_everywhere_blames_the_quadratic_regime():
+    report, text = _grade_huber("linear everywhere")
+    _assert_fails(report, text, "wrong in the quadratic regime (|D| ≤ δ)", not_named=("linear",))
+    assert set(report.wrong) == {"dflow", "quadratic regime (D_x)", "quadratic regime (D_y)"}
+
+
+def test_huber_wrong_sign_is_named():
+    report, text = _grade_huber("sign")
+    _assert_fails(report, text, "wrong sign", "+g to T[b]")
+
+
+# ----------------------------------------------------------------------------- 07 RMSProp
+def clip(grads, max_norm, bug=None):
+    total = np.sqrt(sum(np.sum(g * g) for g in grads.values()))
+    for name, g in grads.items():
+        norm = np.sqrt(np.sum(g * g)) if bug == "per-tensor norm" else total
+        if norm > max_norm:
+            if bug == "not in place":
+                grads[name] = g * (max_norm / (norm + 1e-6))
+            else:
+                g *= max_norm / (norm + 1e-6)
+    return total
+
+
+def rmsprop(params, grads, v, lr, alpha=0.99, eps=1e-8, bug=None):
+    for name, p in params.items():
+        g = grads[name]
+        if bug == "alpha swapped":
+            v[name] *= 1 - alpha
+            v[name] += alpha * g * g
+        else:
+            v[name] *= alpha
+            v[name] += (1 - alpha) * g * g
+        denom = np.sqrt(v[name] + eps) if bug == "eps inside the root" else np.sqrt(v[name]) + eps
+        p -= lr * g / denom
+
+
+def _grade_rmsprop(clip_bug=None, rms_bug=None):
+    return _grade("07_rmsprop_clipping", clip_grad_norm=functools.partial(clip, bug=clip_bug),
+                  rmsprop_step=functools.partial(rmsprop, bug=rms_bug))
+
+
+def test_rmsprop_learner_answer_passes():
+    report, text = _grade_rmsprop()
+    assert report.status == "PASS", text
+
+
+def test_rmsprop_eps_inside_the_root_blames_params_where_v_is_tiny():
+    report, text = _grade_rmsprop(rms_bug="eps inside the root")
+    _assert_fails(report, text, "where v is tiny (ε matters", "ε belongs outside the square root",
+                  not_named=("v is large", "clip"))
+    assert report.wrong == ["rmsprop_step: params where v is tiny"]
+
+
+def test_rmsprop_alpha_swapped_blames_v():
+    report, text = _grade_rmsprop(rms_bug="alpha swapped")
+    _assert_fails(report, text, "running mean v is wrong after step 1", "α and 1 − α are swapped")
+    assert report.wrong == ["rmsprop_step: v"]
+
+
+def test_clipping_per_tensor_blames_the_global_norm():
+    report, text = _grade_rmsprop(clip_bug="per-tensor norm")
+    _assert_fails(report, text, "clipping active (norm > max_norm)", "own norm", "global",
+                  not_named=("rmsprop", "inactive"))
+
+
+def test_clipping_not_in_place_is_named():
+    report, text = _grade_rmsprop(clip_bug="not in place")
+    _assert_fails(report, text, "was replaced by a new array")
+    assert report.wrong == ["clip_grad_norm: in place"]
