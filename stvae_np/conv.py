@@ -1,15 +1,62 @@
-"""2-D convolution, 2×2 max-pooling and ×2 nearest up-sampling, forward and backward.
+"""2-D convolution, 2×2 max-pooling and ×2 nearest up-sampling, forward and backward:
+the fast versions, the ones the model runs.
+
+The plain maths is in ``reference.py``: the same functions with the same signatures, one
+im2col and one matrix product per convolution, nothing else. Read that first; this file
+computes the same numbers faster, and ``tests/test_reference.py`` holds the two together
+(values and every gradient, float64, to 1e-12, for every order, chunked or not, threaded
+or not).
+
+Public functions and knobs::
+
+    conv2d_forward(x, w, b=None, method="auto") -> out, cache      method: METHODS
+    conv2d_backward(dout, cache, need_dx=True)  -> dx, dw, db
+    maxpool2_forward(x) -> out, cache           maxpool2_backward(dout, cache) -> dx
+    upsample2_forward(x) -> out, cache          upsample2_backward(dout, cache) -> dx
+    im2col(x, k) -> cols                        col2im(cols, x_shape, k) -> dx
+    # the channel-major pieces the ConvLSTM (convlstm.py) builds on
+    pad_channel_major(x, p), swap_batch_channels(a), im2col_workspace(x_pad, k),
+    conv_cm_forward(x_pad, w2, k, out, workspace=None),
+    conv_cm_backward(dout2, x_pad, w2, k, need_dx=True, workspace=None, dw2=None),
+    over_batch_blocks(fill, n, xp)
+    METHODS       the convolution orders: "auto", "im2col", "shift", "rows"
+    MAX_BUFFER    elements of the largest temporary buffer of one batch chunk
+    _CPU_THREADS  threads for the copy loops (1 forces over_batch_blocks' serial branch)
 
 The functions take and return NCHW arrays; weights are ``(C_out, C_in, k, k)`` as in PyTorch.
 Every function works on NumPy and CuPy arrays (``xp = get_array_module(x)``) and
 returns arrays of its inputs' dtype. Backward passes never modify their inputs.
 
+How it is fast, and why (each step measured in BENCHMARKS.md, on the paper preset's
+training step, where 97 % of the FLOPs are convolutions):
+
+1. Three orders of the same sum (below), differing in the size of the buffer they build;
+   ``method="auto"`` takes the smallest, which also measured fastest for every layer of
+   both presets that goes through it (144 maps, forward + backward: the 64→2 15×15 flow
+   layer 12.4 s with im2col, 0.57 s with shift; the 2→2 one 343 ms → 55 ms with rows).
+2. The shift and rows orders spend no multiply on the zero padding: each shifted window
+   is clipped to the map (half the FLOPs of a 15×15 kernel on 32×32 maps).
+3. im2col works channel-major, (C, N, H, W): every copy runs over whole rows, and
+   ``W₂ @ cols`` comes out as (F, N·H·W) with no transposed copy; on NumPy the product
+   is written straight into its destination (``_matmul_into``).
+4. The batch goes through in chunks whose buffers stay under MAX_BUFFER elements:
+   bounded memory (the paper's step peaks at 922 MiB, 1,312 MiB without chunks), while
+   each chunk's product stays large enough to run at full speed.
+5. The k·k copies and adds are memory-bound and single-threaded in NumPy;
+   ``over_batch_blocks`` runs them on every core, one block of the batch per thread
+   (NumPy releases the GIL while it copies).
+6. One im2col buffer (``im2col_workspace``) serves every chunk and, in the ConvLSTM,
+   every time step: fresh pages cost the operating system as much as the copies.
+7. Max-pooling is a tournament of the four corner views (three element-wise maxima),
+   not an argmax over a copied (…, 4) array: 0.37 s → 0.11 s a training step.
+
 Convolution (cross-correlation, stride 1, zero "same" padding p = k // 2):
 
     out[n, f, y, x] = b[f] + Σ_c Σ_{u,v} W[f, c, u, v] · x_pad[n, c, y + u, x + v]
 
-It is computed as matrix products, in one of three orders (same result, same
-FLOPs, no work spent on the padding; they differ in the size of the buffer they build):
+It is computed as matrix products, in one of three orders (same result; they differ in
+the size of the buffer they build, and im2col also multiplies the zeros of the padding,
+which shift and rows skip):
 
 * ``"im2col"``: gather every k×k patch into ``cols (C·k·k, N·H·W)`` with k·k strided
   copies (one per kernel offset (u, v)), then ``out = W₂ @ cols`` with
@@ -26,13 +73,11 @@ FLOPs, no work spent on the padding; they differ in the size of the buffer they 
   ``out[f, n, y, x] = Σ_u z[f, u, n, y + u − p, x]``. Buffer size (C + F)·k·N·H·W: the
   smallest when both C and F are small (the 2→2 flow convolution).
 
-``method="auto"`` picks the smallest buffer, which is also the fastest order for every
-layer of the two presets that goes through it (all but the ConvLSTM, below).
-
-Inside, the im2col order works channel-major, (C, N, H, W): with channels outermost
-every copy runs over whole rows, and ``W₂ @ cols`` comes out as (F, N·H·W) with no
-transposed copy. ``conv_cm_forward`` / ``conv_cm_backward`` expose that layout, with a
-reusable im2col buffer, to the ConvLSTM, which keeps its maps channel-major throughout.
+(The shift and rows sizes above leave out the channel-major copy of x, C·N·H·W, that
+both also make; ``_buffer_per_clip`` counts it.) The ConvLSTM does not go through
+``auto``: it calls the im2col order directly (``conv_cm_forward`` / ``conv_cm_backward``)
+in the channel-major layout, with a reusable im2col buffer, and keeps its maps
+channel-major throughout.
 """
 from __future__ import annotations
 
@@ -44,6 +89,7 @@ from .backend import get_array_module
 
 METHODS = ("auto", "im2col", "shift", "rows")
 MAX_BUFFER = 2 ** 25     # elements (128 MiB in float32) of the largest temporary buffer per chunk
+# threads of over_batch_blocks on the CPU: the cores this process may use (1: serial)
 _CPU_THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 _POOL = None             # the thread pool of over_batch_blocks, made on first use
 
@@ -76,12 +122,12 @@ def _pick_method(method, x_shape, w_shape):
         raise ValueError(f"conv2d: method must be one of {METHODS}, got {method!r}")
     if method != "auto":
         return method
-    # the order with the smallest buffer per map; it is also the fastest for the
+    # the order with the smallest buffer per batch item; it is also the fastest for the
     # encoder, flow and decoder layers of both presets (measured, BENCHMARKS.md)
     return min(METHODS[1:], key=lambda m: _buffer_per_clip(m, x_shape, w_shape))
 
 
-# ----------------------------------------------------------------------------- im2col
+# ----------------------------------------------------------------------------- threads, layout
 def over_batch_blocks(fill, n, xp):
     """Call ``fill(maps)`` on disjoint blocks of the batch axis, in parallel on the CPU.
 
@@ -90,6 +136,9 @@ def over_batch_blocks(fill, n, xp):
     releases the GIL while it copies and adds, so a few threads, each on its own block of
     maps (disjoint writes, no races), run them on every core too. On the GPU one call
     does it all.
+
+    Serial (one call on the whole batch) when ``_CPU_THREADS`` is 1, when n is 1, or on
+    CuPy; otherwise ``min(_CPU_THREADS, n)`` blocks on the module's thread pool.
     """
     workers = min(_CPU_THREADS, n) if xp.__name__ == "numpy" else 1
     if workers <= 1:
@@ -128,6 +177,7 @@ def swap_batch_channels(a):
     return get_array_module(a).ascontiguousarray(a.transpose(1, 0, 2, 3))
 
 
+# ----------------------------------------------------------------------------- im2col order
 def _im2col_padded(x_pad, k, out=None):
     """im2col of an input already padded and channel-major, (C, N, H+k−1, W+k−1).
 
@@ -289,16 +339,24 @@ def conv_cm_backward(dout2, x_pad, w2, k, need_dx=True, workspace=None, dw2=None
 
 
 # ----------------------------------------------------------------------------- conv2d
+# The public conv2d_forward / conv2d_backward are at the end of this section, after the
+# shift and rows orders they dispatch to.
 class Conv2dCache(NamedTuple):
     x: object        # (N, C, H, W) the input (im2col buffers are rebuilt in backward)
     w: object        # (F, C, k, k)
     has_bias: bool
-    method: str      # "im2col" or "shift"
+    method: str      # the order used: "im2col", "shift" or "rows" ("auto" resolved)
 
 
 def _buffer_per_clip(method, x_shape, w_shape):
-    """Elements of the temporary buffers one input map adds: im2col's cols; shift's z
-    and channel-major x; rows' R, z and channel-major x."""
+    """Elements of the temporary buffers that one batch item, one (C, H, W) input map,
+    adds to a chunk: im2col's cols C·k²·H·W; shift's z and channel-major x, (F·k² + C)·H·W;
+    rows' R, z and channel-major x, (C·k + F·k + C)·H·W.
+
+    Per batch item, not per clip: N (x_shape[0]) does not enter, and in the model a
+    batch item is one frame (the model's batch is N clips × (T−1) frames). Used by
+    ``auto`` to pick the order and, against MAX_BUFFER, to size the batch chunks.
+    """
     _, c, h, w = x_shape
     f, _, k, _ = w_shape
     if method == "im2col":
@@ -308,6 +366,7 @@ def _buffer_per_clip(method, x_shape, w_shape):
     return (f * k * k + c) * h * w
 
 
+# ----------------------------------------------------------------------------- shift, rows orders
 def _window(d, size):
     """A shift by d along an axis of ``size``: the slices (dst, src) with
     ``out[dst] += z[src]`` meaning out[y] += z[y + d] for every y with 0 ≤ y + d < size.
@@ -437,6 +496,7 @@ def _rows_backward_chunk(dout, x, w, need_dx=True):
     return dx.transpose(1, 0, 2, 3), dw
 
 
+# ----------------------------------------------------------------------------- conv2d (public)
 def conv2d_forward(x, w, b=None, method="auto"):
     """Cross-correlation with stride 1 and zero "same" padding.
 
@@ -446,7 +506,8 @@ def conv2d_forward(x, w, b=None, method="auto"):
         x: (N, C, H, W) float.
         w: (F, C, k, k), k odd; padding is k // 2 so H and W are kept.
         b: (F,) or None.
-        method: "auto", "im2col" or "shift" (see the module docstring).
+        method: "auto", "im2col", "shift" or "rows" (see the module docstring); "auto"
+            picks the order with the smallest buffer.
     Returns:
         out: (N, F, H, W), x's dtype.
         cache: :class:`Conv2dCache`.

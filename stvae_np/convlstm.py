@@ -1,7 +1,35 @@
-"""Convolutional LSTM (Shi et al. 2015, without peepholes), forward and backward.
+"""Convolutional LSTM (Shi et al. 2015, without peepholes), forward and backward: the
+fast version, the one the model runs.
 
 The memory of the spatio-temporal autoencoder: an LSTM whose matrix products are
-replaced by "same" convolutions, so that h and c are feature maps.
+replaced by "same" convolutions, so that h and c are feature maps. The plain maths,
+one step and the loop through time written as the equations, is in ``reference.py``
+(same functions, same signatures); ``tests/test_reference.py`` holds the two together
+(values and every gradient, float64, to 1e-12). Read that first.
+
+Public functions::
+
+    convlstm_step_forward(x, h_prev, c_prev, params) -> h, c, cache   (ConvLSTMStepCache)
+    convlstm_step_backward(dh, dc, cache)  -> dx, dh_prev, dc_prev, dparams
+    convlstm_forward(xs, params, h0=None, c0=None) -> hs, cache       (ConvLSTMCache)
+    convlstm_backward(dhs, cache, dc_last=None)    -> dxs, dparams    (+ "h0", "c0")
+
+How it is fast, and why (the ConvLSTM holds 97 % of the paper preset's FLOPs; the
+measurements are in BENCHMARKS.md):
+
+1. One convolution for the four gates: ``Wx * x + Wh * h = W * [x; h]`` (below), one
+   matrix product where the equations have eight.
+2. Every map stays channel-major, (channels, N, h, w): the gate product comes out as
+   (4F, N·h·w), each gate a contiguous block of rows, and the backward takes δa in the
+   same layout; no transposed copies in or out of NCHW (see "layout" below).
+3. The zero-padded inputs [x_t; h_{t-1}] of all steps live in one buffer, filled as the
+   forward goes (h_t is written straight into step t+1's slot), which im2col reads as
+   it is; one im2col workspace serves every step and every batch chunk.
+4. The gate arithmetic runs in place (the pre-activations become the gates) and on
+   every core (``conv.over_batch_blocks``); the backward adds every step's dW into one
+   accumulator.
+5. The cache keeps no im2col buffer: the backward rebuilds it (keeping one per step
+   would cost 2.3 GB on the paper preset).
 
 Equations (``*`` is :func:`stvae_np.conv.conv2d_forward`: cross-correlation, stride 1,
 zero "same" padding k // 2; ``⊙`` is the element-wise product)::

@@ -1,6 +1,8 @@
 """ConvLSTM: values against a gate-by-gate reference, gradients (single step and through
 time) against centred finite differences in float64, fresh state per call, dtype
-keeping, errors for bad input, and a backward that leaves its inputs alone."""
+keeping, errors for bad input, and a backward that leaves its inputs and its cache alone."""
+import copy
+
 import numpy as np
 import pytest
 
@@ -228,19 +230,32 @@ def test_keeps_dtype(dtype):
         np.testing.assert_allclose(hs, hs64, rtol=1e-4, atol=1e-5)
 
 
+def _cache_arrays(cache):
+    """Every array in a sequence cache, by a name that says where it sits."""
+    arrays = {"c_last": cache.c_last}
+    for t, step in enumerate(cache.steps):
+        arrays.update({f"steps[{t}].{field}": getattr(step, field) for field in step._fields})
+    return arrays
+
+
 def test_backward_leaves_inputs_and_cache_alone():
     rng = np.random.default_rng(4)
     xs = rng.standard_normal((2, 3, 2, 4, 4))
     params = make_params(rng, 2, 2, 3)
-    hs, cache = convlstm_forward(xs, params)
+    h0, c0 = rng.standard_normal((2, 2, 2, 4, 4))
+    hs, cache = convlstm_forward(xs, params, h0, c0)
     dhs = rng.standard_normal(hs.shape)
-    dhs0 = dhs.copy()
-    copies = {key: v.copy() for key, v in params.items()}
-    dxs1, dp1 = convlstm_backward(dhs, cache)
-    np.testing.assert_array_equal(dhs, dhs0)
-    for key in params:
-        np.testing.assert_array_equal(params[key], copies[key])
-    dxs2, dp2 = convlstm_backward(dhs, cache)   # a second call gives the same answer
+    dc_last = rng.standard_normal(cache.c_last.shape)
+    inputs = {"dhs": dhs, "dc_last": dc_last, "xs": xs, "h0": h0, "c0": c0, **params}
+    inputs_before = copy.deepcopy(inputs)
+    cache_before = copy.deepcopy(_cache_arrays(cache))
+    assert len(cache_before) == 1 + 3 * len(cache.steps[0]._fields)
+    dxs1, dp1 = convlstm_backward(dhs, cache, dc_last=dc_last)
+    for name, before in inputs_before.items():
+        assert np.array_equal(inputs[name], before), f"backward changed {name}"
+    for name, after in _cache_arrays(cache).items():
+        assert np.array_equal(after, cache_before[name]), f"backward changed cache.{name}"
+    dxs2, dp2 = convlstm_backward(dhs, cache, dc_last=dc_last)   # a second call: same answer
     np.testing.assert_array_equal(dxs1, dxs2)
     for key in dp1:
         np.testing.assert_array_equal(dp1[key], dp2[key])

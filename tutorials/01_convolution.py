@@ -9,32 +9,53 @@
 # ---
 
 # %% [markdown]
-# # 01 · Convolution: forward, im2col, the "shift" order, and the backward pass
+# # 01 · Convolution: the equation, im2col, the backward pass, and the fast version
 #
 # Every learned layer of the spatio-temporal video autoencoder is a 2-D convolution:
 # the encoder, the four ConvLSTM gates, the flow regressor and the decoder. This
-# tutorial opens `stvae_np/conv.py` and shows
+# tutorial reads the plain version in `stvae_np/reference.py` (a few lines per
+# function, the maths and nothing else) and then meets the fast one in
+# `stvae_np/conv.py`, which the model runs:
 #
 # 1. the equation, checked against a deliberately naive loop;
 # 2. **im2col**: the whole convolution as one matrix product;
-# 3. the **shift** order (channels first, then shift-and-add) and why it wins when
-#    the layer has few output channels;
-# 4. the **backward** pass: the input gradient is itself a convolution, with the
-#    kernel flipped and its two channel axes swapped;
-# 5. a gradient check against finite differences.
+# 3. the **backward** pass, from the matrix product; the input gradient is itself a
+#    convolution, with the kernel flipped and its two channel axes swapped;
+# 4. a picture: a digit through a few hand-made kernels;
+# 5. the **fast** version: the "shift" and "rows" orders, threads and chunks; it
+#    agrees with the reference and is faster;
+# 6. a gradient check against finite differences.
 
 # %%
+import ast
+import inspect
 import time
 
 import numpy as np
 
 import _setup  # noqa: F401  (puts the repository on sys.path, picks a backend)
 from _setup import plt, show
-from stvae_np.conv import col2im, conv2d_backward, conv2d_forward, im2col
+from stvae_np import conv
+from stvae_np import reference as ref
 from stvae_np.data import mnist_digits
 from stvae_np.gradcheck import numerical_gradient, rel_error
 
 rng = np.random.default_rng(0)
+
+
+def show_code(func):
+    """Print a function's source without its docstring: the lines that actually run."""
+    lines = inspect.getsource(func).splitlines()
+    body = ast.parse(inspect.getsource(func)).body[0].body
+    has_doc = isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+    first = body[1].lineno if has_doc else body[0].lineno
+    print("\n".join(lines[:body[0].lineno - 1] + lines[first - 1:]) + "\n")
+
+
+def max_rel_diff(a, b):
+    """max|a − b| / max|b|: how far the fast result a is from the reference b."""
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
 
 # %% [markdown]
 # ## 1. Cross-correlation with "same" padding
@@ -54,8 +75,8 @@ rng = np.random.default_rng(0)
 # learning library call "convolution".
 #
 # The most literal implementation is four nested loops with a k × k dot product
-# inside. It is far too slow to use, but it is the definition, so we compare the
-# package's `conv2d_forward` against it.
+# inside. It is far too slow to use, but it is the definition, so we compare
+# `reference.conv2d_forward` against it.
 
 # %%
 def conv2d_naive(x, w, b):
@@ -81,11 +102,11 @@ t0 = time.perf_counter()
 out_naive = conv2d_naive(x, w, b)
 t_naive = time.perf_counter() - t0
 t0 = time.perf_counter()
-out, _ = conv2d_forward(x, w, b)
-t_fast = time.perf_counter() - t0
+out, _ = ref.conv2d_forward(x, w, b)
+t_ref = time.perf_counter() - t0
 print("out shape:", out.shape)
-print(f"max |naive − conv2d_forward| = {np.abs(out_naive - out).max():.2e}")
-print(f"naive loop {1e3 * t_naive:.1f} ms, conv2d_forward {1e3 * t_fast:.2f} ms")
+print(f"max |naive − reference.conv2d_forward| = {np.abs(out_naive - out).max():.2e}")
+print(f"naive loop {1e3 * t_naive:.1f} ms, reference.conv2d_forward {1e3 * t_ref:.2f} ms")
 
 # %% [markdown]
 # ## 2. im2col: the convolution as one matrix product
@@ -100,26 +121,35 @@ print(f"naive loop {1e3 * t_naive:.1f} ms, conv2d_forward {1e3 * t_fast:.2f} ms"
 # $$
 #
 # Then the whole layer is one matrix product, `out = W.reshape(F, C·k·k) @ cols`,
-# giving `(F, N·H·W)`, which is reshaped to `(N, F, H, W)`. `stvae_np.conv.im2col`
-# builds `cols` with k·k strided copies (one per kernel offset `(u, v)`: row block
-# `(c, u, v)` is the padded image shifted by `(u, v)`), so it never loops over pixels.
-#
-# `col2im` is its **adjoint** (its transpose as a linear map): it adds every entry of
-# a `(C·k·k, N·H·W)` matrix back onto the pixel it was copied from. That is exactly
-# what the backward pass needs, and we can check the adjoint identity
-# $\langle \mathrm{im2col}(x), D\rangle = \langle x, \mathrm{col2im}(D)\rangle$.
+# giving `(F, N·H·W)`, which is reshaped to `(N, F, H, W)`. Row block `(c, u, v)` of
+# `cols` is the padded image shifted by `(u, v)`, so k·k slice copies build the whole
+# matrix, with no loop over pixels. Here is `reference.im2col`, and the forward pass
+# that uses it:
+
+# %%
+show_code(ref.im2col)
+show_code(ref.conv2d_forward)
 
 # %%
 k = w.shape[-1]
-cols = im2col(x, k)
+cols = ref.im2col(x, k)
 print("x:", x.shape, " W:", w.shape, " -> cols:", cols.shape,
       f"= (C·k·k, N·H·W) = ({3 * k * k}, {2 * 16 * 16})")
 out_mm = (w.reshape(4, -1) @ cols).reshape(4, 2, 16, 16).transpose(1, 0, 2, 3) + b.reshape(1, 4, 1, 1)
-print(f"max |W₂ @ cols − conv2d_forward| = {np.abs(out_mm - out).max():.2e}")
+print(f"max |W₂ @ cols + b − naive loop| = {np.abs(out_mm - out_naive).max():.2e}")
 
+# %% [markdown]
+# `col2im` is its **adjoint** (its transpose as a linear map): it adds every entry of
+# a `(C·k·k, N·H·W)` matrix back onto the pixel it was copied from, and the entries that
+# land on one pixel add up. That is exactly what the backward pass needs, and we can
+# check the adjoint identity
+# $\langle \mathrm{im2col}(x), D\rangle = \langle x, \mathrm{col2im}(D)\rangle$:
+
+# %%
+show_code(ref.col2im)
 d = rng.standard_normal(cols.shape)
-lhs, rhs = np.sum(cols * d), np.sum(x * col2im(d, x.shape, k))
-print(f"<im2col(x), D> = {lhs:.6f}   <x, col2im(D)> = {rhs:.6f}")
+lhs, rhs = np.sum(cols * d), np.sum(x * ref.col2im(d, x.shape, k))
+print(f"<im2col(x), D> = {lhs:.10f}   <x, col2im(D)> = {rhs:.10f}")
 
 # %% [markdown]
 # What does `cols` look like? Take one MNIST digit, average-pool it to 14 × 14 so the
@@ -133,7 +163,7 @@ print(f"<im2col(x), D> = {lhs:.6f}   <x, col2im(D)> = {rhs:.6f}")
 images, classes = mnist_digits()
 digit = images[np.flatnonzero(classes == 3)[0]].astype(np.float64)        # (28, 28) in [0, 1]
 small = digit.reshape(14, 2, 14, 2).mean(axis=(1, 3))                      # (14, 14)
-cols_small = im2col(small[None, None], 3)                                   # (9, 196)
+cols_small = ref.im2col(small[None, None], 3)                               # (9, 196)
 print("cols of a 14×14 digit, 3×3 kernel:", cols_small.shape)
 
 y_pick, x_pick = 6, 7                      # one output pixel and its column y·14 + x
@@ -161,76 +191,52 @@ ax2.set_yticks([])
 show(fig, "01_im2col_matrix")
 
 # %% [markdown]
-# ## 3. The "shift" order: channels first, then shift-and-add
+# ## 3. The backward pass
 #
-# im2col builds a buffer of `C·k²·N·H·W` numbers. For the flow regressor's first
-# layer (64 → 2 channels, 15 × 15 kernel) that is 225 copies of a 64-channel
-# feature map, only to produce 2 channels. The sum can be taken in the other order:
+# Given the upstream gradient `dout = ∂L/∂out` of shape `(N, F, H, W)`, the forward
+# `out₂ = W₂ @ cols` is a matrix product, whose gradients every backpropagation course
+# derives: `dW₂ = dout₂ @ colsᵀ` and `dcols = W₂ᵀ @ dout₂`. Then `dx = col2im(dcols)`:
+# every input pixel collects the gradient of every patch it was copied into. Written
+# out,
 #
 # $$
-# z[f, u, v, n, \cdot, \cdot] = \sum_{c} W[f, c, u, v]\, x[n, c, \cdot, \cdot]
-# \quad\text{(one matmul } (F k^2 \times C) \cdot (C \times N H W)\text{)},
+# \frac{\partial L}{\partial W[f, c, u, v]} = \sum_{n, y, x} \mathrm{dout}[n, f, y, x]\;
+#     x_{\mathrm{pad}}[n, c, y + u, x + v],
 # \qquad
-# \mathrm{out}[n, f, y, x] = \sum_{u, v} z[f, u, v, n, y + u - p, x + v - p]
+# \frac{\partial L}{\partial b_f} = \sum_{n, y, x} \mathrm{dout}[n, f, y, x]
 # $$
 #
-# First contract the **channels** (every kernel tap `(f, u, v)` applied to the whole
-# map), then add the k² maps `z[f, u, v]`, each **shifted** by `(u − p, v − p)`. A
-# shifted window that falls off the map would meet the zero padding, so each add is
-# clipped to the part that stays inside, and no multiply is spent on the padding.
-# The multiply count is the same as im2col's, but the buffer is now `F·k²·N·H·W`:
-# the ratio of the two buffers is `C / F`, and when `F ≪ C` the shift order touches
-# far less memory.
-#
-# A third order sits half way: unfold only the k **horizontal** shifts,
-# $R[c, v, n, y, x] = x[n, c, y, x + v - p]$ (k copies instead of k², zero outside
-# the map), contract channels and kernel columns in one matmul
-# $z[f, u] = \sum_{c, v} W[f, c, u, v]\, R[c, v]$, then add the k **vertical** shifts
-# $\mathrm{out}[n, f, y, x] = \sum_u z[f, u, n, y + u - p, x]$. Its buffer,
-# `(C + F)·k·N·H·W`, is the smallest when both `C` and `F` are small, as in the
-# 2 → 2 flow layer. `conv2d_forward(..., method="auto")` picks the order with the
-# smallest buffer (counting the channel-major copy of the input, for the last two).
-#
-# Buffer sizes (numbers per batch item) for the layers of the paper's model:
+# `reference.conv2d_backward` is exactly that (the cache keeps `x`, and `cols` is
+# rebuilt):
 
 # %%
-layers = [  # name, C_in, C_out, k, H (= W)
-    ("encoder 1→16, 7×7, 64²", 1, 16, 7, 64),
-    ("ConvLSTM [x;h] 80→256, 7×7, 32²", 80, 256, 7, 32),
-    ("flow1 64→2, 15×15, 32²", 64, 2, 15, 32),
-    ("flow2 2→2, 15×15, 32²", 2, 2, 15, 32),
-    ("decoder 16→1, 7×7, 64²", 16, 1, 7, 64),
-]
-print(f"{'layer':34s} {'im2col C·k²·H·W':>16s} {'shift (F·k²+C)·H·W':>19s} "
-      f"{'rows (C·k+F·k+C)·H·W':>21s}  auto picks")
-for name, c_in, c_out, kk, hw in layers:
-    sizes = {"im2col": c_in * kk * kk * hw * hw,
-             "shift": (c_out * kk * kk + c_in) * hw * hw,
-             "rows": (c_in * kk + c_out * kk + c_in) * hw * hw}
-    pick = min(sizes, key=sizes.get)
-    x_demo = np.zeros((1, c_in, hw, hw), np.float32)
-    assert conv2d_forward(x_demo, np.zeros((c_out, c_in, kk, kk), np.float32))[1].method == pick
-    print(f"{name:34s} {sizes['im2col']:16,d} {sizes['shift']:19,d} {sizes['rows']:21,d}  {pick}")
+show_code(ref.conv2d_backward)
 
 # %% [markdown]
-# (The ConvLSTM does not go through `auto`: it calls the im2col order directly, in a
-# channel-major layout with one reusable buffer; see `conv_cm_forward`.) All orders give
-# the same numbers; on the 64 → 2 flow layer the shift order is also much faster
-# (float32, one 32 × 32 map with 64 channels):
+# The input gradient is a convolution too. Input pixel `(y', x')` was read by output
+# `(y, x)` through tap `(u, v)` when `y' = y + u − p`. Substituting `u' = k − 1 − u`
+# (so `y = y' + u' − p`):
+#
+# $$
+# \frac{\partial L}{\partial x[n, c, y', x']} = \sum_{f}\sum_{u', v'}
+#     \underbrace{W[f, c, k-1-u', k-1-v']}_{\tilde W[c, f, u', v']}\;
+#     \mathrm{dout}_{\mathrm{pad}}[n, f, y' + u', x' + v']
+# $$
+#
+# That is the same "same" cross-correlation as the forward pass, applied to `dout`,
+# with the kernel $\tilde W$ = `W` **flipped** in both spatial axes and with its
+# channel axes **swapped** (`(C, F, k, k)`: the output channels of the forward are the
+# input channels of the backward). The backward never builds $\tilde W$, but it must
+# agree with a forward convolution that does:
 
 # %%
-x_flow = rng.standard_normal((1, 64, 32, 32)).astype(np.float32)
-w_flow = (0.01 * rng.standard_normal((2, 64, 15, 15))).astype(np.float32)
-timings = {}
-results = {}
-for method in ("im2col", "shift", "rows"):
-    conv2d_forward(x_flow, w_flow, method=method)                 # warm-up
-    t0 = time.perf_counter()
-    for _ in range(3):
-        results[method], _ = conv2d_forward(x_flow, w_flow, method=method)
-    timings[method] = (time.perf_counter() - t0) / 3
-print("   ".join(f"{m} {1e3 * timings[m]:.1f} ms" for m in timings) + "   max |difference| = "
-      f"{max(np.abs(results[m] - results['im2col']).max() for m in results):.1e}")
+dout = rng.standard_normal(out.shape)                          # (N, F, H, W)
+_, cache = ref.conv2d_forward(x, w, b)
+dx, dw, db = ref.conv2d_backward(dout, cache)
+w_flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))   # (C, F, k, k)
+dx_as_conv, _ = ref.conv2d_forward(dout, w_flipped)
+print("dx:", dx.shape, " W̃:", w_flipped.shape)
+print(f"max |conv2d_backward dx − conv2d_forward(dout, W̃)| = {np.abs(dx - dx_as_conv).max():.2e}")
 
 # %% [markdown]
 # ## 4. A picture: one digit through a few hand-made kernels
@@ -258,7 +264,7 @@ kernels = {
     "Laplacian": embed(np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], float)),
 }
 w_demo = np.stack(list(kernels.values()))[:, None]                     # (4, 1, 5, 5)
-filtered, _ = conv2d_forward(digit[None, None], w_demo)                 # (1, 4, 28, 28)
+filtered, _ = ref.conv2d_forward(digit[None, None], w_demo)            # (1, 4, 28, 28)
 
 fig, axes = plt.subplots(2, 5, figsize=(12, 4.4), gridspec_kw={"height_ratios": [1, 1.8]})
 axes[0, 0].axis("off")
@@ -280,49 +286,125 @@ fig.suptitle("conv2d_forward(x, W) with W (4, 1, 5, 5): red > 0, blue < 0")
 show(fig, "01_digit_filters")
 
 # %% [markdown]
-# ## 5. The backward pass is made of convolutions too
+# ## 5. The fast version: `stvae_np/conv.py`
 #
-# Given the upstream gradient `dout = ∂L/∂out` of shape `(N, F, H, W)`:
+# The model calls `conv.conv2d_forward` / `conv.conv2d_backward`: same names, same
+# arguments, same numbers, computed differently. im2col builds a buffer of
+# `C·k²·N·H·W` numbers. For the flow regressor's first layer (64 → 2 channels, 15 × 15
+# kernel) that is 225 copies of a 64-channel feature map, only to produce 2 channels.
+# The sum can be taken in the other order, the **shift** order:
 #
 # $$
-# \frac{\partial L}{\partial W[f, c, u, v]} = \sum_{n, y, x} \mathrm{dout}[n, f, y, x]\;
-#     x_{\mathrm{pad}}[n, c, y + u, x + v],
+# z[f, u, v, n, \cdot, \cdot] = \sum_{c} W[f, c, u, v]\, x[n, c, \cdot, \cdot]
+# \quad\text{(one matmul } (F k^2 \times C) \cdot (C \times N H W)\text{)},
 # \qquad
-# \frac{\partial L}{\partial b_f} = \sum_{n, y, x} \mathrm{dout}[n, f, y, x]
+# \mathrm{out}[n, f, y, x] = \sum_{u, v} z[f, u, v, n, y + u - p, x + v - p]
 # $$
 #
-# In im2col form these are `dW = dout₂ @ colsᵀ` and `dcols = W₂ᵀ @ dout₂`, and
-# `dx = col2im(dcols)`: every input pixel collects the gradient of every output that
-# read it. Written out, input pixel `(y', x')` was read by output `(y, x)` through tap
-# `(u, v)` when `y' = y + u − p`. Substituting `u' = k − 1 − u` (so `y = y' + u' − p`):
+# First contract the **channels** (every kernel tap `(f, u, v)` applied to the whole
+# map), then add the k² maps `z[f, u, v]`, each **shifted** by `(u − p, v − p)`. A
+# shifted window that falls off the map would meet the zero padding, so each add is
+# clipped to the part that stays inside, and no multiply is spent on the padding.
+# The buffer is now `F·k²·N·H·W`: the ratio of the two buffers is `C / F`, and when
+# `F ≪ C` the shift order touches far less memory.
 #
-# $$
-# \frac{\partial L}{\partial x[n, c, y', x']} = \sum_{f}\sum_{u', v'}
-#     \underbrace{W[f, c, k-1-u', k-1-v']}_{\tilde W[c, f, u', v']}\;
-#     \mathrm{dout}_{\mathrm{pad}}[n, f, y' + u', x' + v']
-# $$
+# A third order, **rows**, sits half way: unfold only the k **horizontal** shifts,
+# $R[c, v, n, y, x] = x[n, c, y, x + v - p]$ (k copies instead of k², zero outside
+# the map), contract channels and kernel columns in one matmul
+# $z[f, u] = \sum_{c, v} W[f, c, u, v]\, R[c, v]$, then add the k **vertical** shifts
+# $\mathrm{out}[n, f, y, x] = \sum_u z[f, u, n, y + u - p, x]$. Its buffer,
+# `(C + F)·k·N·H·W`, is the smallest when both `C` and `F` are small, as in the
+# 2 → 2 flow layer. `conv.conv2d_forward(..., method="auto")` picks the order with the
+# smallest buffer (counting the channel-major copy of the input, for the last two).
 #
-# That is the same "same" cross-correlation as the forward pass, applied to `dout`,
-# with the kernel $\tilde W$ = `W` **flipped** in both spatial axes and with its
-# channel axes **swapped** (`(C, F, k, k)`: the output channels of the forward are the
-# input channels of the backward). `conv2d_backward` never builds $\tilde W$, but it
-# must agree with a forward convolution that does:
+# Buffer sizes (numbers per batch item) for the layers of the paper's model:
 
 # %%
-dout = rng.standard_normal(out.shape)                          # (N, F, H, W)
-_, cache = conv2d_forward(x, w, b)
-dx, dw, db = conv2d_backward(dout, cache)
-w_flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))   # (C, F, k, k)
-dx_as_conv, _ = conv2d_forward(dout, w_flipped)
-print("dx:", dx.shape, " W̃:", w_flipped.shape)
-print(f"max |conv2d_backward dx − conv2d_forward(dout, W̃)| = {np.abs(dx - dx_as_conv).max():.2e}")
+layers = [  # name, C_in, C_out, k, H (= W)
+    ("encoder 1→16, 7×7, 64²", 1, 16, 7, 64),
+    ("ConvLSTM [x;h] 80→256, 7×7, 32²", 80, 256, 7, 32),
+    ("flow1 64→2, 15×15, 32²", 64, 2, 15, 32),
+    ("flow2 2→2, 15×15, 32²", 2, 2, 15, 32),
+    ("decoder 16→1, 7×7, 64²", 16, 1, 7, 64),
+]
+print(f"{'layer':34s} {'im2col C·k²·H·W':>16s} {'shift (F·k²+C)·H·W':>19s} "
+      f"{'rows (C·k+F·k+C)·H·W':>21s}  auto picks")
+for name, c_in, c_out, kk, hw in layers:
+    sizes = {"im2col": c_in * kk * kk * hw * hw,
+             "shift": (c_out * kk * kk + c_in) * hw * hw,
+             "rows": (c_in * kk + c_out * kk + c_in) * hw * hw}
+    pick = min(sizes, key=sizes.get)
+    x_demo = np.zeros((1, c_in, hw, hw), np.float32)
+    assert conv.conv2d_forward(x_demo, np.zeros((c_out, c_in, kk, kk), np.float32))[1].method == pick
+    print(f"{name:34s} {sizes['im2col']:16,d} {sizes['shift']:19,d} {sizes['rows']:21,d}  {pick}")
 
-# dW in im2col form, dout₂ @ colsᵀ, against the backward of the *shift* order
-_, cache_shift = conv2d_forward(x, w, b, method="shift")
-_, dw_shift, _ = conv2d_backward(dout, cache_shift)
-dout2 = dout.transpose(1, 0, 2, 3).reshape(4, -1)              # (F, N·H·W)
-dw_im2col = (dout2 @ im2col(x, k).T).reshape(w.shape)          # (F, C·k·k) -> (F, C, k, k)
-print(f"max |dW (shift order) − dout₂ @ colsᵀ| = {np.abs(dw_shift - dw_im2col).max():.2e}")
+# %% [markdown]
+# (The ConvLSTM does not go through `auto`: it calls the im2col order directly, in a
+# channel-major layout with one reusable buffer; see `conv.conv_cm_forward`.) Besides
+# the orders, `conv.py` keeps its im2col channel-major `(C, N, H, W)` so that every copy
+# runs over whole rows, splits the batch into chunks whose buffers stay under
+# `conv.MAX_BUFFER` elements (bounded memory), and runs the k·k copies and adds on every
+# core (`conv.over_batch_blocks`). The module docstring lists each trick and
+# `BENCHMARKS.md` what it gained.
+#
+# None of that may change a number. Every order against the reference, values and all
+# three gradients, on a 15 × 15 kernel wider than its 9 × 8 map (float64;
+# `tests/test_reference.py` does this for many shapes, chunked and threaded too):
+
+# %%
+xa = rng.standard_normal((3, 4, 9, 8))
+wa = rng.standard_normal((3, 4, 15, 15)) / 15
+ba = rng.standard_normal(3)
+dout_a = rng.standard_normal((3, 3, 9, 8))
+out_r, cache_r = ref.conv2d_forward(xa, wa, ba)
+grads_r = ref.conv2d_backward(dout_a, cache_r)
+for method in conv.METHODS:
+    out_f, cache_f = conv.conv2d_forward(xa, wa, ba, method=method)
+    grads_f = conv.conv2d_backward(dout_a, cache_f)
+    diffs = [max_rel_diff(out_f, out_r)] + [max_rel_diff(g, r) for g, r in zip(grads_f, grads_r)]
+    print(f"{method:6s} ({cache_f.method:6s}): max relative difference to the reference "
+          f"out {diffs[0]:.1e}  dx {diffs[1]:.1e}  dW {diffs[2]:.1e}  db {diffs[3]:.1e}")
+
+# %% [markdown]
+# And the point of it all, speed. Forward + backward of three layers of the paper's
+# model, 16 maps in float32, the best of five runs each, against the plain im2col of
+# section 2. Where `auto` picks im2col (the encoder) the gain can only come from the
+# layout and the threads; the layers with few output channels gain from the order.
+# (Timings on a shared machine vary from run to run; `BENCHMARKS.md` has careful
+# measurements of the whole training step.)
+
+# %%
+def fwd_bwd(module, x_, w_, dout_):
+    out_, cache_ = module.conv2d_forward(x_, w_)
+    return module.conv2d_backward(dout_, cache_)
+
+
+def best_time(func, repeats=5):
+    """The fastest of a few runs after a warm-up: the least disturbed by the machine."""
+    func()                                                     # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        func()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+speed_layers = [("decoder 16→1, 7×7, 64²", 16, 1, 7, 64),
+                ("flow2 2→2, 15×15, 32²", 2, 2, 15, 32),
+                ("encoder 1→16, 7×7, 64²", 1, 16, 7, 64)]
+ratios = {}
+for name, c_in, c_out, kk, hw in speed_layers:
+    xs_ = rng.standard_normal((16, c_in, hw, hw)).astype(np.float32)
+    ws_ = (0.1 * rng.standard_normal((c_out, c_in, kk, kk))).astype(np.float32)
+    ds_ = rng.standard_normal((16, c_out, hw, hw)).astype(np.float32)
+    t_r = best_time(lambda: fwd_bwd(ref, xs_, ws_, ds_))
+    t_f = best_time(lambda: fwd_bwd(conv, xs_, ws_, ds_))
+    ratios[name] = t_r / t_f
+    print(f"{name:24s} reference {1e3 * t_r:7.1f} ms   conv.py {1e3 * t_f:6.1f} ms   "
+          f"speed-up {t_r / t_f:5.1f}×")
+print(f"speed-up on the decoder layer (16 maps 16→1, 7×7, 64², forward + backward): "
+      f"{ratios[speed_layers[0][0]]:.1f}×")
 
 # %% [markdown]
 # ## 6. Gradient check
@@ -331,9 +413,10 @@ print(f"max |dW (shift order) − dout₂ @ colsᵀ| = {np.abs(dw_shift - dw_im2
 # $\partial s/\partial\theta_i \approx [s(\theta + h e_i) - s(\theta - h e_i)]/2h$ of
 # $s = \sum \mathrm{out} \odot \mathrm{dout}$, computed by
 # `stvae_np.gradcheck.numerical_gradient` in float64. We check `dx`, `dW` and `db`
-# for all three orders, on shapes small enough to perturb every entry. Convolution is
-# linear in each argument, so the centred difference has no truncation error and
-# the agreement is limited only by round-off (about 1e-10 relative).
+# of the reference and of every order of the fast version, on shapes small enough to
+# perturb every entry. Convolution is linear in each argument, so the centred
+# difference has no truncation error and the agreement is limited only by round-off
+# (about 1e-10 relative).
 
 # %%
 xg = rng.standard_normal((2, 3, 5, 6))
@@ -341,13 +424,17 @@ wg = rng.standard_normal((2, 3, 3, 3))
 bg = rng.standard_normal(2)
 dout_g = rng.standard_normal((2, 2, 5, 6))
 errors = []
-for method in ("im2col", "shift", "rows"):
-    _, cache = conv2d_forward(xg, wg, bg, method=method)
-    dx, dw, db = conv2d_backward(dout_g, cache)
-    dx_num = numerical_gradient(lambda a: conv2d_forward(a, wg, bg, method=method)[0], xg, dout_g)
-    dw_num = numerical_gradient(lambda a: conv2d_forward(xg, a, bg, method=method)[0], wg, dout_g)
-    db_num = numerical_gradient(lambda a: conv2d_forward(xg, wg, a, method=method)[0], bg, dout_g)
-    e = [rel_error(dx, dx_num), rel_error(dw, dw_num), rel_error(db, db_num)]
-    print(f"{method:6s}: dx {e[0]:.1e}  dW {e[1]:.1e}  db {e[2]:.1e}")
+versions = [("reference", ref, "auto")] + [("conv.py", conv, m) for m in ("im2col", "shift", "rows")]
+for label, module, method in versions:
+    def fwd(a=xg, v=wg, c=bg):
+        return module.conv2d_forward(a, v, c, method=method)[0]
+
+    _, cache = module.conv2d_forward(xg, wg, bg, method=method)
+    dx, dw, db = module.conv2d_backward(dout_g, cache)
+    e = [rel_error(dx, numerical_gradient(lambda a: fwd(a=a), xg, dout_g)),
+         rel_error(dw, numerical_gradient(lambda a: fwd(v=a), wg, dout_g)),
+         rel_error(db, numerical_gradient(lambda a: fwd(c=a), bg, dout_g))]
+    name = label if module is ref else f"{label} {method}"
+    print(f"{name:17s}: dx {e[0]:.1e}  dW {e[1]:.1e}  db {e[2]:.1e}")
     errors += e
 print(f"gradient check: max relative error = {max(errors):.1e}")

@@ -15,22 +15,45 @@
 # al. 2015, without peepholes): an LSTM whose matrix products are replaced by "same"
 # convolutions, so that its hidden state `h` and cell state `c` are feature maps. It
 # reads the encoded frames one by one and its `h_t` is what the flow regressor turns
-# into a motion field. This tutorial opens `stvae_np/convlstm.py`:
+# into a motion field. This tutorial reads the plain version in
+# `stvae_np/reference.py` (one step written as its equations, and the loop through
+# time) and then meets the fast one in `stvae_np/convlstm.py`, which the model runs:
 #
-# 1. the six equations and the shapes;
+# 1. the six equations and the shapes, and one step in code;
 # 2. the unrolled graph, forward and backward;
-# 3. what the gates do on a real Moving MNIST clip at initialisation;
-# 4. a loss on the last `h` reaches the first input (and how far it spreads);
-# 5. a gradient check.
+# 3. backpropagation through time: the real loop, and one step's backward;
+# 4. what the gates do on a real Moving MNIST clip at initialisation;
+# 5. a loss on the last `h` reaches the first input (and how far it spreads);
+# 6. the fast version agrees with the reference, and is faster;
+# 7. a gradient check.
 
 # %%
+import ast
+import inspect
+import time
+
 import numpy as np
 
 import _setup  # noqa: F401  (puts the repository on sys.path, picks a backend)
 from _setup import plt, show
-from stvae_np.convlstm import convlstm_backward, convlstm_forward, convlstm_step_forward
+from stvae_np import convlstm
+from stvae_np import reference as ref
 from stvae_np.data import moving_mnist_for
 from stvae_np.gradcheck import numerical_gradient, rel_error
+
+
+def show_code(func):
+    """Print a function's source without its docstring: the lines that actually run."""
+    lines = inspect.getsource(func).splitlines()
+    body = ast.parse(inspect.getsource(func)).body[0].body
+    has_doc = isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+    first = body[1].lineno if has_doc else body[0].lineno
+    print("\n".join(lines[:body[0].lineno - 1] + lines[first - 1:]) + "\n")
+
+
+def max_rel_diff(a, b):
+    """max|a − b| / max|b|: how far the fast result a is from the reference b."""
+    return float(np.abs(a - b).max() / np.abs(b).max())
 
 # %% [markdown]
 # ## 1. Six equations
@@ -61,9 +84,13 @@ from stvae_np.gradcheck import numerical_gradient, rel_error
 # | `params["Wh"]` | `(4F, F, k, k)` |
 # | `params["b"]` | `(4F,)` |
 #
-# The eight convolutions of a step are done as **one**: `Wx * x + Wh * h` equals
-# `concat(Wx, Wh, axis=1) * concat(x, h, axis=1)`, a convolution from C + F to 4F
-# channels, whose output is then sliced into the four pre-activations.
+# In code, `reference.convlstm_step_forward` is the equations line by line, with
+# `conv2d_forward` the plain convolution of tutorial 01 (the four gates' weights are
+# stacked, so one convolution of `x` and one of `h` give all four pre-activations,
+# which are then sliced along the channels):
+
+# %%
+show_code(ref.convlstm_step_forward)
 
 # %% [markdown]
 # ## 2. The unrolled graph
@@ -119,22 +146,18 @@ show(fig, "02_unrolled_graph")
 #
 # `convlstm_backward(dhs, cache)` receives `dhs = ∂L/∂h_t` for every t (zero where the
 # loss does not look) and walks t = T−1 … 0. It carries two gradients from step t + 1
-# to step t, `dh_next = ∂L/∂h_t` *through the future* and `dc_next = ∂L/∂c_t`:
-#
-# ```python
-# for t in reversed(range(T)):
-#     dh = dhs[t] + dh_next            # h_t feeds the loss AND step t + 1
-#     dxh, dc_next, db_t = _step_backward(dh, dc_next, steps[t], dw, workspace)
-#     dxs[:, t] = dxh[:C]               # d[x_t; h_{t-1}] splits into dx_t ...
-#     dh_next = dxh[C:]                 # ... and dh_{t-1}
-#     db += db_t                        # shared weights: gradients add over time
-# ```
-#
-# (`_step_backward` adds its step's `dW` into `dw` itself. Inside, the maps are kept
-# channel-major, `(F, N, h, w)`, the layout in which the gate convolution is one matrix
-# product; the public functions take and return `(N, T, F, h, w)`.)
-#
-# Inside one step (`_step_backward`), with $\delta$ for gradients:
+# to step t, `dh_next = ∂L/∂h_t` *through the future* and `dc_next = ∂L/∂c_t`. At
+# step t, `h_t` reached the loss twice, directly and through step t + 1, so its
+# gradient is the sum `dhs[:, t] + dh_next`; the weights are the same arrays at every
+# step, so their gradients add up over t. Here is the whole of the reference's loop,
+# the real one (the tests hold the fast version to it, to 1e-12):
+
+# %%
+show_code(ref.convlstm_backward)
+
+# %% [markdown]
+# Inside one step (`convlstm_step_backward`), with $\delta$ for gradients, the chain
+# rule through the equations of section 1, last line first:
 #
 # $$
 # \begin{aligned}
@@ -145,11 +168,13 @@ show(fig, "02_unrolled_graph")
 # \end{aligned}
 # $$
 #
-# and one convolution backward of δa (`conv_cm_backward`, the im2col order) with the
-# concatenated weights gives `d[x; h_{t-1}]` (split into `dx_t` and `dh_{t-1}`) and
-# `dW` (split into `dWx | dWh`). Note
-# `dc_{t-1} = δc ⊙ f_t`: along the cell wire the gradient is only rescaled by the
-# forget gate, which is why the forget bias is initialised to 1 (σ(1) ≈ 0.73).
+# and the backward of the two convolutions at δa (tutorial 01) gives `dx_t`, `dWx`,
+# `db` and `dh_{t-1}`, `dWh`. Note `dc_{t-1} = δc ⊙ f_t`: along the cell wire the
+# gradient is only rescaled by the forget gate, which is why the forget bias is
+# initialised to 1 (σ(1) ≈ 0.73).
+
+# %%
+show_code(ref.convlstm_step_backward)
 
 # %% [markdown]
 # ## 4. The gates on a Moving MNIST clip, at initialisation
@@ -158,8 +183,8 @@ show(fig, "02_unrolled_graph")
 # straight into a ConvLSTM with C = 1 input channel (raw frames), F = 8 memory
 # channels and 5 × 5 kernels, initialised as the model does: weights
 # U(−0.08, 0.08), biases 0 except the forget gate's, which are 1. We step it with
-# `convlstm_step_forward` and read the gates from each step's cache, averaged over
-# the F channels.
+# `reference.convlstm_step_forward` and read the gates from each step's cache,
+# averaged over the F channels.
 
 # %%
 clip = moving_mnist_for("tiny", n=1, seq_len=8, seed=4).frames.astype(np.float64)   # (1, 8, 1, 32, 32)
@@ -175,7 +200,7 @@ h = np.zeros((n, nf, hh, ww))
 c = np.zeros((n, nf, hh, ww))
 gates = {"i": [], "f": [], "o": [], "c": []}
 for t in range(t_len):
-    h, c, step = convlstm_step_forward(clip[:, t], h, c, params)
+    h, c, step = ref.convlstm_step_forward(clip[:, t], h, c, params)
     for name in ("i", "f", "o"):
         gates[name].append(getattr(step, name)[0].mean(axis=0))   # mean over the F channels
     gates["c"].append(c[0].mean(axis=0))
@@ -227,17 +252,17 @@ show(fig, "02_gates_over_time")
 # (radius (j+1)·p). The dashed squares show that receptive field.
 
 # %%
-_, cache = convlstm_forward(clip, params)
+_, cache = ref.convlstm_forward(clip, params)
 dhs = np.zeros((n, t_len, nf, hh, ww))
 dhs[0, -1, :, 16, 16] = 1.0
-dxs, dparams = convlstm_backward(dhs, cache)                   # dxs (1, T, 1, 32, 32)
+dxs, dparams = ref.convlstm_backward(dhs, cache)               # dxs (1, T, 1, 32, 32)
 for t in range(t_len):
     print(f"t = {t}: max |dL/dx_t| = {np.abs(dxs[0, t]).max():.2e}, "
           f"sum |dL/dx_t| = {np.abs(dxs[0, t]).sum():.2e}")
 
 # the first frame really matters: a finite difference on one pixel of x_0
 def loss_of(xs):
-    hs, _ = convlstm_forward(xs, params)
+    hs, _ = ref.convlstm_forward(xs, params)
     return hs[0, -1, :, 16, 16].sum()
 
 
@@ -277,12 +302,81 @@ show(fig, "02_bptt_reach")
 # the same arrays as those of step T − 1, so `dWx`, `dWh`, `db` are sums of T
 # per-step contributions.
 #
-# ## 6. Gradient check
+#
+# ## 6. The fast version: `stvae_np/convlstm.py`
+#
+# The model calls `convlstm.convlstm_forward` / `convlstm.convlstm_backward`: same
+# names, same arguments, same numbers, computed differently. The eight convolutions
+# of a step are done as **one**: `Wx * x + Wh * h` equals
+# `concat(Wx, Wh, axis=1) * concat(x, h, axis=1)`, a convolution from C + F to 4F
+# channels. Every map is kept channel-major, `(channels, N, h, w)`, the layout in
+# which that convolution is one matrix product with no transposed copies; the padded
+# inputs `[x_t; h_{t-1}]` of all steps live in one buffer (h_t is written straight
+# into step t+1's slot); one im2col buffer serves every step; the gate arithmetic runs
+# in place, on every core. The module docstring lists each trick and `BENCHMARKS.md`
+# what it gained. None of it may change a number: on the clip and weights of
+# section 5, with a random upstream gradient on every step and initial states given,
+
+# %%
+rng = np.random.default_rng(2)
+h0_demo, c0_demo = rng.standard_normal((2, n, nf, hh, ww))
+dhs_demo = rng.standard_normal((n, t_len, nf, hh, ww))
+results = {}
+for name, module in (("reference", ref), ("fast", convlstm)):
+    hs_m, cache_m = module.convlstm_forward(clip, params, h0=h0_demo, c0=c0_demo)
+    dxs_m, dp_m = module.convlstm_backward(dhs_demo, cache_m)
+    results[name] = {"hs": hs_m, "c_last": cache_m.c_last, "dxs": dxs_m,
+                     **{f"d{key}": v for key, v in dp_m.items()}}
+print("max relative difference, fast against reference:")
+print("  ".join(f"{key} {max_rel_diff(results['fast'][key], results['reference'][key]):.1e}"
+                for key in results["reference"]))
+
+# %% [markdown]
+# And faster. The tiny preset's memory in one training step: 16 clips, 9 steps, 8
+# input and 16 memory channels on a 16 × 16 grid, 5 × 5 kernels, float32, forward +
+# backward through time, the best of five runs each. Both versions hand the same
+# matrix products to the same BLAS; the fast one saves the copies, transposes and
+# fresh buffers around them. (Timings on a shared machine vary from run to run;
+# `BENCHMARKS.md` has careful measurements of the whole training step.)
+
+# %%
+def best_time(func, repeats=5):
+    """The fastest of a few runs after a warm-up: the least disturbed by the machine."""
+    func()                                                     # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        func()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def fwd_bwd(module, xs, p, dhs):
+    hs_, cache_ = module.convlstm_forward(xs, p)
+    return module.convlstm_backward(dhs, cache_)
+
+
+rng = np.random.default_rng(3)
+n_s, t_s, c_s, f_s, k_s, hw_s = 16, 9, 8, 16, 5, 16
+xs_s = rng.standard_normal((n_s, t_s, c_s, hw_s, hw_s)).astype(np.float32)
+p_s = {"Wx": rng.uniform(-0.08, 0.08, (4 * f_s, c_s, k_s, k_s)).astype(np.float32),
+       "Wh": rng.uniform(-0.08, 0.08, (4 * f_s, f_s, k_s, k_s)).astype(np.float32),
+       "b": np.zeros(4 * f_s, np.float32)}
+dhs_s = rng.standard_normal((n_s, t_s, f_s, hw_s, hw_s)).astype(np.float32)
+t_ref = best_time(lambda: fwd_bwd(ref, xs_s, p_s, dhs_s))
+t_fast = best_time(lambda: fwd_bwd(convlstm, xs_s, p_s, dhs_s))
+print(f"forward + backward, N = {n_s}, T = {t_s}, C = {c_s}, F = {f_s}, {hw_s}², k = {k_s}: "
+      f"reference {1e3 * t_ref:.0f} ms, convlstm.py {1e3 * t_fast:.0f} ms, "
+      f"speed-up {t_ref / t_fast:.1f}×")
+
+# %% [markdown]
+# ## 7. Gradient check
 #
 # Float64, a tiny problem (N = 1, T = 3, C = 2, F = 2, 5 × 5 maps, 3 × 3 kernels),
 # a random `dhs` on every step, and initial states `h0`, `c0` given so that their
 # gradients are checked too. `numerical_gradient` perturbs each entry in turn and
-# reruns the whole forward pass.
+# reruns the whole forward pass; we check the reference's backward loop and the fast
+# one.
 
 # %%
 rng = np.random.default_rng(1)
@@ -293,21 +387,22 @@ pg = {"Wx": rng.uniform(-0.5, 0.5, (8, 2, 3, 3)),
 h0 = rng.standard_normal((1, 2, 5, 5))
 c0 = rng.standard_normal((1, 2, 5, 5))
 dhs_g = rng.standard_normal((1, 3, 2, 5, 5))
+worst = 0.0
+for name, module in (("reference", ref), ("convlstm.py", convlstm)):
+    def run(xs=xs_g, h0=h0, c0=c0):
+        return module.convlstm_forward(xs, pg, h0=h0, c0=c0)[0]
 
-def run(xs=xs_g, h0=h0, c0=c0):
-    return convlstm_forward(xs, pg, h0=h0, c0=c0)[0]
-
-
-_, cache = convlstm_forward(xs_g, pg, h0=h0, c0=c0)
-dxs_g, dp = convlstm_backward(dhs_g, cache)
-checks = {
-    "dxs": (dxs_g, numerical_gradient(lambda a: run(xs=a), xs_g, dhs_g)),
-    "dWx": (dp["Wx"], numerical_gradient(lambda a: run(), pg["Wx"], dhs_g)),
-    "dWh": (dp["Wh"], numerical_gradient(lambda a: run(), pg["Wh"], dhs_g)),
-    "db": (dp["b"], numerical_gradient(lambda a: run(), pg["b"], dhs_g)),
-    "dh0": (dp["h0"], numerical_gradient(lambda a: run(h0=a), h0, dhs_g)),
-    "dc0": (dp["c0"], numerical_gradient(lambda a: run(c0=a), c0, dhs_g)),
-}
-errors = {name: rel_error(a, b) for name, (a, b) in checks.items()}
-print("  ".join(f"{name} {e:.1e}" for name, e in errors.items()))
-print(f"gradient check: max relative error = {max(errors.values()):.1e}")
+    _, cache = module.convlstm_forward(xs_g, pg, h0=h0, c0=c0)
+    dxs_g, dp = module.convlstm_backward(dhs_g, cache)
+    checks = {
+        "dxs": (dxs_g, numerical_gradient(lambda a: run(xs=a), xs_g, dhs_g)),
+        "dWx": (dp["Wx"], numerical_gradient(lambda a: run(), pg["Wx"], dhs_g)),
+        "dWh": (dp["Wh"], numerical_gradient(lambda a: run(), pg["Wh"], dhs_g)),
+        "db": (dp["b"], numerical_gradient(lambda a: run(), pg["b"], dhs_g)),
+        "dh0": (dp["h0"], numerical_gradient(lambda a: run(h0=a), h0, dhs_g)),
+        "dc0": (dp["c0"], numerical_gradient(lambda a: run(c0=a), c0, dhs_g)),
+    }
+    errors = {key: rel_error(a, b) for key, (a, b) in checks.items()}
+    print(f"{name:11s}: " + "  ".join(f"{key} {e:.1e}" for key, e in errors.items()))
+    worst = max(worst, max(errors.values()))
+print(f"gradient check: max relative error = {worst:.1e}")
