@@ -9,7 +9,7 @@
 # ---
 
 # %% [markdown]
-# # 6 · The whole model: one clip through every stage
+# # 06 · The whole model: one clip through every stage
 #
 # The earlier tutorials built the parts: convolutions, the ConvLSTM, the sampler, the
 # losses. `stvae_np.model.STVAE` joins them. At each step t = 0 … T−2 it reads frame
@@ -43,7 +43,7 @@ from stvae_np.sampler import bilinear_forward, flow_to_grid
 from stvae_np.viz import color_wheel_image, flow_to_color
 
 # %% [markdown]
-# ## The paper's model and one clip
+# ## 1. The paper's model and one clip
 #
 # `Config.paper()`: 64×64 grey frames, 16 encoder filters 7×7, 64 memory filters 7×7,
 # flow kernels 15×15. The clip has N = 1 sequence of T = 4 frames, so the model makes
@@ -58,7 +58,7 @@ s = t_len - 1
 print("clip (N, T, C, H, W):", clip.shape, clip.dtype)
 
 # %% [markdown]
-# ## Stage by stage
+# ## 2. Stage by stage
 #
 # Everything except the memory is independent across time once the frames are known,
 # so `STVAE.loss_and_grads` stacks the N·S input frames in the batch axis and runs the
@@ -172,7 +172,7 @@ show(fig, "06_stages")
 # to learn a flow that moves each digit the way it moves between x_t and x_{t+1}.
 
 # %% [markdown]
-# ## The loss
+# ## 3. The loss
 #
 # Over the S = T − 1 predictions of a clip, with w_H = 0.01 and δ = 10⁻³ (the paper's):
 #
@@ -205,7 +205,7 @@ model.params["flow3.W"][...] = 0.0                     # back to the initialisat
 model.params["flow3.b"][...] = 0.0
 
 # %% [markdown]
-# ## Parameters, layer by layer
+# ## 4. Parameters, layer by layer
 #
 # `Config.param_shapes()` lists every tensor. The ConvLSTM holds almost all of the
 # paper model's 1,035,071 parameters: its two weight tensors have 4·64 output channels
@@ -257,7 +257,7 @@ ax.legend()
 show(fig, "06_param_counts")
 
 # %% [markdown]
-# ## The whole-model gradient check
+# ## 5. The whole-model gradient check
 #
 # `loss_and_grads` chains thirteen hand-written backward passes. To check all of them at
 # once, take the tiny preset in float64 and compare directional derivatives:

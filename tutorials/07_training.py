@@ -9,7 +9,7 @@
 # ---
 
 # %% [markdown]
-# # 7 · Training on Moving MNIST
+# # 07 · Training on Moving MNIST
 #
 # `python -m stvae_np.train` is the training command. This tutorial calls the same
 # function, `stvae_np.train.main(argv)`, for about a minute on the `tiny` preset, then
@@ -18,9 +18,9 @@
 # the synthetic clips.
 #
 # A minute of CPU training gives a **rough** model. The full default run,
-# `python -m stvae_np.train` (1,500 steps of 16 clips, about ten minutes on a laptop
-# CPU), does much better; the numbers here are for seeing the machinery work, not for
-# judging the method.
+# `python -m stvae_np.train` (its length and its numbers are in README.md, "What the
+# default run gives"), does much better; the numbers here are for seeing the machinery
+# work, not for judging the method.
 
 # %%
 import _setup  # noqa: F401
@@ -32,14 +32,15 @@ import time
 import numpy as np
 
 from stvae_np import viz
-from stvae_np.evaluate import load_eval_clips, one_step_metrics, predict_clips
+from stvae_np.data import load_eval_clips
+from stvae_np.evaluate import one_step_metrics, predict_clips
 from stvae_np.gradcheck import directional_check
 from stvae_np.model import STVAE
 from stvae_np.train import main
 
 
 # %% [markdown]
-# ## The recipe
+# ## 1. The recipe
 #
 # Each step draws a fresh batch of Moving MNIST clips (two 14×14 digits bouncing in a
 # 32×32 frame, training digits only), computes `loss_and_grads`, clips the global
@@ -69,7 +70,7 @@ print(f"exit status {status}, {time.perf_counter() - start:.0f} s")
 assert status == 0
 
 # %% [markdown]
-# ## What the run wrote
+# ## 2. What the run wrote
 #
 # `metrics.json` holds the final test metrics and the history: the training loss of
 # every step and the periodic evaluations. `STVAE.load` reads the checkpoint back (with
@@ -102,10 +103,10 @@ show_png(viz.plot_loss_curve(FIGURES / "07_loss_curve.png", loss_steps, losses,
 # same clips (predict x_{t+1} = x_t).
 
 # %% [markdown]
-# ## The held-out numbers
+# ## 3. The held-out numbers
 #
 # `evaluate.one_step_metrics` is what the trainer ran at the end; running it again on
-# the same test clips (`evaluate.load_eval_clips`: test digits, a fixed seed) reproduces
+# the same test clips (`data.load_eval_clips`: test digits, a fixed seed) reproduces
 # `metrics.json`. The flow is compared in image pixels: the model's flow lives on the
 # 16×16 memory grid, so it is up-sampled ×2 and its values doubled
 # (`metrics.upsample_flow`), and the end-point error `‖T − T_true‖` is averaged over the
@@ -167,7 +168,7 @@ show_png(viz.plot_flow_comparison(FIGURES / "07_flow.png", test.frames[:4], flow
 # after a minute, gets the directions only in places.
 
 # %% [markdown]
-# ## Gradient check of the trained model
+# ## 4. Gradient check of the trained model
 #
 # Training moved the parameters far from the initialisation, into a region the
 # earlier checks never visited. The gradient is checked again there, on two short test

@@ -9,7 +9,7 @@
 # ---
 
 # %% [markdown]
-# # 8 · Label propagation with the predicted flow
+# # 08 · Label propagation with the predicted flow
 #
 # The paper's proposed use of the autoencoder beyond prediction: its flow says where
 # every pixel of the next frame comes from, so it can carry **labels** (here, the object
@@ -41,15 +41,16 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 from stvae_np import metrics, viz
-from stvae_np.evaluate import load_eval_clips, predict_clips
+from stvae_np.data import load_eval_clips
+from stvae_np.evaluate import predict_clips
 from stvae_np.gradcheck import numerical_gradient, rel_error
 from stvae_np.model import STVAE
-from stvae_np.sampler import base_grid, bilinear_backward, bilinear_forward, flow_to_grid
+from stvae_np.sampler import bilinear_backward, bilinear_forward, flow_to_grid
 from stvae_np.train import main
 
 
 # %% [markdown]
-# ## A trained model
+# ## 1. A trained model
 #
 # Tutorial 7 leaves a checkpoint in `tutorials/runs/07_training/`. Without it, the cell
 # trains the tiny preset briefly in the same way (under a minute; a rougher model).
@@ -68,9 +69,9 @@ model, extra = STVAE.load(CKPT, return_extra=True)
 print(f"model: {CKPT} ({model.config.name}, trained {int(extra['step'])} steps)")
 
 # %% [markdown]
-# ## One step: mask of t → mask of t+1
+# ## 2. One step: mask of t → mask of t+1
 #
-# The held-out clips of `python -m stvae_np.evaluate` (`evaluate.load_eval_clips`): 32
+# The held-out clips of `python -m stvae_np.evaluate` (`data.load_eval_clips`): 32
 # clips of 20 frames, test digits, a fixed seed. The masks are `Clips.masks`
 # (N, T, 1, H, W): the pixels of either digit. Every step starts from the *true* mask of
 # frame t, so errors do not accumulate here. A pixel is in the propagated mask when its
@@ -180,7 +181,7 @@ for name in ("model flow", "copy mask", "true flow"):
 # one-step gain is clear.
 
 # %% [markdown]
-# ## Gradient check of the sampler with respect to the grid
+# ## 3. Gradient check of the sampler with respect to the grid
 #
 # The flow, and so the mask propagation, is learned through the sampler's gradient with
 # respect to its grid: inside a cell the output is linear in the source point, so
@@ -198,7 +199,7 @@ for name in ("model flow", "copy mask", "true flow"):
 rng = np.random.default_rng(0)
 img = rng.random((2, 3, 5, 6))                                        # (N, C, H, W), float64
 offsets = rng.integers(-2, 3, size=(2, 2, 4, 4)) + rng.uniform(0.1, 0.9, size=(2, 2, 4, 4))
-grid = base_grid(2, 4, 4, img) + offsets                              # (N, 2, 4, 4), off integers
+grid = flow_to_grid(offsets)                                          # (N, 2, 4, 4), off integers
 out, cache = bilinear_forward(img, grid)
 dout = rng.standard_normal(out.shape)
 dimg, dgrid = bilinear_backward(dout, cache)
