@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 from .backend import get_array_module
 
-DEFAULT_HUBER_DELTA = 1e-3   # the paper's δ (DESIGN.md)
+DEFAULT_HUBER_DELTA = 1e-3   # the paper's δ, in flow pixels (docs/DESIGN.md)
 
 
 # ----------------------------------------------------------------------------- MSE
@@ -65,8 +65,8 @@ def mse_backward(dloss, cache):
 # ----------------------------------------------------------------------------- Huber smoothness
 class HuberCache(NamedTuple):
     shape: tuple     # flow's shape
-    grad_x: object   # (..., h, w−1) H_δ'(D_x) / |D_x|: the per-difference gradient of the mean
-    grad_y: object   # (..., h−1, w) H_δ'(D_y) / |D_y|
+    grad_x: object   # (..., h, w−1) H_δ'(D_x) / n(D_x): the per-difference gradient of the mean
+    grad_y: object   # (..., h−1, w) H_δ'(D_y) / n(D_y)    (n = the number of differences)
 
 
 def _huber(a, delta):
@@ -119,8 +119,11 @@ def huber_smoothness_forward(flow, delta=DEFAULT_HUBER_DELTA):
 def huber_smoothness_backward(dloss, cache):
     """Gradient of H(∇T): each difference D = T[b] − T[a] sends +g to T[b] and −g to T[a].
 
-    g_x = dloss · H_δ'(D_x) / |D_x|,   g_y = dloss · H_δ'(D_y) / |D_y|
+    g_x = dloss · H_δ'(D_x) / n(D_x),   g_y = dloss · H_δ'(D_y) / n(D_y)
     dflow[..., :, 1:] += g_x,  dflow[..., :, :-1] −= g_x,   and likewise along rows with g_y.
+
+    n(D) is the number of differences in D (``D.size``: the mean divides by it), not an
+    absolute value.
 
     H_δ' is continuous, so the only kink is in H_δ'' (at |a| = δ): finite-difference
     checks should keep differences off ±δ.
