@@ -62,6 +62,47 @@ def mse_backward(dloss, cache):
     return scale * diff
 
 
+# ----------------------------------------------------------------------------- Charbonnier
+class CharbonnierCache(NamedTuple):
+    diff: object     # pred − target
+    root: object     # √(diff² + ε²)
+
+
+def charbonnier_forward(pred, target, eps=1e-2):
+    """Charbonnier (smooth L1) error, a robust alternative to the MSE.
+
+    loss = (1/M) Σ_i (√((pred_i − target_i)² + ε²) − ε),   M = pred.size
+
+    Near 0 it is ≈ d²/(2ε) (quadratic), far from it ≈ |d| (linear): large errors pull
+    with a bounded force, so an uncertain prediction is not pushed towards the mean of
+    its alternatives as hard as under L2.
+
+    Args:
+        pred, target: float arrays of one shape and dtype.
+        eps: ε > 0.
+    Returns:
+        loss: 0-d array, pred's dtype; cache: :class:`CharbonnierCache`.
+    """
+    if tuple(pred.shape) != tuple(target.shape):
+        raise ValueError(f"charbonnier: shape mismatch, pred {tuple(pred.shape)} vs target {tuple(target.shape)}")
+    if pred.dtype != target.dtype or pred.dtype.kind != "f":
+        raise ValueError(f"charbonnier: expected float arrays of one dtype, got {pred.dtype} and {target.dtype}")
+    if not float(eps) > 0:
+        raise ValueError(f"charbonnier: eps must be positive, got {eps}")
+    xp = get_array_module(pred)
+    diff = pred - target
+    root = xp.sqrt(diff * diff + pred.dtype.type(eps) ** 2)
+    loss = xp.asarray(xp.mean(root) - eps, dtype=pred.dtype)
+    return loss, CharbonnierCache(diff, root)
+
+
+def charbonnier_backward(dloss, cache):
+    """dpred = dloss · (pred − target) / √((pred − target)² + ε²) / M."""
+    xp = get_array_module(cache.diff)
+    scale = xp.asarray(dloss, dtype=cache.diff.dtype) / cache.diff.size
+    return scale * cache.diff / cache.root
+
+
 # ----------------------------------------------------------------------------- Huber smoothness
 class HuberCache(NamedTuple):
     shape: tuple     # flow's shape

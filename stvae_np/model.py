@@ -38,8 +38,8 @@ from .backend import asnumpy, device_of, get_array_module, to_device
 from .conv import (Conv2dCache, MaxPoolCache, UpsampleCache, conv2d_backward, conv2d_forward,
                    maxpool2_backward, maxpool2_forward, upsample2_backward, upsample2_forward)
 from .convlstm import convlstm_backward, convlstm_forward, convlstm_step_forward
-from .losses import (MSECache, huber_smoothness_backward, huber_smoothness_forward, mse_backward,
-                     mse_forward)
+from .losses import (CharbonnierCache, charbonnier_backward, charbonnier_forward,
+                     huber_smoothness_backward, huber_smoothness_forward, mse_backward, mse_forward)
 from .sampler import BilinearCache, bilinear_backward, bilinear_forward, flow_to_grid
 
 FORMAT_VERSION = 1
@@ -73,7 +73,7 @@ class PhotoCache(NamedTuple):
     scale: int               # image pixels per memory-grid pixel (H / h = 2)
     upsample: UpsampleCache  # of the flow
     sampler: BilinearCache   # of the warp of B(x_t)
-    mse: MSECache
+    error: tuple             # cache of the error (MSE or Charbonnier)
 
 
 @dataclass
@@ -96,6 +96,7 @@ class Config:
     # flow-learning options (docs/DESIGN.md, docs/flow_study.md); these defaults are the paper's loss
     photo_weight: float = 0.0      # w_P of the photometric term P (0: off)
     photo_blur: float = 0.0        # σ (image px) of a Gaussian blur of both frames inside P (0: none)
+    photo_loss: str = "l2"         # the error inside P: "l2" (squared) or "charbonnier" (robust, ε = 0.01)
     recon_flow_grad: float = 1.0   # scale of the reconstruction gradient reaching the flow head
     # training recipe (used by stvae_np.train; every number can be overridden there)
     lr: float = 1e-4
@@ -133,6 +134,8 @@ class Config:
         if self.height % 2 or self.width % 2:
             raise ValueError(f"height and width must be even (the encoder pools by 2), "
                              f"got {self.height}×{self.width}")
+        if self.photo_loss not in ("l2", "charbonnier"):
+            raise ValueError(f"photo_loss must be 'l2' or 'charbonnier', got {self.photo_loss!r}")
         for k in ("enc_kernel", "mem_kernel", "flow_kernel"):
             if getattr(self, k) % 2 == 0:
                 raise ValueError(f"{k} must be odd, got {getattr(self, k)}")
@@ -310,8 +313,9 @@ class STVAE:
         image pixels, against the next frame.
 
             F_t = s · upsample2(T_t)              s = H / h (= 2): image pixels, nearest
-            P   = mean((bilinear(B(x_t), base_grid + F_t) − B(x_{t+1}))²)
+            P   = mean(ρ(bilinear(B(x_t), base_grid + F_t) − B(x_{t+1})))
 
+        with ρ(d) = d² (``photo_loss="l2"``) or √(d² + ε²) − ε, ε = 0.01 ("charbonnier").
         B is the optional Gaussian blur (``photo_blur``), which widens the range of
         displacements the bilinear gradient can see. No parameter but the flow's enters P.
 
@@ -324,13 +328,15 @@ class STVAE:
         scale = frames.shape[-1] // flow.shape[-1]
         up, up_cache = upsample2_forward(flow)
         warped, samp_cache = bilinear_forward(self._blur(frames), flow_to_grid(scale * up))
-        photo, mse_cache = mse_forward(warped, self._blur(targets))
-        return photo, PhotoCache(scale, up_cache, samp_cache, mse_cache)
+        error_forward = charbonnier_forward if self.config.photo_loss == "charbonnier" else mse_forward
+        photo, error_cache = error_forward(warped, self._blur(targets))
+        return photo, PhotoCache(scale, up_cache, samp_cache, error_cache)
 
     @staticmethod
     def _photometric_backward(dphoto, cache):
         """dT = s · upsample2ᵀ(∂P/∂G): the gradient of P with respect to the memory-grid flow."""
-        _, dgrid = bilinear_backward(mse_backward(dphoto, cache.mse), cache.sampler)
+        error_backward = charbonnier_backward if isinstance(cache.error, CharbonnierCache) else mse_backward
+        _, dgrid = bilinear_backward(error_backward(dphoto, cache.error), cache.sampler)
         return cache.scale * upsample2_backward(dgrid, cache.upsample)
 
     def loss_and_grads(self, clip):

@@ -190,3 +190,23 @@ def test_huber_bad_input():
         huber_smoothness_forward(np.zeros(5), 0.5)
     with pytest.raises(ValueError, match="floating-point"):
         huber_smoothness_forward(np.zeros((3, 3), int), 0.5)
+
+
+def test_charbonnier_values_and_gradient():
+    """ρ(d) = √(d² + ε²) − ε, averaged: the value by hand, the gradient against centred
+    differences, and ≈ d²/2ε for small d, ≈ |d| for large d."""
+    from stvae_np.losses import charbonnier_backward, charbonnier_forward
+    rng = np.random.default_rng(0)
+    pred, target = rng.normal(size=(3, 1, 5, 4)), rng.normal(size=(3, 1, 5, 4))
+    loss, cache = charbonnier_forward(pred, target, eps=0.1)
+    d = pred - target
+    assert float(loss) == pytest.approx(np.mean(np.sqrt(d ** 2 + 0.01) - 0.1), rel=1e-14)
+    dpred = charbonnier_backward(2.0, cache)
+    num = numerical_gradient(lambda p: charbonnier_forward(p, target, eps=0.1)[0], pred.copy())
+    assert rel_error(dpred, 2.0 * num) < 1e-6
+    tiny, _ = charbonnier_forward(np.array([[[[1e-4]]]]), np.zeros((1, 1, 1, 1)), eps=0.01)
+    assert float(tiny) == pytest.approx(1e-8 / 0.02, rel=1e-3)
+    big, _ = charbonnier_forward(np.array([[[[5.0]]]]), np.zeros((1, 1, 1, 1)), eps=0.01)
+    assert float(big) == pytest.approx(5.0 - 0.01, rel=1e-5)
+    with pytest.raises(ValueError, match="eps"):
+        charbonnier_forward(pred, target, eps=0)

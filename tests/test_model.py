@@ -169,13 +169,13 @@ def test_tiny_model_learns_a_moving_pattern():
     assert last < 0.5 * first, (first, last)
 
 
-@pytest.mark.parametrize("blur", [0.0, 1.0])
-def test_whole_model_gradient_check_with_the_photometric_term(blur):
+@pytest.mark.parametrize("blur, error", [(0.0, "l2"), (1.0, "l2"), (1.0, "charbonnier")])
+def test_whole_model_gradient_check_with_the_photometric_term(blur, error):
     """The photometric term P (and its blur) is part of the loss: the whole-model
     directional check holds with it on, and the loss reports it."""
     model, clip = _gradcheck_model()
     model.config = dataclasses.replace(model.config, photo_weight=3.0, photo_blur=blur,
-                                       huber_delta=0.05, huber_weight=0.5)
+                                       photo_loss=error, huber_delta=0.05, huber_weight=0.5)
     loss, grads = model.loss_and_grads(clip)
     parts = model.last_parts
     assert float(parts["photo"]) > 0
