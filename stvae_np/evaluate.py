@@ -146,6 +146,52 @@ def classical_scores(clips):
     return {f"classical_{k}": q[k] for k in ("epe_t2", "flow_gain_t2", "angular_error_t2")}
 
 
+def true_flow_probe(model, clips, batch_size=32):
+    """Does the pixel loss prefer the true motion? The model's own encoder and decoder,
+    fed three flows in turn, predict frame t+1 for the steps t ≥ 2:
+
+        learned  the flow the model regresses (``predict``)
+        true     the true flow brought onto the memory grid: the mean over each 2×2
+                 block of the image flow, halved (memory-grid pixels), as in
+                 ``ŷ = warp_decode(encode(x_t), T)``
+        true_obj the same mean taken over the block's object pixels only (0 where the
+                 block has none): the true motion without the background's zeros
+        zero     no flow
+
+    A recipe whose model predicts better with the true flow than with its own has a loss
+    that prefers the motion.
+
+    Returns:
+        dict of floats: ``copy_last_mse_t2`` and ``mse_t2_<flow>`` for each flow above, and
+        their ratios ``<flow>_over_copy_last``.
+    """
+    from .backend import to_device
+    frames, t_min = clips.frames, M.FLOW_T_MIN
+    n, t, c, hh, ww = frames.shape
+    s = t - 1
+    _, learned = predict_clips(model, frames, batch_size)                # (N, S, 2, h, w)
+    f = clips.flow.reshape(n, s, 2, hh // 2, 2, ww // 2, 2).astype(np.float64)
+    m = clips.masks[:, 1:].reshape(n, s, 1, hh // 2, 2, ww // 2, 2).astype(np.float64)
+    flows = {"learned": learned, "true": f.mean(axis=(4, 6)) / 2,
+             "true_obj": (f * m).sum(axis=(4, 6)) / np.maximum(m.sum(axis=(4, 6)), 1) / 2,
+             "zero": np.zeros_like(learned)}
+    inputs = frames[:, t_min:-1].reshape(-1, c, hh, ww)
+    targets = frames[:, t_min + 1:].reshape(-1, c, hh, ww)
+    out = {"copy_last_mse_t2": float(M.mse_per_pixel(inputs, targets))}
+    for name, flow in flows.items():
+        flow = flow[:, t_min:].reshape(-1, 2, hh // 2, ww // 2)
+        preds = []
+        for i in range(0, len(inputs), batch_size):
+            x = to_device(inputs[i:i + batch_size], model.device).astype(model.dtype)
+            e, _ = model.encode(x)
+            pred, _ = model.warp_decode(e, to_device(flow[i:i + batch_size], model.device).astype(model.dtype))
+            preds.append(asnumpy(pred))
+        mse = float(M.mse_per_pixel(np.clip(np.concatenate(preds), 0.0, 1.0), targets))
+        out[f"mse_t2_{name}"] = mse
+        out[f"{name}_over_copy_last"] = mse / out["copy_last_mse_t2"]
+    return out
+
+
 # ----------------------------------------------------------------------------- rollout
 def rollout_clips(model, frames, context=10, future=10, batch_size=32, progress=False):
     """Run :meth:`STVAE.rollout` over many clips in batches; results on the host.

@@ -221,3 +221,21 @@ def test_cli_on_a_clip_file_without_ground_truth(tiny_checkpoint, tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     assert m["data"]["clips"] == 2 and "skipped" in m["label_propagation"]
     assert m["rollout"]["future"] == 3
+
+
+def test_true_flow_probe_on_a_fresh_model_and_by_hand():
+    """A fresh model regresses zero flow (its last flow layer is zero), so its 'learned'
+    and 'zero' predictions coincide; and the 'true' row is warp_decode(encode(x_t), T̄)
+    with T̄ the 2×2 block mean of the true flow, halved, computed here by hand."""
+    model = STVAE(Config.tiny(), dtype="float64")
+    clips = moving_shapes(3, seq_len=5, size=32, seed=4)
+    out = E.true_flow_probe(model, clips)
+    assert out["mse_t2_learned"] == pytest.approx(out["mse_t2_zero"], rel=1e-12)
+    inputs, targets = clips.frames[:, 2:-1].reshape(-1, 1, 32, 32), clips.frames[:, 3:].reshape(-1, 1, 32, 32)
+    flow = clips.flow[:, 2:].reshape(-1, 2, 16, 2, 16, 2).mean(axis=(3, 5)) / 2
+    e, _ = model.encode(inputs.astype(np.float64))
+    pred, _ = model.warp_decode(e, flow.astype(np.float64))
+    expected = np.mean((np.clip(pred, 0, 1) - targets) ** 2)
+    assert out["mse_t2_true"] == pytest.approx(expected, rel=1e-8)   # float32 flow here, float64 there
+    assert out["copy_last_mse_t2"] == pytest.approx(np.mean((inputs - targets) ** 2), rel=1e-12)
+    assert out["true_over_copy_last"] == pytest.approx(out["mse_t2_true"] / out["copy_last_mse_t2"])
