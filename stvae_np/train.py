@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-DEFAULT_STEPS = {"tiny": 1000, "paper": 20000}
+DEFAULT_STEPS = {"tiny": 2000, "paper": 20000}
 VAL_KEYS = ("mse", "copy_last_mse", "epe", "zero_flow_epe", "epe_t2", "zero_flow_epe_t2",
             "flow_gain_t2", "angular_error_t2")
 

@@ -52,9 +52,9 @@ def test_training_starts_from_zero_flow():
     assert not flows.any()
 
 
-def _gradcheck_model():
+def _gradcheck_model(**overrides):
     """Tiny preset in float64, flow head moved off zero so every path carries gradient."""
-    cfg = Config.tiny()
+    cfg = dataclasses.replace(Config.tiny(), **overrides)
     model = STVAE(cfg, seed=1, dtype="float64")
     rng = np.random.default_rng(7)
     model.params["flow3.W"][...] = rng.normal(0, 0.5, model.params["flow3.W"].shape)
@@ -63,10 +63,12 @@ def _gradcheck_model():
     return model, clip
 
 
-def test_whole_model_directional_gradient_check():
+@pytest.mark.parametrize("photo_weight", [3.0, 0.0], ids=["tiny-recipe", "paper-loss"])
+def test_whole_model_directional_gradient_check(photo_weight):
     """Directional derivatives along directions partly parallel to the claimed gradient:
-    [L(θ + h·d) − L(θ − h·d)] / 2h against ⟨∇L, d⟩, for every parameter tensor."""
-    model, clip = _gradcheck_model()
+    [L(θ + h·d) − L(θ − h·d)] / 2h against ⟨∇L, d⟩, for every parameter tensor; with the
+    tiny preset's photometric term and with the paper's loss alone."""
+    model, clip = _gradcheck_model(photo_weight=photo_weight)
     loss, grads = model.loss_and_grads(clip)
     assert set(grads) == set(PARAM_NAMES)
     for name in PARAM_NAMES:
@@ -82,7 +84,9 @@ def test_loss_and_grads_matches_forward_only_loss():
     loss, _ = model.loss_and_grads(clip)
     assert loss.shape == () and float(loss) == pytest.approx(float(model.loss(clip)), rel=1e-12)
     parts = model.last_parts
-    assert float(loss) == pytest.approx(float(parts["mse"]) + 1e-2 * float(parts["smooth"]))
+    cfg = model.config
+    assert float(loss) == pytest.approx(float(parts["mse"]) + cfg.huber_weight * float(parts["smooth"])
+                                        + cfg.photo_weight * float(parts["photo"]))
 
 
 def test_float32_model_keeps_float32():
