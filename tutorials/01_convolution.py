@@ -27,14 +27,12 @@
 # 6. a gradient check against finite differences.
 
 # %%
-import ast
-import inspect
 import time
 
 import numpy as np
 
 import _setup  # noqa: F401  (puts the repository on sys.path, picks a backend)
-from _setup import plt, show
+from _setup import best_time, max_rel_diff, plt, show, show_code
 from stvae_np import conv
 from stvae_np import reference as ref
 from stvae_np.data import mnist_digits
@@ -43,18 +41,6 @@ from stvae_np.gradcheck import numerical_gradient, rel_error
 rng = np.random.default_rng(0)
 
 
-def show_code(func):
-    """Print a function's source without its docstring: the lines that actually run."""
-    lines = inspect.getsource(func).splitlines()
-    body = ast.parse(inspect.getsource(func)).body[0].body
-    has_doc = isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
-    first = body[1].lineno if has_doc else body[0].lineno
-    print("\n".join(lines[:body[0].lineno - 1] + lines[first - 1:]) + "\n")
-
-
-def max_rel_diff(a, b):
-    """max|a − b| / max|b|: how far the fast result a is from the reference b."""
-    return float(np.abs(a - b).max() / np.abs(b).max())
 
 
 # %% [markdown]
@@ -379,15 +365,6 @@ def fwd_bwd(module, x_, w_, dout_):
     return module.conv2d_backward(dout_, cache_)
 
 
-def best_time(func, repeats=5):
-    """The fastest of a few runs after a warm-up: the least disturbed by the machine."""
-    func()                                                     # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        func()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 speed_layers = [("decoder 16→1, 7×7, 64²", 16, 1, 7, 64),

@@ -28,32 +28,17 @@
 # 7. a gradient check.
 
 # %%
-import ast
-import inspect
-import time
 
 import numpy as np
 
 import _setup  # noqa: F401  (puts the repository on sys.path, picks a backend)
-from _setup import plt, show
+from _setup import best_time, max_rel_diff, plt, show, show_code
 from stvae_np import convlstm
 from stvae_np import reference as ref
 from stvae_np.data import moving_mnist_for
 from stvae_np.gradcheck import numerical_gradient, rel_error
 
 
-def show_code(func):
-    """Print a function's source without its docstring: the lines that actually run."""
-    lines = inspect.getsource(func).splitlines()
-    body = ast.parse(inspect.getsource(func)).body[0].body
-    has_doc = isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
-    first = body[1].lineno if has_doc else body[0].lineno
-    print("\n".join(lines[:body[0].lineno - 1] + lines[first - 1:]) + "\n")
-
-
-def max_rel_diff(a, b):
-    """max|a − b| / max|b|: how far the fast result a is from the reference b."""
-    return float(np.abs(a - b).max() / np.abs(b).max())
 
 # %% [markdown]
 # ## 1. Six equations
@@ -340,17 +325,6 @@ print("  ".join(f"{key} {max_rel_diff(results['fast'][key], results['reference']
 # `BENCHMARKS.md` has careful measurements of the whole training step.)
 
 # %%
-def best_time(func, repeats=5):
-    """The fastest of a few runs after a warm-up: the least disturbed by the machine."""
-    func()                                                     # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        func()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
 def fwd_bwd(module, xs, p, dhs):
     hs_, cache_ = module.convlstm_forward(xs, p)
     return module.convlstm_backward(dhs, cache_)

@@ -44,3 +44,32 @@ def show_png(path):
         display(Image(filename=str(path)))
     print(f"figure saved: {path}")
     return path
+
+
+def show_code(func):
+    """Print a function's source without its docstring: the lines that actually run."""
+    import ast
+    import inspect
+    lines = inspect.getsource(func).splitlines()
+    body = ast.parse(inspect.getsource(func)).body[0].body
+    has_doc = isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+    first = body[1].lineno if has_doc else body[0].lineno
+    print("\n".join(lines[:body[0].lineno - 1] + lines[first - 1:]) + "\n")
+
+
+def max_rel_diff(a, b):
+    """max|a − b| / max|b|: how far the fast result a is from the reference b."""
+    import numpy as np
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def best_time(func, repeats=5):
+    """The fastest of a few runs after a warm-up: the least disturbed by the machine."""
+    import time
+    func()                                                     # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        func()
+        times.append(time.perf_counter() - t0)
+    return min(times)
