@@ -26,12 +26,29 @@ def get_array_module(*arrays):
     return np
 
 
+_GPU_WORKS = None        # the answer of gpu_available(), found once per process
+
+
 def gpu_available() -> bool:
-    """True only when CuPy imports *and* a CUDA device answers. Never raises."""
+    """True only when CuPy imports, a CUDA device answers *and* it computes: a tiny
+    element-wise kernel and a tiny matrix product (cuBLAS) run and give the right numbers.
+    A CuPy installed without its CUDA libraries passes the device count and fails here,
+    instead of at the model's first kernel. Never raises; the answer is cached."""
+    global _GPU_WORKS
+    if _GPU_WORKS is None:
+        _GPU_WORKS = _gpu_computes()
+    return _GPU_WORKS
+
+
+def _gpu_computes() -> bool:
     if _cp is None:
         return False
     try:
-        return _cp.cuda.runtime.getDeviceCount() > 0
+        if _cp.cuda.runtime.getDeviceCount() < 1:
+            return False
+        a = _cp.arange(4, dtype=_cp.float32).reshape(2, 2)
+        out = _cp.asnumpy(a @ a + 2 * a)                 # cuBLAS, then an element-wise kernel
+        return bool(np.array_equal(out, np.array([[2.0, 5.0], [10.0, 17.0]], np.float32)))
     except Exception:
         return False
 

@@ -96,3 +96,36 @@ def test_rel_error():
     assert rel_error([1.0, 2.0], [1.0, 2.2]) == pytest.approx(0.2 / 4.2)
     with pytest.raises(ValueError, match="shapes differ"):
         rel_error(np.ones(2), np.ones(3))
+
+
+class _FakeCuPy:
+    """Stands in for a CuPy whose device count answers; ``fail`` makes kernels raise the
+    way a CuPy installed without its CUDA libraries does."""
+    float32 = np.float32
+
+    def __init__(self, devices=1, fail=False, wrong=False):
+        self.fail, self.wrong = fail, wrong
+        self.cuda = type("cuda", (), {"runtime": type("rt", (), {
+            "getDeviceCount": staticmethod(lambda: devices)})})
+
+    def arange(self, n, dtype):
+        if self.fail:
+            raise RuntimeError("CUDA_ERROR_FILE_NOT_FOUND: libnvrtc.so.12 not found")
+        return np.arange(n, dtype=dtype) + (1 if self.wrong else 0)
+
+    def asnumpy(self, a):
+        return np.asarray(a)
+
+
+@pytest.mark.parametrize("fake, expected", [
+    (_FakeCuPy(devices=1), True),
+    (_FakeCuPy(devices=0), False),
+    (_FakeCuPy(devices=1, fail=True), False),        # a device, but no CUDA libraries
+    (_FakeCuPy(devices=1, wrong=True), False),       # a device that computes wrong numbers
+    (None, False),                                   # no CuPy at all
+], ids=["works", "no-device", "no-cuda-libraries", "wrong-numbers", "no-cupy"])
+def test_gpu_available_runs_a_kernel_and_a_matmul(monkeypatch, fake, expected):
+    monkeypatch.setattr(backend, "_cp", fake)
+    monkeypatch.setattr(backend, "_GPU_WORKS", None)
+    assert backend.gpu_available() is expected
+    assert backend._GPU_WORKS is expected              # cached for the process

@@ -458,7 +458,7 @@ def test_short_training_run_on_gpu_loss_falls():
     assert model.xp is cp and all(isinstance(p, cp.ndarray) for p in model.params.values())
     # the first step starts from identical parameters: the same loss as the CPU's
     cpu_first = STVAE(Config.tiny(), seed=0).loss_and_grads(moving_squares(n=4, t=5, seed=0))[0]
-    assert losses[0] == pytest.approx(float(cpu_first), rel=1e-5)
+    assert losses[0] == pytest.approx(float(cpu_first), rel=tol("float32"))   # skips under TF32
 
 
 # ----------------------------------------------------------------------------- the training command

@@ -330,6 +330,8 @@ SYNC_ALLOWED = {
     ("model.STVAE._blur", "int"): "int(np.ceil(2σ)): σ = photo_blur is a Python number (config)",
     ("backend.to_device", "asnumpy"): "only for device='cpu': a no-op on a host clip",
     ("backend.asnumpy", "asnumpy"): "reached only through to_device(..., 'cpu') (above)",
+    ("backend._gpu_computes", "asnumpy"): "gpu_available's probe: once per process, cached",
+    ("backend._gpu_computes", "bool"): "the same probe's answer, a Python bool",
 }
 
 
