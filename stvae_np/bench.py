@@ -3,6 +3,7 @@
     python -m stvae_np.bench                         # paper preset, N=16, T=10, CPU
     python -m stvae_np.bench --device gpu
     python -m stvae_np.bench --preset tiny --steps 5
+    python -m stvae_np.bench --ops-only              # array operations per step, both presets
 
 The model is matmul-bound: almost all of its work is convolutions, and every
 convolution here is one matrix product (see conv.py). The honest yardstick is the
@@ -20,6 +21,15 @@ clipping, RMSProp) after ``--warmup`` steps. On the GPU every time is taken with
 events around the work, never a bare CPU timer. Peak memory: on the CPU the peak
 resident set of a fresh process that builds the model and runs two steps; on the GPU
 the bytes held by CuPy's memory pool after the steps.
+
+Array operations per step: the number of array operations (ufunc calls, reductions,
+matrix products, copies, slice assignments, creations) one training step issues, counted
+on NumPy with one thread by ``opcount.py``. On the GPU each is at least one kernel
+launch, and a small step is bound by the launches. The count depends on the batch only
+through the batch chunks of ``conv.py`` (MAX_BUFFER): the same for every N at which each
+layer fits one chunk (tiny up to N = 16), larger when a layer splits (paper, N = 16:
+the ConvLSTM in 2 chunks, the 15×15 flow convolutions in 3); so it is counted at the
+benched N and T.
 """
 from __future__ import annotations
 
@@ -187,6 +197,38 @@ def _train_step_fn(model, clip, max_norm=1.0):
     return step
 
 
+def count_step_ops(preset="paper", n=16, t=10, dtype="float32"):
+    """The array operations of one training step (forward, backward, gradient clipping,
+    RMSProp: ``_train_step_fn``), counted on NumPy with one thread (``opcount.py``).
+    The model and optimizer are built inside the count, not counted. Returns an
+    ``opcount.OpCount``; its time is one plain CPU step's."""
+    from .opcount import count_array_ops
+    cfg = Config.preset(preset)
+    clip = random_clip(cfg, n, t)
+    return count_array_ops(lambda step: step(),
+                           setup=lambda: _train_step_fn(STVAE(cfg, dtype=dtype), clip))
+
+
+def _ops_fields(ops, top=10):
+    """The JSON fields of an OpCount."""
+    return {"array_ops_per_step": ops.total, "array_ops_by_category": dict(ops.by_category),
+            "array_ops_top_lines": [ln.to_dict() for ln in ops.top(top)],
+            "array_ops_not_counted": dict(ops.not_counted)}
+
+
+def ops_only(n=16, t=10, presets=("tiny", "paper"), top=10):
+    """Count both presets' step without timing anything: (report text, JSON dict)."""
+    out = {"batch": n, "frames": t, "counted": "NumPy, one thread (stvae_np.opcount)", "presets": {}}
+    lines = []
+    for preset in presets:
+        ops = count_step_ops(preset, n, t)
+        out["presets"][preset] = _ops_fields(ops, top)
+        lines.append(f"stvae_np bench --ops-only: preset {preset}, N={n}, T={t}, float32, one training step "
+                     "(counted on NumPy, one thread)")
+        lines.append(ops.report(top=top, label="array ops per step"))
+    return "\n".join(lines), out
+
+
 def peak_rss_mib():
     """Peak resident set of this process in MiB: VmHWM from /proc (Linux), else ru_maxrss.
 
@@ -215,7 +257,7 @@ def memory_probe(preset, n, t):
     print(json.dumps({"baseline_mib": base, "peak_mib": peak}))
 
 
-def run(preset="paper", n=16, t=10, device="cpu", steps=3, warmup=1, stages=True, memory=True):
+def run(preset="paper", n=16, t=10, device="cpu", steps=3, warmup=1, stages=True, memory=True, ops=True):
     cfg = Config.preset(preset)
     timer = Timer(device)
     flops = step_flops(cfg, n, t)
@@ -233,6 +275,8 @@ def run(preset="paper", n=16, t=10, device="cpu", steps=3, warmup=1, stages=True
         "matmul_gflops": max(mm, mm_after), "matmul_gflops_before_after": [mm, mm_after],
     }
     result["ratio"] = result["step_gflops"] / result["matmul_gflops"]
+    if ops:        # counted on NumPy whatever the device: the same code issues them
+        result.update(_ops_fields(count_step_ops(preset, n, t)))
     if stages:
         result["stage_seconds"] = stage_times(model, clip, Timer(device).__call__)
     if memory:
@@ -276,6 +320,10 @@ def report(r) -> str:
         f"(4096², before/after: {r['matmul_gflops_before_after'][0]:.0f}/{r['matmul_gflops_before_after'][1]:.0f})",
         f"  ratio                    {r['ratio']:10.1%}",
     ]
+    if "array_ops_per_step" in r:
+        cats = ", ".join(f"{k} {v}" for k, v in r["array_ops_by_category"].items())
+        lines.append(f"  array ops per step       {r['array_ops_per_step']:10d} ({cats}; "
+                     "counted on NumPy, one thread: each a kernel launch on the GPU)")
     if "memory" in r:
         mem = r["memory"]
         lines.append("  peak memory              " + (
@@ -300,17 +348,27 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--no-stages", action="store_true")
     ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--no-ops", action="store_true", help="skip counting the step's array operations")
+    ap.add_argument("--ops-only", action="store_true",
+                    help="only count the array operations of one step, for both presets (no timing)")
     ap.add_argument("--json", default=None, help="also write the figures to this file")
     ap.add_argument("--memory-probe", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.memory_probe:
         memory_probe(args.preset, args.batch_size, args.seq_len)
         return 0
+    if args.ops_only:
+        text, r = ops_only(args.batch_size, args.seq_len)
+        print(text)
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(r, fh, indent=2, default=float)
+        return 0
     if args.device == "gpu" and not gpu_available():
         print("stvae_np.bench: error: --device gpu asked for, but no CUDA device is available", file=sys.stderr)
         return 2
     r = run(args.preset, args.batch_size, args.seq_len, args.device, args.steps, args.warmup,
-            stages=not args.no_stages, memory=not args.no_memory)
+            stages=not args.no_stages, memory=not args.no_memory, ops=not args.no_ops)
     print(report(r))
     if args.json:
         with open(args.json, "w") as fh:
