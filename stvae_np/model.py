@@ -221,6 +221,7 @@ class STVAE:
         self.device = device
         self.params = {k: to_device(v, device) for k, v in init_params(config, seed, self.dtype).items()}
         self.last_parts = {}   # {"mse": 0-d array, "smooth": 0-d array} of the last loss
+        self._blur_kernels = {}  # (σ, dtype, array module) -> the photometric term's blur kernel
 
     @property
     def xp(self):
@@ -305,10 +306,14 @@ class STVAE:
         if sigma <= 0:
             return frames
         xp = get_array_module(frames)
-        r = int(np.ceil(2 * sigma))
-        g = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
-        kernel = np.outer(g, g) / np.outer(g, g).sum()
-        w = xp.asarray(kernel.reshape(1, 1, 2 * r + 1, 2 * r + 1), dtype=frames.dtype)
+        key = (sigma, frames.dtype.str, xp.__name__)
+        if key not in self._blur_kernels:        # built on the host once, kept on the device
+            r = int(np.ceil(2 * sigma))
+            g = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+            kernel = np.outer(g, g) / np.outer(g, g).sum()
+            self._blur_kernels[key] = xp.asarray(kernel.reshape(1, 1, 2 * r + 1, 2 * r + 1),
+                                                 dtype=frames.dtype)
+        w = self._blur_kernels[key]
         m, c, hh, ww = frames.shape
         out, _ = conv2d_forward(frames.reshape(m * c, 1, hh, ww), w)
         return out.reshape(m, c, hh, ww)
