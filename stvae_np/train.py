@@ -71,6 +71,8 @@ def eval_line(m) -> str:
     elif "epe" in m:
         msg += f", flow EPE {m['epe']:.3f} px (zero flow {m['zero_flow_epe']:.3f})"
     return msg
+
+
 ROLLOUT = 10                       # the final evaluation reads 10 frames and predicts 10
 
 
@@ -85,9 +87,9 @@ def apply_overrides(config: Config, items) -> Config:
         name = name.strip().replace("-", "_")
         if not sep or name not in fields:
             raise CLIError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {sorted(fields)}")
-        kind = type(getattr(config, name))
+        kind = type(getattr(config, name))            # int, float or str
         try:
-            changes[name] = kind(text) if kind is not bool else text.lower() in ("1", "true", "yes")
+            changes[name] = kind(text)
         except ValueError:
             raise CLIError(f"--set {item!r}: {text!r} is not a valid {kind.__name__}") from None
     if not changes:
