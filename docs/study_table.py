@@ -18,12 +18,11 @@ def row(folder, split):
         m = json.load(fh)
     last = m["history"]["eval"][-1]
     pre = "val_" if split == "val" else ""
-    cfg_path = os.path.join(folder, "config.json")
     name = os.path.basename(os.path.normpath(folder))
     e = lambda k: last[pre + k]                                   # noqa: E731
     return (f"| {name} | {m['steps']} | {e('epe_t2') / e('zero_flow_epe_t2'):.2f} | "
             f"{e('flow_gain_t2'):.2f} | {e('angular_error_t2'):.0f}° | "
-            f"{e('mse') / e('copy_last_mse'):.2f} | {m['train_seconds'] / 60:.1f} |"), cfg_path
+            f"{e('mse') / e('copy_last_mse'):.2f} | {m['train_seconds'] / 60:.1f} |")
 
 
 def main():
@@ -35,7 +34,7 @@ def main():
     print("|---|---:|---:|---:|---:|---:|---:|")
     for folder in args.folders:
         if os.path.exists(os.path.join(folder, "metrics.json")):
-            print(row(folder, args.split)[0])
+            print(row(folder, args.split))
 
 
 if __name__ == "__main__":
