@@ -318,8 +318,8 @@ class STVAE:
         out, _ = conv2d_forward(frames.reshape(m * c, 1, hh, ww), w)
         return out.reshape(m, c, hh, ww)
 
-    def _photometric_forward(self, frames, targets, flow):
-        """The photometric term: the input frame itself, warped by the flow brought to
+    def _photometric_forward(self, clip, flow):
+        """The photometric term: each input frame itself, warped by the flow brought to
         image pixels, against the next frame.
 
             F_t = s · upsample2(T_t)              s = H / h (= 2): image pixels, nearest
@@ -327,26 +327,32 @@ class STVAE:
 
         with ρ(d) = d² (``photo_loss="l2"``) or √(d² + ε²) − ε, ε = 0.01 ("charbonnier").
         B is the optional Gaussian blur (``photo_blur``), which widens the range of
-        displacements the bilinear gradient can see. No parameter but the flow's enters P.
+        displacements the bilinear gradient can see; it runs once over the T frames of the
+        clip, which serve both as x_t and as x_{t+1}. No parameter but the flow's enters P.
 
         Args:
-            frames, targets: (M, C, H, W), x_t and x_{t+1}.
-            flow: (M, 2, h, w) in memory-grid pixels.
+            clip: (N, T, C, H, W), the model's dtype and device.
+            flow: (N·(T-1), 2, h, w) in memory-grid pixels, steps stacked like the model's.
         Returns:
             P (0-d array) and a :class:`PhotoCache` for :meth:`_photometric_backward`.
         """
-        scale = frames.shape[-1] // flow.shape[-1]
+        n, t, c, hh, ww = clip.shape
+        blurred = self._blur(clip.reshape(n * t, c, hh, ww)).reshape(n, t, c, hh, ww)
+        frames = blurred[:, :-1].reshape(n * (t - 1), c, hh, ww)      # B(x_0) … B(x_{T-2})
+        targets = blurred[:, 1:].reshape(n * (t - 1), c, hh, ww)      # B(x_1) … B(x_{T-1})
+        scale = ww // flow.shape[-1]
         up, up_cache = upsample2_forward(flow)
-        warped, samp_cache = bilinear_forward(self._blur(frames), flow_to_grid(scale * up))
+        warped, samp_cache = bilinear_forward(frames, flow_to_grid(scale * up))
         error_forward = charbonnier_forward if self.config.photo_loss == "charbonnier" else mse_forward
-        photo, error_cache = error_forward(warped, self._blur(targets))
+        photo, error_cache = error_forward(warped, targets)
         return photo, PhotoCache(scale, up_cache, samp_cache, error_cache)
 
     @staticmethod
     def _photometric_backward(dphoto, cache):
         """dT = s · upsample2ᵀ(∂P/∂G): the gradient of P with respect to the memory-grid flow."""
         error_backward = charbonnier_backward if isinstance(cache.error, CharbonnierCache) else mse_backward
-        _, dgrid = bilinear_backward(error_backward(dphoto, cache.error), cache.sampler)
+        _, dgrid = bilinear_backward(error_backward(dphoto, cache.error), cache.sampler,
+                                     need_dimg=False)         # the frames need no gradient
         return cache.scale * upsample2_backward(dgrid, cache.upsample)
 
     def loss_and_grads(self, clip):
@@ -381,7 +387,7 @@ class STVAE:
 
         photo = None
         if cfg.photo_weight > 0:                                   # the optional photometric term
-            photo, photo_cache = self._photometric_forward(inputs, targets, flow)
+            photo, photo_cache = self._photometric_forward(clip, flow)
             loss = loss + cfg.photo_weight * photo
 
         # ---- backward, in exactly the reverse order
@@ -418,9 +424,7 @@ class STVAE:
         smooth, _ = huber_smoothness_forward(flat, self.config.huber_delta)
         loss = mse + self.config.huber_weight * smooth
         if self.config.photo_weight > 0:
-            frame_shape = clip.shape[2:]
-            photo, _ = self._photometric_forward(clip[:, :-1].reshape((-1,) + frame_shape),
-                                                 clip[:, 1:].reshape((-1,) + frame_shape), flat)
+            photo, _ = self._photometric_forward(clip, flat)
             loss = loss + self.config.photo_weight * photo
         return loss
 

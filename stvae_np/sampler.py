@@ -172,7 +172,7 @@ def bilinear_forward(img, grid):
     return out, BilinearCache(img, tuple(grid.shape), index, weight, dw_dx, dw_dy)
 
 
-def bilinear_backward(dout, cache):
+def bilinear_backward(dout, cache, need_dimg=True):
     """Gradients of the bilinear sampler with respect to the image and the grid.
 
         dimg[n, c, q]      += dout[n, c, y, x] · w_q        (for each of the four corners q)
@@ -196,8 +196,10 @@ def bilinear_backward(dout, cache):
     Args:
         dout: (N, C, Ho, Wo).
         cache: from :func:`bilinear_forward`.
+        need_dimg: False skips the scatter of dimg (returned as None) when the image is a
+            constant, like the frames the photometric term warps.
     Returns:
-        dimg (N, C, H, W), dgrid (N, 2, Ho, Wo), both of img's dtype.
+        dimg (N, C, H, W) or None, dgrid (N, 2, Ho, Wo), both of img's dtype.
     """
     img, grid_shape, index, weight, dw_dx, dw_dy = cache
     xp = get_array_module(dout, img)
@@ -209,12 +211,13 @@ def bilinear_backward(dout, cache):
                          f"got {tuple(dout.shape)}")
     dout = dout.reshape(n, c, 1, p)
 
-    # image: scatter dout · w_q onto the flat (N·C·H·W) image, one index per (n, c, corner, p)
-    offset = (xp.arange(n * c, dtype=index.dtype) * (h * w)).reshape(n, c, 1)   # start of each (n, c) map
-    flat_index = offset + index                                # (N, C, 4·P)
-    dimg = xp.zeros(n * c * h * w, dtype=img.dtype)
-    scatter_add(dimg, flat_index, (dout * weight).reshape(n, c, 4 * p))
-    dimg = dimg.reshape(n, c, h, w)
+    dimg = None
+    if need_dimg:   # scatter dout · w_q onto the flat (N·C·H·W) image, one index per (n, c, corner, p)
+        offset = (xp.arange(n * c, dtype=index.dtype) * (h * w)).reshape(n, c, 1)   # start of each (n, c) map
+        flat_index = offset + index                            # (N, C, 4·P)
+        dimg = xp.zeros(n * c * h * w, dtype=img.dtype)
+        scatter_add(dimg, flat_index, (dout * weight).reshape(n, c, 4 * p))
+        dimg = dimg.reshape(n, c, h, w)
 
     # grid: s_q = Σ_c dout · img(q), then contract with the weights' derivatives
     vals = _gather(img, index)                                 # (N, C, 4, P)

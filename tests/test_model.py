@@ -201,10 +201,11 @@ def test_photometric_term_is_zero_for_the_true_motion_and_pulls_towards_it():
     x1 = np.roll(x0, 2, axis=-1)
     true = np.zeros((1, 2, 16, 16))
     true[:, 0] = -1.0
-    p_true, _ = model._photometric_forward(x0, x1, true)
+    clip = np.stack([x0, x1], axis=1)                   # (1, 2, 1, 32, 32): x_t, x_{t+1}
+    p_true, _ = model._photometric_forward(clip, true)
     assert float(p_true) == pytest.approx(0.0, abs=1e-12)   # np.roll wraps the blob's far tail
     zero = np.zeros_like(true)
-    p_zero, cache = model._photometric_forward(x0, x1, zero)
+    p_zero, cache = model._photometric_forward(clip, zero)
     assert float(p_zero) > 1e-3
     dflow = model._photometric_backward(1.0, cache)
     assert dflow[:, 0].sum() > 0           # increasing T_x raises P: descent lowers T_x

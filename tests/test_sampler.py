@@ -250,3 +250,17 @@ def test_cupy_matches_numpy_including_far_points():
     for a, b in ((out, out_g), (dimg, dimg_g), (dgrid, dgrid_g)):
         assert b.dtype == np.float32
         np.testing.assert_allclose(backend.asnumpy(b), a, rtol=1e-5, atol=1e-5)
+
+
+def test_need_dimg_false_gives_the_same_dgrid_and_no_dimg():
+    """The photometric term warps constant frames: skipping the image's scatter must not
+    change the grid's gradient by a single bit."""
+    rng = np.random.default_rng(5)
+    img = rng.standard_normal((2, 3, 6, 7))
+    grid = base_grid(2, 5, 4, img) + rng.uniform(-1.7, 1.7, (2, 2, 5, 4))
+    out, cache = bilinear_forward(img, grid)
+    dout = rng.standard_normal(out.shape)
+    dimg, dgrid = bilinear_backward(dout, cache)
+    none, dgrid2 = bilinear_backward(dout, cache, need_dimg=False)
+    assert none is None and dimg.shape == img.shape
+    np.testing.assert_array_equal(dgrid2, dgrid)
