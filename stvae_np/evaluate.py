@@ -138,9 +138,8 @@ def classical_scores(clips):
         are too short for steps t ≥ 2).
     """
     from .classical import classical_flows
-    if clips.flow is None or clips.masks is None or clips.frames.shape[1] - 1 <= M.FLOW_T_MIN:
-        return {}
-    if clips.frames.shape[2] != 1:
+    if (clips.flow is None or clips.masks is None or clips.frames.shape[2] != 1
+            or clips.frames.shape[1] - 1 <= M.FLOW_T_MIN):
         return {}
     q = M.flow_quality(classical_flows(clips.frames), clips.flow, clips.masks[:, 1:, 0])
     return {f"classical_{k}": q[k] for k in ("epe_t2", "flow_gain_t2", "angular_error_t2")}
@@ -268,7 +267,8 @@ def propagate_masks(masks_t, flow_img, threshold=MASK_THRESHOLD):
         m̂_{t+1}(y, x) = [ bilinear(m_t, (x + T_x(y, x), y + T_y(y, x))) ≥ threshold ]
 
     the model's own warp (``sampler.bilinear_forward`` with grid
-    ``sampler.flow_to_grid(flow)`` = base grid + flow, zero outside the map) applied to the mask as a 0/1 image, then thresholded.
+    ``sampler.flow_to_grid(flow)`` = base grid + flow, zero outside the map) applied to
+    the mask as a 0/1 image, then thresholded.
     Thresholding the bilinear coverage at 0.5 keeps an integer shift exact and rounds
     a sub-pixel one.
 
