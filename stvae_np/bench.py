@@ -25,11 +25,13 @@ the bytes held by CuPy's memory pool after the steps.
 Array operations per step: the number of array operations (ufunc calls, reductions,
 matrix products, copies, slice assignments, creations) one training step issues, counted
 on NumPy with one thread by ``opcount.py``. On the GPU each is at least one kernel
-launch, and a small step is bound by the launches. The count depends on the batch only
-through the batch chunks of ``conv.py`` (MAX_BUFFER): the same for every N at which each
-layer fits one chunk (tiny up to N = 16), larger when a layer splits (paper, N = 16:
-the ConvLSTM in 2 chunks, the 15×15 flow convolutions in 3); so it is counted at the
-benched N and T.
+launch, and a small step is bound by the launches. It is counted along the code path
+CuPy takes (``count_step_ops(path="gpu")``): the convolutions' one-operation windows
+(``conv.FEW_KERNELS``) and batch chunks as large as a card with 16 GiB free allows (every
+layer of both presets in one chunk at N = 16). The CPU's path (the k·k copy loops,
+MAX_BUFFER's chunks: the paper ConvLSTM in 2 chunks, its 15×15 flow convolutions in 3)
+is counted beside it. Both depend on the batch only through the chunks, so they are
+counted at the benched N and T.
 """
 from __future__ import annotations
 
@@ -41,6 +43,7 @@ import resource
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -197,35 +200,68 @@ def _train_step_fn(model, clip, max_norm=1.0):
     return step
 
 
-def count_step_ops(preset="paper", n=16, t=10, dtype="float32"):
+COUNT_PATHS = ("gpu", "cpu")
+GPU_COUNT_BUFFER = 2 ** 30   # elements: a chunk's buffer on a card with ≥ 16 GiB free (conv.buffer_limit)
+
+
+@contextmanager
+def conv_path(path):
+    """The convolution code path a count follows. "gpu": what CuPy runs, the few-kernel
+    windows (``conv.FEW_KERNELS``) and chunks as large as a card with 16 GiB free allows
+    (``conv.buffer_limit``: every layer of both presets in one chunk at N=16); "cpu": what
+    NumPy runs, the k·k loops and MAX_BUFFER's chunks. Put back on exit."""
+    from . import conv
+    if path not in COUNT_PATHS:
+        raise ValueError(f"path must be one of {COUNT_PATHS}, got {path!r}")
+    saved = conv.FEW_KERNELS, conv.MAX_BUFFER
+    if path == "gpu":
+        conv.FEW_KERNELS, conv.MAX_BUFFER = True, GPU_COUNT_BUFFER
+    else:
+        conv.FEW_KERNELS = False
+    try:
+        yield
+    finally:
+        conv.FEW_KERNELS, conv.MAX_BUFFER = saved
+
+
+def count_step_ops(preset="paper", n=16, t=10, dtype="float32", path="gpu"):
     """The array operations of one training step (forward, backward, gradient clipping,
-    RMSProp: ``_train_step_fn``), counted on NumPy with one thread (``opcount.py``).
-    The model and optimizer are built inside the count, not counted. Returns an
-    ``opcount.OpCount``; its time is one plain CPU step's."""
+    RMSProp: ``_train_step_fn``), counted on NumPy with one thread (``opcount.py``),
+    along the GPU's code path or the CPU's (:func:`conv_path`). The model and optimizer
+    are built inside the count, not counted. Returns an ``opcount.OpCount``; its time
+    is one plain CPU step's."""
     from .opcount import count_array_ops
     cfg = Config.preset(preset)
     clip = random_clip(cfg, n, t)
-    return count_array_ops(lambda step: step(),
-                           setup=lambda: _train_step_fn(STVAE(cfg, dtype=dtype), clip))
+    with conv_path(path):
+        return count_array_ops(lambda step: step(),
+                               setup=lambda: _train_step_fn(STVAE(cfg, dtype=dtype), clip))
 
 
-def _ops_fields(ops, top=10):
-    """The JSON fields of an OpCount."""
-    return {"array_ops_per_step": ops.total, "array_ops_by_category": dict(ops.by_category),
-            "array_ops_top_lines": [ln.to_dict() for ln in ops.top(top)],
-            "array_ops_not_counted": dict(ops.not_counted)}
+def _ops_fields(ops, top=10, cpu_path_total=None):
+    """The JSON fields of an OpCount (the GPU path's), with the CPU path's total beside it."""
+    out = {"array_ops_per_step": ops.total, "array_ops_path": "gpu",
+           "array_ops_by_category": dict(ops.by_category),
+           "array_ops_top_lines": [ln.to_dict() for ln in ops.top(top)],
+           "array_ops_not_counted": dict(ops.not_counted)}
+    if cpu_path_total is not None:
+        out["array_ops_per_step_cpu_path"] = cpu_path_total
+    return out
 
 
 def ops_only(n=16, t=10, presets=("tiny", "paper"), top=10):
-    """Count both presets' step without timing anything: (report text, JSON dict)."""
+    """Count both presets' step without timing anything, along the GPU's code path (the
+    launches) and the CPU's: (report text, JSON dict)."""
     out = {"batch": n, "frames": t, "counted": "NumPy, one thread (stvae_np.opcount)", "presets": {}}
     lines = []
     for preset in presets:
-        ops = count_step_ops(preset, n, t)
-        out["presets"][preset] = _ops_fields(ops, top)
+        ops = count_step_ops(preset, n, t, path="gpu")
+        cpu_total = count_step_ops(preset, n, t, path="cpu").total
+        out["presets"][preset] = _ops_fields(ops, top, cpu_total)
         lines.append(f"stvae_np bench --ops-only: preset {preset}, N={n}, T={t}, float32, one training step "
-                     "(counted on NumPy, one thread)")
+                     "(counted on NumPy, one thread, along the GPU's code path)")
         lines.append(ops.report(top=top, label="array ops per step"))
+        lines.append(f"  along the CPU's code path (the k·k copy loops, MAX_BUFFER chunks): {cpu_total}")
     return "\n".join(lines), out
 
 
@@ -275,8 +311,9 @@ def run(preset="paper", n=16, t=10, device="cpu", steps=3, warmup=1, stages=True
         "matmul_gflops": max(mm, mm_after), "matmul_gflops_before_after": [mm, mm_after],
     }
     result["ratio"] = result["step_gflops"] / result["matmul_gflops"]
-    if ops:        # counted on NumPy whatever the device: the same code issues them
-        result.update(_ops_fields(count_step_ops(preset, n, t)))
+    if ops:        # counted on NumPy whatever the device, along the GPU's code path
+        result.update(_ops_fields(count_step_ops(preset, n, t, path="gpu"),
+                                  cpu_path_total=count_step_ops(preset, n, t, path="cpu").total))
     if stages:
         result["stage_seconds"] = stage_times(model, clip, Timer(device).__call__)
     if memory:
@@ -323,7 +360,9 @@ def report(r) -> str:
     if "array_ops_per_step" in r:
         cats = ", ".join(f"{k} {v}" for k, v in r["array_ops_by_category"].items())
         lines.append(f"  array ops per step       {r['array_ops_per_step']:10d} ({cats}; "
-                     "counted on NumPy, one thread: each a kernel launch on the GPU)")
+                     "counted on NumPy, one thread, along the GPU's code path: each a kernel launch there)")
+        if "array_ops_per_step_cpu_path" in r:
+            lines.append(f"  ... along the CPU's path {r['array_ops_per_step_cpu_path']:10d} (the k·k copy loops)")
     if "memory" in r:
         mem = r["memory"]
         lines.append("  peak memory              " + (

@@ -20,7 +20,10 @@ Public functions and knobs::
     conv_cm_backward(dout2, x_pad, w2, k, need_dx=True, workspace=None, dw2=None),
     over_batch_blocks(fill, n, xp)
     METHODS       the convolution orders: "auto", "im2col", "shift", "rows"
-    MAX_BUFFER    elements of the largest temporary buffer of one batch chunk
+    MAX_BUFFER    elements of the largest temporary buffer of one batch chunk (CPU)
+    GPU_MEMORY_SHARE  the share of free GPU memory a chunk may take (buffer_limit)
+    FEW_KERNELS   the k·k loops as one-operation windows (None: on CuPy only)
+    REST_BLAS_WORKERS  put OpenBLAS's spinning workers to sleep after each product
     _CPU_THREADS  threads for the copy loops (1 forces over_batch_blocks' serial branch)
 
 The functions take and return NCHW arrays; weights are ``(C_out, C_in, k, k)`` as in PyTorch.
@@ -49,6 +52,16 @@ training step, where 97 % of the FLOPs are convolutions):
    every time step: fresh pages cost the operating system as much as the copies.
 7. Max-pooling is a tournament of the four corner views (three element-wise maxima),
    not an argmax over a copied (…, 4) array: 0.37 s → 0.11 s a training step.
+8. OpenBLAS's workers are sent to sleep after every product (``rest_blas_workers``):
+   spinning, they took a core from the copies of step 5, in whatever order NumPy and
+   this package were imported.
+
+On the GPU the k·k copies and adds would each be a kernel launch (225 for a 15×15
+kernel), and a step would be bound by the launches. There (``few_kernels``, FEW_KERNELS)
+each loop is one operation on a strided view: im2col is one copy of the view of every
+window, ``_windows``; col2im and the shift-adds are one sum over a "diagonal" view of the
+padded maps, ``_shift_add``. Same numbers, a fixed handful of operations per layer
+whatever k; on NumPy the loops stay, they measured faster on the CPU.
 
 Convolution (cross-correlation, stride 1, zero "same" padding p = k // 2):
 
@@ -88,7 +101,11 @@ import os
 from .backend import get_array_module
 
 METHODS = ("auto", "im2col", "shift", "rows")
-MAX_BUFFER = 2 ** 25     # elements (128 MiB in float32) of the largest temporary buffer per chunk
+MAX_BUFFER = 2 ** 25     # elements (128 MiB in float32) of the largest temporary buffer per chunk (CPU)
+GPU_MEMORY_SHARE = 0.25  # on CuPy a chunk's buffer may take this share of the free device memory
+FEW_KERNELS = None       # the k·k loops as one-operation windows: None = on CuPy only; True/False forces
+REST_BLAS_WORKERS = True # put OpenBLAS's spinning workers to sleep after each product (rest_blas_workers)
+_BLAS_SHUTDOWN = None    # OpenBLAS's blas_thread_shutdown_, looked up on first use (False: none)
 # threads of over_batch_blocks on the CPU: the cores this process may use (1: serial)
 _CPU_THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 _POOL = None             # the thread pool of over_batch_blocks, made on first use
@@ -157,6 +174,47 @@ def _thread_pool():
     return _POOL
 
 
+def rest_blas_workers(xp):
+    """Send OpenBLAS's worker threads to sleep now, after a matrix product on NumPy.
+
+    By default they spin for about 0.1 s after every product, waiting for the next one,
+    and on a small machine the spinning worker takes a core from the copies and gate
+    arithmetic that follow (over_batch_blocks): the paper preset's ConvLSTM forward and
+    backward measured 3.2–3.3 s with spinning workers and 2.6–2.8 s without
+    (BENCHMARKS.md). OPENBLAS_THREAD_TIMEOUT would say so, but OpenBLAS reads it only
+    when NumPy is loaded, too late in a notebook that imported NumPy first. OpenBLAS's
+    own ``blas_thread_shutdown_`` (what it calls before a ``fork``) works at any time: the
+    workers end, and the next product starts them again, at a cost of microseconds.
+
+    Does nothing on CuPy, with one copy thread, when REST_BLAS_WORKERS is False, or
+    where NumPy's BLAS is not OpenBLAS (the library is looked up once, in
+    /proc/self/maps). Call it only when no other thread is inside a BLAS call.
+    """
+    global _BLAS_SHUTDOWN
+    if not REST_BLAS_WORKERS or _CPU_THREADS <= 1 or xp.__name__ != "numpy":
+        return
+    if _BLAS_SHUTDOWN is None:
+        _BLAS_SHUTDOWN = _find_openblas_shutdown()
+    if _BLAS_SHUTDOWN:
+        _BLAS_SHUTDOWN()
+
+
+def _find_openblas_shutdown():
+    """OpenBLAS's ``blas_thread_shutdown_`` from the library this process has loaded, or False."""
+    import ctypes
+    try:
+        with open("/proc/self/maps") as fh:
+            paths = {line.split()[-1] for line in fh if "openblas" in line.lower()}
+        for path in sorted(paths):
+            fn = getattr(ctypes.CDLL(path), "blas_thread_shutdown_", None)
+            if fn is not None:
+                fn.restype, fn.argtypes = ctypes.c_int, []
+                return fn
+    except (OSError, IndexError):
+        pass
+    return False
+
+
 def pad_channel_major(x, p):
     """(N, C, H, W) -> (C, N, H + 2p, W + 2p): zero-padded, channels first.
 
@@ -164,10 +222,15 @@ def pad_channel_major(x, p):
     add of col2im) runs over whole rows of matching memory, and a matrix product
     ``(F, C·k·k) @ cols`` gives its output as (F, N·H·W) directly.
     """
-    xp = get_array_module(x)
-    n, c, h, w = x.shape
-    out = xp.zeros((c, n, h + 2 * p, w + 2 * p), dtype=x.dtype)
-    out[:, :, p:p + h, p:p + w] = x.transpose(1, 0, 2, 3)
+    return _pad(x.transpose(1, 0, 2, 3), p, p)
+
+
+def _pad(a, py, px):
+    """Zero-pad the last two axes of ``a`` by py rows and px columns on each side (a copy)."""
+    xp = get_array_module(a)
+    h, w = a.shape[-2:]
+    out = xp.zeros(a.shape[:-2] + (h + 2 * py, w + 2 * px), dtype=a.dtype)
+    out[..., py:py + h, px:px + w] = a
     return out
 
 
@@ -175,6 +238,61 @@ def swap_batch_channels(a):
     """(N, C, H, W) <-> (C, N, H, W), as a contiguous copy (the swap is its own inverse):
     into the channel-major layout the matrix products use, and back."""
     return get_array_module(a).ascontiguousarray(a.transpose(1, 0, 2, 3))
+
+
+# ----------------------------------------------------------------------------- few kernels
+# On the GPU every array operation is a kernel launch, and a loop of k·k small copies
+# costs k·k launches (49 for a 7×7 kernel, 225 for 15×15). Two strided views do each of
+# those loops in one operation; they are what CuPy runs (FEW_KERNELS). On NumPy the loops
+# stay: there they run on every core (over_batch_blocks) and measured faster
+# (BENCHMARKS.md). tests/test_reference.py holds both paths to the plain maths.
+def few_kernels(xp):
+    """True when the k·k loops below run as one-operation windows on this backend:
+    on CuPy, unless FEW_KERNELS says otherwise (True forces them on NumPy too)."""
+    return xp.__name__ != "numpy" if FEW_KERNELS is None else bool(FEW_KERNELS)
+
+
+def buffer_limit(xp, itemsize=4):
+    """Elements a batch chunk's temporary buffer may hold: MAX_BUFFER on NumPy (bounded
+    CPU memory), GPU_MEMORY_SHARE of the free device memory on CuPy (one chunk, so one
+    launch per layer, wherever it fits)."""
+    if xp.__name__ == "numpy":
+        return MAX_BUFFER
+    free = xp.cuda.runtime.memGetInfo()[0] + xp.get_default_memory_pool().free_bytes()
+    return max(MAX_BUFFER, int(free * GPU_MEMORY_SHARE) // itemsize)
+
+
+def _windows(a, kh, kw):
+    """Every kh×kw window of a padded channel-major map, as one strided view (no copy).
+
+        view[c, u, v, n, y, x] = a[c, n, y + u, x + v]      a: (C, N, H + kh − 1, W + kw − 1)
+
+    Copying this view is all of im2col in one operation.
+    """
+    xp = get_array_module(a)
+    c, n, hp, wp = a.shape
+    sc, sn, sy, sx = a.strides
+    return xp.lib.stride_tricks.as_strided(a, (c, kh, kw, n, hp - kh + 1, wp - kw + 1),
+                                           (sc, sy, sx, sn, sy, sx))
+
+
+def _shift_add(z, py, px):
+    """Add up shifted maps in three operations (pad, then one sum over a strided view):
+
+        out[f, n, y, x] = Σ_{u,v} z_pad[f, u, v, n, y + u, x + v]
+
+    where z (F, kh, kw, N, H, W) is zero-padded by py rows and px columns: z_pad[..., y, x]
+    = z[..., y − py, x − px]. Returns (F, N, H + 2py − kh + 1, W + 2px − kw + 1). The view
+    walks u together with y (stride of u plus stride of y) and v together with x.
+    """
+    xp = get_array_module(z)
+    f, kh, kw, n, h, w = z.shape
+    zp = _pad(z, py, px)
+    s = zp.strides
+    diagonals = xp.lib.stride_tricks.as_strided(
+        zp, (f, n, h + 2 * py - kh + 1, w + 2 * px - kw + 1, kh, kw),
+        (s[0], s[3], s[4], s[5], s[1] + s[4], s[2] + s[5]))
+    return diagonals.sum(axis=(4, 5))
 
 
 # ----------------------------------------------------------------------------- im2col order
@@ -192,6 +310,9 @@ def _im2col_padded(x_pad, k, out=None):
     size = c * k * k * n * h * w
     cols = xp.empty(size, dtype=x_pad.dtype) if out is None else out[:size]
     cols = cols.reshape(c, k, k, n, h, w)
+    if few_kernels(xp):
+        cols[...] = _windows(x_pad, k, k)                   # all k·k offsets in one copy
+        return cols.reshape(c * k * k, n * h * w)
 
     def fill(maps):
         for u in range(k):      # one strided copy per kernel offset, no fancy indexing
@@ -210,6 +331,11 @@ def _col2im_padded(dcols, dx_pad, k):
     c, n, hp, wp = dx_pad.shape
     h, w = hp - k + 1, wp - k + 1
     dcols = dcols.reshape(c, k, k, n, h, w)
+    if few_kernels(xp):
+        # dx_pad[y'] = Σ_u dcols[u][y' − u]: with u → k−1−u, a shift-add of the flipped
+        # columns padded by k − 1, in three operations (plus the add into dx_pad)
+        dx_pad += _shift_add(dcols[:, ::-1, ::-1], k - 1, k - 1)
+        return dx_pad
 
     def fill(maps):
         for u in range(k):
@@ -259,19 +385,21 @@ def _matmul_into(a, b, out):
     xp = get_array_module(a, b)
     if xp.__name__ == "numpy":
         xp.matmul(a, b, out=out)
+        rest_blas_workers(xp)
     else:
         out[...] = a @ b
 
 
-def _batch_chunks(n, per_item):
-    """Slices of the batch axis whose buffers stay under MAX_BUFFER elements each.
+def _batch_chunks(n, per_item, limit=None):
+    """Slices of the batch axis whose buffers stay under ``limit`` elements each
+    (MAX_BUFFER when None; :func:`buffer_limit` gives the device's).
 
     The model pushes all N·(T−1) frames of a clip batch through one convolution; for the
     64→2 15×15 flow convolution of the paper preset one buffer for all 144 frames would
     be over 500 MB. The matrix products of each chunk stay large enough to run at full
     speed, and the memory stays bounded.
     """
-    size = max(1, MAX_BUFFER // max(per_item, 1))
+    size = max(1, (MAX_BUFFER if limit is None else limit) // max(per_item, 1))
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
 
@@ -282,7 +410,8 @@ def im2col_workspace(x_pad, k):
     xp = get_array_module(x_pad)
     c, n, hp, wp = x_pad.shape
     per_map = c * k * k * (hp - k + 1) * (wp - k + 1)
-    return xp.empty(per_map * _batch_chunks(n, per_map)[0].stop, dtype=x_pad.dtype)
+    limit = buffer_limit(xp, x_pad.dtype.itemsize)
+    return xp.empty(per_map * _batch_chunks(n, per_map, limit)[0].stop, dtype=x_pad.dtype)
 
 
 def conv_cm_forward(x_pad, w2, k, out, workspace=None):
@@ -293,11 +422,12 @@ def conv_cm_forward(x_pad, w2, k, out, workspace=None):
     is done in chunks whose columns fit in MAX_BUFFER elements, all in one ``workspace``
     (:func:`im2col_workspace`, made here when not given). Returns ``out``.
     """
+    xp = get_array_module(x_pad)
     c, n, hp, wp = x_pad.shape
     hw = (hp - k + 1) * (wp - k + 1)
     if workspace is None:
         workspace = im2col_workspace(x_pad, k)
-    for sl in _batch_chunks(n, c * k * k * hw):
+    for sl in _batch_chunks(n, c * k * k * hw, buffer_limit(xp, x_pad.dtype.itemsize)):
         cols = _im2col_padded(x_pad[:, sl], k, out=workspace)      # (C·k·k, n_chunk·H·W)
         _matmul_into(w2, cols, out[:, sl.start * hw:sl.stop * hw])
     return out
@@ -328,10 +458,11 @@ def conv_cm_backward(dout2, x_pad, w2, k, need_dx=True, workspace=None, dw2=None
         workspace = im2col_workspace(x_pad, k)
     dw2 = xp.zeros_like(w2) if dw2 is None else dw2
     dx_pad = xp.zeros_like(x_pad) if need_dx else None
-    for sl in _batch_chunks(n, c * k * k * hw):
+    for sl in _batch_chunks(n, c * k * k * hw, buffer_limit(xp, x_pad.dtype.itemsize)):
         d = dout2[:, sl.start * hw:sl.stop * hw]                    # (F, n_chunk·H·W)
         cols = _im2col_padded(x_pad[:, sl], k, out=workspace)
         dw2 += d @ cols.T                                          # dW sums over the batch
+        rest_blas_workers(xp)
         if need_dx:
             _matmul_into(w2.T, d, cols)                            # dcols, in cols' place
             _col2im_padded(cols, dx_pad[:, sl], k)
@@ -388,6 +519,9 @@ def _shift_forward_chunk(x, w):
     p = k // 2
     w3 = w.transpose(0, 2, 3, 1).reshape(f * k * k, c)        # (F·k·k, C)
     z = (w3 @ swap_batch_channels(x).reshape(c, -1)).reshape(f, k, k, n, h, wd)
+    rest_blas_workers(xp)
+    if few_kernels(xp):
+        return _shift_add(z, p, p)
     out = xp.zeros((f, n, h, wd), dtype=x.dtype)
 
     def fill(maps):
@@ -408,15 +542,18 @@ def _shift_backward_chunk(dout, x, w, need_dx=True):
     p = k // 2
     dout_t = dout.transpose(1, 0, 2, 3)                       # (F, N, H, W), a view
     # dz[f, u, v, n, y+u-p, x+v-p] = dout[n, f, y, x]: the adjoint of the shift-add
-    dz = xp.zeros((f, k, k, n, h, wd), dtype=dout.dtype)
+    if few_kernels(xp):     # = the windows of dout padded by p, offsets reversed: one copy
+        dz = xp.ascontiguousarray(_windows(_pad(dout_t, p, p), k, k)[:, ::-1, ::-1])
+    else:
+        dz = xp.zeros((f, k, k, n, h, wd), dtype=dout.dtype)
 
-    def fill(maps):
-        for u in range(k):
-            dst_y, src_y = _window(u - p, h)
-            for v in range(k):
-                dst_x, src_x = _window(v - p, wd)
-                dz[:, u, v, maps, src_y, src_x] = dout_t[:, maps, dst_y, dst_x]
-    over_batch_blocks(fill, n, xp)
+        def fill(maps):
+            for u in range(k):
+                dst_y, src_y = _window(u - p, h)
+                for v in range(k):
+                    dst_x, src_x = _window(v - p, wd)
+                    dz[:, u, v, maps, src_y, src_x] = dout_t[:, maps, dst_y, dst_x]
+        over_batch_blocks(fill, n, xp)
     dz = dz.reshape(f * k * k, n * h * wd)
     x2 = swap_batch_channels(x).reshape(c, -1)                # (C, N·H·W)
     dw = (dz @ x2.T).reshape(f, k, k, c).transpose(0, 3, 1, 2)
@@ -432,6 +569,8 @@ def _unfold_rows(x_cm, k):
     xp = get_array_module(x_cm)
     c, n, h, wd = x_cm.shape
     p = k // 2
+    if few_kernels(xp):     # the 1×k windows of x padded by p columns, in one copy
+        return xp.ascontiguousarray(_windows(_pad(x_cm, 0, p), 1, k)).reshape(c * k, n * h * wd)
     r = xp.empty((c, k, n, h, wd), dtype=x_cm.dtype)
 
     def fill(maps):
@@ -453,6 +592,9 @@ def _rows_forward_chunk(x, w):
     r = _unfold_rows(swap_batch_channels(x), k)               # (C·k, N·H·W)
     wr = w.transpose(0, 2, 1, 3).reshape(f * k, c * k)        # rows (f, u), columns (c, v)
     z = (wr @ r).reshape(f, k, n, h, wd)                      # z[f, u, n, y, x]
+    rest_blas_workers(xp)
+    if few_kernels(xp):
+        return _shift_add(z.reshape(f, k, 1, n, h, wd), p, 0)
     out = xp.zeros((f, n, h, wd), dtype=x.dtype)
 
     def fill(maps):
@@ -471,13 +613,16 @@ def _rows_backward_chunk(dout, x, w, need_dx=True):
     p = k // 2
     dout_t = dout.transpose(1, 0, 2, 3)                       # (F, N, H, W), a view
     # dz[f, u, n, y+u-p, x] = dout[n, f, y, x]: the adjoint of the vertical shift-add
-    dz = xp.zeros((f, k, n, h, wd), dtype=dout.dtype)
+    if few_kernels(xp):     # the k×1 windows of dout padded by p rows, reversed: one copy
+        dz = xp.ascontiguousarray(_windows(_pad(dout_t, p, 0), k, 1)[:, ::-1])
+    else:
+        dz = xp.zeros((f, k, n, h, wd), dtype=dout.dtype)
 
-    def fill(maps):
-        for u in range(k):
-            dst_y, src_y = _window(u - p, h)
-            dz[:, u, maps, src_y] = dout_t[:, maps, dst_y]
-    over_batch_blocks(fill, n, xp)
+        def fill(maps):
+            for u in range(k):
+                dst_y, src_y = _window(u - p, h)
+                dz[:, u, maps, src_y] = dout_t[:, maps, dst_y]
+        over_batch_blocks(fill, n, xp)
     dz = dz.reshape(f * k, n * h * wd)
     r = _unfold_rows(swap_batch_channels(x), k)               # (C·k, N·H·W)
     dw = (dz @ r.T).reshape(f, k, c, k).transpose(0, 2, 1, 3)
@@ -486,6 +631,8 @@ def _rows_backward_chunk(dout, x, w, need_dx=True):
     del r
     wr = w.transpose(0, 2, 1, 3).reshape(f * k, c * k)
     dr = (wr.T @ dz).reshape(c, k, n, h, wd)                  # gradient of R
+    if few_kernels(xp):     # dx[x'] = Σ_v dr[v][x' − v + p]: a shift-add of the flipped dr
+        return _shift_add(dr[:, ::-1].reshape(c, 1, k, n, h, wd), 0, p).transpose(1, 0, 2, 3), dw
     dx = xp.zeros((c, n, h, wd), dtype=dout.dtype)
 
     def fill_dx(maps):
@@ -528,7 +675,8 @@ def conv2d_forward(x, w, b=None, method="auto"):
         out = swap_batch_channels(out_cm.reshape(f, n, h, wd))
     else:
         out = xp.empty((n, f, h, wd), dtype=x.dtype)
-        for chunk in _batch_chunks(n, _buffer_per_clip(method, x.shape, w.shape)):
+        for chunk in _batch_chunks(n, _buffer_per_clip(method, x.shape, w.shape),
+                                  buffer_limit(xp, x.dtype.itemsize)):
             out_cm = (_shift_forward_chunk(x[chunk], w) if method == "shift"
                       else _rows_forward_chunk(x[chunk], w))             # (F, n, H, W)
             out[chunk] = out_cm.transpose(1, 0, 2, 3)
@@ -569,11 +717,13 @@ def conv2d_backward(dout, cache, need_dx=True):
         return dx, dw2.reshape(w.shape), db
     dx = xp.empty_like(x) if need_dx else None
     dw = xp.zeros_like(w)
-    for chunk in _batch_chunks(n, _buffer_per_clip(method, x.shape, w.shape)):
+    for chunk in _batch_chunks(n, _buffer_per_clip(method, x.shape, w.shape),
+                                  buffer_limit(xp, x.dtype.itemsize)):
         if method == "shift":
             dx_chunk, dw_chunk = _shift_backward_chunk(dout[chunk], x[chunk], w, need_dx)
         else:
             dx_chunk, dw_chunk = _rows_backward_chunk(dout[chunk], x[chunk], w, need_dx)
+        rest_blas_workers(xp)
         if need_dx:
             dx[chunk] = dx_chunk
         dw += dw_chunk                                        # dW sums over the batch

@@ -226,3 +226,55 @@ def test_upsample2_bad_input():
     _, cache = upsample2_forward(np.zeros((1, 1, 2, 2)))
     with pytest.raises(ValueError, match="dout must have shape"):
         upsample2_backward(np.zeros((1, 1, 3, 4)), cache)
+
+
+# ----------------------------------------------------------------------------- OpenBLAS workers
+def _numpy_uses_openblas():
+    with open("/proc/self/maps") as fh:
+        return any("openblas" in line.lower() for line in fh)
+
+
+def test_rest_blas_workers_finds_openblas_here_and_products_stay_right(monkeypatch):
+    """NumPy's wheels bundle OpenBLAS: the shutdown function must be found, and products
+    after it (its workers started again) must give the same numbers."""
+    from stvae_np import conv
+    assert _numpy_uses_openblas(), "this test expects NumPy's bundled OpenBLAS"
+    fn = conv._find_openblas_shutdown()
+    assert fn is not False and fn.__name__ == "blas_thread_shutdown_"
+    monkeypatch.setattr(conv, "_CPU_THREADS", 2)
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((300, 200)), rng.standard_normal((200, 250))
+    expected = a @ b
+    for _ in range(3):
+        conv.rest_blas_workers(np)
+        np.testing.assert_array_equal(a @ b, expected)
+
+
+@pytest.mark.parametrize("method", ["im2col", "shift", "rows"])
+def test_convolutions_rest_the_blas_workers_after_their_products(method, monkeypatch):
+    from stvae_np import conv
+    calls = []
+    monkeypatch.setattr(conv, "_BLAS_SHUTDOWN", lambda: calls.append(1))
+    monkeypatch.setattr(conv, "_CPU_THREADS", 2)
+    rng = np.random.default_rng(1)
+    x, w = rng.standard_normal((2, 3, 6, 5)), rng.standard_normal((4, 3, 3, 3))
+    out, cache = conv2d_forward(x, w, method=method)
+    assert calls, "no rest after the forward's product"
+    forward_calls = len(calls)
+    conv2d_backward(np.ones_like(out), cache)
+    assert len(calls) > forward_calls, "no rest after the backward's products"
+
+
+@pytest.mark.parametrize("switch", ["REST_BLAS_WORKERS", "_CPU_THREADS"])
+def test_rest_blas_workers_can_be_turned_off(switch, monkeypatch):
+    """Off when asked, and with one copy thread (nothing would compete for the core)."""
+    from stvae_np import conv
+    calls = []
+    monkeypatch.setattr(conv, "_BLAS_SHUTDOWN", lambda: calls.append(1))
+    monkeypatch.setattr(conv, "_CPU_THREADS", 2)
+    monkeypatch.setattr(conv, switch, False if switch == "REST_BLAS_WORKERS" else 1)
+    conv.rest_blas_workers(np)
+    assert calls == []
+    monkeypatch.setattr(conv, switch, True if switch == "REST_BLAS_WORKERS" else 2)
+    conv.rest_blas_workers(np)
+    assert calls == [1]

@@ -223,3 +223,24 @@ def test_the_paper_step_stays_within_its_budget():
     ops = count_step_ops("paper", 16, 10)
     assert ops.foreign_inputs == 0
     assert ops.total <= PAPER_STEP_BUDGET, ops.report()
+
+
+@pytest.mark.parametrize("method, ops", [("im2col", 19), ("shift", 17), ("rows", 26)])
+def test_few_kernel_convolutions_issue_the_same_ops_for_every_kernel_size(method, ops, monkeypatch):
+    """Along the GPU's path (conv.FEW_KERNELS) a convolution's forward and backward issue a
+    fixed number of operations, whatever k; the k·k loops of the CPU's path grow with k²."""
+    rng = np.random.default_rng(0)
+    counts = {}
+    for few in (True, False):
+        monkeypatch.setattr(conv, "FEW_KERNELS", few)
+        for k in (3, 7, 15):
+            x, w = rng.standard_normal((2, 3, 8, 8)), rng.standard_normal((2, 3, k, k))
+            dout = rng.standard_normal((2, 2, 8, 8))
+
+            def step(x, w, dout):
+                out, cache = conv.conv2d_forward(x, w, None, method=method)
+                return conv.conv2d_backward(dout, cache)
+            counts[few, k] = count_array_ops(step, x, w, dout).total
+    assert [counts[True, k] for k in (3, 7, 15)] == [ops] * 3, counts
+    assert counts[False, 3] < counts[False, 7] < counts[False, 15], counts
+    assert counts[False, 15] > 5 * ops, counts

@@ -42,27 +42,41 @@ def assert_agree(fast, plain, what):
 
 
 # ----------------------------------------------------------------------------- fixtures
-@pytest.fixture(params=[1, 4], ids=["serial", "threads4"])
+@pytest.fixture(params=[1, 4, "few"], ids=["serial", "threads4", "few-kernels"])
 def cpu_threads(request, monkeypatch):
-    """Force over_batch_blocks' serial branch (_CPU_THREADS = 1) or its threaded one (4),
-    and count how often the thread pool is asked for, to prove which branch ran."""
-    monkeypatch.setattr(conv, "_CPU_THREADS", request.param)
+    """Force over_batch_blocks' serial branch (_CPU_THREADS = 1), its threaded one (4), or
+    the GPU's few-kernel windows instead of the k·k loops (FEW_KERNELS, serial), and count
+    how often the thread pool and the window ops are asked for, to prove which branch ran."""
+    few = request.param == "few"
+    monkeypatch.setattr(conv, "FEW_KERNELS", few)
+    monkeypatch.setattr(conv, "_CPU_THREADS", 1 if few else request.param)
     monkeypatch.setattr(conv, "_POOL", None)          # a pool of the patched size ...
-    calls = []
-    real_pool = conv._thread_pool
+    calls, window_calls = [], []
+    real_pool, real_windows, real_shift_add = conv._thread_pool, conv._windows, conv._shift_add
 
     def counting_pool():
         calls.append(1)
         return real_pool()
+
+    def counting(real):
+        def op(*args):
+            window_calls.append(real.__name__)
+            return real(*args)
+        return op
     monkeypatch.setattr(conv, "_thread_pool", counting_pool)
-    yield SimpleNamespace(n=request.param, calls=calls)
+    monkeypatch.setattr(conv, "_windows", counting(real_windows))
+    monkeypatch.setattr(conv, "_shift_add", counting(real_shift_add))
+    yield SimpleNamespace(n=1 if few else request.param, few=few, calls=calls,
+                          window_calls=window_calls)
     if conv._POOL is not None:                        # ... shut down before the old one
         conv._POOL.shutdown()                         # is put back
 
 
 def assert_branch(threads):
-    """The threaded branch ran if and only if it was forced (every batch here has N ≥ 2)."""
+    """The threaded branch ran if and only if it was forced (every batch here has N ≥ 2),
+    and the window ops if and only if the few-kernel path was."""
     assert bool(threads.calls) == (threads.n > 1), (threads.n, len(threads.calls))
+    assert bool(threads.window_calls) == threads.few, threads.window_calls
 
 
 @pytest.fixture
@@ -71,8 +85,8 @@ def chunk_counter(monkeypatch):
     counts = []
     real = conv._batch_chunks
 
-    def counting(n, per_item):
-        chunks = real(n, per_item)
+    def counting(n, per_item, limit=None):
+        chunks = real(n, per_item, limit)
         counts.append(len(chunks))
         return chunks
     monkeypatch.setattr(conv, "_batch_chunks", counting)
