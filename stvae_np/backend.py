@@ -53,6 +53,13 @@ def _gpu_computes() -> bool:
         return False
 
 
+def gpu_free_bytes() -> int:
+    """Bytes the current CUDA device could still hand out: free device memory plus what
+    CuPy's memory pool holds unused. Host-side queries, no kernel and no sync."""
+    free, _ = _cp.cuda.runtime.memGetInfo()
+    return free + _cp.get_default_memory_pool().free_bytes()
+
+
 def asnumpy(a):
     """Return ``a`` as a NumPy array (copying from the GPU if needed)."""
     if _cp is not None and isinstance(a, _cp.ndarray):

@@ -324,8 +324,24 @@ def run(preset="paper", n=16, t=10, device="cpu", steps=3, warmup=1, stages=True
             result["memory"] = json.loads(out.stdout.strip().splitlines()[-1])
         else:
             import cupy
-            result["memory"] = {"pool_mib": cupy.get_default_memory_pool().total_bytes() / 2 ** 20}
+            pool = cupy.get_default_memory_pool()
+            # the pool keeps every block it was given: what it holds after the steps is the
+            # peak of the step's memory (plus the yardstick's 4096² operands)
+            result["memory"] = {"pool_mib": pool.total_bytes() / 2 ** 20,
+                                "pool_used_mib": pool.used_bytes() / 2 ** 20}
+    if device == "gpu":
+        result.update(_gpu_extras(_train_step_fn(model, clip), steps, warmup))
     return result
+
+
+def _gpu_extras(step, steps, warmup):
+    """TF32 on or off, and host against device time of the step (cupyx.profiler.benchmark):
+    a host time close to the device time means the step waits on its kernel launches."""
+    import cupyx.profiler
+    bench = cupyx.profiler.benchmark(step, n_repeat=steps, n_warmup=warmup)
+    return {"tf32": os.environ.get("CUPY_TF32", "0") == "1",
+            "host_seconds": float(np.median(bench.cpu_times)),
+            "device_seconds": float(np.median(bench.gpu_times[0]))}
 
 
 def _machine(device):
@@ -363,6 +379,9 @@ def report(r) -> str:
                      "counted on NumPy, one thread, along the GPU's code path: each a kernel launch there)")
         if "array_ops_per_step_cpu_path" in r:
             lines.append(f"  ... along the CPU's path {r['array_ops_per_step_cpu_path']:10d} (the k·k copy loops)")
+    if "host_seconds" in r:
+        lines.append(f"  host / device time       {r['host_seconds']:9.4f} s / {r['device_seconds']:.4f} s "
+                     f"(cupyx.profiler.benchmark; TF32 {'on' if r['tf32'] else 'off'})")
     if "memory" in r:
         mem = r["memory"]
         lines.append("  peak memory              " + (

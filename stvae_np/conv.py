@@ -98,7 +98,7 @@ from typing import NamedTuple
 
 import os
 
-from .backend import get_array_module
+from .backend import get_array_module, gpu_free_bytes
 
 METHODS = ("auto", "im2col", "shift", "rows")
 MAX_BUFFER = 2 ** 25     # elements (128 MiB in float32) of the largest temporary buffer per chunk (CPU)
@@ -249,7 +249,9 @@ def swap_batch_channels(a):
 def few_kernels(xp):
     """True when the k·k loops below run as one-operation windows on this backend:
     on CuPy, unless FEW_KERNELS says otherwise (True forces them on NumPy too)."""
-    return xp.__name__ != "numpy" if FEW_KERNELS is None else bool(FEW_KERNELS)
+    if FEW_KERNELS is None:
+        return xp.__name__ != "numpy"
+    return FEW_KERNELS
 
 
 def buffer_limit(xp, itemsize=4):
@@ -258,8 +260,7 @@ def buffer_limit(xp, itemsize=4):
     launch per layer, wherever it fits)."""
     if xp.__name__ == "numpy":
         return MAX_BUFFER
-    free = xp.cuda.runtime.memGetInfo()[0] + xp.get_default_memory_pool().free_bytes()
-    return max(MAX_BUFFER, int(free * GPU_MEMORY_SHARE) // itemsize)
+    return max(MAX_BUFFER, round(gpu_free_bytes() * GPU_MEMORY_SHARE) // itemsize)
 
 
 def _windows(a, kh, kw):
