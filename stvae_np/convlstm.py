@@ -26,8 +26,10 @@ measurements are in BENCHMARKS.md):
    forward goes (h_t is written straight into step t+1's slot), which im2col reads as
    it is; one im2col workspace serves every step and every batch chunk.
 4. The gate arithmetic runs in place (the pre-activations become the gates) and on
-   every core (``conv.over_batch_blocks``); the backward adds every step's dW into one
-   accumulator.
+   every core (``conv.over_batch_blocks``); on CuPy each step's gate arithmetic is one
+   fused kernel, forward and backward (``kernels.lstm_gates_forward``/``_backward``,
+   the plain lines beside them); h_t is written straight into hs and into step t+1's
+   input; the backward adds every step's dW into one accumulator.
 5. The cache keeps no im2col buffer: the backward rebuilds it (keeping one per step
    would cost 2.3 GB on the paper preset).
 
@@ -61,10 +63,10 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from .activations import sigmoid, sigmoid_grad, tanh, tanh_grad
 from .backend import get_array_module
 from .conv import (over_batch_blocks, conv_cm_backward, conv_cm_forward, im2col_workspace,
                    swap_batch_channels)
+from .kernels import lstm_gates_backward, lstm_gates_forward
 
 
 # ----------------------------------------------------------------------------- checks
@@ -144,9 +146,10 @@ class ConvLSTMStepCache(NamedTuple):
     o = property(lambda self: self._gate(3), doc="(N, F, h, w) output gate σ(a_o)")
 
 
-def _step_forward(t, xh, c_prev, w, b, workspace):
-    """Step t: gates from the padded [x_t; h_{t-1}] = xh[t]; writes h_t into xh[t+1]
-    (when there is a next step) and returns h_t, c_t (F, N, h, w) and the step's cache."""
+def _step_forward(t, xh, c_prev, w, b, workspace, h):
+    """Step t: gates from the padded [x_t; h_{t-1}] = xh[t]; writes h_t into ``h``
+    (F, N, h, w), a view of hs, and into xh[t+1] (when there is a next step); returns
+    c_t (F, N, h, w) and the step's cache."""
     xp = get_array_module(xh, w)
     nf, k = w.shape[0] // 4, w.shape[2]
     p = k // 2
@@ -155,52 +158,41 @@ def _step_forward(t, xh, c_prev, w, b, workspace):
     # W (4F, C+F, k, k) gives Wx*x + Wh*h, (4F, N, h, w).
     a = xp.empty((4 * nf, n, hh, ww), dtype=xh.dtype)
     conv_cm_forward(xh[t], w.reshape(4 * nf, -1), k, a.reshape(4 * nf, -1), workspace)
-    c, tanh_c, h = (xp.empty((nf, n, hh, ww), dtype=xh.dtype) for _ in range(3))
+    c, tanh_c = (xp.empty((nf, n, hh, ww), dtype=xh.dtype) for _ in range(2))
+    # h_t is step t+1's input: written straight into its slot of the padded buffer
+    h_next = xh[t + 1, -nf:, :, p:p + hh, p:p + ww] if t + 1 < xh.shape[0] else None
 
     def gate_math(maps):          # one block of the batch; in place, a becomes the gates
-        a_m = a[:, maps]
-        a_m += b.reshape(4 * nf, 1, 1, 1)                       # pre-activations
-        i, f, g, o = a_m[:nf], a_m[nf:2 * nf], a_m[2 * nf:3 * nf], a_m[3 * nf:]
-        sigmoid(i, out=i)
-        sigmoid(f, out=f)
-        tanh(g, out=g)
-        sigmoid(o, out=o)
-        c[:, maps] = f * c_prev[:, maps] + i * g                # c = f ⊙ c_prev + i ⊙ g
-        tanh(c[:, maps], out=tanh_c[:, maps])
-        h[:, maps] = o * tanh_c[:, maps]                        # h = o ⊙ tanh(c)
+        # a += b; i, f, o = σ, g = tanh; c = f ⊙ c_prev + i ⊙ g; h = o ⊙ tanh(c)
+        # (kernels.py: one fused kernel on CuPy)
+        lstm_gates_forward(a[:, maps], b, c_prev[:, maps], c[:, maps], tanh_c[:, maps], h[:, maps],
+                           None if h_next is None else h_next[:, maps])
     over_batch_blocks(gate_math, n, xp)      # element-wise: on every core, like im2col
-    if t + 1 < xh.shape[0]:
-        xh[t + 1, -nf:, :, p:p + hh, p:p + ww] = h              # h_t is step t+1's input
-    return h, c, ConvLSTMStepCache(a, c_prev, tanh_c, xh[t], w)
+    return c, ConvLSTMStepCache(a, c_prev, tanh_c, xh[t], w)
 
 
-def _step_backward(dh, dc, cache, dw2, workspace):
-    """One step's backward, channel-major: dh, dc (F, N, h, w) in; adds this step's dW
-    into dw2 (4F, (C+F)·k²) and returns d[x_t; h_{t-1}] padded (C+F, N, h+2p, w+2p),
-    dc_prev (F, N, h, w) and db (4F,)."""
-    xp = get_array_module(dh, dc)
+def _step_backward(dh_loss, dh_next, dc, cache, dw2, workspace, db_out):
+    """One step's backward, channel-major: the gradient of h_t from the loss (dh_loss)
+    and from step t+1 (dh_next) and of c_t (dc), (F, N, h, w) each, in; adds this step's
+    dW into dw2 (4F, (C+F)·k²), writes db (4F,) into db_out and returns d[x_t; h_{t-1}]
+    padded (C+F, N, h+2p, w+2p) and dc_prev (F, N, h, w)."""
+    xp = get_array_module(dc)
     a, c_prev, tanh_c, xh_pad, w = cache
     nf, k = w.shape[0] // 4, w.shape[2]
     da = xp.empty_like(a)                                          # (4F, N, h, w)
     dc_prev = xp.empty_like(dc)
 
     def gate_grads(maps):         # one block of the batch
-        i, f, g, o = (a[j * nf:(j + 1) * nf, maps] for j in range(4))
-        dh_m, tanh_c_m = dh[:, maps], tanh_c[:, maps]
-        # h = o ⊙ tanh(c): c_t receives gradient from h_t as well as from c_{t+1}
-        dc_total = dc[:, maps] + dh_m * o * tanh_grad(tanh_c_m)
-        # c = f ⊙ c_prev + i ⊙ g, then back through the non-linearities to the
-        # pre-activations, written straight into their rows of δa (stacked i, f, g, o)
-        da[:nf, maps] = dc_total * g * sigmoid_grad(i)                  # δi ⊙ σ'
-        da[nf:2 * nf, maps] = dc_total * c_prev[:, maps] * sigmoid_grad(f)   # δf ⊙ σ'
-        da[2 * nf:3 * nf, maps] = dc_total * i * tanh_grad(g)           # δg ⊙ tanh'
-        da[3 * nf:, maps] = dh_m * tanh_c_m * sigmoid_grad(o)           # δo ⊙ σ'
-        dc_prev[:, maps] = dc_total * f
-    over_batch_blocks(gate_grads, dh.shape[1], xp)
+        # dh = dh_loss + dh_next, δc, the four δa blocks and dc_prev
+        # (kernels.py: one fused kernel on CuPy)
+        lstm_gates_backward(dh_loss[:, maps], dh_next[:, maps], dc[:, maps], a[:, maps],
+                            c_prev[:, maps], tanh_c[:, maps], da[:, maps], dc_prev[:, maps])
+    over_batch_blocks(gate_grads, dc.shape[1], xp)
     da2 = da.reshape(4 * nf, -1)
     dxh_pad, _ = conv_cm_backward(da2, xh_pad, w.reshape(4 * nf, -1), k,
                                   workspace=workspace, dw2=dw2)     # dW adds into dw2
-    return dxh_pad, dc_prev, da2.sum(axis=1)
+    da2.sum(axis=1, out=db_out)
+    return dxh_pad, dc_prev
 
 
 def _forward(xs, params, h0, c0):
@@ -221,8 +213,9 @@ def _forward(xs, params, h0, c0):
     hs = xp.empty((n, t_len, nf, hh, ww), dtype=xs.dtype)
     steps = []
     for t in range(t_len):
-        h, c, step_cache = _step_forward(t, xh, c, w, params["b"], workspace)
-        hs[:, t] = h.transpose(1, 0, 2, 3)
+        # h_t is written straight into hs (and into step t+1's input) by the gate math
+        c, step_cache = _step_forward(t, xh, c, w, params["b"], workspace,
+                                      hs[:, t].transpose(1, 0, 2, 3))
         steps.append(step_cache)
     c_last = swap_batch_channels(c)                               # (N, F, h, w)
     return hs, ConvLSTMCache(steps, nc, h0 is not None, c0 is not None, c_last)
@@ -238,18 +231,20 @@ def _backward(dhs_cm, cache, dc_last_cm):
     p = k // 2
     dxs = xp.empty((n, t_len, nc, hh, ww), dtype=dhs_cm.dtype)
     dw2 = xp.zeros((4 * nf, w[0].size), dtype=dhs_cm.dtype)    # (4F, (C+F)·k²)
-    db = xp.zeros((4 * nf,), dtype=dhs_cm.dtype)
+    db_steps = xp.empty((t_len, 4 * nf), dtype=dhs_cm.dtype)   # row j: db of step T-1-j
     dh_next = xp.zeros((nf, n, hh, ww), dtype=dhs_cm.dtype)    # ∂L/∂h_t through step t+1
     dc_next = dc_last_cm if dc_last_cm is not None else xp.zeros_like(dh_next)
     workspace = im2col_workspace(steps[0].xh_pad, k)
     for t in reversed(range(t_len)):                           # t = T-1 … 0
         # h_t feeds the loss directly (dhs[:, t]) and the next step (dh_next)
-        dh = dhs_cm[t] + dh_next
-        dxh_pad, dc_next, db_t = _step_backward(dh, dc_next, steps[t], dw2, workspace)
+        dxh_pad, dc_next = _step_backward(dhs_cm[t], dh_next, dc_next, steps[t], dw2, workspace,
+                                          db_steps[t_len - 1 - t])
         dxh = dxh_pad[:, :, p:p + hh, p:p + ww]                # crop: (C+F, N, h, w)
         dxs[:, t] = dxh[:nc].transpose(1, 0, 2, 3)
         dh_next = dxh[nc:]
-        db += db_t                                             # shared weights: sum over t
+    # shared weights: db is the sum over t, added in the order T-1 … 0 (a sum over the
+    # rows, not the fast axis, adds them one after the other: the same numbers as a loop)
+    db = db_steps.sum(axis=0)
     # after the loop dh_next, dc_next are the gradients of h_{-1} = h0 and c_{-1} = c0
     dw = dw2.reshape(w.shape)
     dparams = {"Wx": xp.ascontiguousarray(dw[:, :nc]),          # split W = [Wx | Wh]

@@ -244,6 +244,39 @@ def test_model_code_imports_no_array_library_but_through_backend(module):
                               for name, line in bad)
 
 
+# kernels.py: NumPy only on the host, in these functions; CuPy only inside _cupy()
+KERNELS_NUMPY_ALLOWED = {
+    "_kernel_for": "np.dtype (metadata) and `xp is np`: NumPy runs the plain code",
+    "_self_check": "np.random.default_rng: the check's inputs are drawn on the host",
+    "_difference": "the check's comparison, on host copies (asnumpy)",
+    "_sample_lstm_gates_backward": "np.concatenate of host random numbers, then xp.asarray",
+    "_sample_bilinear_weights": "np.nan / np.inf written into host random numbers, then xp.asarray",
+}
+
+
+def test_kernels_imports_cupy_only_in_its_builder_and_numpy_only_on_the_host():
+    """kernels.py holds the only CuPy-specific code of the ops (fused kernels): ``import cupy``
+    only inside ``_cupy()`` (so that the module imports without CuPy), and ``np.`` only in
+    host-side helpers of the first-use check."""
+    tree = _tree("kernels")
+    top_level = _imports(ast.Module(body=[node for node in tree.body
+                                          if isinstance(node, (ast.Import, ast.ImportFrom))],
+                                    type_ignores=[]))
+    bad = [(name, line) for name, line in top_level if name in ("cupy", "cupyx")]
+    assert not bad, f"kernels.py imports CuPy at module level: {bad}"
+    builders = {qual for qual, fn in _functions(tree)
+                if any(name in ("cupy", "cupyx") for name, _ in _imports(fn))}
+    assert builders == {"_cupy"}, f"CuPy imported outside _cupy(): {sorted(builders - {'_cupy'})}"
+    uses = _name_uses(tree, "np")
+    bad = {qual: lines for qual, lines in uses.items()
+           if qual not in KERNELS_NUMPY_ALLOWED and qual != "<module>"}
+    assert not bad, ("np. used in kernels.py outside the host-side helpers (use xp, or add the "
+                     "function to KERNELS_NUMPY_ALLOWED with the reason): "
+                     + "; ".join(f"stvae_np/kernels.py:{lines} in {q}()" for q, lines in bad.items()))
+    stale = sorted(set(KERNELS_NUMPY_ALLOWED) - set(uses))
+    assert not stale, f"KERNELS_NUMPY_ALLOWED lists functions that no longer use np.: {stale}"
+
+
 def _functions(tree):
     """Yield (qualified name, FunctionDef) for top-level functions and class methods."""
     for node in tree.body:
@@ -332,6 +365,9 @@ SYNC_ALLOWED = {
     ("backend.asnumpy", "asnumpy"): "reached only through to_device(..., 'cpu') (above)",
     ("backend._gpu_computes", "asnumpy"): "gpu_available's probe: once per process, cached",
     ("backend._gpu_computes", "bool"): "the same probe's answer, a Python bool",
+    ("kernels._self_check", "asnumpy"): "a fused kernel's first-use check: once per kernel "
+                                        "and dtype per process, then cached",
+    ("kernels._difference", "float"): "the same check, on host NumPy arrays (after asnumpy)",
 }
 
 
