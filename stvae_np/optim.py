@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .backend import asnumpy, get_array_module
+from .kernels import clip_coefficient, rmsprop_update, scale_in_place, sum_of_squares
 
 
 # ----------------------------------------------------------------------------- RMSProp
@@ -80,11 +81,9 @@ class RMSProp:
             if tuple(g.shape) != tuple(p.shape):
                 raise ValueError(f"RMSProp.step: gradient of {name!r} has shape "
                                  f"{tuple(g.shape)}, parameter has {tuple(p.shape)}")
-            xp = get_array_module(p)
-            v = self.v[name]
-            v *= self.alpha                          # v ← αv + (1−α)g², in place
-            v += (1.0 - self.alpha) * (g * g)
-            p -= self.lr * g / (xp.sqrt(v) + self.eps)
+            # v ← αv + (1−α)g², θ ← θ − lr·g/(√v + ε), in place (kernels.py: one fused
+            # kernel per parameter on CuPy)
+            rmsprop_update(p, self.v[name], g, self.lr, self.alpha, self.eps)
         self.t += 1
 
     def state_dict(self):
@@ -152,6 +151,8 @@ def clip_grad_norm(grads, max_norm):
 
     The choice is made with ``xp.where`` on the device (no Python ``if`` on the norm,
     so no GPU sync); below the threshold every gradient is multiplied by exactly 1.
+    On CuPy that is one reduction per tensor, one kernel for the norm and the factor,
+    and one per tensor for the scaling (``kernels.py``).
 
     Args:
         grads: dict ``name -> array`` (or a list of arrays), modified in place.
@@ -165,12 +166,10 @@ def clip_grad_norm(grads, max_norm):
     if not max_norm > 0:
         raise ValueError(f"clip_grad_norm: max_norm must be > 0, got {max_norm}")
     arrays = _grad_arrays(grads)
-    xp = get_array_module(*arrays)
-    # xp.asarray: a NumPy reduction gives a NumPy scalar, CuPy a 0-d array; return 0-d both ways
-    total = xp.asarray(xp.sqrt(sum(xp.sum(g * g) for g in arrays)))
-    scale = xp.where(total > max_norm, max_norm / (total + 1e-6), 1.0)
+    # total = √(Σ Σ g²), scale = max_norm / (total + 1e-6) or 1, both 0-d on the device
+    total, scale = clip_coefficient([sum_of_squares(g) for g in arrays], max_norm)
     for g in arrays:
-        g *= scale.astype(g.dtype)
+        scale_in_place(g, scale)                     # g *= scale.astype(g.dtype)
     return total
 
 
