@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from .backend import get_array_module, scatter_add
+from .kernels import bilinear_weights
 
 
 # ----------------------------------------------------------------------------- grid
@@ -89,29 +90,6 @@ class BilinearCache(NamedTuple):
     dw_dy: object    # (N, 1, 4, P) ∂w_q/∂y_s = wx_q · (±1) · valid_q
 
 
-def _neighbours(coord, size):
-    """Lower neighbour, the two 1-D weights and validity masks along one axis.
-
-    Coordinates are first clipped to [−2, size + 1]. Beyond that range both
-    neighbours are off the map anyway (so nothing changes, value or gradient), and
-    the clip keeps ±1e30 or ±inf from overflowing the integer cast. NaN passes through
-    the clip; its neighbours are moved to an off-map position so that the indices stay
-    valid while the NaN weights carry the NaN into the output (no device sync needed to
-    detect it).
-    """
-    xp = get_array_module(coord)
-    c = xp.clip(coord, -2, size + 1)
-    c0 = xp.floor(c)
-    w1 = c - c0                      # weight of the upper neighbour, 1 − |c − (c0 + 1)|
-    w0 = 1 - w1                      # weight of the lower neighbour, 1 − |c − c0|
-    c0 = xp.where(xp.isnan(c0), -2, c0)
-    valid0 = (c0 >= 0) & (c0 <= size - 1)
-    valid1 = (c0 >= -1) & (c0 <= size - 2)
-    i0 = xp.clip(c0, 0, size - 1).astype(xp.int64)     # in range; invalid ones get weight 0
-    i1 = xp.clip(c0 + 1, 0, size - 1).astype(xp.int64)
-    return (i0, i1), (w0, w1), (valid0, valid1)
-
-
 def _gather(img, index):
     """img (N, C, H, W), index (N, 1, 4·P) flat y·W + x -> values (N, C, 4, P)."""
     xp = get_array_module(img)
@@ -147,24 +125,13 @@ def bilinear_forward(img, grid):
     in the gradients that flow through it), as for any other op.
     """
     _check_sampler_args(img, grid)
-    xp = get_array_module(img, grid)
     n, c, h, w = img.shape
     _, _, ho, wo = grid.shape
     p = ho * wo
-    (x0, x1), (wx0, wx1), (vx0, vx1) = _neighbours(grid[:, 0].reshape(n, 1, p), w)   # (N, 1, P) each
-    (y0, y1), (wy0, wy1), (vy0, vy1) = _neighbours(grid[:, 1].reshape(n, 1, p), h)
-
-    # the four corners, stacked on a new axis in the order (y0,x0), (y0,x1), (y1,x0), (y1,x1)
-    index = xp.stack([y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1], axis=2)   # (N, 1, 4, P)
-    valid = xp.stack([vy0 & vx0, vy0 & vx1, vy1 & vx0, vy1 & vx1], axis=2).astype(img.dtype)
-    wx = xp.stack([wx0, wx1, wx0, wx1], axis=2)
-    wy = xp.stack([wy0, wy0, wy1, wy1], axis=2)
-    sign_x = xp.asarray([-1, 1, -1, 1], dtype=img.dtype).reshape(1, 1, 4, 1)   # ∂wx0/∂x_s = −1, ∂wx1/∂x_s = +1
-    sign_y = xp.asarray([-1, -1, 1, 1], dtype=img.dtype).reshape(1, 1, 4, 1)
-    # multiply by the mask (not xp.where) so that a NaN weight stays NaN
-    weight = wy * wx * valid                                   # (N, 1, 4, P)
-    dw_dx = sign_x * wy * valid
-    dw_dy = sign_y * wx * valid
+    # the four corners q of every source point, in the order (y0,x0), (y0,x1), (y1,x0),
+    # (y1,x1): flat index y·W + x, weight wy_q·wx_q·valid_q and its derivatives in x_s
+    # and y_s, (N, 1, 4, P) each (kernels.bilinear_weights: one fused kernel on CuPy)
+    index, weight, dw_dx, dw_dy = bilinear_weights(grid, h, w)
 
     index = index.reshape(n, 1, 4 * p)
     vals = _gather(img, index)                                 # (N, C, 4, P)

@@ -466,7 +466,7 @@ def test_the_call_graph_reaches_the_ops():
                 "conv.conv_cm_backward", "conv._matmul_into", "conv._unfold_rows",
                 "conv.maxpool2_backward", "convlstm._step_forward",
                 "convlstm._step_backward", "convlstm.convlstm_backward", "sampler.base_grid",
-                "sampler._neighbours", "sampler._gather", "sampler.bilinear_backward",
+                "kernels._neighbours", "sampler._gather", "sampler.bilinear_backward",
                 "backend.scatter_add", "backend.get_array_module", "activations.sigmoid",
                 "losses._huber", "losses.huber_smoothness_backward", "model.STVAE._check_clip",
                 "model.STVAE.encode", "model.STVAE.flow_head", "model.STVAE.warp_decode",
