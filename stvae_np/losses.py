@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from .backend import get_array_module
+from .kernels import huber_backward, huber_differences
 
 DEFAULT_HUBER_DELTA = 1e-3   # the paper's δ, in flow pixels (docs/DESIGN.md)
 
@@ -110,13 +111,6 @@ class HuberCache(NamedTuple):
     grad_y: object   # (..., h−1, w) H_δ'(D_y) / n(D_y)    (n = the number of differences)
 
 
-def _huber(a, delta):
-    """H_δ(a) = a²/2 for |a| ≤ δ, δ(|a| − δ/2) otherwise (quadratic near 0, linear beyond)."""
-    xp = get_array_module(a)
-    abs_a = xp.abs(a)
-    return xp.where(abs_a <= delta, 0.5 * a * a, delta * (abs_a - 0.5 * delta))
-
-
 def huber_smoothness_forward(flow, delta=DEFAULT_HUBER_DELTA):
     """Huber penalty on the flow's finite differences, which favours piecewise-smooth flow.
 
@@ -148,12 +142,11 @@ def huber_smoothness_forward(flow, delta=DEFAULT_HUBER_DELTA):
     if not delta > 0:   # also rejects NaN
         raise ValueError(f"huber_smoothness: delta must be positive, got {delta}")
     xp = get_array_module(flow)
-    d_x = flow[..., :, 1:] - flow[..., :, :-1]
-    d_y = flow[..., 1:, :] - flow[..., :-1, :]
-    loss = xp.asarray(xp.mean(_huber(d_x, delta)) + xp.mean(_huber(d_y, delta)), dtype=flow.dtype)
-    # H_δ'(a) = a inside, δ·sign(a) outside: that is exactly clip(a, −δ, δ)
-    grad_x = xp.clip(d_x, -delta, delta) / d_x.size
-    grad_y = xp.clip(d_y, -delta, delta) / d_y.size
+    # per difference D: H_δ(D) and H_δ'(D)/n(D) = clip(D, −δ, δ)/n(D)
+    # (kernels.huber_differences: one fused kernel per direction on CuPy)
+    huber_x, grad_x = huber_differences(flow[..., :, 1:], flow[..., :, :-1], delta)   # D_x
+    huber_y, grad_y = huber_differences(flow[..., 1:, :], flow[..., :-1, :], delta)   # D_y
+    loss = xp.asarray(xp.mean(huber_x) + xp.mean(huber_y), dtype=flow.dtype)
     return loss, HuberCache(tuple(flow.shape), grad_x, grad_y)
 
 
@@ -178,11 +171,6 @@ def huber_smoothness_backward(dloss, cache):
     shape, grad_x, grad_y = cache
     xp = get_array_module(grad_x)
     scale = xp.asarray(dloss, dtype=grad_x.dtype)
-    g_x = scale * grad_x
-    g_y = scale * grad_y
-    dflow = xp.zeros(shape, dtype=grad_x.dtype)
-    dflow[..., :, 1:] += g_x
-    dflow[..., :, :-1] -= g_x
-    dflow[..., 1:, :] += g_y
-    dflow[..., :-1, :] -= g_y
-    return dflow
+    # dflow = 0; dflow[..., :, 1:] += g_x; dflow[..., :, :-1] −= g_x; the same along rows
+    # with g_y (kernels.huber_backward: one fused kernel on CuPy)
+    return huber_backward(scale, grad_x, grad_y, shape)
