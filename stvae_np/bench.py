@@ -224,14 +224,20 @@ def conv_path(path):
         conv.FEW_KERNELS, conv.MAX_BUFFER = saved
 
 
-def count_step_ops(preset="paper", n=16, t=10, dtype="float32", path="gpu"):
+def preset_config(preset, overrides=()):
+    """``Config.preset(preset)`` with ``FIELD=VALUE`` overrides (as ``train --set``)."""
+    from .train import apply_overrides
+    return apply_overrides(Config.preset(preset), overrides)
+
+
+def count_step_ops(preset="paper", n=16, t=10, dtype="float32", path="gpu", overrides=()):
     """The array operations of one training step (forward, backward, gradient clipping,
     RMSProp: ``_train_step_fn``), counted on NumPy with one thread (``opcount.py``),
     along the GPU's code path or the CPU's (:func:`conv_path`). The model and optimizer
     are built inside the count, not counted. Returns an ``opcount.OpCount``; its time
     is one plain CPU step's."""
     from .opcount import count_array_ops
-    cfg = Config.preset(preset)
+    cfg = preset_config(preset, overrides)
     clip = random_clip(cfg, n, t)
     with conv_path(path):
         return count_array_ops(lambda step: step(),
@@ -281,10 +287,10 @@ def peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def memory_probe(preset, n, t):
+def memory_probe(preset, n, t, overrides=()):
     """Run in a fresh process: build the model, run two steps, print peak RSS in MiB."""
     base = peak_rss_mib()
-    cfg = Config.preset(preset)
+    cfg = preset_config(preset, overrides)
     model = STVAE(cfg)
     step = _train_step_fn(model, random_clip(cfg, n, t))
     step()
@@ -293,8 +299,9 @@ def memory_probe(preset, n, t):
     print(json.dumps({"baseline_mib": base, "peak_mib": peak}))
 
 
-def run(preset="paper", n=16, t=10, device="cpu", steps=3, warmup=1, stages=True, memory=True, ops=True):
-    cfg = Config.preset(preset)
+def run(preset="paper", n=16, t=10, device="cpu", steps=3, warmup=1, stages=True, memory=True, ops=True,
+        overrides=()):
+    cfg = preset_config(preset, overrides)
     timer = Timer(device)
     flops = step_flops(cfg, n, t)
     mm = matmul_gflops(device)
@@ -312,14 +319,16 @@ def run(preset="paper", n=16, t=10, device="cpu", steps=3, warmup=1, stages=True
     }
     result["ratio"] = result["step_gflops"] / result["matmul_gflops"]
     if ops:        # counted on NumPy whatever the device, along the GPU's code path
-        result.update(_ops_fields(count_step_ops(preset, n, t, path="gpu"),
-                                  cpu_path_total=count_step_ops(preset, n, t, path="cpu").total))
+        result.update(_ops_fields(count_step_ops(preset, n, t, path="gpu", overrides=overrides),
+                                  cpu_path_total=count_step_ops(preset, n, t, path="cpu",
+                                                                overrides=overrides).total))
     if stages:
         result["stage_seconds"] = stage_times(model, clip, Timer(device).__call__)
     if memory:
         if device == "cpu":
             out = subprocess.run([sys.executable, "-m", "stvae_np.bench", "--memory-probe",
-                                  "--preset", preset, "--batch-size", str(n), "--seq-len", str(t)],
+                                  "--preset", preset, "--batch-size", str(n), "--seq-len", str(t)]
+                                 + [f"--set={item}" for item in overrides],
                                  capture_output=True, text=True, check=True)
             result["memory"] = json.loads(out.stdout.strip().splitlines()[-1])
         else:
@@ -363,8 +372,9 @@ def _machine(device):
 
 def report(r) -> str:
     lines = [
-        f"stvae_np bench: preset {r['preset']}, N={r['batch']}, T={r['frames']}, {r['dtype']}, "
-        f"{r['device']} ({r['machine']})",
+        f"stvae_np bench: preset {r['preset']}"
+        + "".join(f" --set {item}" for item in r.get("overrides", ()))
+        + f", N={r['batch']}, T={r['frames']}, {r['dtype']}, {r['device']} ({r['machine']})",
         f"  FLOPs per training step  {r['step_flops'] / 1e9:10.1f} GFLOP "
         f"(3 × forward convolutions; convlstm {r['flops_per_stage']['convlstm'] / r['step_flops']:.0%})",
         f"  median step time         {r['step_seconds']:10.3f} s",
@@ -410,10 +420,12 @@ def main(argv=None):
     ap.add_argument("--ops-only", action="store_true",
                     help="only count the array operations of one step, for both presets (no timing)")
     ap.add_argument("--json", default=None, help="also write the figures to this file")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="override one Config field of the preset (repeatable), as train --set")
     ap.add_argument("--memory-probe", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.memory_probe:
-        memory_probe(args.preset, args.batch_size, args.seq_len)
+        memory_probe(args.preset, args.batch_size, args.seq_len, args.set)
         return 0
     if args.ops_only:
         text, r = ops_only(args.batch_size, args.seq_len)
@@ -426,7 +438,10 @@ def main(argv=None):
         print("stvae_np.bench: error: --device gpu asked for, but no CUDA device is available", file=sys.stderr)
         return 2
     r = run(args.preset, args.batch_size, args.seq_len, args.device, args.steps, args.warmup,
-            stages=not args.no_stages, memory=not args.no_memory, ops=not args.no_ops)
+            stages=not args.no_stages, memory=not args.no_memory, ops=not args.no_ops,
+            overrides=args.set)
+    if args.set:
+        r["overrides"] = list(args.set)
     print(report(r))
     if args.json:
         with open(args.json, "w") as fh:

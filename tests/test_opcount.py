@@ -244,3 +244,14 @@ def test_few_kernel_convolutions_issue_the_same_ops_for_every_kernel_size(method
     assert [counts[True, k] for k in (3, 7, 15)] == [ops] * 3, counts
     assert counts[False, 3] < counts[False, 7] < counts[False, 15], counts
     assert counts[False, 15] > 5 * ops, counts
+
+
+def test_bench_set_overrides_a_config_field():
+    """bench --set FIELD=VALUE counts (and times) the preset with that field changed: the
+    tiny preset without its photometric term issues fewer operations than with it."""
+    from stvae_np.bench import preset_config
+    cfg = preset_config("tiny", ["photo_weight=0"])
+    assert cfg.photo_weight == 0.0 and Config.tiny().photo_weight > 0
+    with_photo = count_step_ops("tiny", n=2, t=4).total
+    without = count_step_ops("tiny", n=2, t=4, overrides=["photo_weight=0"]).total
+    assert without < with_photo, (without, with_photo)
