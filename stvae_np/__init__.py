@@ -14,15 +14,4 @@ flow it regresses from a ConvLSTM memory, and so learns flow without flow labels
 README.md says how to run it; docs/DESIGN.md fixes the maths, the layouts, the units
 and the public names; tutorials/ teaches it one part at a time.
 """
-import os as _os
-import sys as _sys
-
 __version__ = "0.1.0"
-
-# OpenBLAS lets its worker threads spin for about 0.1 s after every matrix product; the
-# convolutions' own copy threads (conv.over_batch_blocks) then lose a core to them
-# (BENCHMARKS.md). OPENBLAS_THREAD_TIMEOUT=4 sends the workers to sleep at once. OpenBLAS
-# reads it when it is loaded, so this acts only when stvae_np is imported before NumPy
-# (as in python -m stvae_np.train); a value already in the environment is kept.
-if "numpy" not in _sys.modules:
-    _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")

@@ -52,7 +52,7 @@ training step, where 97 % of the FLOPs are convolutions):
    every time step: fresh pages cost the operating system as much as the copies.
 7. Max-pooling is a tournament of the four corner views (three element-wise maxima),
    not an argmax over a copied (…, 4) array: 0.37 s → 0.11 s a training step.
-8. OpenBLAS's workers are sent to sleep after every product (``rest_blas_workers``):
+8. OpenBLAS's workers sleep right after every product (``quiet_blas_workers``):
    spinning, they took a core from the copies of step 5, in whatever order NumPy and
    this package were imported.
 
@@ -104,8 +104,9 @@ METHODS = ("auto", "im2col", "shift", "rows")
 MAX_BUFFER = 2 ** 25     # elements (128 MiB in float32) of the largest temporary buffer per chunk (CPU)
 GPU_MEMORY_SHARE = 0.25  # on CuPy a chunk's buffer may take this share of the free device memory
 FEW_KERNELS = None       # the k·k loops as one-operation windows: None = on CuPy only; True/False forces
-REST_BLAS_WORKERS = True # put OpenBLAS's spinning workers to sleep after each product (rest_blas_workers)
-_BLAS_SHUTDOWN = None    # OpenBLAS's blas_thread_shutdown_, looked up on first use (False: none)
+REST_BLAS_WORKERS = True # OpenBLAS's workers sleep right after each product (quiet_blas_workers)
+BLAS_THREAD_TIMEOUT = 4  # ... after 2**4 cycles: the OPENBLAS_THREAD_TIMEOUT it sets
+_BLAS_QUIETED = False    # quiet_blas_workers has run
 # threads of over_batch_blocks on the CPU: the cores this process may use (1: serial)
 _CPU_THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 _POOL = None             # the thread pool of over_batch_blocks, made on first use
@@ -161,6 +162,7 @@ def over_batch_blocks(fill, n, xp):
     if workers <= 1:
         fill(slice(0, n))
         return
+    quiet_blas_workers()                 # once: OpenBLAS's workers must not spin on our cores
     bounds = [n * i // workers for i in range(workers + 1)]
     blocks = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
     list(_thread_pool().map(fill, blocks))       # list(): re-raise a worker's exception
@@ -174,45 +176,56 @@ def _thread_pool():
     return _POOL
 
 
-def rest_blas_workers(xp):
-    """Send OpenBLAS's worker threads to sleep now, after a matrix product on NumPy.
+def quiet_blas_workers():
+    """Make OpenBLAS's worker threads sleep right after each product, once per process.
 
     By default they spin for about 0.1 s after every product, waiting for the next one,
     and on a small machine the spinning worker takes a core from the copies and gate
     arithmetic that follow (over_batch_blocks): the paper preset's ConvLSTM forward and
-    backward measured 3.2–3.3 s with spinning workers and 2.6–2.8 s without
-    (BENCHMARKS.md). OPENBLAS_THREAD_TIMEOUT would say so, but OpenBLAS reads it only
-    when NumPy is loaded, too late in a notebook that imported NumPy first. OpenBLAS's
-    own ``blas_thread_shutdown_`` (what it calls before a ``fork``) works at any time: the
-    workers end, and the next product starts them again, at a cost of microseconds.
+    backward measured 3.2–3.3 s with spinning workers and 2.6–2.7 s without
+    (BENCHMARKS.md). OpenBLAS reads the setting, OPENBLAS_THREAD_TIMEOUT, from the
+    environment when NumPy loads it, before this package is imported in a notebook; so
+    here, on the first threaded copy loop, the variable is set (to BLAS_THREAD_TIMEOUT,
+    2⁴ cycles, unless it already has a value), OpenBLAS reads its environment again
+    (``openblas_read_env``) and ends its workers (``blas_thread_shutdown_``, what it does
+    before a ``fork``); the next product starts them with the new timeout. Any import
+    order then runs the same.
 
-    Does nothing on CuPy, with one copy thread, when REST_BLAS_WORKERS is False, or
-    where NumPy's BLAS is not OpenBLAS (the library is looked up once, in
-    /proc/self/maps). Call it only when no other thread is inside a BLAS call.
+    Does nothing when REST_BLAS_WORKERS is False, after the first call, or where NumPy's
+    BLAS is not an OpenBLAS that exports these functions (looked up in /proc/self/maps).
+    Call it when no other thread is inside a BLAS call.
     """
-    global _BLAS_SHUTDOWN
-    if not REST_BLAS_WORKERS or _CPU_THREADS <= 1 or xp.__name__ != "numpy":
+    global _BLAS_QUIETED
+    if _BLAS_QUIETED or not REST_BLAS_WORKERS:
         return
-    if _BLAS_SHUTDOWN is None:
-        _BLAS_SHUTDOWN = _find_openblas_shutdown()
-    if _BLAS_SHUTDOWN:
-        _BLAS_SHUTDOWN()
+    _BLAS_QUIETED = True
+    fns = _openblas_functions("openblas_thread_timeout", "openblas_read_env", "blas_thread_shutdown_")
+    if fns is None:
+        return
+    timeout, read_env, shutdown = fns
+    if timeout() > 0:                     # set by the user (or the environment): it stands
+        return
+    os.environ["OPENBLAS_THREAD_TIMEOUT"] = str(BLAS_THREAD_TIMEOUT)
+    read_env()
+    shutdown()
 
 
-def _find_openblas_shutdown():
-    """OpenBLAS's ``blas_thread_shutdown_`` from the library this process has loaded, or False."""
+def _openblas_functions(*names):
+    """The named functions of the OpenBLAS library this process has loaded, or None."""
     import ctypes
     try:
         with open("/proc/self/maps") as fh:
-            paths = {line.split()[-1] for line in fh if "openblas" in line.lower()}
-        for path in sorted(paths):
-            fn = getattr(ctypes.CDLL(path), "blas_thread_shutdown_", None)
-            if fn is not None:
-                fn.restype, fn.argtypes = ctypes.c_int, []
-                return fn
+            paths = sorted({line.split()[-1] for line in fh if "openblas" in line.lower()})
+        for path in paths:
+            lib = ctypes.CDLL(path)
+            fns = [getattr(lib, name, None) for name in names]
+            if all(fn is not None for fn in fns):
+                for fn in fns:
+                    fn.restype, fn.argtypes = ctypes.c_int, []
+                return fns
     except (OSError, IndexError):
         pass
-    return False
+    return None
 
 
 def pad_channel_major(x, p):
@@ -386,7 +399,6 @@ def _matmul_into(a, b, out):
     xp = get_array_module(a, b)
     if xp.__name__ == "numpy":
         xp.matmul(a, b, out=out)
-        rest_blas_workers(xp)
     else:
         out[...] = a @ b
 
@@ -463,7 +475,6 @@ def conv_cm_backward(dout2, x_pad, w2, k, need_dx=True, workspace=None, dw2=None
         d = dout2[:, sl.start * hw:sl.stop * hw]                    # (F, n_chunk·H·W)
         cols = _im2col_padded(x_pad[:, sl], k, out=workspace)
         dw2 += d @ cols.T                                          # dW sums over the batch
-        rest_blas_workers(xp)
         if need_dx:
             _matmul_into(w2.T, d, cols)                            # dcols, in cols' place
             _col2im_padded(cols, dx_pad[:, sl], k)
@@ -520,7 +531,6 @@ def _shift_forward_chunk(x, w):
     p = k // 2
     w3 = w.transpose(0, 2, 3, 1).reshape(f * k * k, c)        # (F·k·k, C)
     z = (w3 @ swap_batch_channels(x).reshape(c, -1)).reshape(f, k, k, n, h, wd)
-    rest_blas_workers(xp)
     if few_kernels(xp):
         return _shift_add(z, p, p)
     out = xp.zeros((f, n, h, wd), dtype=x.dtype)
@@ -593,7 +603,6 @@ def _rows_forward_chunk(x, w):
     r = _unfold_rows(swap_batch_channels(x), k)               # (C·k, N·H·W)
     wr = w.transpose(0, 2, 1, 3).reshape(f * k, c * k)        # rows (f, u), columns (c, v)
     z = (wr @ r).reshape(f, k, n, h, wd)                      # z[f, u, n, y, x]
-    rest_blas_workers(xp)
     if few_kernels(xp):
         return _shift_add(z.reshape(f, k, 1, n, h, wd), p, 0)
     out = xp.zeros((f, n, h, wd), dtype=x.dtype)
@@ -724,7 +733,6 @@ def conv2d_backward(dout, cache, need_dx=True):
             dx_chunk, dw_chunk = _shift_backward_chunk(dout[chunk], x[chunk], w, need_dx)
         else:
             dx_chunk, dw_chunk = _rows_backward_chunk(dout[chunk], x[chunk], w, need_dx)
-        rest_blas_workers(xp)
         if need_dx:
             dx[chunk] = dx_chunk
         dw += dw_chunk                                        # dW sums over the batch

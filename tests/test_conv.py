@@ -229,52 +229,65 @@ def test_upsample2_bad_input():
 
 
 # ----------------------------------------------------------------------------- OpenBLAS workers
-def _numpy_uses_openblas():
-    with open("/proc/self/maps") as fh:
-        return any("openblas" in line.lower() for line in fh)
+_QUIET_PROBE = """
+import os, sys
+import numpy as np                      # NumPy first, as a notebook does: OpenBLAS is loaded
+from stvae_np import conv
+timeout, = conv._openblas_functions("openblas_thread_timeout")
+before = timeout()
+a = np.random.default_rng(0).standard_normal((300, 300))
+expected = a @ a
+conv.quiet_blas_workers()
+conv.quiet_blas_workers()               # once per process: the second call does nothing
+print(before, timeout(), os.environ.get("OPENBLAS_THREAD_TIMEOUT"), bool(np.array_equal(a @ a, expected)))
+"""
 
 
-def test_rest_blas_workers_finds_openblas_here_and_products_stay_right(monkeypatch):
-    """NumPy's wheels bundle OpenBLAS: the shutdown function must be found, and products
-    after it (its workers started again) must give the same numbers."""
+def _probe(env_timeout):
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    if env_timeout is not None:
+        env["OPENBLAS_THREAD_TIMEOUT"] = env_timeout
+    out = subprocess.run([sys.executable, "-c", _QUIET_PROBE], env=env, capture_output=True,
+                         text=True, check=True)
+    return out.stdout.split()
+
+
+def test_quiet_blas_workers_sets_the_timeout_after_numpy_was_loaded():
+    """NumPy's wheels bundle OpenBLAS. With NumPy imported first and no timeout in the
+    environment, OpenBLAS's workers spin (timeout 0: its default); quiet_blas_workers makes
+    OpenBLAS read BLAS_THREAD_TIMEOUT, and products after it give the same numbers."""
     from stvae_np import conv
-    assert _numpy_uses_openblas(), "this test expects NumPy's bundled OpenBLAS"
-    fn = conv._find_openblas_shutdown()
-    assert fn is not False and fn.__name__ == "blas_thread_shutdown_"
-    monkeypatch.setattr(conv, "_CPU_THREADS", 2)
-    rng = np.random.default_rng(0)
-    a, b = rng.standard_normal((300, 200)), rng.standard_normal((200, 250))
-    expected = a @ b
-    for _ in range(3):
-        conv.rest_blas_workers(np)
-        np.testing.assert_array_equal(a @ b, expected)
+    assert _probe(None) == ["0", str(conv.BLAS_THREAD_TIMEOUT), str(conv.BLAS_THREAD_TIMEOUT), "True"]
 
 
-@pytest.mark.parametrize("method", ["im2col", "shift", "rows"])
-def test_convolutions_rest_the_blas_workers_after_their_products(method, monkeypatch):
+def test_quiet_blas_workers_keeps_a_timeout_the_user_set():
+    assert _probe("7") == ["7", "7", "7", "True"]
+
+
+def test_threaded_copies_quiet_the_blas_workers_first(monkeypatch):
+    """over_batch_blocks calls it before its threads run, and not on its serial branch."""
     from stvae_np import conv
     calls = []
-    monkeypatch.setattr(conv, "_BLAS_SHUTDOWN", lambda: calls.append(1))
-    monkeypatch.setattr(conv, "_CPU_THREADS", 2)
-    rng = np.random.default_rng(1)
-    x, w = rng.standard_normal((2, 3, 6, 5)), rng.standard_normal((4, 3, 3, 3))
-    out, cache = conv2d_forward(x, w, method=method)
-    assert calls, "no rest after the forward's product"
-    forward_calls = len(calls)
-    conv2d_backward(np.ones_like(out), cache)
-    assert len(calls) > forward_calls, "no rest after the backward's products"
-
-
-@pytest.mark.parametrize("switch", ["REST_BLAS_WORKERS", "_CPU_THREADS"])
-def test_rest_blas_workers_can_be_turned_off(switch, monkeypatch):
-    """Off when asked, and with one copy thread (nothing would compete for the core)."""
-    from stvae_np import conv
-    calls = []
-    monkeypatch.setattr(conv, "_BLAS_SHUTDOWN", lambda: calls.append(1))
-    monkeypatch.setattr(conv, "_CPU_THREADS", 2)
-    monkeypatch.setattr(conv, switch, False if switch == "REST_BLAS_WORKERS" else 1)
-    conv.rest_blas_workers(np)
+    monkeypatch.setattr(conv, "quiet_blas_workers", lambda: calls.append(1))
+    monkeypatch.setattr(conv, "_CPU_THREADS", 1)
+    conv.over_batch_blocks(lambda maps: None, 4, np)
     assert calls == []
-    monkeypatch.setattr(conv, switch, True if switch == "REST_BLAS_WORKERS" else 2)
-    conv.rest_blas_workers(np)
+    monkeypatch.setattr(conv, "_CPU_THREADS", 2)
+    conv.over_batch_blocks(lambda maps: None, 4, np)
     assert calls == [1]
+
+
+def test_quiet_blas_workers_can_be_turned_off(monkeypatch):
+    from stvae_np import conv
+    looked_up = []
+    monkeypatch.setattr(conv, "_BLAS_QUIETED", False)
+    monkeypatch.setattr(conv, "_openblas_functions", lambda *names: looked_up.append(names))
+    monkeypatch.setattr(conv, "REST_BLAS_WORKERS", False)
+    conv.quiet_blas_workers()
+    assert looked_up == []
+    monkeypatch.setattr(conv, "REST_BLAS_WORKERS", True)
+    conv.quiet_blas_workers()
+    assert len(looked_up) == 1
