@@ -146,18 +146,29 @@ class ConvLSTMStepCache(NamedTuple):
     o = property(lambda self: self._gate(3), doc="(N, F, h, w) output gate σ(a_o)")
 
 
-def _step_forward(t, xh, c_prev, w, b, workspace, h):
+def _leading_channels(w, m):
+    """W₂ of the first m input channels alone, (4F, m·k·k): the product for a step whose
+    other channels are all zero (step 0 when h_{-1} = 0: Wh * h_{-1} adds nothing)."""
+    xp = get_array_module(w)
+    if m == w.shape[1]:
+        return w.reshape(w.shape[0], -1)
+    return xp.ascontiguousarray(w[:, :m]).reshape(w.shape[0], -1)
+
+
+def _step_forward(t, xh, c_prev, w, b, workspace, h, channels=None):
     """Step t: gates from the padded [x_t; h_{t-1}] = xh[t]; writes h_t into ``h``
     (F, N, h, w), a view of hs, and into xh[t+1] (when there is a next step); returns
-    c_t (F, N, h, w) and the step's cache."""
+    c_t (F, N, h, w) and the step's cache. ``channels``: only the first ones of xh[t]
+    are not all zero (the convolution skips the rest); None: all."""
     xp = get_array_module(xh, w)
     nf, k = w.shape[0] // 4, w.shape[2]
     p = k // 2
     n, hh, ww = xh.shape[2], xh.shape[3] - 2 * p, xh.shape[4] - 2 * p
+    m = xh.shape[1] if channels is None else channels
     # One convolution for all four gates: [x; h] (C+F channels) against
     # W (4F, C+F, k, k) gives Wx*x + Wh*h, (4F, N, h, w).
     a = xp.empty((4 * nf, n, hh, ww), dtype=xh.dtype)
-    conv_cm_forward(xh[t], w.reshape(4 * nf, -1), k, a.reshape(4 * nf, -1), workspace)
+    conv_cm_forward(xh[t, :m], _leading_channels(w, m), k, a.reshape(4 * nf, -1), workspace)
     c, tanh_c = (xp.empty((nf, n, hh, ww), dtype=xh.dtype) for _ in range(2))
     # h_t is step t+1's input: written straight into its slot of the padded buffer
     h_next = xh[t + 1, -nf:, :, p:p + hh, p:p + ww] if t + 1 < xh.shape[0] else None
@@ -171,14 +182,17 @@ def _step_forward(t, xh, c_prev, w, b, workspace, h):
     return c, ConvLSTMStepCache(a, c_prev, tanh_c, xh[t], w)
 
 
-def _step_backward(dh_loss, dh_next, dc, cache, dw2, workspace, db_out):
+def _step_backward(dh_loss, dh_next, dc, cache, dw2, workspace, db_out, channels=None):
     """One step's backward, channel-major: the gradient of h_t from the loss (dh_loss)
     and from step t+1 (dh_next) and of c_t (dc), (F, N, h, w) each, in; adds this step's
     dW into dw2 (4F, (C+F)·k²), writes db (4F,) into db_out and returns d[x_t; h_{t-1}]
-    padded (C+F, N, h+2p, w+2p) and dc_prev (F, N, h, w)."""
+    padded (C+F, N, h+2p, w+2p) and dc_prev (F, N, h, w). ``channels``: as in the
+    forward, only the first ones of [x_t; h_{t-1}] were not all zero, and only their
+    gradient is wanted (step 0 without h0: h_{-1} gets none); the rest of dW gets zero."""
     xp = get_array_module(dc)
     a, c_prev, tanh_c, xh_pad, w = cache
     nf, k = w.shape[0] // 4, w.shape[2]
+    m = xh_pad.shape[0] if channels is None else channels
     da = xp.empty_like(a)                                          # (4F, N, h, w)
     dc_prev = xp.empty_like(dc)
 
@@ -189,8 +203,8 @@ def _step_backward(dh_loss, dh_next, dc, cache, dw2, workspace, db_out):
                             c_prev[:, maps], tanh_c[:, maps], da[:, maps], dc_prev[:, maps])
     over_batch_blocks(gate_grads, dc.shape[1], xp)
     da2 = da.reshape(4 * nf, -1)
-    dxh_pad, _ = conv_cm_backward(da2, xh_pad, w.reshape(4 * nf, -1), k,
-                                  workspace=workspace, dw2=dw2)     # dW adds into dw2
+    dxh_pad, _ = conv_cm_backward(da2, xh_pad[:m], _leading_channels(w, m), k, workspace=workspace,
+                                  dw2=dw2[:, :m * k * k])          # dW adds into dw2
     da2.sum(axis=1, out=db_out)
     return dxh_pad, dc_prev
 
@@ -215,7 +229,8 @@ def _forward(xs, params, h0, c0):
     for t in range(t_len):
         # h_t is written straight into hs (and into step t+1's input) by the gate math
         c, step_cache = _step_forward(t, xh, c, w, params["b"], workspace,
-                                      hs[:, t].transpose(1, 0, 2, 3))
+                                      hs[:, t].transpose(1, 0, 2, 3),
+                                      nc if t == 0 and h0 is None else None)   # h_{-1} = 0
         steps.append(step_cache)
     c_last = swap_batch_channels(c)                               # (N, F, h, w)
     return hs, ConvLSTMCache(steps, nc, h0 is not None, c0 is not None, c_last)
@@ -223,7 +238,7 @@ def _forward(xs, params, h0, c0):
 
 def _backward(dhs_cm, cache, dc_last_cm):
     """convlstm_backward without the checks, channel-major: dhs_cm (T, F, N, h, w)."""
-    steps, nc, _, _, _ = cache
+    steps, nc, has_h0, _, _ = cache
     xp = get_array_module(dhs_cm)
     t_len, nf, n, hh, ww = dhs_cm.shape
     w = steps[0].w
@@ -238,19 +253,22 @@ def _backward(dhs_cm, cache, dc_last_cm):
     for t in reversed(range(t_len)):                           # t = T-1 … 0
         # h_t feeds the loss directly (dhs[:, t]) and the next step (dh_next)
         dxh_pad, dc_next = _step_backward(dhs_cm[t], dh_next, dc_next, steps[t], dw2, workspace,
-                                          db_steps[t_len - 1 - t])
+                                          db_steps[t_len - 1 - t],
+                                          nc if t == 0 and not has_h0 else None)   # no dh0 wanted
         dxh = dxh_pad[:, :, p:p + hh, p:p + ww]                # crop: (C+F, N, h, w)
         dxs[:, t] = dxh[:nc].transpose(1, 0, 2, 3)
         dh_next = dxh[nc:]
     # shared weights: db is the sum over t, added in the order T-1 … 0 (a sum over the
     # rows, not the fast axis, adds them one after the other: the same numbers as a loop)
     db = db_steps.sum(axis=0)
-    # after the loop dh_next, dc_next are the gradients of h_{-1} = h0 and c_{-1} = c0
+    # after the loop dh_next, dc_next are the gradients of h_{-1} = h0 (None when no h0
+    # was given: step 0 did not compute it) and c_{-1} = c0
     dw = dw2.reshape(w.shape)
     dparams = {"Wx": xp.ascontiguousarray(dw[:, :nc]),          # split W = [Wx | Wh]
                "Wh": xp.ascontiguousarray(dw[:, nc:]),
                "b": db}
-    return dxs, dparams, swap_batch_channels(dh_next), swap_batch_channels(dc_next)
+    return (dxs, dparams, swap_batch_channels(dh_next) if has_h0 else None,
+            swap_batch_channels(dc_next))
 
 
 # ----------------------------------------------------------------------------- one step
