@@ -20,14 +20,26 @@ stamp() { echo "[$(date +%T)] $*" | tee -a "$out/summary.txt"; }
   echo "CUPY_TF32=${CUPY_TF32:-unset}"; } > "$out/device.txt" 2>&1
 stamp "device: $(head -1 "$out/device.txt")"
 
-timeout 300 $py -m pytest -q -p no:cacheprovider tests/test_gpu.py > "$out/test_gpu.log" 2>&1
-stamp "tests/test_gpu.py exit $?: $(tail -1 "$out/test_gpu.log")"
+timeout 300 $py -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_kernels.py > "$out/test_gpu.log" 2>&1
+stamp "tests/test_gpu.py tests/test_kernels.py exit $?: $(tail -1 "$out/test_gpu.log")"
+grep -h "RuntimeWarning.*fused kernel" "$out/test_gpu.log" | sort -u | head -5 >> "$out/summary.txt"
 
 for preset in tiny paper; do
   timeout 150 $py -m stvae_np.bench --device gpu --preset "$preset" --steps 10 --warmup 3 \
       --json "$out/bench_$preset.json" > "$out/bench_$preset.log" 2>&1
   stamp "bench $preset exit $?: $(grep -E 'median step|ratio' "$out/bench_$preset.log" | tr -s ' ' | tr '\n' ';')"
 done
+
+# PyTorch + cuDNN on the same card, TF32 off, when a CUDA build of torch is importable
+if $py -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+  for preset in tiny paper; do
+    timeout 150 $py benchmarks/torch_reference.py --device cuda --preset "$preset" --steps 10 --warmup 3 \
+        --json "$out/torch_$preset.json" > "$out/torch_$preset.log" 2>&1
+    stamp "torch $preset exit $?: $(grep -E 'median step' "$out/torch_$preset.log" | tr -s ' ')"
+  done
+else
+  stamp "torch: no CUDA build of PyTorch importable, no side-by-side"
+fi
 
 timeout 300 $py -m stvae_np.train --device gpu --steps 1000 --out "$out/train_tiny" \
     > "$out/train_tiny.log" 2>&1
