@@ -23,7 +23,8 @@ Public functions and knobs::
     MAX_BUFFER    elements of the largest temporary buffer of one batch chunk (CPU)
     GPU_MEMORY_SHARE  the share of free GPU memory a chunk may take (buffer_limit)
     FEW_KERNELS   the k·k loops as one-operation windows (None: on CuPy only)
-    REST_BLAS_WORKERS  put OpenBLAS's spinning workers to sleep after each product
+    REST_BLAS_WORKERS  make OpenBLAS's workers sleep right after each product (quiet_blas_workers)
+    BLAS_THREAD_TIMEOUT  the OPENBLAS_THREAD_TIMEOUT it sets (2⁴ cycles)
     _CPU_THREADS  threads for the copy loops (1 forces over_batch_blocks' serial branch)
 
 The functions take and return NCHW arrays; weights are ``(C_out, C_in, k, k)`` as in PyTorch.
@@ -432,15 +433,14 @@ def conv_cm_forward(x_pad, w2, k, out, workspace=None):
 
     out (F, N·H·W) = W₂ @ im2col(x), with x_pad (C, N, H+k−1, W+k−1) already padded and
     channels first (:func:`pad_channel_major`) and W₂ = W.reshape(F, C·k·k). The batch
-    is done in chunks whose columns fit in MAX_BUFFER elements, all in one ``workspace``
-    (:func:`im2col_workspace`, made here when not given). Returns ``out``.
+    is done in chunks of as many maps as the ``workspace`` holds (:func:`im2col_workspace`,
+    made here when not given, sized by :func:`buffer_limit`). Returns ``out``.
     """
-    xp = get_array_module(x_pad)
     c, n, hp, wp = x_pad.shape
     hw = (hp - k + 1) * (wp - k + 1)
     if workspace is None:
         workspace = im2col_workspace(x_pad, k)
-    for sl in _batch_chunks(n, c * k * k * hw, buffer_limit(xp, x_pad.dtype.itemsize)):
+    for sl in _batch_chunks(n, c * k * k * hw, workspace.size):  # as many maps as it holds
         cols = _im2col_padded(x_pad[:, sl], k, out=workspace)      # (C·k·k, n_chunk·H·W)
         _matmul_into(w2, cols, out[:, sl.start * hw:sl.stop * hw])
     return out
@@ -471,7 +471,7 @@ def conv_cm_backward(dout2, x_pad, w2, k, need_dx=True, workspace=None, dw2=None
         workspace = im2col_workspace(x_pad, k)
     dw2 = xp.zeros_like(w2) if dw2 is None else dw2
     dx_pad = xp.zeros_like(x_pad) if need_dx else None
-    for sl in _batch_chunks(n, c * k * k * hw, buffer_limit(xp, x_pad.dtype.itemsize)):
+    for sl in _batch_chunks(n, c * k * k * hw, workspace.size):  # as many maps as it holds
         d = dout2[:, sl.start * hw:sl.stop * hw]                    # (F, n_chunk·H·W)
         cols = _im2col_padded(x_pad[:, sl], k, out=workspace)
         dw2 += d @ cols.T                                          # dW sums over the batch

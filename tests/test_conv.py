@@ -291,3 +291,24 @@ def test_quiet_blas_workers_can_be_turned_off(monkeypatch):
     monkeypatch.setattr(conv, "REST_BLAS_WORKERS", True)
     conv.quiet_blas_workers()
     assert len(looked_up) == 1
+
+
+def test_conv_cm_chunks_follow_the_workspace_given():
+    """The chunks are as many maps as the workspace holds (not recomputed from the
+    device's free memory, which may have changed since the workspace was made)."""
+    from stvae_np import conv
+    rng = np.random.default_rng(3)
+    n, c, f, k, h = 5, 3, 4, 3, 6
+    x_pad = conv.pad_channel_major(rng.standard_normal((n, c, h, h)), k // 2)
+    w2 = rng.standard_normal((f, c * k * k))
+    per_map = c * k * k * h * h
+    expected = conv.conv_cm_forward(x_pad, w2, k, np.empty((f, n * h * h)))
+    for maps in (1, 2, 5):
+        workspace = np.full(maps * per_map + 1, np.nan)          # room for `maps` maps
+        out = conv.conv_cm_forward(x_pad, w2, k, np.empty((f, n * h * h)), workspace)
+        np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+        dout2 = rng.standard_normal((f, n * h * h))
+        dx, dw = conv.conv_cm_backward(dout2, x_pad, w2, k, workspace=workspace)
+        dx_ref, dw_ref = conv.conv_cm_backward(dout2, x_pad, w2, k)
+        np.testing.assert_allclose(dx, dx_ref, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(dw, dw_ref, rtol=1e-12, atol=1e-12)
