@@ -245,7 +245,8 @@ def _backward(dhs_cm, cache, dc_last_cm):
     k = w.shape[2]
     p = k // 2
     dxs = xp.empty((n, t_len, nc, hh, ww), dtype=dhs_cm.dtype)
-    dw2 = xp.zeros((4 * nf, w[0].size), dtype=dhs_cm.dtype)    # (4F, (C+F)·k²)
+    # (4F, (C+F)·k²), held transposed: conv_cm_backward adds dW₂ᵀ into it with no strided copy
+    dw2 = xp.zeros((w[0].size, 4 * nf), dtype=dhs_cm.dtype).T
     db_steps = xp.empty((t_len, 4 * nf), dtype=dhs_cm.dtype)   # row j: db of step T-1-j
     dh_next = xp.zeros((nf, n, hh, ww), dtype=dhs_cm.dtype)    # ∂L/∂h_t through step t+1
     dc_next = dc_last_cm if dc_last_cm is not None else xp.zeros_like(dh_next)
@@ -263,9 +264,9 @@ def _backward(dhs_cm, cache, dc_last_cm):
     db = db_steps.sum(axis=0)
     # after the loop dh_next, dc_next are the gradients of h_{-1} = h0 (None when no h0
     # was given: step 0 did not compute it) and c_{-1} = c0
-    dw = dw2.reshape(w.shape)
-    dparams = {"Wx": xp.ascontiguousarray(dw[:, :nc]),          # split W = [Wx | Wh]
-               "Wh": xp.ascontiguousarray(dw[:, nc:]),
+    cut = nc * k * k                                           # split W = [Wx | Wh]
+    dparams = {"Wx": xp.ascontiguousarray(dw2[:, :cut].reshape(4 * nf, nc, k, k)),
+               "Wh": xp.ascontiguousarray(dw2[:, cut:].reshape(4 * nf, nf, k, k)),
                "b": db}
     return (dxs, dparams, swap_batch_channels(dh_next) if has_h0 else None,
             swap_batch_channels(dc_next))
