@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from .backend import get_array_module, scatter_add
+from .conv import few_kernels
 from .kernels import bilinear_weights
 
 
@@ -91,10 +92,21 @@ class BilinearCache(NamedTuple):
 
 
 def _gather(img, index):
-    """img (N, C, H, W), index (N, 1, 4·P) flat y·W + x -> values (N, C, 4, P)."""
+    """img (N, C, H, W), index (N, 1, 4·P) flat y·W + x -> values (N, C, 4, P).
+
+    vals[n, c, j] = img[n, c, index[n, 0, j]]: one ``take_along_axis`` on the GPU (one
+    operation); on NumPy one ``take`` per map, which measured 3× faster than
+    take_along_axis's broadcast fancy indexing (paper step: 9 against 25 ms a call).
+    """
     xp = get_array_module(img)
     n, c, h, w = img.shape
-    vals = xp.take_along_axis(img.reshape(n, c, h * w), index, axis=2)   # (N, C, 4·P)
+    src = img.reshape(n, c, h * w)
+    if few_kernels(xp):
+        vals = xp.take_along_axis(src, index, axis=2)                   # (N, C, 4·P)
+    else:
+        vals = xp.empty((n, c, index.shape[2]), dtype=img.dtype)
+        for i in range(n):
+            xp.take(src[i], index[i, 0], axis=1, out=vals[i])
     return vals.reshape(n, c, 4, -1)
 
 

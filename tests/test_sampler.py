@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
-from stvae_np import backend
+from stvae_np import backend, conv
 from stvae_np.gradcheck import numerical_gradient, rel_error
 from stvae_np.sampler import base_grid, bilinear_backward, bilinear_forward, flow_to_grid
 
@@ -131,6 +131,27 @@ def test_forward_matches_naive_loop(shape, out_hw, lo):
     out, _ = bilinear_forward(img, grid)
     assert out.shape == (n, c, *out_hw)
     np.testing.assert_allclose(out, naive_bilinear(img, grid), rtol=1e-12, atol=1e-12)
+
+
+def test_both_gather_paths_give_the_same_numbers(monkeypatch):
+    """The neighbours are gathered by one take per map on NumPy and by one
+    take_along_axis on the GPU (conv.FEW_KERNELS forces that path here): bit for bit
+    the same forward and backward, and the forward is the definition."""
+    rng = np.random.default_rng(7)
+    img = rng.standard_normal((3, 4, 5, 6))
+    grid = off_kink_grid(rng, 3, 4, 7, 5, 6, lo=-3, margin=0.0)
+    dout = rng.standard_normal((3, 4, 4, 7))
+    take_along_axis, results = np.take_along_axis, {}
+    for few in (False, True):
+        calls = []
+        monkeypatch.setattr(conv, "FEW_KERNELS", few)
+        monkeypatch.setattr(np, "take_along_axis", lambda *a, **k: calls.append(1) or take_along_axis(*a, **k))
+        out, cache = bilinear_forward(img, grid)
+        results[few] = (out, *bilinear_backward(dout, cache))
+        assert len(calls) == (2 if few else 0)          # forward and backward each gather once
+    for loop, one_op in zip(results[False], results[True]):
+        np.testing.assert_array_equal(loop, one_op)
+    np.testing.assert_allclose(results[False][0], naive_bilinear(img, grid), rtol=1e-12, atol=1e-12)
 
 
 # ----------------------------------------------------------------------------- gradients
