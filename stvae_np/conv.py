@@ -473,14 +473,12 @@ def conv_cm_backward(dout2, x_pad, w2, k, need_dx=True, workspace=None, dw2=None
         workspace = im2col_workspace(x_pad, k)
     dw2 = xp.zeros_like(w2) if dw2 is None else dw2
     dx_pad = xp.zeros_like(x_pad) if need_dx else None
-    dw2_t = xp.empty((w2.shape[1], w2.shape[0]), dtype=w2.dtype)  # one chunk's dW₂ᵀ
     for sl in _batch_chunks(n, c * k * k * hw, workspace.size):  # as many maps as it holds
         d = dout2[:, sl.start * hw:sl.stop * hw]                    # (F, n_chunk·H·W)
         cols = _im2col_padded(x_pad[:, sl], k, out=workspace)
         # dW₂ += d @ colsᵀ, summed over the batch; computed as its transpose cols @ dᵀ,
         # which OpenBLAS runs ~10 % faster on the ConvLSTM's shapes (BENCHMARKS.md)
-        _matmul_into(cols, d.T, dw2_t)
-        dw2 += dw2_t.T
+        dw2 += (cols @ d.T).T
         if need_dx:
             _matmul_into(w2.T, d, cols)                            # dcols, in cols' place
             _col2im_padded(cols, dx_pad[:, sl], k)
