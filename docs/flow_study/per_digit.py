@@ -1,6 +1,6 @@
 """Where does a trained model's flow fall short? Per digit and step.
 
-    python docs/flow_study/per_digit.py RUN_DIR [N_CLIPS]
+    python docs/flow_study/per_digit.py RUN_DIR [RUN_DIR ...] [--figure PNG]
 
 For each clip, digit and flow step t >= 2 of the validation and test clips: the model's
 flow averaged over the digit's pixels in frame t+1 (image pixels, negated: the flow is
@@ -8,7 +8,8 @@ backward) against the digit's true displacement t -> t+1. Prints the pooled gain
 EPE / zero flow of those per-digit means, on all steps, on steady steps (no velocity
 component changed sign between t-1 -> t and t -> t+1) and on bounce steps, the gain of
 each step t, and the metric of metrics.flow_quality on the same clips for comparison.
-Section 4 of docs/flow_study.md quotes the output.
+With --figure, also draws each run's gain by step t (validation and test clips) into
+one PNG. Sections 4 and 6 of docs/flow_study.md quote the output.
 """
 import pathlib
 import sys
@@ -45,7 +46,9 @@ def scores(pred, true):
 
 
 def main(run, n_clips=64):
+    """Print the per-digit figures of one run; return its gain by step t per clip set."""
     model = STVAE.load(str(pathlib.Path(run) / "checkpoint.npz"))
+    gains = {}
     for name, seed in (("validation", D.VAL_SEED), ("test", D.TEST_SEED)):
         clips, _ = D.load_eval_clips("moving-mnist", model.config, n_clips, 10, seed=seed)
         _, flows = predict_clips(model, clips.frames)
@@ -64,7 +67,40 @@ def main(run, n_clips=64):
         q = flow_quality(flow, clips.flow, clips.masks[:, 1:, 0])
         print(f"{name:10s} flow_quality (per pixel): EPE t>=2 / zero flow "
               f"{q['epe_t2'] / q['zero_flow_epe_t2']:.2f}, gain {q['flow_gain_t2']:.2f}", flush=True)
+        gains[name] = by_t
+    return gains
+
+
+def figure(gains_by_run, path):
+    """Gain by step t, one line per run, validation and test side by side."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+    for ax, name in zip(axes, ("validation", "test")):
+        for run, gains in gains_by_run.items():
+            ax.plot(range(2, 2 + len(gains[name])), gains[name], marker="o", label=pathlib.Path(run).name)
+        ax.axhline(1.0, color="k", lw=0.8, ls=":")
+        ax.axhspan(0.8, 1.2, color="C2", alpha=0.1, label="issue 14's target")
+        ax.set(title=f"{name} clips", xlabel="flow step t (frames 0..t seen)")
+    axes[0].set_ylabel("gain of the per-digit mean flow")
+    axes[0].set_ylim(0.4, 1.05)
+    axes[1].legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    print("figure:", path)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], *[int(a) for a in sys.argv[2:]])
+    args = sys.argv[1:]
+    out = None
+    if "--figure" in args:
+        i = args.index("--figure")
+        out = args[i + 1]
+        del args[i:i + 2]
+    results = {}
+    for run in args:
+        print(f"== {run}")
+        results[run] = main(run)
+    if out:
+        figure(results, out)
