@@ -37,8 +37,7 @@ from .activations import tanh, tanh_grad
 from .backend import asnumpy, device_of, get_array_module, to_device
 from .conv import (Conv2dCache, MaxPoolCache, UpsampleCache, conv2d_backward, conv2d_forward,
                    maxpool2_backward, maxpool2_forward, upsample2_backward, upsample2_forward)
-from .convlstm import (convlstm_backward, convlstm_forward, convlstm_step_backward,
-                       convlstm_step_forward)
+from .convlstm import convlstm_backward, convlstm_forward, convlstm_step_forward
 from .losses import (CharbonnierCache, charbonnier_backward, charbonnier_forward,
                      huber_smoothness_backward, huber_smoothness_forward, mse_backward, mse_forward)
 from .sampler import BilinearCache, bilinear_backward, bilinear_forward, flow_to_grid
@@ -99,7 +98,6 @@ class Config:
     photo_blur: float = 0.0        # σ (image px) of a Gaussian blur of both frames inside P (0: none)
     photo_loss: str = "l2"         # the error inside P: "l2" (squared) or "charbonnier" (robust, ε = 0.01)
     recon_flow_grad: float = 1.0   # scale of the reconstruction gradient reaching the flow head
-    mem_warp: int = 0              # 1: the memory's state follows the flow (warped by T_{t-1} before step t)
     # training recipe (used by stvae_np.train; every number can be overridden there)
     lr: float = 1e-4
     lr_decay: float = 0.9          # lr × lr_decay every lr_decay_every epochs
@@ -141,8 +139,6 @@ class Config:
         if self.height % 2 or self.width % 2:
             raise ValueError(f"height and width must be even (the encoder pools by 2), "
                              f"got {self.height}×{self.width}")
-        if self.mem_warp not in (0, 1):
-            raise ValueError(f"mem_warp must be 0 or 1, got {self.mem_warp!r}")
         if self.photo_loss not in ("l2", "charbonnier"):
             raise ValueError(f"photo_loss must be 'l2' or 'charbonnier', got {self.photo_loss!r}")
         for k in ("enc_kernel", "mem_kernel", "flow_kernel"):
@@ -288,85 +284,6 @@ class STVAE:
         flow, c3 = conv2d_forward(f2, p["flow3.W"], p["flow3.b"])       # (M, 2, h, w)
         return flow, FlowCache(c1, c2, c3)
 
-    @staticmethod
-    def _flow_head_backward(dflow, cache, grads):
-        """Backward of :meth:`flow_head`: returns dh; adds the three layers' dW, db to ``grads``."""
-        dh = dflow
-        for layer, c in (("flow3", cache.flow3), ("flow2", cache.flow2), ("flow1", cache.flow1)):
-            dh, dw, db = conv2d_backward(dh, c)
-            for name, g in ((f"{layer}.W", dw), (f"{layer}.b", db)):
-                grads[name] = g if name not in grads else grads[name] + g
-        return dh
-
-    def _warp_state(self, h, c, flow):
-        """The memory's state carried along the flow: [h̃; c̃] = bilinear([h; c], G(T)),
-        one sampler call over the 2·Fm channels. Returns h̃, c̃ and the sampler's cache."""
-        xp = get_array_module(h)
-        hc, cache = bilinear_forward(xp.concatenate([h, c], axis=1), flow_to_grid(flow))
-        nf = h.shape[1]
-        return hc[:, :nf], hc[:, nf:], cache
-
-    def _warped_memory_forward(self, es):
-        """The memory and flow head when ``config.mem_warp`` is 1: the state follows the motion.
-
-            h̃_{t−1}, c̃_{t−1} = bilinear([h_{t−1}; c_{t−1}], base grid + T_{t−1})   (zeros at t = 0)
-            h_t, c_t = ConvLSTM step(e_t, h̃_{t−1}, c̃_{t−1}),   T_t = flow_head(h_t)
-
-        T_{t−1} says where each pixel of frame t came from in frame t−1, so the warp moves
-        what the memory holds about each digit to where the digit now is; without it the
-        cell state stays where it was written. The flow head runs inside the recurrence.
-
-        Args:
-            es: (N, S, Fe, h, w) encoded frames.
-        Returns:
-            flow (N·S, 2, h, w) stacked like the model's, and the per-step caches.
-        """
-        p = self.params
-        xp = get_array_module(es)
-        n, s, _, hh, ww = es.shape
-        lstm_params = {"Wx": p["lstm.Wx"], "Wh": p["lstm.Wh"], "b": p["lstm.b"]}
-        h = c = xp.zeros((n, self.config.mem_filters, hh, ww), dtype=es.dtype)
-        flows, steps = [], []
-        for t in range(s):
-            warp_cache = None
-            if t > 0:
-                h, c, warp_cache = self._warp_state(h, c, flows[-1])
-            h, c, lstm_cache = convlstm_step_forward(es[:, t], h, c, lstm_params)
-            flow, flow_cache = self.flow_head(h)
-            flows.append(flow)
-            steps.append((warp_cache, lstm_cache, flow_cache))
-        return xp.stack(flows, axis=1).reshape(n * s, 2, hh, ww), steps
-
-    def _warped_memory_backward(self, dflow, steps, grads):
-        """Backward of :meth:`_warped_memory_forward`, through time. dflow (N·S, 2, h, w)
-        is the gradient of the losses; each T_{t−1} also gets the gradient of the warp
-        of step t. Returns de (N·S, Fe, h, w); adds the memory's and flow head's
-        gradients to ``grads``."""
-        xp = get_array_module(dflow)
-        s = len(steps)
-        n = dflow.shape[0] // s
-        dflows = dflow.reshape((n, s) + dflow.shape[1:])
-        des = [None] * s
-        dh_warp = dc_warp = dflow_warp = None          # from step t+1's warp of step t's state
-        lstm = {"Wx": 0, "Wh": 0, "b": 0}
-        for t in reversed(range(s)):
-            warp_cache, lstm_cache, flow_cache = steps[t]
-            df = dflows[:, t] if dflow_warp is None else dflows[:, t] + dflow_warp
-            dh = self._flow_head_backward(df, flow_cache, grads)
-            dc = xp.zeros_like(dh) if dc_warp is None else dc_warp
-            if dh_warp is not None:
-                dh = dh + dh_warp
-            des[t], dh_prev, dc_prev, dparams = convlstm_step_backward(dh, dc, lstm_cache)
-            for k in lstm:
-                lstm[k] = lstm[k] + dparams[k]
-            if warp_cache is not None:
-                dhc, dflow_warp = bilinear_backward(xp.concatenate([dh_prev, dc_prev], axis=1),
-                                                    warp_cache)
-                nf = dh_prev.shape[1]
-                dh_warp, dc_warp = dhc[:, :nf], dhc[:, nf:]
-        grads["lstm.Wx"], grads["lstm.Wh"], grads["lstm.b"] = lstm["Wx"], lstm["Wh"], lstm["b"]
-        return xp.stack(des, axis=1).reshape((n * s,) + des[0].shape[1:])
-
     def warp_decode(self, e, flow):
         """Grid generator, sampler and decoder: ŷ = conv(upsample2(bilinear(e, G)); Wd) + bd,
         with G = ``sampler.flow_to_grid(flow)`` = base grid + T.
@@ -459,12 +376,9 @@ class STVAE:
         # ---- forward: encoder on all frames, memory through time, the rest on all frames
         e, enc_cache = self.encode(inputs)                         # (N·S, Fe, h, w)
         fe, h, w = e.shape[1:]
-        if cfg.mem_warp:                                           # the state follows the flow
-            flow, warped_steps = self._warped_memory_forward(e.reshape(n, s, fe, h, w))
-        else:
-            lstm_params = {"Wx": p["lstm.Wx"], "Wh": p["lstm.Wh"], "b": p["lstm.b"]}
-            hs, lstm_cache = convlstm_forward(e.reshape(n, s, fe, h, w), lstm_params)
-            flow, flow_cache = self.flow_head(hs.reshape(n * s, -1, h, w))     # (N·S, 2, h, w)
+        lstm_params = {"Wx": p["lstm.Wx"], "Wh": p["lstm.Wh"], "b": p["lstm.b"]}
+        hs, lstm_cache = convlstm_forward(e.reshape(n, s, fe, h, w), lstm_params)
+        flow, flow_cache = self.flow_head(hs.reshape(n * s, -1, h, w))     # (N·S, 2, h, w)
         pred, dec_cache = self.warp_decode(e, flow)                # (N·S, C, H, W)
         mse, mse_cache = mse_forward(pred, targets)
         smooth, huber_cache = huber_smoothness_forward(flow, cfg.huber_delta)
@@ -487,13 +401,12 @@ class STVAE:
         dflow = dflow + cfg.huber_weight * huber_smoothness_backward(one, huber_cache)
         if photo is not None:
             dflow = dflow + self._photometric_backward(cfg.photo_weight * one, photo_cache)
-        if cfg.mem_warp:
-            de = de + self._warped_memory_backward(dflow, warped_steps, grads)
-        else:
-            dhs = self._flow_head_backward(dflow, flow_cache, grads)
-            des, dlstm = convlstm_backward(dhs.reshape(n, s, -1, h, w), lstm_cache)
-            grads["lstm.Wx"], grads["lstm.Wh"], grads["lstm.b"] = dlstm["Wx"], dlstm["Wh"], dlstm["b"]
-            de = de + des.reshape(n * s, fe, h, w)                 # ... and the memory
+        df2, grads["flow3.W"], grads["flow3.b"] = conv2d_backward(dflow, flow_cache.flow3)
+        df1, grads["flow2.W"], grads["flow2.b"] = conv2d_backward(df2, flow_cache.flow2)
+        dhs, grads["flow1.W"], grads["flow1.b"] = conv2d_backward(df1, flow_cache.flow1)
+        des, dlstm = convlstm_backward(dhs.reshape(n, s, -1, h, w), lstm_cache)
+        grads["lstm.Wx"], grads["lstm.Wh"], grads["lstm.b"] = dlstm["Wx"], dlstm["Wh"], dlstm["b"]
+        de = de + des.reshape(n * s, fe, h, w)                     # ... and the memory
         dtanh = maxpool2_backward(de, enc_cache.pool)
         _, grads["enc.W"], grads["enc.b"] = conv2d_backward(dtanh * tanh_grad(enc_cache.tanh_out),
                                                             enc_cache.conv, need_dx=False)  # the clip needs none
@@ -520,8 +433,7 @@ class STVAE:
 
         Args:
             frame: (N, C, H, W) on the model's device.
-            state: (h, c) from the previous step, or None for a fresh memory (with
-                ``mem_warp`` the returned state is already moved along this step's flow).
+            state: (h, c) from the previous step, or None for a fresh memory.
         Returns:
             pred (N, C, H, W), flow (N, 2, h, w) in memory-grid pixels, state (h, c).
         """
@@ -535,8 +447,6 @@ class STVAE:
         h, c, _ = convlstm_step_forward(e, state[0], state[1], lstm_params)
         flow, _ = self.flow_head(h)
         pred, _ = self.warp_decode(e, flow)
-        if self.config.mem_warp:            # hand the next step a state moved along this flow
-            h, c, _ = self._warp_state(h, c, flow)
         return pred, flow, (h, c)
 
     def predict(self, clip):

@@ -248,34 +248,3 @@ def test_rollout_of_zero_frames_is_empty_and_a_negative_length_is_refused():
         model.rollout(ctx, -1)
     with pytest.raises(ValueError, match="n_future must be an integer"):
         model.rollout(ctx, 1.5)
-
-
-def test_warped_memory_gradient_check_and_its_predictions_match_its_loss():
-    """``mem_warp=1`` (the memory's state moved along the previous flow before each step):
-    every parameter passes the whole-model directional check, through time and through
-    the warps of the state; ``predict`` (step by step) gives the flows the loss used."""
-    model, clip = _gradcheck_model(mem_warp=1)
-    loss, grads = model.loss_and_grads(clip)
-    for name in PARAM_NAMES:
-        assert np.abs(grads[name]).max() > 0, f"{name} gets no gradient"
-    worst = directional_check(lambda: model.loss(clip), model.params, grads, PARAM_NAMES)
-    assert max(worst.values()) <= 1e-5, worst
-    assert float(loss) == pytest.approx(float(model.loss(clip)), rel=1e-12)
-
-
-def test_warped_memory_moves_the_state_and_changes_the_flows():
-    """With mem_warp the second step's state is the first step's, warped: the flows of
-    steps ≥ 1 differ from the plain memory's, step 0's do not; mem_warp=0 is the plain
-    ConvLSTM (bit-identical flows and gradients to a model without the field set)."""
-    plain, clip = _gradcheck_model()
-    warped, _ = _gradcheck_model(mem_warp=1)
-    _, f0 = plain.predict(clip)
-    _, f1 = warped.predict(clip)
-    np.testing.assert_array_equal(f0[:, 0], f1[:, 0])
-    assert np.abs(f0[:, 1:] - f1[:, 1:]).max() > 1e-3
-    off, _ = _gradcheck_model(mem_warp=0)
-    l0, g0 = plain.loss_and_grads(clip)
-    l1, g1 = off.loss_and_grads(clip)
-    assert float(l0) == float(l1) and all(np.array_equal(g0[k], g1[k]) for k in PARAM_NAMES)
-    with pytest.raises(ValueError, match="mem_warp must be 0 or 1"):
-        Config(mem_warp=2)
