@@ -5,7 +5,8 @@
 For each clip, digit and flow step t >= 2 of the validation and test clips: the model's
 flow averaged over the digit's pixels in frame t+1 (image pixels, negated: the flow is
 backward) against the digit's true displacement t -> t+1. Prints the pooled gain and
-EPE / zero flow of those per-digit means, on all steps, on steady steps (no velocity
+EPE / zero flow of those per-digit means, and the gain's two factors (the mean flow's
+length over the digit's speed, and the mean cosine between them), on all steps, on steady steps (no velocity
 component changed sign between t-1 -> t and t -> t+1) and on bounce steps, the gain of
 each step t, and the metric of metrics.flow_quality on the same clips for comparison.
 With --figure, also draws each run's gain by step t (validation and test clips) into
@@ -45,6 +46,15 @@ def scores(pred, true):
     return gain, epe
 
 
+def speed_and_direction(pred, true):
+    """The gain's two factors: mean length of pred over mean length of true, and the
+    mean cosine between them (vectors (M, 2); pairs where either is zero left out)."""
+    lp, lt = np.linalg.norm(pred, axis=-1), np.linalg.norm(true, axis=-1)
+    ok = (lp > 0) & (lt > 0)
+    cosine = (pred[ok] * true[ok]).sum(-1) / (lp[ok] * lt[ok])
+    return lp[ok].mean() / lt[ok].mean(), cosine.mean()
+
+
 def main(run, n_clips=64):
     """Print the per-digit figures of one run; return its gain by step t per clip set."""
     model = STVAE.load(str(pathlib.Path(run) / "checkpoint.npz"))
@@ -61,7 +71,9 @@ def main(run, n_clips=64):
         seen[:, :2] = False                                                  # steps t >= 2
         for label, sel in (("all", seen), ("steady", seen & ~bounce), ("bounce", seen & bounce)):
             gain, epe = scores(pred[sel], true[sel])
-            print(f"{name:10s} {label:7s} digit-steps {sel.sum():4d}: gain {gain:.2f}, EPE / zero flow {epe:.2f}")
+            ratio, cosine = speed_and_direction(pred[sel], true[sel])
+            print(f"{name:10s} {label:7s} digit-steps {sel.sum():4d}: gain {gain:.2f}, EPE / zero flow "
+                  f"{epe:.2f}, speed ratio {ratio:.2f}, mean cosine {cosine:.3f}")
         by_t = [scores(pred[:, t][seen[:, t]], true[:, t][seen[:, t]])[0] for t in range(2, true.shape[1])]
         print(f"{name:10s} gain by step t = 2..{true.shape[1] - 1}: " + " ".join(f"{g:.2f}" for g in by_t))
         q = flow_quality(flow, clips.flow, clips.masks[:, 1:, 0])

@@ -1,0 +1,131 @@
+"""Is the loss or the model what keeps the flow's gain near 0.7? Train on the answer.
+
+    python docs/flow_study/supervised_probe.py STEPS [--set name=value ...]
+                                               [--avg-pool] [--two-frames] [--l1] [--save PATH]
+
+Trains the tiny model (``Config.tiny()`` plus any ``--set``) exactly as the trainer does
+(same clips, RMSProp, clipping at norm 1), except that the photometric term is replaced
+by a *supervised* one: the squared error between the model's flow in image pixels
+(s · upsample2(T), s = 2) and the generator's true flow, averaged over the object pixels
+of frame t+1, and the reconstruction gradient is kept out of the flow
+(``recon_flow_grad=0``). So the memory and the flow head learn from the true flow only.
+Every 250 steps it prints the validation clips' EPE t≥2 / zero flow, gain and angle
+(``metrics.flow_quality``, as everywhere).
+
+If the gain then reaches ~1, the architecture can represent the motion and the
+unsupervised loss is to blame; if it stays near 0.7, the model's inference of each
+digit's velocity is the limit, and the squared error's optimum under uncertainty (the
+conditional mean, which shrinks) is what the gain measures.
+
+``--l1`` uses the absolute error |s·up(T) − g| summed over x and y instead of the
+squared one: its optimum under uncertainty is the median of each component, not the
+mean, so it tests how much of the shrinking is the squared error's.
+
+Two variants of the encoder, for this probe only (not options of the package):
+``--avg-pool`` 2×2 average pooling instead of max pooling (keeps where inside each cell
+a stroke lies); ``--two-frames`` the encoder sees frames t and t−1 stacked as two
+channels, at full resolution, so local motion is visible before the pooling (the
+decoder then also predicts two channels, x_{t+1} and x_t).
+
+Section 7 of docs/flow_study.md quotes the output.
+"""
+import dataclasses
+import pathlib
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))   # the repository root
+import stvae_np.model as model_module  # noqa: E402
+from stvae_np.conv import MaxPoolCache, upsample2_backward, upsample2_forward  # noqa: E402
+from stvae_np.data import VAL_SEED, ClipSampler, load_eval_clips, synthetic_source  # noqa: E402
+from stvae_np.evaluate import predict_clips  # noqa: E402
+from stvae_np.metrics import flow_quality, upsample_flow  # noqa: E402
+from stvae_np.model import STVAE, Config  # noqa: E402
+from stvae_np.optim import RMSProp, clip_grad_norm  # noqa: E402
+from stvae_np.train import apply_overrides  # noqa: E402
+
+
+def avgpool2_forward(x):
+    n, c, h, w = x.shape
+    return x.reshape(n, c, h // 2, 2, w // 2, 2).mean((3, 5)), MaxPoolCache(tuple(x.shape), None)
+
+
+def avgpool2_backward(dout, cache):
+    n, c, h, w = cache.x_shape
+    grid = np.broadcast_to((dout / 4)[:, :, :, None, :, None], (n, c, h // 2, 2, w // 2, 2))
+    return grid.reshape(n, c, h, w)
+
+
+class SupervisedFlow:
+    """Stands in for the photometric term: mean over object pixels of |s·up(T) − g|²."""
+
+    def __init__(self, l1=False):
+        self.truth = None               # (flow (M, 2, H, W), mask (M, 1, H, W)) of the batch
+        self.l1 = l1
+
+    def forward(self, clip, flow):
+        g, mask = self.truth
+        up, up_cache = upsample2_forward(flow)
+        diff = (2 * up - g) * mask
+        count = max(float(mask.sum()), 1.0)
+        error = np.abs(diff) if self.l1 else diff * diff
+        return error.sum() / count, (up_cache, diff, count)
+
+    def backward(self, dloss, cache):
+        up_cache, diff, count = cache
+        derror = np.sign(diff) if self.l1 else 2 * diff
+        return upsample2_backward(dloss * 2 * derror / count, up_cache)   # s = 2 image px per cell
+
+
+def main(argv):
+    args = list(argv)
+    steps = int(args.pop(0))
+    two_frames = "--two-frames" in args
+    if "--avg-pool" in args:
+        model_module.maxpool2_forward = avgpool2_forward
+        model_module.maxpool2_backward = avgpool2_backward
+    save = args[args.index("--save") + 1] if "--save" in args else None
+    sets = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
+
+    config = apply_overrides(Config.tiny(), sets)
+    config = dataclasses.replace(config, photo_weight=1.0, recon_flow_grad=0.0,
+                                 channels=2 if two_frames else config.channels)
+    model = STVAE(config, seed=0)
+    term = SupervisedFlow(l1="--l1" in args)
+    model._photometric_forward, model._photometric_backward = term.forward, term.backward
+
+    def frames_in(frames):              # (N, T, 1, H, W) -> what the encoder sees
+        if not two_frames:
+            return frames
+        previous = np.concatenate([frames[:, :1], frames[:, :-1]], axis=1)
+        return np.concatenate([frames, previous], axis=2)
+
+    sampler = ClipSampler(synthetic_source("moving_mnist", preset="tiny"), config.batch_size,
+                          config.seq_len, seed=0)
+    opt = RMSProp(model.params, lr=config.lr)
+    val, _ = load_eval_clips("moving-mnist", Config.tiny(), 64, 10, seed=VAL_SEED)
+    hh, ww = config.height, config.width
+    start = time.time()
+    for step in range(1, steps + 1):
+        batch = next(sampler)
+        n, s = batch.flow.shape[:2]
+        term.truth = (batch.flow.reshape(n * s, 2, hh, ww).astype(np.float32),
+                      batch.masks[:, 1:].reshape(n * s, 1, hh, ww).astype(np.float32))
+        _, grads = model.loss_and_grads(frames_in(batch.frames))
+        clip_grad_norm(grads, config.clip_norm)
+        opt.step(grads)
+        if step % 250 == 0 or step == steps:
+            _, flows = predict_clips(model, frames_in(val.frames))
+            q = flow_quality(upsample_flow(flows, 2), val.flow, val.masks[:, 1:, 0])
+            print(f"step {step} ({time.time() - start:.0f} s): supervised loss "
+                  f"{float(model.last_parts['photo']):.3f}; validation EPE t≥2 / zero flow "
+                  f"{q['epe_t2'] / q['zero_flow_epe_t2']:.3f}, gain {q['flow_gain_t2']:.3f}, "
+                  f"angle {q['angular_error_t2']:.1f}°", flush=True)
+    if save:
+        model.save(save)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
