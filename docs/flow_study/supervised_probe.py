@@ -1,7 +1,8 @@
 """Is the loss or the model what keeps the flow's gain near 0.7? Train on the answer.
 
     python docs/flow_study/supervised_probe.py STEPS [--set name=value ...]
-                                               [--avg-pool] [--two-frames] [--l1] [--save PATH]
+                                               [--avg-pool] [--two-frames] [--l1] [--seed S]
+                                               [--save PATH]
 
 Trains the tiny model (``Config.tiny()`` plus any ``--set``) exactly as the trainer does
 (same clips, RMSProp, clipping at norm 1), except that the photometric term is replaced
@@ -87,12 +88,13 @@ def main(argv):
         model_module.maxpool2_forward = avgpool2_forward
         model_module.maxpool2_backward = avgpool2_backward
     save = args[args.index("--save") + 1] if "--save" in args else None
+    seed = int(args[args.index("--seed") + 1]) if "--seed" in args else 0   # model and clips
     sets = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
 
     config = apply_overrides(Config.tiny(), sets)
     config = dataclasses.replace(config, photo_weight=1.0, recon_flow_grad=0.0,
                                  channels=2 if two_frames else config.channels)
-    model = STVAE(config, seed=0)
+    model = STVAE(config, seed=seed)
     term = SupervisedFlow(l1="--l1" in args)
     model._photometric_forward, model._photometric_backward = term.forward, term.backward
 
@@ -103,7 +105,7 @@ def main(argv):
         return np.concatenate([frames, previous], axis=2)
 
     sampler = ClipSampler(synthetic_source("moving_mnist", preset="tiny"), config.batch_size,
-                          config.seq_len, seed=0)
+                          config.seq_len, seed=seed)
     opt = RMSProp(model.params, lr=config.lr)
     val, _ = load_eval_clips("moving-mnist", Config.tiny(), 64, 10, seed=VAL_SEED)
     hh, ww = config.height, config.width
