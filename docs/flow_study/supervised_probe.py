@@ -49,18 +49,28 @@ from stvae_np.train import apply_overrides  # noqa: E402
 
 
 def avgpool2_forward(x):
+    """out[n, c, y, x] = mean_{a,b ∈ {0,1}} x[n, c, 2y + a, 2x + b]: (N, C, H, W) -> (N, C, H/2, W/2).
+
+    Returns a ``MaxPoolCache`` holding only the input shape, so it stands in for
+    ``maxpool2_forward`` inside the model."""
     n, c, h, w = x.shape
     return x.reshape(n, c, h // 2, 2, w // 2, 2).mean((3, 5)), MaxPoolCache(tuple(x.shape), None)
 
 
 def avgpool2_backward(dout, cache):
+    """dx[n, c, 2y + a, 2x + b] = dout[n, c, y, x] / 4: each input had weight 1/4."""
     n, c, h, w = cache.x_shape
     grid = np.broadcast_to((dout / 4)[:, :, :, None, :, None], (n, c, h // 2, 2, w // 2, 2))
     return grid.reshape(n, c, h, w)
 
 
 class SupervisedFlow:
-    """Stands in for the photometric term: mean over object pixels of |s·up(T) − g|²."""
+    """Stands in for the photometric term P:
+
+        S = Σ_p m_p · ρ(s·upsample2(T)_p − g_p) / Σ_p m_p,   s = 2,  ρ = |·|² (or |·|₁ with l1)
+
+    over flows (M, 2, H, W) in image pixels, m the object pixels of frame t+1 (M, 1, H, W);
+    ``backward`` returns ∂S/∂T (M, 2, h, w) as the model expects of P's backward."""
 
     def __init__(self, l1=False):
         self.truth = None               # (flow (M, 2, H, W), mask (M, 1, H, W)) of the batch
