@@ -128,11 +128,12 @@ def convlstm(p, xs):
     return torch.stack(hs, dim=1)
 
 
-def flow_head(p, hs_flat):
-    """STVAE.flow_head: T = conv1x1(conv_k(conv_k(h))), no non-linearity; (M, 2, h, w) in
-    memory-grid pixels, channel 0 = x, 1 = y."""
-    f1 = conv(hs_flat, p["flow1.W"], p["flow1.b"])
-    f2 = conv(f1, p["flow2.W"], p["flow2.b"])
+def flow_head(cfg, p, hs_flat):
+    """STVAE.flow_head: T = conv1x1(φ(conv_k(φ(conv_k(h))))), φ = identity or tanh
+    (cfg.flow_act); (M, 2, h, w) in memory-grid pixels, channel 0 = x, 1 = y."""
+    act = torch.tanh if cfg.flow_act == "tanh" else (lambda x: x)
+    f1 = act(conv(hs_flat, p["flow1.W"], p["flow1.b"]))
+    f2 = act(conv(f1, p["flow2.W"], p["flow2.b"]))
     return conv(f2, p["flow3.W"], p["flow3.b"])
 
 
@@ -227,7 +228,7 @@ def loss_fn(cfg, p, clip):
     e = encode(p, inputs)                                        # (N·S, Fe, h, w)
     fe, h, w = e.shape[1:]
     hs = convlstm(p, e.reshape(n, s, fe, h, w))                  # (N, S, Fm, h, w)
-    flow = flow_head(p, hs.reshape(n * s, -1, h, w))             # (N·S, 2, h, w)
+    flow = flow_head(cfg, p, hs.reshape(n * s, -1, h, w))        # (N·S, 2, h, w)
     pred = warp_decode(p, e, scale_gradient(flow, cfg.recon_flow_grad))
     mse = F.mse_loss(pred, targets)
     smooth = huber_smoothness(flow, cfg.huber_delta)

@@ -7,7 +7,8 @@ Per step t = 0 … T-2 the model sees frame x_t and predicts x_{t+1}:
 
     e_t  = maxpool2(tanh(conv(x_t; We) + be))              encoder    (N,C,H,W) -> (N,Fe,h,w)
     h_t  = ConvLSTM(e_t, h_{t-1}, c_{t-1})                  memory     (N,Fm,h,w)
-    T_t  = conv1x1(conv_k(conv_k(h_t)))                     flow       (N,2,h,w), no non-linearity
+    T_t  = conv1x1(φ(conv_k(φ(conv_k(h_t)))))               flow       (N,2,h,w), φ = identity
+                                                            (the paper) or tanh (Config.flow_act)
     G_t  = base grid + T_t  (sampler.flow_to_grid)          grid       source (x, y) in pixels
     ê_t  = bilinear(e_t, G_t)                               sampler    (N,Fe,h,w)
     ŷ_t  = conv(upsample2(ê_t); Wd) + bd                    decoder    (N,C,H,W)
@@ -55,10 +56,13 @@ class EncodeCache(NamedTuple):
 
 
 class FlowCache(NamedTuple):
-    """What :meth:`STVAE.flow_head` keeps: the caches of its three convolutions."""
+    """What :meth:`STVAE.flow_head` keeps: the caches of its three convolutions, and the
+    tanh outputs after the first two when ``Config.flow_act == "tanh"`` (else None)."""
     flow1: Conv2dCache
     flow2: Conv2dCache
     flow3: Conv2dCache
+    act1: object = None
+    act2: object = None
 
 
 class DecodeCache(NamedTuple):
@@ -91,6 +95,7 @@ class Config:
     mem_kernel: int = 7
     flow_kernel: int = 15
     flow_filters: int = 2          # channels between the two k×k flow convolutions
+    flow_act: str = "none"         # after each k×k flow convolution: "none" (the paper) or "tanh"
     huber_delta: float = 1e-3
     huber_weight: float = 1e-2
     # flow-learning options (docs/DESIGN.md, docs/flow_study.md); these defaults are the paper's loss
@@ -139,6 +144,8 @@ class Config:
         if self.height % 2 or self.width % 2:
             raise ValueError(f"height and width must be even (the encoder pools by 2), "
                              f"got {self.height}×{self.width}")
+        if self.flow_act not in ("none", "tanh"):
+            raise ValueError(f"flow_act must be 'none' or 'tanh', got {self.flow_act!r}")
         if self.photo_loss not in ("l2", "charbonnier"):
             raise ValueError(f"photo_loss must be 'l2' or 'charbonnier', got {self.photo_loss!r}")
         for k in ("enc_kernel", "mem_kernel", "flow_kernel"):
@@ -270,7 +277,10 @@ class STVAE:
         return e, EncodeCache(conv_cache, t, pool_cache)
 
     def flow_head(self, hs_flat):
-        """Flow regressor, T = conv1x1(conv_k(conv_k(h))), no non-linearity.
+        """Flow regressor, T = conv1x1(φ(conv_k(φ(conv_k(h))))).
+
+        φ is the identity (``Config.flow_act = "none"``: the paper's linear head) or tanh
+        (``"tanh"``: the tiny preset's, see docs/flow_study.md section 8).
 
         Args:
             hs_flat: (M, Fm, h, w), memory states stacked in the batch axis.
@@ -279,9 +289,16 @@ class STVAE:
             :class:`FlowCache`.
         """
         p = self.params
+        use_tanh = self.config.flow_act == "tanh"
         f1, c1 = conv2d_forward(hs_flat, p["flow1.W"], p["flow1.b"])    # (M, Ff, h, w)
+        if use_tanh:
+            f1 = tanh(f1)
         f2, c2 = conv2d_forward(f1, p["flow2.W"], p["flow2.b"])         # (M, Ff, h, w)
+        if use_tanh:
+            f2 = tanh(f2)
         flow, c3 = conv2d_forward(f2, p["flow3.W"], p["flow3.b"])       # (M, 2, h, w)
+        if use_tanh:                  # tanh' = 1 − tanh²: the backward needs the outputs
+            return flow, FlowCache(c1, c2, c3, act1=f1, act2=f2)
         return flow, FlowCache(c1, c2, c3)
 
     def warp_decode(self, e, flow):
@@ -402,7 +419,11 @@ class STVAE:
         if photo is not None:
             dflow = dflow + self._photometric_backward(cfg.photo_weight * one, photo_cache)
         df2, grads["flow3.W"], grads["flow3.b"] = conv2d_backward(dflow, flow_cache.flow3)
+        if flow_cache.act2 is not None:                            # flow_act = "tanh"
+            df2 = df2 * tanh_grad(flow_cache.act2)
         df1, grads["flow2.W"], grads["flow2.b"] = conv2d_backward(df2, flow_cache.flow2)
+        if flow_cache.act1 is not None:
+            df1 = df1 * tanh_grad(flow_cache.act1)
         dhs, grads["flow1.W"], grads["flow1.b"] = conv2d_backward(df1, flow_cache.flow1)
         des, dlstm = convlstm_backward(dhs.reshape(n, s, -1, h, w), lstm_cache)
         grads["lstm.Wx"], grads["lstm.Wh"], grads["lstm.b"] = dlstm["Wx"], dlstm["Wh"], dlstm["b"]

@@ -7,6 +7,7 @@ import pytest
 
 from helpers import moving_square_clips
 
+from stvae_np.conv import conv2d_forward
 from stvae_np.gradcheck import directional_check
 from stvae_np.model import PARAM_NAMES, STVAE, Config
 from stvae_np.optim import RMSProp, clip_grad_norm
@@ -63,12 +64,18 @@ def _gradcheck_model(**overrides):
     return model, clip
 
 
-@pytest.mark.parametrize("photo_weight", [3.0, 0.0], ids=["tiny-recipe", "paper-loss"])
-def test_whole_model_directional_gradient_check(photo_weight):
+@pytest.mark.parametrize("overrides", [
+    {},                                                          # the tiny preset as it is
+    {"photo_weight": 0.0, "photo_blur": 0.0, "flow_act": "none", "flow_filters": 2},
+    {"flow_act": "tanh", "flow_filters": 4},
+    {"flow_act": "none", "flow_filters": 4},
+], ids=["tiny-recipe", "paper-loss-and-head", "tanh-head", "linear-head"])
+def test_whole_model_directional_gradient_check(overrides):
     """Directional derivatives along directions partly parallel to the claimed gradient:
     [L(θ + h·d) − L(θ − h·d)] / 2h against ⟨∇L, d⟩, for every parameter tensor; with the
-    tiny preset's photometric term and with the paper's loss alone."""
-    model, clip = _gradcheck_model(photo_weight=photo_weight)
+    tiny preset's recipe, with the paper's loss and linear flow head, and with each flow
+    head (``flow_act``) under the photometric term."""
+    model, clip = _gradcheck_model(**overrides)
     loss, grads = model.loss_and_grads(clip)
     assert set(grads) == set(PARAM_NAMES)
     for name in PARAM_NAMES:
@@ -119,6 +126,8 @@ def test_config_errors():
         Config(enc_kernel=4)
     with pytest.raises(ValueError, match="even"):
         Config(height=33)
+    with pytest.raises(ValueError, match="flow_act must be 'none' or 'tanh', got 'relu'"):
+        Config(flow_act="relu")
 
 
 def test_save_load_is_bit_identical(tmp_path):
@@ -211,12 +220,13 @@ def test_photometric_term_is_zero_for_the_true_motion_and_pulls_towards_it():
     assert dflow[:, 0].sum() > 0           # increasing T_x raises P: descent lowers T_x
 
 
-def test_the_public_stages_rebuild_the_prediction_and_keep_named_caches():
+@pytest.mark.parametrize("flow_act", ["none", "tanh"])
+def test_the_public_stages_rebuild_the_prediction_and_keep_named_caches(flow_act):
     """encode → ConvLSTM → flow_head → warp_decode, called one by one, give the model's
     own predictions; each stage returns a NamedTuple cache whose fields say what it holds."""
     from stvae_np.convlstm import convlstm_forward
     from stvae_np.model import DecodeCache, EncodeCache, FlowCache
-    model = STVAE(Config.tiny(), seed=2, dtype="float64")
+    model = STVAE(dataclasses.replace(Config.tiny(), flow_act=flow_act), seed=2, dtype="float64")
     model.params["flow3.b"][...] = [0.37, -0.29]               # a non-zero warp
     clip = moving_square_clips(n=2, t=4, seed=1).astype(np.float64)
     n, t, c, hh, ww = clip.shape
@@ -232,7 +242,14 @@ def test_the_public_stages_rebuild_the_prediction_and_keep_named_caches():
     np.testing.assert_allclose(pred.reshape(preds.shape), preds, rtol=0, atol=1e-12)
     np.testing.assert_allclose(flow.reshape(flows.shape), flows, rtol=0, atol=1e-12)
     assert isinstance(enc_cache, EncodeCache) and enc_cache._fields == ("conv", "tanh_out", "pool")
-    assert isinstance(flow_cache, FlowCache) and flow_cache._fields == ("flow1", "flow2", "flow3")
+    assert isinstance(flow_cache, FlowCache)
+    assert flow_cache._fields == ("flow1", "flow2", "flow3", "act1", "act2")
+    if flow_act == "none":                        # the paper's linear head keeps no activations
+        assert flow_cache.act1 is None and flow_cache.act2 is None
+    else:                                         # tanh of the first convolution's output
+        f1, _ = conv2d_forward(hs.reshape(n * s, -1, h, w), p["flow1.W"], p["flow1.b"])
+        np.testing.assert_allclose(flow_cache.act1, np.tanh(f1), rtol=0, atol=1e-15)
+        assert np.abs(flow_cache.act2).max() < 1
     assert isinstance(dec_cache, DecodeCache) and dec_cache._fields == ("sampler", "upsample", "decoder")
     np.testing.assert_array_equal(enc_cache.tanh_out.shape, (n * s, fe, hh, ww))
 
