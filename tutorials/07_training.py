@@ -45,7 +45,8 @@ from stvae_np.train import main
 # Each step draws a fresh batch of Moving MNIST clips (two 14×14 digits bouncing in a
 # 32×32 frame, training digits only), computes `loss_and_grads` (for `tiny`: the paper's
 # loss plus the photometric term `3 · mean((warp(B(x_t), flow) − B(x_{t+1}))²)` that
-# docs/flow_study.md chose, the frames blurred by 1 px), clips the global
+# docs/flow_study.md chose, the frames blurred by 1 px; and its flow head has a tanh after
+# each of its two 7×7 convolutions, 16 channels wide, where the paper's is linear), clips the global
 # gradient norm to 1.0 (`Config.clip_norm`), sets the learning rate from the paper's
 # schedule (`lr × 0.9` every 5 epochs, an epoch being `steps_per_epoch = 200` steps for
 # `tiny`) and takes an RMSProp step (`lr = 2e-3` for `tiny`; the paper preset uses the
