@@ -1,12 +1,16 @@
 """The figures of docs/flow_study.md, from finished run folders.
 
-    python docs/flow_study/figures.py BASELINE_RUN RECIPE_RUN LONG_RUN [OUT_DIR]
+    python docs/flow_study/figures.py BASELINE_RUN RECIPE_RUN LONG_RUN [OUT_DIR] [--tag TAG]
 
 1. ``flow_study_flow_baseline.png`` and ``flow_study_flow_recipe.png``: learned against
    true flow on the same test clips and steps (t = 2, 5, 8 of clip 0, 1, 2), for the
    paper's loss and for the chosen recipe;
 2. ``flow_study_long.png``: EPE t ≥ 2 over zero flow and the gain against training step
    for the long run, validation and test clips, with the oracle of docs/flow_study.md.
+
+``--tag TAG`` appends TAG to the recipe's and the long run's file names
+(``flow_study_flow_recipe_TAG.png``, ``flow_study_long_TAG.png``), so a later recipe's
+figures stand beside the earlier ones.
 """
 import json
 import os
@@ -68,14 +72,20 @@ def long_figure(run, out):
 
 
 def main():
-    baseline, recipe, long_run = sys.argv[1:4]
-    out = pathlib.Path(sys.argv[4] if len(sys.argv) > 4 else "docs/figures")
+    args = sys.argv[1:]
+    tag = ""
+    if "--tag" in args:
+        i = args.index("--tag")
+        tag = "_" + args[i + 1]
+        del args[i:i + 2]
+    baseline, recipe, long_run = args[:3]
+    out = pathlib.Path(args[3] if len(args) > 3 else "docs/figures")
     out.mkdir(parents=True, exist_ok=True)
     print(flow_figure(baseline, out / "flow_study_flow_baseline.png",
                       "The paper's loss (1,000 steps): learned vs true flow, test clips"))
-    print(flow_figure(recipe, out / "flow_study_flow_recipe.png",
+    print(flow_figure(recipe, out / f"flow_study_flow_recipe{tag}.png",
                       "The chosen recipe (2,000 steps): learned vs true flow, test clips"))
-    print(long_figure(long_run, out / "flow_study_long.png"))
+    print(long_figure(long_run, out / f"flow_study_long{tag}.png"))
 
 
 if __name__ == "__main__":
