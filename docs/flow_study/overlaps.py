@@ -1,0 +1,61 @@
+"""How much of the flow's shortfall do the overlapping digits cost?
+
+    python docs/flow_study/overlaps.py RUN_DIR [RUN_DIR ...]
+
+First the ceiling of any flow on the memory grid: the true flow averaged over the
+object pixels of each 2×2 cell (and, for comparison, over all four pixels), brought
+back to image pixels as the model's flow is. Then, for each run, its flow on 64
+validation and 64 test clips of one digit (nothing to overlap) and of two (the clips of
+every evaluation: same seeds, same test digits, same speed). The metric is
+``metrics.flow_quality`` at steps t ≥ 2, as everywhere. Section 9 of docs/flow_study.md
+quotes the output.
+"""
+import pathlib
+import sys
+
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))   # the repository root
+from stvae_np import data as D  # noqa: E402
+from stvae_np.evaluate import one_step_metrics  # noqa: E402
+from stvae_np.metrics import flow_quality, upsample_flow  # noqa: E402
+from stvae_np.model import Config, STVAE  # noqa: E402
+
+SETS = (("validation", D.VAL_SEED), ("test", D.TEST_SEED))
+
+
+def line(m):
+    return (f"EPE t≥2 / zero flow {m['epe_t2'] / m['zero_flow_epe_t2']:.3f}, gain "
+            f"{m['flow_gain_t2']:.3f}, angle {m['angular_error_t2']:.1f}°")
+
+
+def cell_means(flow, mask):
+    """Per 2×2 cell: the mean of the image flow (N, S, 2, H, W) over the cell's object
+    pixels (0 where it has none) and over all four pixels, in memory-grid pixels."""
+    n, s, _, h, w = flow.shape
+    m = mask[:, :, None].astype(np.float64)
+    total = (flow * m).reshape(n, s, 2, h // 2, 2, w // 2, 2).sum((4, 6))
+    count = m.reshape(n, s, 1, h // 2, 2, w // 2, 2).sum((4, 6))
+    plain = flow.reshape(n, s, 2, h // 2, 2, w // 2, 2).mean((4, 6))
+    return total / np.maximum(count, 1) / 2, plain / 2
+
+
+def main(runs):
+    for name, seed in SETS:
+        clips, _ = D.load_eval_clips("moving-mnist", Config.tiny(), 64, 10, seed=seed)
+        mask = clips.masks[:, 1:, 0]
+        for label, cells in zip(("object pixels", "all four pixels"), cell_means(clips.flow, mask)):
+            q = flow_quality(upsample_flow(cells.astype(np.float32), 2), clips.flow, mask)
+            print(f"{name:10s} true flow, mean over each cell's {label}: {line(q)}")
+    for run in runs:
+        model = STVAE.load(str(pathlib.Path(run) / "checkpoint.npz"))
+        for digits in (1, 2):
+            for name, seed in SETS:
+                clips = D.moving_mnist_for("tiny", 64, seq_len=10, num_digits=digits, split="test",
+                                           seed=seed)
+                print(f"{run} {name:10s} {digits} digit{'s' if digits > 1 else ''}: "
+                      f"{line(one_step_metrics(model, clips))}", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
