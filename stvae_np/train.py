@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="moving-mnist (default), shapes, or a .npy/.npz file of clips")
     p.add_argument("--steps", type=int, default=None, help="total training steps (default: per preset)")
     p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--seq-len", type=int, default=None, help="frames per training clip")
+    p.add_argument("--seq-len", type=int, default=None,
+                   help="frames per training clip (held-out moving-mnist/shapes clips keep the preset's)")
     p.add_argument("--lr", type=float, default=None, help="RMSProp learning rate")
     p.add_argument("--clip-norm", type=float, default=None, help="global gradient-norm clip (0: off)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
@@ -169,10 +170,13 @@ def train(args) -> int:
     if seq_len < 2:
         raise CLIError(f"--seq-len must be at least 2, got {seq_len}")
 
-    source, test_clips, data_desc = make_data(args.data, config, args.eval_clips, seq_len)
+    # The held-out clips of synthetic data keep the preset's length (config.seq_len) whatever
+    # --seq-len the batches have, so runs with other clip lengths are scored on the same clips.
+    eval_len = config.seq_len if args.data in DATA_CHOICES else seq_len
+    source, test_clips, data_desc = make_data(args.data, config, args.eval_clips, eval_len)
     val_clips = None          # validation clips (their own seed) on which recipes are chosen
     if args.data in DATA_CHOICES:
-        val_clips, _ = load_eval_clips(args.data, config, args.eval_clips, seq_len, seed=VAL_SEED)
+        val_clips, _ = load_eval_clips(args.data, config, args.eval_clips, eval_len, seed=VAL_SEED)
     sampler = ClipSampler(source, batch_size, seq_len, seed=args.seed)
     opt = RMSProp(model.params, lr=base_lr)
     step, history, train_seconds = 0, {"loss": [], "eval": []}, 0.0
