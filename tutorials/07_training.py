@@ -46,9 +46,9 @@ from stvae_np.train import main
 # 32×32 frame, training digits only), computes `loss_and_grads` (for `tiny`: the paper's
 # loss plus the photometric term `3 · mean((warp(B(x_t), flow) − B(x_{t+1}))²)` that
 # docs/flow_study.md chose, the frames blurred by 1 px; and its flow head has a tanh after
-# each of its two 7×7 convolutions, 16 channels wide, where the paper's is linear), clips the global
-# gradient norm to 1.0 (`Config.clip_norm`), sets the learning rate from the paper's
-# schedule (`lr × 0.9` every 5 epochs, an epoch being `steps_per_epoch = 200` steps for
+# each of its two 7×7 convolutions, 16 channels wide, where the paper's is linear), clips
+# the global gradient norm to 1.0 (`Config.clip_norm`), sets the learning rate from the
+# paper's schedule (`lr × 0.9` every 5 epochs, an epoch being `steps_per_epoch = 200` steps for
 # `tiny`) and takes an RMSProp step (`lr = 2e-3` for `tiny`; the paper preset uses the
 # paper's 1e-4). Every `--eval-every` steps, and at the end, the model predicts 32
 # held-out clips of **test** digits (drawn with a fixed seed, never seen in training)
