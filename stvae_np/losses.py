@@ -2,7 +2,8 @@
 
     L_t = mean((ŷ_t − x_{t+1})²) + w_H · H(∇T_t)
 
-This module computes each term and its gradient; the weight w_H and the average over
+This module computes each term and its gradient, and the errors the optional photometric
+term can use (Charbonnier, the weighted MSE); the weights w_H, w_P and the average over
 time steps are applied by the model. Losses are returned as 0-d arrays of the input's
 dtype, on the input's device: turning them into Python floats is a device sync on the
 GPU, so that is left to the caller (logging). Backward passes never modify their inputs.
@@ -61,6 +62,48 @@ def mse_backward(dloss, cache):
     xp = get_array_module(diff)
     scale = xp.asarray(dloss, dtype=diff.dtype) * (2.0 / diff.size)
     return scale * diff
+
+
+# ----------------------------------------------------------------------------- weighted MSE
+class WeightedMSECache(NamedTuple):
+    diff: object     # pred − target
+    weight: object   # w / Σw, pred's shape
+
+
+def weighted_mse_forward(pred, target, weight):
+    """Squared error averaged with per-element weights.
+
+    loss = Σ_i w_i (pred_i − target_i)² / Σ_i w_i
+
+    The weights are constants (nothing is differentiated through them) and must be ≥ 0;
+    the photometric term uses the next frame itself, so that the pixels where it shows
+    something count and the empty background does not. All-zero weights give loss 0 and
+    a zero gradient (there is nothing to weigh).
+
+    Args:
+        pred, target, weight: float arrays of one shape and dtype.
+    Returns:
+        loss: 0-d array, pred's dtype; cache: :class:`WeightedMSECache`.
+    """
+    shapes = {tuple(a.shape) for a in (pred, target, weight)}
+    if len(shapes) != 1:
+        raise ValueError(f"weighted_mse: shape mismatch, pred {tuple(pred.shape)}, target "
+                         f"{tuple(target.shape)}, weight {tuple(weight.shape)}")
+    if pred.dtype.kind != "f" or not pred.dtype == target.dtype == weight.dtype:
+        raise ValueError(f"weighted_mse: expected float arrays of one dtype, got {pred.dtype}, "
+                         f"{target.dtype} and {weight.dtype}")
+    xp = get_array_module(pred)
+    diff = pred - target
+    total = xp.sum(weight)
+    weight = weight / xp.maximum(total, xp.finfo(pred.dtype).tiny)   # Σw = 0: every w/Σw is 0
+    loss = xp.asarray(xp.sum(weight * diff * diff), dtype=pred.dtype)
+    return loss, WeightedMSECache(diff, weight)
+
+
+def weighted_mse_backward(dloss, cache):
+    """dpred = dloss · 2 w (pred − target) / Σw."""
+    xp = get_array_module(cache.diff)
+    return xp.asarray(dloss, dtype=cache.diff.dtype) * 2 * cache.weight * cache.diff
 
 
 # ----------------------------------------------------------------------------- Charbonnier

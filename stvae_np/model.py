@@ -39,8 +39,9 @@ from .backend import asnumpy, device_of, get_array_module, to_device
 from .conv import (Conv2dCache, MaxPoolCache, UpsampleCache, conv2d_backward, conv2d_forward,
                    maxpool2_backward, maxpool2_forward, upsample2_backward, upsample2_forward)
 from .convlstm import convlstm_backward, convlstm_forward, convlstm_step_forward
-from .losses import (CharbonnierCache, charbonnier_backward, charbonnier_forward,
-                     huber_smoothness_backward, huber_smoothness_forward, mse_backward, mse_forward)
+from .losses import (CharbonnierCache, WeightedMSECache, charbonnier_backward, charbonnier_forward,
+                     huber_smoothness_backward, huber_smoothness_forward, mse_backward, mse_forward,
+                     weighted_mse_backward, weighted_mse_forward)
 from .sampler import BilinearCache, bilinear_backward, bilinear_forward, flow_to_grid
 
 FORMAT_VERSION = 1
@@ -77,7 +78,7 @@ class PhotoCache(NamedTuple):
     scale: int               # image pixels per memory-grid pixel (H / h = 2)
     upsample: UpsampleCache  # of the flow
     sampler: BilinearCache   # of the warp of B(x_t)
-    error: tuple             # cache of the error (MSE or Charbonnier)
+    error: tuple             # cache of the error (MSE, weighted MSE or Charbonnier)
 
 
 @dataclass
@@ -102,6 +103,7 @@ class Config:
     photo_weight: float = 0.0      # w_P of the photometric term P (0: off)
     photo_blur: float = 0.0        # σ (image px) of a Gaussian blur of both frames inside P (0: none)
     photo_loss: str = "l2"         # the error inside P: "l2" (squared) or "charbonnier" (robust, ε = 0.01)
+    photo_weighting: str = "uniform"  # P's mean over pixels: "uniform" or "next_frame" (weights B(x_{t+1}))
     recon_flow_grad: float = 1.0   # scale of the reconstruction gradient reaching the flow head
     # training recipe (used by stvae_np.train; every number can be overridden there)
     lr: float = 1e-4
@@ -126,13 +128,16 @@ class Config:
         grid 16×16), 8 encoder filters 5×5, 16 memory filters 5×5, flow kernels 7×7.
 
         The recipe of docs/flow_study.md: its loss adds the photometric term (w_P = 3,
-        frames blurred with σ = 1 px) and its flow head has 16 channels with tanh between
-        the layers (``flow_filters=16, flow_act="tanh"``). With the paper's loss alone the
-        tiny model's flow is 0.90 × the zero-flow error (1,000 steps), with the term
-        0.54 ×, with the term and this head 0.48 × (2,000 steps, test clips)."""
+        frames blurred with σ = 1 px, each pixel weighted by the next frame:
+        ``photo_weighting="next_frame"``) and its flow head has 16 channels with tanh
+        between the layers (``flow_filters=16, flow_act="tanh"``). With the paper's loss
+        alone the tiny model's flow is 0.90 × the zero-flow error (1,000 steps), with the
+        term 0.54 ×, with the term and this head 0.49 ×, weighted 0.45–0.46 × (2,000
+        steps, test clips)."""
         return cls(height=32, width=32, channels=1, enc_filters=8, enc_kernel=5,
                    mem_filters=16, mem_kernel=5, flow_kernel=7, flow_filters=16,
                    flow_act="tanh", lr=2e-3, photo_weight=3.0, photo_blur=1.0,
+                   photo_weighting="next_frame",
                    steps_per_epoch=200, batch_size=16, seq_len=10, name="tiny")
 
     @classmethod
@@ -150,6 +155,11 @@ class Config:
             raise ValueError(f"flow_act must be 'none' or 'tanh', got {self.flow_act!r}")
         if self.photo_loss not in ("l2", "charbonnier"):
             raise ValueError(f"photo_loss must be 'l2' or 'charbonnier', got {self.photo_loss!r}")
+        if self.photo_weighting not in ("uniform", "next_frame"):
+            raise ValueError(f"photo_weighting must be 'uniform' or 'next_frame', got {self.photo_weighting!r}")
+        if self.photo_weighting == "next_frame" and self.photo_loss != "l2":
+            raise ValueError(f"photo_weighting='next_frame' weighs the squared error: it needs photo_loss='l2', "
+                             f"got {self.photo_loss!r} (set photo_weighting=uniform with it)")
         for k in ("enc_kernel", "mem_kernel", "flow_kernel"):
             if getattr(self, k) % 2 == 0:
                 raise ValueError(f"{k} must be odd, got {getattr(self, k)}")
@@ -345,6 +355,9 @@ class STVAE:
             P   = mean(ρ(bilinear(B(x_t), base_grid + F_t) − B(x_{t+1})))
 
         with ρ(d) = d² (``photo_loss="l2"``) or √(d² + ε²) − ε, ε = 0.01 ("charbonnier").
+        With ``photo_weighting="next_frame"`` the mean is weighted by the next frame itself,
+        P = Σ w d² / Σ w with w = B(x_{t+1}): the pixels where frame t+1 shows something
+        count, its empty background does not (the weights are data, not differentiated).
         B is the optional Gaussian blur (``photo_blur``), which widens the range of
         displacements the bilinear gradient can see; it runs once over the T frames of the
         clip, which serve both as x_t and as x_{t+1}. No parameter but the flow's enters P.
@@ -362,14 +375,19 @@ class STVAE:
         scale = ww // flow.shape[-1]
         up, up_cache = upsample2_forward(flow)
         warped, samp_cache = bilinear_forward(frames, flow_to_grid(scale * up))
-        error_forward = charbonnier_forward if self.config.photo_loss == "charbonnier" else mse_forward
-        photo, error_cache = error_forward(warped, targets)
+        if self.config.photo_weighting == "next_frame":
+            photo, error_cache = weighted_mse_forward(warped, targets, targets)
+        elif self.config.photo_loss == "charbonnier":
+            photo, error_cache = charbonnier_forward(warped, targets)
+        else:
+            photo, error_cache = mse_forward(warped, targets)
         return photo, PhotoCache(scale, up_cache, samp_cache, error_cache)
 
     @staticmethod
     def _photometric_backward(dphoto, cache):
         """dT = s · upsample2ᵀ(∂P/∂G): the gradient of P with respect to the memory-grid flow."""
-        error_backward = charbonnier_backward if isinstance(cache.error, CharbonnierCache) else mse_backward
+        error_backward = (charbonnier_backward if isinstance(cache.error, CharbonnierCache) else
+                          weighted_mse_backward if isinstance(cache.error, WeightedMSECache) else mse_backward)
         _, dgrid = bilinear_backward(error_backward(dphoto, cache.error), cache.sampler,
                                      need_dimg=False)         # the frames need no gradient
         return cache.scale * upsample2_backward(dgrid, cache.upsample)

@@ -210,3 +210,26 @@ def test_charbonnier_values_and_gradient():
     assert float(big) == pytest.approx(5.0 - 0.01, rel=1e-5)
     with pytest.raises(ValueError, match="eps"):
         charbonnier_forward(pred, target, eps=0)
+
+
+def test_weighted_mse_values_and_gradient():
+    """Σ w d² / Σ w: the value by hand, the gradient against centred differences, equal
+    weights give the plain MSE, all-zero weights give 0 and no gradient, bad input fails."""
+    from stvae_np.losses import weighted_mse_backward, weighted_mse_forward
+    rng = np.random.default_rng(1)
+    pred, target = rng.normal(size=(2, 1, 4, 5)), rng.normal(size=(2, 1, 4, 5))
+    w = rng.random((2, 1, 4, 5))
+    loss, cache = weighted_mse_forward(pred, target, w)
+    assert loss.shape == () and loss.dtype == np.float64
+    assert float(loss) == pytest.approx(np.sum(w * (pred - target) ** 2) / np.sum(w), rel=1e-14)
+    dpred = weighted_mse_backward(3.0, cache)
+    num = numerical_gradient(lambda p: weighted_mse_forward(p, target, w)[0], pred.copy())
+    assert rel_error(dpred, 3.0 * num) < TOL
+    flat, _ = weighted_mse_forward(pred, target, np.full_like(w, 0.7))
+    assert float(flat) == pytest.approx(float(mse_forward(pred, target)[0]), rel=1e-13)
+    zero, zcache = weighted_mse_forward(pred, target, np.zeros_like(w))
+    assert float(zero) == 0.0 and not weighted_mse_backward(1.0, zcache).any()
+    with pytest.raises(ValueError, match="shape mismatch"):
+        weighted_mse_forward(pred, target, w[:1])
+    with pytest.raises(ValueError, match="one dtype"):
+        weighted_mse_forward(pred, target, w.astype(np.float32))

@@ -157,6 +157,8 @@ def test_training_on_a_file_of_clips(tmp_path):
     (["--set", "photo_weight"], "expected FIELD=VALUE"),
     (["--set", "photo_weight=lots"], "'lots' is not a valid float"),
     (["--set", "photo_loss=l1"], "photo_loss must be 'l2' or 'charbonnier'"),
+    (["--set", "photo_weighting=pixels"], "photo_weighting must be 'uniform' or 'next_frame'"),
+    (["--set", "photo_loss=charbonnier"], "photo_weighting='next_frame' weighs the squared error"),
     (["--set", "flow_kernel=4"], "flow_kernel must be odd"),
 ])
 def test_bad_arguments_give_one_line_and_no_traceback(tmp_path, capsys, args, msg):
@@ -177,10 +179,12 @@ def test_set_overrides_the_recipe_and_is_recorded(tmp_path):
     the run folder and the checkpoint keep it, the log's evaluations carry the validation
     figures the study chooses on, and --resume refuses to change a recipe midway."""
     code, out = run(tmp_path, "s", "--steps", "2", "--seq-len", "5", "--no-figures", "--set", "photo_weight=0",
-                    "--set", "flow_kernel=3", "--set", "photo_loss=charbonnier")
+                    "--set", "flow_kernel=3", "--set", "photo_loss=charbonnier",
+                    "--set", "photo_weighting=uniform")
     assert code == 0
     cfg = json.loads((out / "config.json").read_text())
-    assert (cfg["photo_weight"], cfg["flow_kernel"], cfg["photo_loss"]) == (0.0, 3, "charbonnier")
+    assert (cfg["photo_weight"], cfg["flow_kernel"], cfg["photo_loss"], cfg["photo_weighting"]) == (
+        0.0, 3, "charbonnier", "uniform")
     model = STVAE.load(out / "checkpoint.npz")
     assert model.config.flow_kernel == 3 and model.params["flow1.W"].shape[-1] == 3
     m = json.loads((out / "metrics.json").read_text())
