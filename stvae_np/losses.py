@@ -3,7 +3,7 @@
     L_t = mean((ŷ_t − x_{t+1})²) + w_H · H(∇T_t)
 
 This module computes each term and its gradient, and the errors the optional photometric
-term can use (Charbonnier, the weighted MSE); the weights w_H, w_P and the average over
+term can use (Charbonnier, Geman–McClure, the weighted MSE); the weights w_H, w_P and the average over
 time steps are applied by the model. Losses are returned as 0-d arrays of the input's
 dtype, on the input's device: turning them into Python floats is a device sync on the
 GPU, so that is left to the caller (logging). Backward passes never modify their inputs.
@@ -104,6 +104,59 @@ def weighted_mse_backward(dloss, cache):
     """dpred = dloss · 2 w (pred − target) / Σw."""
     xp = get_array_module(cache.diff)
     return xp.asarray(dloss, dtype=cache.diff.dtype) * 2 * cache.weight * cache.diff
+
+
+# ----------------------------------------------------------------------------- Geman–McClure
+class GemanMcClureCache(NamedTuple):
+    diff: object     # pred − target
+    denom: object    # diff² + C²
+    weight: object   # w / Σw (or 1/M for the plain mean), pred's shape or a 0-d array
+    c2: object       # C², pred's dtype
+
+
+def geman_mcclure_forward(pred, target, scale=0.1, weight=None):
+    """Geman–McClure error, a robust error that stops pulling on large residuals.
+
+    ρ(d) = d² / (d² + C²),   loss = Σ_i w_i ρ(d_i) / Σ_i w_i   (w = 1: the plain mean)
+
+    ≈ d²/C² for |d| ≪ C and → 1 for |d| ≫ C: a residual of several C costs about as much
+    as one of many, so where no single flow explains a pixel (two digits overlapping)
+    the flow is free to follow one of them instead of hedging between the two.
+    The weights, if given, are constants (as in :func:`weighted_mse_forward`).
+
+    Args:
+        pred, target: float arrays of one shape and dtype.
+        scale: C > 0, in the units of pred (frames in [0, 1]: 0.1).
+        weight: None or a float array of pred's shape and dtype, ≥ 0.
+    Returns:
+        loss: 0-d array, pred's dtype; cache: :class:`GemanMcClureCache`.
+    """
+    if tuple(pred.shape) != tuple(target.shape) or (weight is not None and tuple(weight.shape) != tuple(pred.shape)):
+        raise ValueError(f"geman_mcclure: shape mismatch, pred {tuple(pred.shape)}, target {tuple(target.shape)}"
+                         + ("" if weight is None else f", weight {tuple(weight.shape)}"))
+    if pred.dtype.kind != "f" or pred.dtype != target.dtype or (weight is not None and weight.dtype != pred.dtype):
+        raise ValueError(f"geman_mcclure: expected float arrays of one dtype, got {pred.dtype}, {target.dtype}"
+                         + ("" if weight is None else f" and {weight.dtype}"))
+    if not float(scale) > 0:
+        raise ValueError(f"geman_mcclure: scale must be positive, got {scale}")
+    xp = get_array_module(pred)
+    c2 = pred.dtype.type(float(scale) ** 2)
+    diff = pred - target
+    denom = diff * diff + c2
+    rho = diff * diff / denom
+    if weight is None:
+        weight = xp.asarray(1.0 / diff.size, dtype=pred.dtype)
+    else:
+        weight = weight / xp.maximum(xp.sum(weight), xp.finfo(pred.dtype).tiny)
+    loss = xp.asarray(xp.sum(weight * rho), dtype=pred.dtype)
+    return loss, GemanMcClureCache(diff, denom, weight, c2)
+
+
+def geman_mcclure_backward(dloss, cache):
+    """dpred = dloss · w/Σw · 2 d C² / (d² + C²)²."""
+    xp = get_array_module(cache.diff)
+    drho = 2 * cache.diff * cache.c2 / cache.denom ** 2
+    return xp.asarray(dloss, dtype=cache.diff.dtype) * cache.weight * drho
 
 
 # ----------------------------------------------------------------------------- Charbonnier

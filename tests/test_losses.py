@@ -233,3 +233,29 @@ def test_weighted_mse_values_and_gradient():
         weighted_mse_forward(pred, target, w[:1])
     with pytest.raises(ValueError, match="one dtype"):
         weighted_mse_forward(pred, target, w.astype(np.float32))
+
+
+def test_geman_mcclure_values_and_gradient():
+    """ρ(d) = d²/(d² + C²), plain or weighted mean: the values by hand, the gradient against
+    centred differences, ≈ d²/C² for small d and → 1 for large d, bad input fails."""
+    from stvae_np.losses import geman_mcclure_backward, geman_mcclure_forward
+    rng = np.random.default_rng(2)
+    pred, target = rng.normal(size=(2, 1, 4, 5)), rng.normal(size=(2, 1, 4, 5))
+    w = rng.random((2, 1, 4, 5))
+    d = pred - target
+    rho = d ** 2 / (d ** 2 + 0.3 ** 2)
+    for weight, expected in ((None, np.mean(rho)), (w, np.sum(w * rho) / np.sum(w))):
+        loss, cache = geman_mcclure_forward(pred, target, 0.3, weight)
+        assert loss.shape == () and float(loss) == pytest.approx(expected, rel=1e-13)
+        num = numerical_gradient(lambda p: geman_mcclure_forward(p, target, 0.3, weight)[0], pred.copy())
+        assert rel_error(geman_mcclure_backward(2.0, cache), 2.0 * num) < TOL
+    small, _ = geman_mcclure_forward(np.array([1e-3]), np.zeros(1), 0.1)
+    assert float(small) == pytest.approx(1e-6 / 0.01, rel=1e-3)
+    big, _ = geman_mcclure_forward(np.array([100.0]), np.zeros(1), 0.1)
+    assert float(big) == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(ValueError, match="scale must be positive"):
+        geman_mcclure_forward(pred, target, 0.0)
+    with pytest.raises(ValueError, match="shape mismatch"):
+        geman_mcclure_forward(pred, target, 0.1, w[:1])
+    with pytest.raises(ValueError, match="one dtype"):
+        geman_mcclure_forward(pred, target.astype(np.float32), 0.1)

@@ -361,6 +361,7 @@ STEP_ROOTS = (
 SYNC_ALLOWED = {
     ("losses.huber_smoothness_forward", "float"): "float(delta): δ is a Python number (config)",
     ("losses.charbonnier_forward", "float"): "float(eps): ε is a Python number (0.01 in P)",
+    ("losses.geman_mcclure_forward", "float"): "float(scale): C is a Python number (config)",
     ("model.STVAE._blur", "int"): "int(np.ceil(2σ)): σ = photo_blur is a Python number (config)",
     ("backend.to_device", "asnumpy"): "only for device='cpu': a no-op on a host clip",
     ("backend.asnumpy", "asnumpy"): "reached only through to_device(..., 'cpu') (above)",

@@ -156,9 +156,10 @@ def test_training_on_a_file_of_clips(tmp_path):
     (["--set", "photo_wieght=3"], "expected FIELD=VALUE with FIELD one of"),
     (["--set", "photo_weight"], "expected FIELD=VALUE"),
     (["--set", "photo_weight=lots"], "'lots' is not a valid float"),
-    (["--set", "photo_loss=l1"], "photo_loss must be 'l2' or 'charbonnier'"),
+    (["--set", "photo_loss=l1"], "photo_loss must be 'l2', 'charbonnier' or 'geman_mcclure'"),
     (["--set", "photo_weighting=pixels"], "photo_weighting must be 'uniform' or 'next_frame'"),
-    (["--set", "photo_loss=charbonnier"], "photo_weighting='next_frame' weighs the squared error"),
+    (["--set", "photo_loss=charbonnier"], "photo_weighting='next_frame' needs photo_loss 'l2' or 'geman_mcclure'"),
+    (["--set", "photo_gm_scale=0"], "photo_gm_scale must be positive"),
     (["--set", "flow_kernel=4"], "flow_kernel must be odd"),
 ])
 def test_bad_arguments_give_one_line_and_no_traceback(tmp_path, capsys, args, msg):

@@ -44,10 +44,12 @@ from stvae_np.train import main
 #
 # Each step draws a fresh batch of Moving MNIST clips (two 14×14 digits bouncing in a
 # 32×32 frame, training digits only), computes `loss_and_grads` (for `tiny`: the paper's
-# loss plus the photometric term `3 · Σ w (warp(B(x_t), flow) − B(x_{t+1}))² / Σ w` that
-# docs/flow_study.md chose, the frames blurred by 1 px and each pixel weighted by the
-# blurred next frame itself, `w = B(x_{t+1})`, so the digits count and the empty
-# background does not; and its flow head has a tanh after
+# loss plus the photometric term `3 · Σ w ρ(warp(B(x_t), flow) − B(x_{t+1})) / Σ w` that
+# docs/flow_study.md chose: the frames blurred by 1 px, a robust error
+# `ρ(d) = d² / (d² + 0.1²)` that stops pulling on residuals no single flow explains (two
+# digits overlapping), and each pixel weighted by the blurred next frame itself,
+# `w = B(x_{t+1})`, so the digits count and the empty background does not; and its flow
+# head has a tanh after
 # each of its two 7×7 convolutions, 16 channels wide, where the paper's is linear), clips
 # the global gradient norm to 1.0 (`Config.clip_norm`), sets the learning rate from the
 # paper's schedule (`lr × 0.9` every 5 epochs, an epoch being `steps_per_epoch = 200` steps for

@@ -1,6 +1,6 @@
 """Train with a photometric error weighted by where the next frame has something to see.
 
-    python docs/flow_study/weighted_photo.py FLOOR [python -m stvae_np.train's arguments]
+    python docs/flow_study/weighted_photo.py FLOOR [--gm C] [python -m stvae_np.train's arguments]
 
 The metric scores the flow on the object pixels of frame t+1, but the photometric term
 P of docs/DESIGN.md averages over every pixel, and on a 2×2 memory cell that holds both
@@ -10,7 +10,9 @@ squared error by the (blurred) next frame itself, plus a floor:
 
     P_w = Σ w_i d_i² / Σ w_i,   w = FLOOR + B(x_{t+1}),   d = bilinear(B(x_t), G) − B(x_{t+1})
 
-Nothing but the frames enters w, so the loss stays unsupervised. The weights are
+With ``--gm C`` the squared error d² becomes Geman–McClure's d² / (d² + C²) (as in
+robust_photo.py), weighted the same way. Nothing but the frames enters w, so the loss
+stays unsupervised. The weights are
 constants (no gradient flows through them: they depend on no parameter). The trainer is
 run unchanged otherwise, with ``photo_loss="charbonnier"`` rerouted to this error.
 """
@@ -24,25 +26,29 @@ import stvae_np.model as M  # noqa: E402
 from stvae_np.losses import CharbonnierCache  # noqa: E402
 
 
-def weighted_l2(floor):
+def weighted_l2(floor, gm=None):
     """(forward, backward) with the signatures of ``losses.charbonnier_*``; the cache is a
-    CharbonnierCache holding (d, w / Σw) so the model's dispatch is unchanged."""
+    CharbonnierCache holding (d, w / Σw) so the model's dispatch is unchanged. With
+    ``gm = C`` the error is d² / (d² + C²) instead of d²."""
     def forward(pred, target, eps=None):
         diff = pred - target
         w = target + pred.dtype.type(floor)
         w = w / w.sum()
-        return np.asarray(np.sum(w * diff * diff), dtype=pred.dtype), CharbonnierCache(diff, w)
+        rho = diff * diff if gm is None else diff * diff / (diff * diff + pred.dtype.type(gm * gm))
+        return np.asarray(np.sum(w * rho), dtype=pred.dtype), CharbonnierCache(diff, w)
 
     def backward(dloss, cache):
-        return np.asarray(dloss, dtype=cache.diff.dtype) * 2 * cache.root * cache.diff
+        d = cache.diff
+        drho = 2 * d if gm is None else 2 * d * d.dtype.type(gm * gm) / (d * d + d.dtype.type(gm * gm)) ** 2
+        return np.asarray(dloss, dtype=d.dtype) * cache.root * drho
     return forward, backward
 
 
-def check(floor):
+def check(floor, gm=None):
     """Centred finite differences of the pair in float64 (worst relative error)."""
     rng = np.random.default_rng(0)
     pred, target = rng.random((3, 5)), rng.random((3, 5))
-    forward, backward = weighted_l2(floor)
+    forward, backward = weighted_l2(floor, gm)
     analytic = backward(1.0, forward(pred, target)[1])
     numeric = np.zeros_like(pred)
     for i in np.ndindex(pred.shape):
@@ -54,8 +60,12 @@ def check(floor):
 
 
 if __name__ == "__main__":
-    floor = float(sys.argv[1])
-    print(f"weighted P, floor {floor}: gradient check, worst relative error {check(floor):.1e}", flush=True)
-    M.charbonnier_forward, M.charbonnier_backward = weighted_l2(floor)
+    floor, rest, gm = float(sys.argv[1]), sys.argv[2:], None
+    if "--gm" in rest:
+        i = rest.index("--gm")
+        gm, rest = float(rest[i + 1]), rest[:i] + rest[i + 2:]
+    print(f"weighted P, floor {floor}, Geman–McClure C {gm}: gradient check, worst relative "
+          f"error {check(floor, gm):.1e}", flush=True)
+    M.charbonnier_forward, M.charbonnier_backward = weighted_l2(floor, gm)
     from stvae_np.train import main
-    sys.exit(main(sys.argv[2:] + ["--set", "photo_loss=charbonnier"]))
+    sys.exit(main(rest + ["--set", "photo_loss=charbonnier", "--set", "photo_weighting=uniform"]))
