@@ -58,4 +58,5 @@ if __name__ == "__main__":
     print(f"Geman–McClure C = {c}: gradient check, worst relative error {check(c):.1e}", flush=True)
     M.charbonnier_forward, M.charbonnier_backward = geman_mcclure(c)
     from stvae_np.train import main
-    sys.exit(main(sys.argv[2:] + ["--set", "photo_loss=charbonnier"]))
+    # the tiny preset now weights P by the next frame (section 10); these runs were unweighted
+    sys.exit(main(sys.argv[2:] + ["--set", "photo_loss=charbonnier", "--set", "photo_weighting=uniform"]))
