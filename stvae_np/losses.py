@@ -65,6 +65,12 @@ def mse_backward(dloss, cache):
 
 
 # ----------------------------------------------------------------------------- weighted MSE
+def _shares(weight):
+    """w / Σw, each element's share of the weighted mean (all 0 when Σw = 0)."""
+    xp = get_array_module(weight)
+    return weight / xp.maximum(xp.sum(weight), xp.finfo(weight.dtype).tiny)
+
+
 class WeightedMSECache(NamedTuple):
     diff: object     # pred − target
     weight: object   # w / Σw, pred's shape
@@ -94,8 +100,7 @@ def weighted_mse_forward(pred, target, weight):
                          f"{target.dtype} and {weight.dtype}")
     xp = get_array_module(pred)
     diff = pred - target
-    total = xp.sum(weight)
-    weight = weight / xp.maximum(total, xp.finfo(pred.dtype).tiny)   # Σw = 0: every w/Σw is 0
+    weight = _shares(weight)
     loss = xp.asarray(xp.sum(weight * diff * diff), dtype=pred.dtype)
     return loss, WeightedMSECache(diff, weight)
 
@@ -147,7 +152,7 @@ def geman_mcclure_forward(pred, target, scale=0.1, weight=None):
     if weight is None:
         weight = xp.asarray(1.0 / diff.size, dtype=pred.dtype)
     else:
-        weight = weight / xp.maximum(xp.sum(weight), xp.finfo(pred.dtype).tiny)
+        weight = _shares(weight)
     loss = xp.asarray(xp.sum(weight * rho), dtype=pred.dtype)
     return loss, GemanMcClureCache(diff, denom, weight, c2)
 

@@ -8,8 +8,8 @@ and learning-rate schedule) and keeps exponential moving averages of the paramet
 0.99,0.995,0.998). Every EVERY steps it scores the raw and the averaged parameters on the
 validation and test clips (EPE t≥2 / zero flow, gain, MSE / copy-last) and prints one
 JSON line; OUT.json gets all of them. Section 10 of docs/flow_study.md has the answer
-(run before the tiny preset weighted P by the next frame: add
-``--set photo_weighting=uniform`` to repeat it).
+(run on the tiny preset of the time: add ``--set photo_loss=l2 --set
+photo_weighting=uniform`` to repeat it).
 """
 import json
 import pathlib
