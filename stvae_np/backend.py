@@ -17,6 +17,7 @@ except Exception:  # ImportError, or a broken CUDA install raising anything else
     _cupyx = None
 
 DEVICES = ("cpu", "gpu")
+FEW_KERNELS = None   # the fast ops' k·k loops as one-operation windows: None = on CuPy only; True/False forces
 
 
 def get_array_module(*arrays):
@@ -24,6 +25,16 @@ def get_array_module(*arrays):
     if _cp is not None:
         return _cp.get_array_module(*arrays)
     return np
+
+
+def few_kernels(xp):
+    """The fast ops' one switch between the devices (``fast/layers.py``, ``sampler._gather``):
+    True where a loop of k·k small copies should run as one operation on a strided view,
+    because every operation is a kernel launch (CuPy); False where the loops measured
+    faster (NumPy, on every core). ``FEW_KERNELS`` True/False forces either way."""
+    if FEW_KERNELS is None:
+        return xp.__name__ != "numpy"
+    return FEW_KERNELS
 
 
 _GPU_WORKS = None        # the answer of gpu_available(), found once per process

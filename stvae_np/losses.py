@@ -1,10 +1,11 @@
-"""The two terms of the training loss: reconstruction (MSE) and flow smoothness (Huber).
+"""The terms of the training loss: reconstruction (MSE), flow smoothness (Huber) and the
+optional photometric term.
 
-    L_t = mean((ŷ_t − x_{t+1})²) + w_H · H(∇T_t)
+    L_t = mean((ŷ_t − x_{t+1})²) + w_H · H(∇T_t) + w_P · P_t
 
-This module computes each term and its gradient, and the errors the optional photometric
-term can use (Charbonnier, Geman–McClure, the weighted MSE); the weights w_H, w_P and the average over
-time steps are applied by the model. Losses are returned as 0-d arrays of the input's
+This module computes each term and its gradient, and the errors the photometric term can
+use (Charbonnier, Geman–McClure, the weighted MSE); the weights w_H, w_P and the average
+over time steps are applied by the model. Losses are returned as 0-d arrays of the input's
 dtype, on the input's device: turning them into Python floats is a device sync on the
 GPU, so that is left to the caller (logging). Backward passes never modify their inputs.
 """
@@ -12,8 +13,11 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
+
 from .backend import get_array_module
-from .kernels import huber_backward, huber_differences
+from .fast import kernels
+from .sampler import BilinearCache, bilinear_backward, bilinear_forward, flow_to_grid
 
 DEFAULT_HUBER_DELTA = 1e-3   # the paper's δ, in flow pixels (docs/DESIGN.md)
 
@@ -206,6 +210,65 @@ def charbonnier_backward(dloss, cache):
 
 
 # ----------------------------------------------------------------------------- Huber smoothness
+def _huber(a, delta):
+    """H_δ(a) = a²/2 for |a| ≤ δ, δ(|a| − δ/2) otherwise (quadratic near 0, linear beyond)."""
+    xp = get_array_module(a)
+    abs_a = xp.abs(a)
+    return xp.where(abs_a <= delta, 0.5 * a * a, delta * (abs_a - 0.5 * delta))
+
+
+def huber_differences(t_hi, t_lo, delta, fused=True):
+    """Differences of neighbouring flow values, their Huber penalty and its gradient:
+
+        D = t_hi − t_lo
+        H = H_δ(D) = D²/2 if |D| ≤ δ else δ(|D| − δ/2)
+        grad = H_δ'(D) / n(D) = clip(D, −δ, δ) / D.size
+
+    Args:
+        t_hi, t_lo: arrays of one shape (two shifted views of the flow).
+        delta: δ > 0, a Python float.
+    Returns:
+        H and grad, t_hi's shape and dtype.
+    On CuPy: one ``stvae_huber_differences`` kernel.
+    """
+    if fused and kernels.wanted(t_hi):   # CuPy: the lines below as one fused kernel (fast/kernels.py)
+        return kernels.launch("huber_differences", huber_differences, t_hi, t_lo, delta)
+    xp = get_array_module(t_hi)
+    d = t_hi - t_lo
+    # H_δ'(a) = a inside, δ·sign(a) outside: that is exactly clip(a, −δ, δ)
+    return _huber(d, delta), xp.clip(d, -delta, delta) / d.size
+
+
+def huber_backward(scale, grad_x, grad_y, shape, fused=True):
+    """The gradient of H(∇T) on the flow: each difference D = T[b] − T[a] sends +g to
+    T[b] and −g to T[a] (g = scale · grad of that difference):
+
+        dflow = 0
+        dflow[..., :, 1:] += scale·grad_x,   dflow[..., :, :-1] −= scale·grad_x
+        dflow[..., 1:, :] += scale·grad_y,   dflow[..., :-1, :] −= scale·grad_y
+
+    Args:
+        scale: 0-d array (the upstream gradient).
+        grad_x: (..., h, w−1), grad_y: (..., h−1, w) from :func:`huber_differences`.
+        shape: the flow's shape (..., h, w).
+    Returns:
+        dflow of that shape, grad_x's dtype.
+    On CuPy: one ``stvae_huber_backward`` kernel (each flow element gathers its at most
+    four differences).
+    """
+    if fused and kernels.wanted(grad_x):   # CuPy: the lines below as one fused kernel (fast/kernels.py)
+        return kernels.launch("huber_backward", huber_backward, scale, grad_x, grad_y, shape)
+    xp = get_array_module(grad_x)
+    g_x = scale * grad_x
+    g_y = scale * grad_y
+    dflow = xp.zeros(shape, dtype=grad_x.dtype)
+    dflow[..., :, 1:] += g_x
+    dflow[..., :, :-1] -= g_x
+    dflow[..., 1:, :] += g_y
+    dflow[..., :-1, :] -= g_y
+    return dflow
+
+
 class HuberCache(NamedTuple):
     shape: tuple     # flow's shape
     grad_x: object   # (..., h, w−1) H_δ'(D_x) / n(D_x): the per-difference gradient of the mean
@@ -244,7 +307,6 @@ def huber_smoothness_forward(flow, delta=DEFAULT_HUBER_DELTA):
         raise ValueError(f"huber_smoothness: delta must be positive, got {delta}")
     xp = get_array_module(flow)
     # per difference D: H_δ(D) and H_δ'(D)/n(D) = clip(D, −δ, δ)/n(D)
-    # (kernels.huber_differences: one fused kernel per direction on CuPy)
     huber_x, grad_x = huber_differences(flow[..., :, 1:], flow[..., :, :-1], delta)   # D_x
     huber_y, grad_y = huber_differences(flow[..., 1:, :], flow[..., :-1, :], delta)   # D_y
     loss = xp.asarray(xp.mean(huber_x) + xp.mean(huber_y), dtype=flow.dtype)
@@ -272,6 +334,106 @@ def huber_smoothness_backward(dloss, cache):
     shape, grad_x, grad_y = cache
     xp = get_array_module(grad_x)
     scale = xp.asarray(dloss, dtype=grad_x.dtype)
-    # dflow = 0; dflow[..., :, 1:] += g_x; dflow[..., :, :-1] −= g_x; the same along rows
-    # with g_y (kernels.huber_backward: one fused kernel on CuPy)
     return huber_backward(scale, grad_x, grad_y, shape)
+
+
+# ----------------------------------------------------------------------------- photometric term
+class PhotoCache(NamedTuple):
+    """What :func:`photometric_forward` keeps."""
+    scale: int               # image pixels per memory-grid pixel (H / h = 2)
+    upsample: object         # the up-sampling cache of the flow
+    sampler: BilinearCache   # of the warp of B(x_t)
+    error: tuple             # cache of the error (MSE, weighted MSE, Charbonnier or Geman–McClure)
+
+
+def gaussian_blur(frames, sigma, layers, kernels_cache):
+    """B(x): a Gaussian blur of σ image pixels, a fixed normalised k×k convolution of each
+    channel, k = 2⌈2σ⌉ + 1, zero padding; the frames themselves when σ = 0.
+
+        g(u) = exp(−u² / 2σ²),  u = −r … r,  r = ⌈2σ⌉;   B = (g gᵀ / Σ g gᵀ) * x
+
+    Args:
+        frames: (M, C, H, W).
+        sigma: σ ≥ 0, a Python number.
+        layers: the module whose ``conv2d_forward`` convolves (``stvae_np.layers`` or
+            ``stvae_np.fast.layers``: the model's ops).
+        kernels_cache: a dict that keeps the kernel on the device between calls.
+    Returns:
+        (M, C, H, W), frames' dtype.
+    """
+    if sigma <= 0:
+        return frames
+    xp = get_array_module(frames)
+    key = (sigma, frames.dtype.str, xp.__name__)
+    if key not in kernels_cache:        # built on the host once, kept on the device
+        r = int(np.ceil(2 * sigma))
+        g = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+        kernel = np.outer(g, g) / np.outer(g, g).sum()
+        kernels_cache[key] = xp.asarray(kernel.reshape(1, 1, 2 * r + 1, 2 * r + 1), dtype=frames.dtype)
+    m, c, hh, ww = frames.shape
+    out, _ = layers.conv2d_forward(frames.reshape(m * c, 1, hh, ww), kernels_cache[key])
+    return out.reshape(m, c, hh, ww)
+
+
+def photometric_forward(clip, flow, config, layers, kernels_cache):
+    """The photometric term: each input frame itself, warped by the flow brought to image
+    pixels, against the next frame (docs/DESIGN.md section 3).
+
+        F_t = s · upsample2(T_t)                    s = H / h (= 2): image pixels, nearest
+        d   = bilinear(B(x_t), base_grid + F_t) − B(x_{t+1})
+        P   = mean(ρ(d))                            (photo_weighting = "uniform")
+        P   = Σ w ρ(d) / Σ w,  w = B(x_{t+1})       (photo_weighting = "next_frame")
+
+    with ρ(d) = d² (``photo_loss="l2"``), √(d² + ε²) − ε, ε = 0.01 ("charbonnier") or
+    d² / (d² + C²), C = ``photo_gm_scale`` ("geman_mcclure"). The weights are data, not
+    differentiated: the pixels where frame t+1 shows something count, its empty
+    background does not. B is the Gaussian blur of σ = ``photo_blur`` (:func:`gaussian_blur`),
+    which widens the range of displacements the bilinear gradient can see; it runs once
+    over the T frames of the clip, which serve both as x_t and as x_{t+1}. No parameter
+    but the flow's enters P.
+
+    Args:
+        clip: (N, T, C, H, W), the model's dtype and device.
+        flow: (N·(T-1), 2, h, w) in memory-grid pixels, steps stacked like the model's.
+        config: the model's ``Config`` (photo_blur, photo_loss, photo_gm_scale, photo_weighting).
+        layers, kernels_cache: as for :func:`gaussian_blur` (the up-sampling is ``layers``' too).
+    Returns:
+        P (0-d array) and a :class:`PhotoCache` for :func:`photometric_backward`.
+    """
+    n, t, c, hh, ww = clip.shape
+    blurred = gaussian_blur(clip.reshape(n * t, c, hh, ww), config.photo_blur, layers,
+                            kernels_cache).reshape(n, t, c, hh, ww)
+    frames = blurred[:, :-1].reshape(n * (t - 1), c, hh, ww)      # B(x_0) … B(x_{T-2})
+    targets = blurred[:, 1:].reshape(n * (t - 1), c, hh, ww)      # B(x_1) … B(x_{T-1})
+    scale = ww // flow.shape[-1]
+    up, up_cache = layers.upsample2_forward(flow)
+    warped, samp_cache = bilinear_forward(frames, flow_to_grid(scale * up))
+    weights = targets if config.photo_weighting == "next_frame" else None
+    if config.photo_loss == "geman_mcclure":
+        photo, error_cache = geman_mcclure_forward(warped, targets, config.photo_gm_scale, weights)
+    elif weights is not None:
+        photo, error_cache = weighted_mse_forward(warped, targets, weights)
+    elif config.photo_loss == "charbonnier":
+        photo, error_cache = charbonnier_forward(warped, targets)
+    else:
+        photo, error_cache = mse_forward(warped, targets)
+    return photo, PhotoCache(scale, up_cache, samp_cache, error_cache)
+
+
+def photometric_backward(dphoto, cache, layers):
+    """∂P/∂T = s · upsample2ᵀ(∂P/∂G): the error's derivative, back through the sampler's
+    grid path (the frames are data and get no gradient), summed over each 2×2 block of
+    the up-sampling and times s for the flow's units.
+
+    Args:
+        dphoto: 0-d array, the upstream gradient (w_P when called by the model).
+        cache: from :func:`photometric_forward`; layers: the same module as there.
+    Returns:
+        dflow (N·(T-1), 2, h, w).
+    """
+    error_backward = (charbonnier_backward if isinstance(cache.error, CharbonnierCache) else
+                      weighted_mse_backward if isinstance(cache.error, WeightedMSECache) else
+                      geman_mcclure_backward if isinstance(cache.error, GemanMcClureCache) else mse_backward)
+    _, dgrid = bilinear_backward(error_backward(dphoto, cache.error), cache.sampler,
+                                 need_dimg=False)         # the frames need no gradient
+    return cache.scale * layers.upsample2_backward(dgrid, cache.upsample)

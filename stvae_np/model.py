@@ -19,67 +19,56 @@ Everything but the ConvLSTM is independent across time given the frames, so the
 encoder, flow head, sampler and decoder run once over all N·(T-1) frames stacked in
 the batch axis (bigger matrix products); only the memory walks through time. The
 stages are public methods, each returning its output and a named cache:
-:meth:`STVAE.encode`, the ConvLSTM (``convlstm.convlstm_forward``),
+:meth:`STVAE.encode`, the ConvLSTM (``memory.convlstm_forward``),
 :meth:`STVAE.flow_head` and :meth:`STVAE.warp_decode` (grid, sampler and decoder).
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import operator
-import os
-import zipfile
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 
+from . import layers as plain_layers, memory as plain_memory
 from .activations import tanh, tanh_grad
-from .backend import asnumpy, device_of, get_array_module, to_device
-from .conv import (Conv2dCache, MaxPoolCache, UpsampleCache, conv2d_backward, conv2d_forward,
-                   maxpool2_backward, maxpool2_forward, upsample2_backward, upsample2_forward)
-from .convlstm import convlstm_backward, convlstm_forward, convlstm_step_forward
-from .losses import (CharbonnierCache, GemanMcClureCache, WeightedMSECache, charbonnier_backward,
-                     charbonnier_forward, geman_mcclure_backward, geman_mcclure_forward,
-                     huber_smoothness_backward, huber_smoothness_forward, mse_backward, mse_forward,
-                     weighted_mse_backward, weighted_mse_forward)
-from .sampler import BilinearCache, bilinear_backward, bilinear_forward, flow_to_grid
+from .backend import device_of, get_array_module, to_device
+# The model runs the fast ops: the same functions, names and numbers as ../layers.py and
+# ../memory.py (tests/test_fast.py: equal to 1e-12 in float64), made fast for the CPU and
+# the GPU. STVAE(config, ops="plain") runs the plain ones instead, to step through.
+from .fast import layers as fast_layers, memory as fast_memory
+from .losses import (huber_smoothness_backward, huber_smoothness_forward, mse_backward, mse_forward,
+                     photometric_backward, photometric_forward)
+from .sampler import bilinear_backward, bilinear_forward, flow_to_grid
 
-FORMAT_VERSION = 1
+OPS = {"fast": (fast_layers, fast_memory), "plain": (plain_layers, plain_memory)}
 PARAM_NAMES = ("enc.W", "enc.b", "lstm.Wx", "lstm.Wh", "lstm.b", "flow1.W", "flow1.b",
                "flow2.W", "flow2.b", "flow3.W", "flow3.b", "dec.W", "dec.b")
 
 
 class EncodeCache(NamedTuple):
     """What :meth:`STVAE.encode` keeps for the backward pass."""
-    conv: Conv2dCache        # the encoder convolution
+    conv: tuple              # the encoder convolution's cache
     tanh_out: object         # tanh(conv(x)) (M, Fe, H, W): tanh' = 1 − tanh²
-    pool: MaxPoolCache
+    pool: tuple              # the max-pool's cache
 
 
 class FlowCache(NamedTuple):
     """What :meth:`STVAE.flow_head` keeps: the caches of its three convolutions, and the
     tanh outputs after the first two when ``Config.flow_act == "tanh"`` (else None)."""
-    flow1: Conv2dCache
-    flow2: Conv2dCache
-    flow3: Conv2dCache
+    flow1: tuple             # the three convolutions' caches
+    flow2: tuple
+    flow3: tuple
     act1: object = None
     act2: object = None
 
 
 class DecodeCache(NamedTuple):
     """What :meth:`STVAE.warp_decode` keeps."""
-    sampler: BilinearCache
-    upsample: UpsampleCache
-    decoder: Conv2dCache
-
-
-class PhotoCache(NamedTuple):
-    """What :meth:`STVAE._photometric_forward` keeps."""
-    scale: int               # image pixels per memory-grid pixel (H / h = 2)
-    upsample: UpsampleCache  # of the flow
-    sampler: BilinearCache   # of the warp of B(x_t)
-    error: tuple             # cache of the error (MSE, weighted MSE, Charbonnier or Geman–McClure)
+    sampler: tuple           # sampler.BilinearCache
+    upsample: tuple
+    decoder: tuple
 
 
 @dataclass
@@ -129,14 +118,10 @@ class Config:
         """A small model that trains on a laptop CPU in minutes: 32×32×1 frames (memory
         grid 16×16), 8 encoder filters 5×5, 16 memory filters 5×5, flow kernels 7×7.
 
-        The recipe of docs/flow_study.md: its loss adds the photometric term (w_P = 3,
-        frames blurred with σ = 1 px, Geman–McClure's error with C = 0.1, each pixel
-        weighted by the next frame: ``photo_loss="geman_mcclure",
-        photo_weighting="next_frame"``) and its flow head has 16 channels with tanh
-        between the layers (``flow_filters=16, flow_act="tanh"``). With the paper's loss
-        alone the tiny model's flow is 0.90 × the zero-flow error (1,000 steps), with the
-        squared-error term 0.54 ×, with that term and this head 0.49 × (gain 0.75), with
-        this term 0.43 × (gain 0.81; 2,000 steps, test clips)."""
+        Its loss adds the photometric term (w_P = 3, frames blurred with σ = 1 px,
+        Geman–McClure's error with C = 0.1, each pixel weighted by the next frame) and its
+        flow head has 16 channels with tanh between the layers; docs/flow_study.md is the
+        study that chose them, and says what each change bought."""
         return cls(height=32, width=32, channels=1, enc_filters=8, enc_kernel=5,
                    mem_filters=16, mem_kernel=5, flow_kernel=7, flow_filters=16,
                    flow_act="tanh", lr=2e-3, photo_weight=3.0, photo_blur=1.0,
@@ -235,13 +220,19 @@ class STVAE:
         seed: host-side RNG seed for the initialisation (same seed, same model on CPU and GPU).
         dtype: "float32" (training) or "float64" (gradient checks).
         device: "cpu" (NumPy) or "gpu" (CuPy).
+        ops: "fast" (``fast/layers.py``, ``fast/memory.py``: what training runs) or
+            "plain" (``layers.py``, ``memory.py``: the same numbers, to step through).
     """
 
-    def __init__(self, config: Config, seed: int = 0, dtype="float32", device="cpu"):
+    def __init__(self, config: Config, seed: int = 0, dtype="float32", device="cpu", ops="fast"):
         self.config = config
         self.dtype = np.dtype(dtype)
         if self.dtype.kind != "f":
             raise ValueError(f"dtype must be a float type, got {self.dtype}")
+        if ops not in OPS:
+            raise ValueError(f"ops must be one of {sorted(OPS)}, got {ops!r}")
+        self.ops = ops
+        self.layers, self.memory = OPS[ops]      # conv, pool, up-sampling; the ConvLSTM
         self.device = device
         self.params = {k: to_device(v, device) for k, v in init_params(config, seed, self.dtype).items()}
         self.last_parts = {}   # {"mse": 0-d array, "smooth": 0-d array} of the last loss
@@ -288,9 +279,9 @@ class STVAE:
             e (M, Fe, h, w) with (h, w) = (H/2, W/2), and an :class:`EncodeCache`.
         """
         p = self.params
-        a, conv_cache = conv2d_forward(frames, p["enc.W"], p["enc.b"])   # (M, Fe, H, W)
+        a, conv_cache = self.layers.conv2d_forward(frames, p["enc.W"], p["enc.b"])   # (M, Fe, H, W)
         t = tanh(a)
-        e, pool_cache = maxpool2_forward(t)                              # (M, Fe, h, w)
+        e, pool_cache = self.layers.maxpool2_forward(t)                              # (M, Fe, h, w)
         return e, EncodeCache(conv_cache, t, pool_cache)
 
     def flow_head(self, hs_flat):
@@ -307,13 +298,13 @@ class STVAE:
         """
         p = self.params
         use_tanh = self.config.flow_act == "tanh"
-        f1, c1 = conv2d_forward(hs_flat, p["flow1.W"], p["flow1.b"])    # (M, Ff, h, w)
+        f1, c1 = self.layers.conv2d_forward(hs_flat, p["flow1.W"], p["flow1.b"])    # (M, Ff, h, w)
         if use_tanh:
             f1 = tanh(f1)
-        f2, c2 = conv2d_forward(f1, p["flow2.W"], p["flow2.b"])         # (M, Ff, h, w)
+        f2, c2 = self.layers.conv2d_forward(f1, p["flow2.W"], p["flow2.b"])         # (M, Ff, h, w)
         if use_tanh:
             f2 = tanh(f2)
-        flow, c3 = conv2d_forward(f2, p["flow3.W"], p["flow3.b"])       # (M, 2, h, w)
+        flow, c3 = self.layers.conv2d_forward(f2, p["flow3.W"], p["flow3.b"])       # (M, 2, h, w)
         if use_tanh:                  # tanh' = 1 − tanh²: the backward needs the outputs
             return flow, FlowCache(c1, c2, c3, act1=f1, act2=f2)
         return flow, FlowCache(c1, c2, c3)
@@ -329,78 +320,9 @@ class STVAE:
         """
         p = self.params
         warped, samp_cache = bilinear_forward(e, flow_to_grid(flow))    # (M, Fe, h, w)
-        up, up_cache = upsample2_forward(warped)                        # (M, Fe, H, W)
-        pred, dec_cache = conv2d_forward(up, p["dec.W"], p["dec.b"])    # (M, C, H, W)
+        up, up_cache = self.layers.upsample2_forward(warped)                        # (M, Fe, H, W)
+        pred, dec_cache = self.layers.conv2d_forward(up, p["dec.W"], p["dec.b"])    # (M, C, H, W)
         return pred, DecodeCache(samp_cache, up_cache, dec_cache)
-
-    def _blur(self, frames):
-        """Gaussian blur of σ = ``config.photo_blur`` image pixels (a fixed k×k convolution of
-        each channel, k = 2⌈2σ⌉ + 1, zero padding); no blur when σ = 0."""
-        sigma = self.config.photo_blur
-        if sigma <= 0:
-            return frames
-        xp = get_array_module(frames)
-        key = (sigma, frames.dtype.str, xp.__name__)
-        if key not in self._blur_kernels:        # built on the host once, kept on the device
-            r = int(np.ceil(2 * sigma))
-            g = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
-            kernel = np.outer(g, g) / np.outer(g, g).sum()
-            self._blur_kernels[key] = xp.asarray(kernel.reshape(1, 1, 2 * r + 1, 2 * r + 1),
-                                                 dtype=frames.dtype)
-        w = self._blur_kernels[key]
-        m, c, hh, ww = frames.shape
-        out, _ = conv2d_forward(frames.reshape(m * c, 1, hh, ww), w)
-        return out.reshape(m, c, hh, ww)
-
-    def _photometric_forward(self, clip, flow):
-        """The photometric term: each input frame itself, warped by the flow brought to
-        image pixels, against the next frame.
-
-            F_t = s · upsample2(T_t)              s = H / h (= 2): image pixels, nearest
-            P   = mean(ρ(bilinear(B(x_t), base_grid + F_t) − B(x_{t+1})))
-
-        with ρ(d) = d² (``photo_loss="l2"``), √(d² + ε²) − ε, ε = 0.01 ("charbonnier") or
-        d² / (d² + C²), C = ``photo_gm_scale`` ("geman_mcclure").
-        With ``photo_weighting="next_frame"`` the mean is weighted by the next frame itself,
-        P = Σ w ρ(d) / Σ w with w = B(x_{t+1}): the pixels where frame t+1 shows something
-        count, its empty background does not (the weights are data, not differentiated).
-        B is the optional Gaussian blur (``photo_blur``), which widens the range of
-        displacements the bilinear gradient can see; it runs once over the T frames of the
-        clip, which serve both as x_t and as x_{t+1}. No parameter but the flow's enters P.
-
-        Args:
-            clip: (N, T, C, H, W), the model's dtype and device.
-            flow: (N·(T-1), 2, h, w) in memory-grid pixels, steps stacked like the model's.
-        Returns:
-            P (0-d array) and a :class:`PhotoCache` for :meth:`_photometric_backward`.
-        """
-        n, t, c, hh, ww = clip.shape
-        blurred = self._blur(clip.reshape(n * t, c, hh, ww)).reshape(n, t, c, hh, ww)
-        frames = blurred[:, :-1].reshape(n * (t - 1), c, hh, ww)      # B(x_0) … B(x_{T-2})
-        targets = blurred[:, 1:].reshape(n * (t - 1), c, hh, ww)      # B(x_1) … B(x_{T-1})
-        scale = ww // flow.shape[-1]
-        up, up_cache = upsample2_forward(flow)
-        warped, samp_cache = bilinear_forward(frames, flow_to_grid(scale * up))
-        weights = targets if self.config.photo_weighting == "next_frame" else None
-        if self.config.photo_loss == "geman_mcclure":
-            photo, error_cache = geman_mcclure_forward(warped, targets, self.config.photo_gm_scale, weights)
-        elif weights is not None:
-            photo, error_cache = weighted_mse_forward(warped, targets, weights)
-        elif self.config.photo_loss == "charbonnier":
-            photo, error_cache = charbonnier_forward(warped, targets)
-        else:
-            photo, error_cache = mse_forward(warped, targets)
-        return photo, PhotoCache(scale, up_cache, samp_cache, error_cache)
-
-    @staticmethod
-    def _photometric_backward(dphoto, cache):
-        """dT = s · upsample2ᵀ(∂P/∂G): the gradient of P with respect to the memory-grid flow."""
-        error_backward = (charbonnier_backward if isinstance(cache.error, CharbonnierCache) else
-                          weighted_mse_backward if isinstance(cache.error, WeightedMSECache) else
-                          geman_mcclure_backward if isinstance(cache.error, GemanMcClureCache) else mse_backward)
-        _, dgrid = bilinear_backward(error_backward(dphoto, cache.error), cache.sampler,
-                                     need_dimg=False)         # the frames need no gradient
-        return cache.scale * upsample2_backward(dgrid, cache.upsample)
 
     def loss_and_grads(self, clip):
         """The loss of docs/DESIGN.md over one clip and the gradient of every parameter.
@@ -424,7 +346,7 @@ class STVAE:
         e, enc_cache = self.encode(inputs)                         # (N·S, Fe, h, w)
         fe, h, w = e.shape[1:]
         lstm_params = {"Wx": p["lstm.Wx"], "Wh": p["lstm.Wh"], "b": p["lstm.b"]}
-        hs, lstm_cache = convlstm_forward(e.reshape(n, s, fe, h, w), lstm_params)
+        hs, lstm_cache = self.memory.convlstm_forward(e.reshape(n, s, fe, h, w), lstm_params)
         flow, flow_cache = self.flow_head(hs.reshape(n * s, -1, h, w))     # (N·S, 2, h, w)
         pred, dec_cache = self.warp_decode(e, flow)                # (N·S, C, H, W)
         mse, mse_cache = mse_forward(pred, targets)
@@ -434,32 +356,32 @@ class STVAE:
 
         photo = None
         if cfg.photo_weight > 0:                                   # the optional photometric term
-            photo, photo_cache = self._photometric_forward(clip, flow)
+            photo, photo_cache = photometric_forward(clip, flow, cfg, self.layers, self._blur_kernels)
             loss = loss + cfg.photo_weight * photo
 
         # ---- backward, in exactly the reverse order
         one = xp.ones((), dtype=self.dtype)
         grads = {}
         dpred = mse_backward(one, mse_cache)
-        dup, grads["dec.W"], grads["dec.b"] = conv2d_backward(dpred, dec_cache.decoder)
-        dwarped = upsample2_backward(dup, dec_cache.upsample)
+        dup, grads["dec.W"], grads["dec.b"] = self.layers.conv2d_backward(dpred, dec_cache.decoder)
+        dwarped = self.layers.upsample2_backward(dup, dec_cache.upsample)
         de, dgrid = bilinear_backward(dwarped, dec_cache.sampler)  # e feeds the sampler ...
         dflow = dgrid if cfg.recon_flow_grad == 1 else cfg.recon_flow_grad * dgrid
         dflow = dflow + cfg.huber_weight * huber_smoothness_backward(one, huber_cache)
         if photo is not None:
-            dflow = dflow + self._photometric_backward(cfg.photo_weight * one, photo_cache)
-        df2, grads["flow3.W"], grads["flow3.b"] = conv2d_backward(dflow, flow_cache.flow3)
+            dflow = dflow + photometric_backward(cfg.photo_weight * one, photo_cache, self.layers)
+        df2, grads["flow3.W"], grads["flow3.b"] = self.layers.conv2d_backward(dflow, flow_cache.flow3)
         if flow_cache.act2 is not None:                            # flow_act = "tanh"
             df2 = df2 * tanh_grad(flow_cache.act2)
-        df1, grads["flow2.W"], grads["flow2.b"] = conv2d_backward(df2, flow_cache.flow2)
+        df1, grads["flow2.W"], grads["flow2.b"] = self.layers.conv2d_backward(df2, flow_cache.flow2)
         if flow_cache.act1 is not None:
             df1 = df1 * tanh_grad(flow_cache.act1)
-        dhs, grads["flow1.W"], grads["flow1.b"] = conv2d_backward(df1, flow_cache.flow1)
-        des, dlstm = convlstm_backward(dhs.reshape(n, s, -1, h, w), lstm_cache)
+        dhs, grads["flow1.W"], grads["flow1.b"] = self.layers.conv2d_backward(df1, flow_cache.flow1)
+        des, dlstm = self.memory.convlstm_backward(dhs.reshape(n, s, -1, h, w), lstm_cache)
         grads["lstm.Wx"], grads["lstm.Wh"], grads["lstm.b"] = dlstm["Wx"], dlstm["Wh"], dlstm["b"]
         de = de + des.reshape(n * s, fe, h, w)                     # ... and the memory
-        dtanh = maxpool2_backward(de, enc_cache.pool)
-        _, grads["enc.W"], grads["enc.b"] = conv2d_backward(dtanh * tanh_grad(enc_cache.tanh_out),
+        dtanh = self.layers.maxpool2_backward(de, enc_cache.pool)
+        _, grads["enc.W"], grads["enc.b"] = self.layers.conv2d_backward(dtanh * tanh_grad(enc_cache.tanh_out),
                                                             enc_cache.conv, need_dx=False)  # the clip needs none
         self.last_parts = {"mse": mse, "smooth": smooth}
         if photo is not None:
@@ -475,7 +397,7 @@ class STVAE:
         smooth, _ = huber_smoothness_forward(flat, self.config.huber_delta)
         loss = mse + self.config.huber_weight * smooth
         if self.config.photo_weight > 0:
-            photo, _ = self._photometric_forward(clip, flat)
+            photo, _ = photometric_forward(clip, flat, self.config, self.layers, self._blur_kernels)
             loss = loss + self.config.photo_weight * photo
         return loss
 
@@ -495,7 +417,7 @@ class STVAE:
             xp = get_array_module(e)
             zeros = xp.zeros((e.shape[0], self.config.mem_filters) + e.shape[2:], dtype=e.dtype)
             state = (zeros, zeros)
-        h, c, _ = convlstm_step_forward(e, state[0], state[1], lstm_params)
+        h, c, _ = self.memory.convlstm_step_forward(e, state[0], state[1], lstm_params)
         flow, _ = self.flow_head(h)
         pred, _ = self.warp_decode(e, flow)
         return pred, flow, (h, c)
@@ -556,69 +478,3 @@ class STVAE:
         self.params = {k: to_device(v, device) for k, v in self.params.items()}
         self.device = device
         return self
-
-    def save(self, path, extra: dict | None = None):
-        """Write one ``.npz``: parameters, config (JSON), dtype and a format version.
-
-        ``extra`` (name -> array) is stored under ``extra/<name>`` (the trainer keeps the
-        optimizer state and the step there). The file is written to a temporary name and
-        renamed, so an interrupted save never leaves a half-written checkpoint.
-        """
-        arrays = {f"param/{k}": asnumpy(v) for k, v in self.params.items()}
-        arrays["config_json"] = np.array(json.dumps(self.config.to_dict()))
-        arrays["dtype"] = np.array(self.dtype.name)
-        arrays["format_version"] = np.array(FORMAT_VERSION)
-        arrays["magic"] = np.array("stvae_np")
-        for k, v in (extra or {}).items():
-            arrays[f"extra/{k}"] = np.asarray(asnumpy(v))
-        path = os.fspath(path)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        try:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **arrays)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-
-    @classmethod
-    def load(cls, path, device="cpu", return_extra=False):
-        """Read a checkpoint written by :meth:`save`.
-
-        Raises FileNotFoundError for a missing file and ValueError for a truncated,
-        foreign or pickled file (loading never unpickles: ``allow_pickle=False``).
-        With ``return_extra=True`` returns ``(model, extra)``.
-        """
-        path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"checkpoint not found: {path}")
-        with open(path, "rb") as fh:
-            if fh.read(4) != b"PK\x03\x04":      # every .npz is a zip archive
-                raise ValueError(f"{path}: not an .npz checkpoint (no zip header)")
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                data = {k: z[k] for k in z.files}
-        except ValueError as err:  # numpy refuses object (pickled) arrays
-            raise ValueError(f"{path}: refused, the checkpoint holds pickled objects ({err})") from None
-        except (zipfile.BadZipFile, EOFError, OSError) as err:
-            raise ValueError(f"{path}: not a readable .npz checkpoint (truncated or corrupt?): {err}") from None
-        if not isinstance(data, dict) or str(data.get("magic", "")) != "stvae_np":
-            raise ValueError(f"{path}: not an stvae_np checkpoint (no 'magic' entry)")
-        version = int(data["format_version"])
-        if version != FORMAT_VERSION:
-            raise ValueError(f"{path}: checkpoint format {version}, this code reads {FORMAT_VERSION}")
-        config = Config.from_dict(json.loads(str(data["config_json"])))
-        model = cls(config, dtype=str(data["dtype"]), device="cpu")
-        for name in PARAM_NAMES:
-            key = f"param/{name}"
-            if key not in data:
-                raise ValueError(f"{path}: checkpoint lacks parameter {name!r}")
-            if data[key].shape != model.params[name].shape:
-                raise ValueError(f"{path}: parameter {name!r} has shape {data[key].shape}, "
-                                 f"config implies {model.params[name].shape}")
-            model.params[name] = data[key].astype(model.dtype, copy=False)
-        model.to(device)
-        if return_extra:
-            extra = {k[len("extra/"):]: v for k, v in data.items() if k.startswith("extra/")}
-            return model, extra
-        return model

@@ -19,10 +19,29 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .backend import asnumpy, get_array_module
-from .kernels import clip_coefficient, rmsprop_update, scale_in_place, sum_of_squares
+from .fast import kernels
 
 
 # ----------------------------------------------------------------------------- RMSProp
+def rmsprop_update(p, v, g, lr, alpha, eps, fused=True):
+    """One RMSProp update of one parameter, in place (Torch7's rmsprop, ε outside the root):
+
+        v ← α·v + (1 − α)·g²
+        p ← p − lr · g / (√v + ε)
+
+    Args:
+        p, v, g: arrays of one shape and dtype; p and v are updated.
+        lr, alpha, eps: Python floats.
+    On CuPy: one ``stvae_rmsprop`` kernel.
+    """
+    if fused and kernels.wanted(p):   # CuPy: the lines below as one fused kernel (fast/kernels.py)
+        return kernels.launch("rmsprop_update", rmsprop_update, p, v, g, lr, alpha, eps)
+    xp = get_array_module(p)
+    v *= alpha                          # v ← αv + (1−α)g², in place
+    v += (1.0 - alpha) * (g * g)
+    p -= lr * g / (xp.sqrt(v) + eps)
+
+
 class RMSProp:
     """RMSProp with one running mean of squared gradients ``v`` per parameter.
 
@@ -81,8 +100,7 @@ class RMSProp:
             if tuple(g.shape) != tuple(p.shape):
                 raise ValueError(f"RMSProp.step: gradient of {name!r} has shape "
                                  f"{tuple(g.shape)}, parameter has {tuple(p.shape)}")
-            # v ← αv + (1−α)g², θ ← θ − lr·g/(√v + ε), in place (kernels.py: one fused
-            # kernel per parameter on CuPy)
+            # v ← αv + (1−α)g², θ ← θ − lr·g/(√v + ε), in place
             rmsprop_update(p, self.v[name], g, self.lr, self.alpha, self.eps)
         self.t += 1
 
@@ -136,6 +154,48 @@ class RMSProp:
 
 
 # ----------------------------------------------------------------------------- clipping
+def sum_of_squares(g, fused=True):
+    """Σ g², a 0-d array of g's dtype. On CuPy: one ``stvae_sum_of_squares`` reduction
+    (no g² temporary)."""
+    if fused and kernels.wanted(g):   # CuPy: the lines below as one fused kernel (fast/kernels.py)
+        return kernels.launch("sum_of_squares", sum_of_squares, g)
+    return get_array_module(g).sum(g * g)
+
+
+def clip_coefficient(sums, max_norm, fused=True):
+    """The global norm of a set of gradients and the factor that clips it, from their
+    sums of squares (:func:`sum_of_squares`):
+
+        total = √(Σ_k sums[k])                      (summed in the order given)
+        scale = max_norm / (total + 1e-6)   if total > max_norm, else 1
+
+    A NaN total gives scale 1 (the comparison is false), as ``xp.where`` does.
+
+    Args:
+        sums: list of 0-d arrays of one dtype.
+        max_norm: Python float.
+    Returns:
+        total, scale: 0-d arrays of the sums' dtype.
+    On CuPy: one ``stvae_clip_coefficient_<n>`` kernel (one per number of tensors, at
+    most 64; more use the plain code).
+    """
+    if fused and kernels.wanted(sums[0]):   # CuPy: the lines below as one fused kernel (fast/kernels.py)
+        return kernels.launch("clip_coefficient", clip_coefficient, sums, max_norm)
+    xp = get_array_module(*sums)
+    # xp.asarray: a NumPy reduction gives a NumPy scalar, CuPy a 0-d array; return 0-d both ways
+    total = xp.asarray(xp.sqrt(sum(sums)))
+    scale = xp.where(total > max_norm, max_norm / (total + 1e-6), 1.0)
+    return total, scale
+
+
+def scale_in_place(g, scale, fused=True):
+    """g ← g · scale, in place; scale a 0-d array (cast to g's dtype first, as
+    ``g *= scale.astype(g.dtype)``). On CuPy: one ``stvae_scale`` kernel."""
+    if fused and kernels.wanted(g):   # CuPy: the lines below as one fused kernel (fast/kernels.py)
+        return kernels.launch("scale_in_place", scale_in_place, g, scale)
+    g *= scale.astype(g.dtype)
+
+
 def _grad_arrays(grads):
     arrays = list(grads.values()) if isinstance(grads, dict) else list(grads)
     if not arrays:
@@ -152,7 +212,7 @@ def clip_grad_norm(grads, max_norm):
     The choice is made with ``xp.where`` on the device (no Python ``if`` on the norm,
     so no GPU sync); below the threshold every gradient is multiplied by exactly 1.
     On CuPy that is one reduction per tensor, one kernel for the norm and the factor,
-    and one per tensor for the scaling (``kernels.py``).
+    and one per tensor for the scaling (``fast/kernels.py``).
 
     Args:
         grads: dict ``name -> array`` (or a list of arrays), modified in place.

@@ -21,9 +21,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from .backend import get_array_module, scatter_add
-from .conv import few_kernels
-from .kernels import bilinear_weights
+from .backend import few_kernels, get_array_module, scatter_add
+from .fast import kernels
 
 
 # ----------------------------------------------------------------------------- grid
@@ -82,6 +81,75 @@ def _check_sampler_args(img, grid):
 
 
 # ----------------------------------------------------------------------------- sampler
+def _neighbours(coord, size):
+    """Lower neighbour, the two 1-D weights and validity masks along one axis.
+
+    Coordinates are first clipped to [−2, size + 1]. Beyond that range both
+    neighbours are off the map anyway (so nothing changes, value or gradient), and
+    the clip keeps ±1e30 or ±inf from overflowing the integer cast. NaN passes through
+    the clip; its neighbours are moved to an off-map position so that the indices stay
+    valid while the NaN weights carry the NaN into the output (no device sync needed to
+    detect it).
+    """
+    xp = get_array_module(coord)
+    c = xp.clip(coord, -2, size + 1)
+    c0 = xp.floor(c)
+    w1 = c - c0                      # weight of the upper neighbour, 1 − |c − (c0 + 1)|
+    w0 = 1 - w1                      # weight of the lower neighbour, 1 − |c − c0|
+    c0 = xp.where(xp.isnan(c0), -2, c0)
+    valid0 = (c0 >= 0) & (c0 <= size - 1)
+    valid1 = (c0 >= -1) & (c0 <= size - 2)
+    i0 = xp.clip(c0, 0, size - 1).astype(xp.int64)     # in range; invalid ones get weight 0
+    i1 = xp.clip(c0 + 1, 0, size - 1).astype(xp.int64)
+    return (i0, i1), (w0, w1), (valid0, valid1)
+
+
+def bilinear_weights(grid, height, width, fused=True):
+    """The four integer neighbours of every source point, their weights and the weights'
+    derivatives (the grid-dependent half of ``sampler.bilinear_forward``).
+
+    For x_s = grid[n, 0, p] (and likewise y_s), clipped to [−2, size + 1] first:
+
+        x0 = ⌊x_s⌋,  x1 = x0 + 1,  wx0 = 1 − (x_s − x0),  wx1 = x_s − x0
+        valid_x0 = 0 ≤ x0 < W,  valid_x1 = 0 ≤ x1 < W    (NaN: x0 moved off the map)
+
+    and for the corners q = (y0,x0), (y0,x1), (y1,x0), (y1,x1), in that order:
+
+        index_q  = q_y · W + q_x   (each coordinate clipped into the map)
+        weight_q = wy_q · wx_q · valid_q
+        dw_dx_q  = ±wy_q · valid_q     (− for the x0 corners)
+        dw_dy_q  = ±wx_q · valid_q     (− for the y0 corners)
+
+    Args:
+        grid: (N, 2, Ho, Wo) source points (x, y) in pixels.
+        height, width: the image's H, W.
+    Returns:
+        index (N, 1, 4, P) int64 and weight, dw_dx, dw_dy (N, 1, 4, P) of grid's dtype,
+        P = Ho·Wo.
+    On CuPy: one ``stvae_bilinear_weights`` kernel.
+    """
+    if fused and kernels.wanted(grid):   # CuPy: the lines below as one fused kernel (fast/kernels.py)
+        return kernels.launch("bilinear_weights", bilinear_weights, grid, height, width)
+    xp = get_array_module(grid)
+    n, _, ho, wo = grid.shape
+    p = ho * wo
+    w = width
+    (x0, x1), (wx0, wx1), (vx0, vx1) = _neighbours(grid[:, 0].reshape(n, 1, p), width)   # (N, 1, P) each
+    (y0, y1), (wy0, wy1), (vy0, vy1) = _neighbours(grid[:, 1].reshape(n, 1, p), height)
+    # the four corners, stacked on a new axis in the order (y0,x0), (y0,x1), (y1,x0), (y1,x1)
+    index = xp.stack([y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1], axis=2)   # (N, 1, 4, P)
+    valid = xp.stack([vy0 & vx0, vy0 & vx1, vy1 & vx0, vy1 & vx1], axis=2).astype(grid.dtype)
+    wx = xp.stack([wx0, wx1, wx0, wx1], axis=2)
+    wy = xp.stack([wy0, wy0, wy1, wy1], axis=2)
+    sign_x = xp.asarray([-1, 1, -1, 1], dtype=grid.dtype).reshape(1, 1, 4, 1)   # ∂wx0/∂x_s = −1, ∂wx1/∂x_s = +1
+    sign_y = xp.asarray([-1, -1, 1, 1], dtype=grid.dtype).reshape(1, 1, 4, 1)
+    # multiply by the mask (not xp.where) so that a NaN weight stays NaN
+    weight = wy * wx * valid                                   # (N, 1, 4, P)
+    dw_dx = sign_x * wy * valid
+    dw_dy = sign_y * wx * valid
+    return index, weight, dw_dx, dw_dy
+
+
 class BilinearCache(NamedTuple):
     img: object      # (N, C, H, W) the input (the four neighbour values are re-gathered in backward)
     grid_shape: tuple
@@ -142,7 +210,7 @@ def bilinear_forward(img, grid):
     p = ho * wo
     # the four corners q of every source point, in the order (y0,x0), (y0,x1), (y1,x0),
     # (y1,x1): flat index y·W + x, weight wy_q·wx_q·valid_q and its derivatives in x_s
-    # and y_s, (N, 1, 4, P) each (kernels.bilinear_weights: one fused kernel on CuPy)
+    # and y_s, (N, 1, 4, P) each (bilinear_weights above)
     index, weight, dw_dx, dw_dy = bilinear_weights(grid, h, w)
 
     index = index.reshape(n, 1, 4 * p)

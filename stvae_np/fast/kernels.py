@@ -2,29 +2,33 @@
 
 On the GPU every array operation is at least one kernel launch, and a training step of
 this model is bound by the launches, not by the arithmetic: ``c = f * c_prev + i * g``
-is three kernels and two temporaries in NumPy style. Each function below does one
-such run of element-wise work, and has two implementations:
+is three kernels and two temporaries in NumPy style. Each kernel below does one such
+run of element-wise work in one launch, each element in registers.
 
-* the **plain code**: the NumPy-style lines, written against ``xp``, exactly as they
-  stood in the modules that call them (same operations, same order, so the NumPy
-  results are bit for bit what they were). NumPy always runs this; so does CuPy when
-  fusion is off or the kernel failed. While :mod:`stvae_np.opcount` counts, the plain
-  code runs inside ``counts_as_one(name)``: it counts as the one kernel it stands for;
-* a **CuPy kernel** (``cupy.ElementwiseKernel``, one ``cupy.ReductionKernel``) that does
-  the same arithmetic in one launch, each element in registers. The CUDA source is
-  beside the plain code, so the two can be read side by side.
+The plain code of each run lives with its equation, in the op's own file, and the op
+keeps one visible branch to the kernel (DeZero's style)::
 
-| function | plain code it replaces | kernel on CuPy |
+    def huber_differences(t_hi, t_lo, delta, fused=True):          # losses.py
+        if fused and kernels.wanted(t_hi):     # CuPy: the lines below as one kernel
+            return kernels.launch("huber_differences", huber_differences, t_hi, t_lo, delta)
+        d = t_hi - t_lo
+        ...
+
+:func:`launch` hands the kernel the op's arguments; the op hands it *itself*, which the
+kernel calls as ``plain(*args, fused=False)`` for its first-use check and as the fallback.
+This module imports none of the op files.
+
+| kernel (``name``) | its plain code | CUDA |
 |---|---|---|
-| :func:`lstm_gates_forward` | bias, σ/tanh of the four gates, c, tanh(c), h (and its copy into the next step's input) | ``stvae_lstm_gates_forward`` |
-| :func:`lstm_gates_backward` | dh = dh_loss + dh_next, δc, the four δa blocks, dc_prev | ``stvae_lstm_gates_backward`` |
-| :func:`rmsprop_update` | v ← αv + (1−α)g², θ ← θ − lr·g/(√v + ε) | ``stvae_rmsprop`` |
-| :func:`sum_of_squares` | Σ g² of one gradient | ``stvae_sum_of_squares`` (reduction) |
-| :func:`clip_coefficient` | the global norm √(Σ sums) and the clip scale | ``stvae_clip_coefficient_<n>`` |
-| :func:`scale_in_place` | g ← g · scale | ``stvae_scale`` |
-| :func:`bilinear_weights` | the sampler's neighbours, indices, weights and their derivatives | ``stvae_bilinear_weights`` |
-| :func:`huber_differences` | D = T_b − T_a, H_δ(D) and H_δ'(D)/n(D) | ``stvae_huber_differences`` |
-| :func:`huber_backward` | the scatter of the differences' gradients back onto the flow | ``stvae_huber_backward`` |
+| ``lstm_gates_forward`` | ``fast/memory.py``: bias, σ/tanh of the four gates, c, tanh(c), h | ``stvae_lstm_gates_forward`` |
+| ``lstm_gates_backward`` | ``fast/memory.py``: dh, δc, the four δa blocks, dc_prev | ``stvae_lstm_gates_backward`` |
+| ``rmsprop_update`` | ``optim.py``: v ← αv + (1−α)g², θ ← θ − lr·g/(√v + ε) | ``stvae_rmsprop`` |
+| ``sum_of_squares`` | ``optim.py``: Σ g² of one gradient | ``stvae_sum_of_squares`` (reduction) |
+| ``clip_coefficient`` | ``optim.py``: the global norm √(Σ sums) and the clip scale | ``stvae_clip_coefficient_<n>`` |
+| ``scale_in_place`` | ``optim.py``: g ← g · scale | ``stvae_scale`` |
+| ``bilinear_weights`` | ``sampler.py``: the four neighbours, indices, weights and their derivatives | ``stvae_bilinear_weights`` |
+| ``huber_differences`` | ``losses.py``: D = T_b − T_a, H_δ(D) and H_δ'(D)/n(D) | ``stvae_huber_differences`` |
+| ``huber_backward`` | ``losses.py``: the scatter of the differences' gradients onto the flow | ``stvae_huber_backward`` |
 
 Safety. A kernel is built the first time it is needed on CuPy (for each dtype), run once
 on small random inputs and compared with the plain code on the same inputs (relative
@@ -33,9 +37,14 @@ building, compiling or that check fails, a ``RuntimeWarning`` names the kernel a
 plain code is used for it for the rest of the process. ``kernels.FUSED = False`` turns
 every kernel off (the plain code everywhere, as on NumPy).
 
+Counting. ``COUNT_AS_ONE`` is None, except while ``benchmarks/opcount.py`` counts the
+array operations of a step on NumPy: it then holds that tool's ``counts_as_one``, every
+op takes its branch here, and its plain code runs inside ``COUNT_AS_ONE(name)``, so that
+each run counts as the one kernel it stands for on the GPU.
+
 The check is the only device sync here: once per kernel and dtype per process.
 NumPy is imported only for the check's random inputs (made on the host, as the
-package's randomness always is); CuPy only inside the builders (``_cupy``).
+package's randomness always is); CuPy only inside the builder ``_cupy``.
 """
 from __future__ import annotations
 
@@ -44,11 +53,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .activations import sigmoid, sigmoid_grad, tanh, tanh_grad
-from .backend import asnumpy, get_array_module
-from .opcount import counts_as_one
+from ..backend import asnumpy, get_array_module
 
 FUSED = True            # False: the plain code everywhere, also on CuPy
+COUNT_AS_ONE = None     # set by benchmarks/opcount.py while it counts (a context-manager factory)
 
 _KERNELS = {}           # (name, variant, dtype) -> a checked kernel, or None after a failure
 _MAX_CLIP_TENSORS = 64  # clip_coefficient's kernel takes one argument per tensor
@@ -56,9 +64,34 @@ RTOL = {"float32": 1e-5, "float64": 1e-12}
 
 
 # ----------------------------------------------------------------------------- dispatch
-def _kernel_for(name, xp, dtype, variant=None):
+def wanted(a):
+    """True where an op should go through :func:`launch`: on CuPy (unless ``FUSED`` is
+    False), and on NumPy while the op counter counts. ``a``: one of the op's arrays."""
+    return (FUSED and get_array_module(a) is not np) or COUNT_AS_ONE is not None
+
+
+def launch(name, plain, *args):
+    """Run the fused kernel ``name`` on ``args`` and return what ``plain`` would.
+
+    ``plain`` is the op itself, called as ``plain(*args, fused=False)``: on first use to
+    check the kernel against it, and whenever there is no kernel (NumPy, fusion off, a
+    kernel that failed to build or to agree, arguments the kernel does not take).
+    """
+    spec = _SPECS[name]
+    xp = get_array_module(*_flat(args))
+    key = spec.key(*args)
+    kernel = None if key is None else _kernel_for(name, xp, key[0], key[1], plain)
+    if kernel is not None:
+        return spec.launch(kernel, *args)
+    if COUNT_AS_ONE is not None:
+        with COUNT_AS_ONE(name):
+            return plain(*args, fused=False)
+    return plain(*args, fused=False)
+
+
+def _kernel_for(name, xp, dtype, variant=None, plain=None):
     """The checked CuPy kernel for ``name`` (and dtype, variant), or None: NumPy, fusion
-    off, or a kernel that failed to build, compile or agree with the plain code."""
+    off, or a kernel that failed to build, compile or agree with ``plain``."""
     if xp is np or not FUSED:
         return None
     key = (name, variant, np.dtype(dtype).name)
@@ -68,25 +101,25 @@ def _kernel_for(name, xp, dtype, variant=None):
     kernel = None
     try:
         kernel = spec.build() if variant is None else spec.build(variant)
-        _self_check(name, spec, kernel, xp, np.dtype(dtype), variant)
+        _self_check(spec, kernel, xp, np.dtype(dtype), variant, plain)
     except Exception as err:        # compile errors, launch errors, a wrong answer
-        warnings.warn(f"stvae_np.kernels: the fused kernel {name!r} ({np.dtype(dtype).name}"
+        warnings.warn(f"stvae_np.fast.kernels: the fused kernel {name!r} ({np.dtype(dtype).name}"
                       f"{'' if variant is None else f', {variant}'}) is not used: "
                       f"{type(err).__name__}: {err}. Falling back to the plain code for the "
                       "rest of this process (same results, more kernel launches).",
-                      RuntimeWarning, stacklevel=3)
+                      RuntimeWarning, stacklevel=4)
         kernel = None
     _KERNELS[key] = kernel
     return kernel
 
 
-def _self_check(name, spec, kernel, xp, dtype, variant):
+def _self_check(spec, kernel, xp, dtype, variant, plain):
     """Run the kernel and the plain code on the same small random inputs; raise if they differ."""
     made = []
     for _ in range(2):                       # two identical sets: the functions write in place
         rng = np.random.default_rng(20261130)
         made.append(spec.sample(xp, rng, dtype) if variant is None else spec.sample(xp, rng, dtype, variant))
-    want = spec.plain(*made[0])
+    want = plain(*made[0], fused=False)
     got = spec.launch(kernel, *made[1])
     pairs = list(zip(_flat(made[0]), _flat(made[1]))) + list(zip(_flat(want), _flat(got)))
     rtol = RTOL[dtype.name] if dtype.name in RTOL else 1e-5
@@ -136,9 +169,9 @@ def _elementwise(in_params, out_params, operation, name, preamble=""):
 
 class _Spec(NamedTuple):
     build: object       # () -> kernel (or (variant) -> kernel)
-    plain: object       # the plain code, the public function's signature
-    launch: object      # (kernel, *the public function's arguments)
+    launch: object      # (kernel, *the op's arguments) -> what the op returns
     sample: object      # (xp, rng, dtype[, variant]) -> arguments for a check
+    key: object         # (*the op's arguments) -> (dtype, variant), or None: no kernel for these
 
 
 def _randn(xp, rng, shape, dtype, scale=1.0):
@@ -150,44 +183,8 @@ def _uniform(xp, rng, low, high, shape, dtype):
 
 
 # ----------------------------------------------------------------------------- ConvLSTM gates, forward
-def lstm_gates_forward(a, b, c_prev, c, tanh_c, h, h_next=None):
-    """The element-wise part of a ConvLSTM step, in place (channel-major maps).
-
-        [a_i; a_f; a_g; a_o] ← a + b                     (the gate convolution's output + bias)
-        i = σ(a_i),  f = σ(a_f),  g = tanh(a_g),  o = σ(a_o)   (written back into a)
-        c = f ⊙ c_prev + i ⊙ g,   tanh_c = tanh(c),   h = o ⊙ tanh_c
-        h_next ← h                                       (when given: the next step's input slot)
-
-    Args:
-        a: (4F, N, h, w) pre-activations without the bias; becomes the gates, stacked
-            i, f, g, o (the cache keeps them).
-        b: (4F,) bias.
-        c_prev: (F, N, h, w) c_{t-1}.
-        c, tanh_c, h: (F, N, h, w) outputs (views are fine: h may be a slice of hs).
-        h_next: optional (F, N, h, w) second destination of h.
-    All of one dtype. On CuPy: one ``stvae_lstm_gates_forward`` kernel.
-    """
-    xp = get_array_module(a)
-    kernel = _kernel_for("lstm_gates_forward", xp, a.dtype)
-    if kernel is not None:
-        return _lstm_gates_forward_launch(kernel, a, b, c_prev, c, tanh_c, h, h_next)
-    with counts_as_one("lstm_gates_forward"):
-        return _lstm_gates_forward_plain(a, b, c_prev, c, tanh_c, h, h_next)
 
 
-def _lstm_gates_forward_plain(a, b, c_prev, c, tanh_c, h, h_next=None):
-    nf = a.shape[0] // 4
-    a += b.reshape(4 * nf, 1, 1, 1)                             # pre-activations
-    i, f, g, o = a[:nf], a[nf:2 * nf], a[2 * nf:3 * nf], a[3 * nf:]
-    sigmoid(i, out=i)
-    sigmoid(f, out=f)
-    tanh(g, out=g)
-    sigmoid(o, out=o)
-    c[...] = f * c_prev + i * g                                 # c = f ⊙ c_prev + i ⊙ g
-    tanh(c, out=tanh_c)
-    h[...] = o * tanh_c                                         # h = o ⊙ tanh(c)
-    if h_next is not None:
-        h_next[...] = h
 
 
 # σ(x) = ½(1 + tanh(x/2)), as activations.sigmoid computes it (no overflow)
@@ -234,46 +231,8 @@ def _sample_lstm_gates_forward(xp, rng, dtype):
 
 
 # ----------------------------------------------------------------------------- ConvLSTM gates, backward
-def lstm_gates_backward(dh_loss, dh_next, dc, gates, c_prev, tanh_c, da, dc_prev):
-    """The element-wise part of a ConvLSTM step's backward (channel-major maps).
-
-        dh  = dh_loss + dh_next            (h_t feeds the loss and step t+1)
-        δc  = dc + dh ⊙ o ⊙ (1 − tanh²(c))
-        δa  = [δc ⊙ g ⊙ σ'(i);  δc ⊙ c_prev ⊙ σ'(f);  δc ⊙ i ⊙ tanh'(g);  dh ⊙ tanh(c) ⊙ σ'(o)]
-        dc_prev = δc ⊙ f
-
-    with σ' = s(1 − s) and tanh' = 1 − t² from the outputs (``activations``).
-
-    Args:
-        dh_loss, dh_next, dc: (F, N, h, w) the gradient of h_t from the loss and from
-            step t+1, and of c_t.
-        gates: (4F, N, h, w) the forward's gates i, f, g, o.
-        c_prev, tanh_c: (F, N, h, w) from the forward's cache.
-        da: (4F, N, h, w) output δa; dc_prev: (F, N, h, w) output.
-    On CuPy: one ``stvae_lstm_gates_backward`` kernel.
-    """
-    xp = get_array_module(gates)
-    kernel = _kernel_for("lstm_gates_backward", xp, gates.dtype)
-    if kernel is not None:
-        return _lstm_gates_backward_launch(kernel, dh_loss, dh_next, dc, gates, c_prev, tanh_c,
-                                           da, dc_prev)
-    with counts_as_one("lstm_gates_backward"):
-        return _lstm_gates_backward_plain(dh_loss, dh_next, dc, gates, c_prev, tanh_c, da, dc_prev)
 
 
-def _lstm_gates_backward_plain(dh_loss, dh_next, dc, gates, c_prev, tanh_c, da, dc_prev):
-    nf = gates.shape[0] // 4
-    i, f, g, o = gates[:nf], gates[nf:2 * nf], gates[2 * nf:3 * nf], gates[3 * nf:]
-    dh = dh_loss + dh_next
-    # h = o ⊙ tanh(c): c_t receives gradient from h_t as well as from c_{t+1}
-    dc_total = dc + dh * o * tanh_grad(tanh_c)
-    # c = f ⊙ c_prev + i ⊙ g, then back through the non-linearities to the
-    # pre-activations, written straight into their rows of δa (stacked i, f, g, o)
-    da[:nf] = dc_total * g * sigmoid_grad(i)                    # δi ⊙ σ'
-    da[nf:2 * nf] = dc_total * c_prev * sigmoid_grad(f)         # δf ⊙ σ'
-    da[2 * nf:3 * nf] = dc_total * i * tanh_grad(g)             # δg ⊙ tanh'
-    da[3 * nf:] = dh * tanh_c * sigmoid_grad(o)                 # δo ⊙ σ'
-    dc_prev[...] = dc_total * f
 
 
 _LSTM_GATES_BACKWARD_CUDA = """
@@ -314,30 +273,8 @@ def _sample_lstm_gates_backward(xp, rng, dtype):
 
 
 # ----------------------------------------------------------------------------- RMSProp, clipping
-def rmsprop_update(p, v, g, lr, alpha, eps):
-    """One RMSProp update of one parameter, in place (Torch7's rmsprop, ε outside the root):
-
-        v ← α·v + (1 − α)·g²
-        p ← p − lr · g / (√v + ε)
-
-    Args:
-        p, v, g: arrays of one shape and dtype; p and v are updated.
-        lr, alpha, eps: Python floats.
-    On CuPy: one ``stvae_rmsprop`` kernel.
-    """
-    xp = get_array_module(p)
-    kernel = _kernel_for("rmsprop_update", xp, p.dtype)
-    if kernel is not None and v.dtype == p.dtype == g.dtype:
-        return _rmsprop_update_launch(kernel, p, v, g, lr, alpha, eps)
-    with counts_as_one("rmsprop_update"):
-        return _rmsprop_update_plain(p, v, g, lr, alpha, eps)
 
 
-def _rmsprop_update_plain(p, v, g, lr, alpha, eps):
-    xp = get_array_module(p)
-    v *= alpha                          # v ← αv + (1−α)g², in place
-    v += (1.0 - alpha) * (g * g)
-    p -= lr * g / (xp.sqrt(v) + eps)
 
 
 # the Python floats enter the NumPy code as the array's dtype (NEP 50): cast them so here too
@@ -363,19 +300,8 @@ def _sample_rmsprop_update(xp, rng, dtype):
             _randn(xp, rng, shape, dtype), 1e-2, 0.99, 1e-8)
 
 
-def sum_of_squares(g):
-    """Σ g², a 0-d array of g's dtype. On CuPy: one ``stvae_sum_of_squares`` reduction
-    (no g² temporary)."""
-    xp = get_array_module(g)
-    kernel = _kernel_for("sum_of_squares", xp, g.dtype)
-    if kernel is not None:
-        return _sum_of_squares_launch(kernel, g)
-    with counts_as_one("sum_of_squares"):
-        return _sum_of_squares_plain(g)
 
 
-def _sum_of_squares_plain(g):
-    return get_array_module(g).sum(g * g)
 
 
 def _build_sum_of_squares():
@@ -391,39 +317,8 @@ def _sample_sum_of_squares(xp, rng, dtype):
     return (_randn(xp, rng, (7, 5, 3), dtype),)
 
 
-def clip_coefficient(sums, max_norm):
-    """The global norm of a set of gradients and the factor that clips it, from their
-    sums of squares (:func:`sum_of_squares`):
-
-        total = √(Σ_k sums[k])                      (summed in the order given)
-        scale = max_norm / (total + 1e-6)   if total > max_norm, else 1
-
-    A NaN total gives scale 1 (the comparison is false), as ``xp.where`` does.
-
-    Args:
-        sums: list of 0-d arrays of one dtype.
-        max_norm: Python float.
-    Returns:
-        total, scale: 0-d arrays of the sums' dtype.
-    On CuPy: one ``stvae_clip_coefficient_<n>`` kernel (one per number of tensors, at
-    most 64; more use the plain code).
-    """
-    xp = get_array_module(*sums)
-    kernel = None
-    if len(sums) <= _MAX_CLIP_TENSORS and len({s.dtype for s in sums}) == 1:
-        kernel = _kernel_for("clip_coefficient", xp, sums[0].dtype, variant=len(sums))
-    if kernel is not None:
-        return _clip_coefficient_launch(kernel, sums, max_norm)
-    with counts_as_one("clip_coefficient"):
-        return _clip_coefficient_plain(sums, max_norm)
 
 
-def _clip_coefficient_plain(sums, max_norm):
-    xp = get_array_module(*sums)
-    # xp.asarray: a NumPy reduction gives a NumPy scalar, CuPy a 0-d array; return 0-d both ways
-    total = xp.asarray(xp.sqrt(sum(sums)))
-    scale = xp.where(total > max_norm, max_norm / (total + 1e-6), 1.0)
-    return total, scale
 
 
 def _build_clip_coefficient(n):
@@ -446,19 +341,8 @@ def _sample_clip_coefficient(xp, rng, dtype, n):
     return ([xp.asarray(v, dtype=dtype) for v in rng.uniform(0.0, 1.0, n)], 0.5)
 
 
-def scale_in_place(g, scale):
-    """g ← g · scale, in place; scale a 0-d array (cast to g's dtype first, as
-    ``g *= scale.astype(g.dtype)``). On CuPy: one ``stvae_scale`` kernel."""
-    xp = get_array_module(g)
-    kernel = _kernel_for("scale_in_place", xp, g.dtype)
-    if kernel is not None:
-        return _scale_in_place_launch(kernel, g, scale)
-    with counts_as_one("scale_in_place"):
-        return _scale_in_place_plain(g, scale)
 
 
-def _scale_in_place_plain(g, scale):
-    g *= scale.astype(g.dtype)
 
 
 def _build_scale_in_place():
@@ -474,80 +358,10 @@ def _sample_scale_in_place(xp, rng, dtype):
 
 
 # ----------------------------------------------------------------------------- bilinear sampler
-def bilinear_weights(grid, height, width):
-    """The four integer neighbours of every source point, their weights and the weights'
-    derivatives (the grid-dependent half of ``sampler.bilinear_forward``).
-
-    For x_s = grid[n, 0, p] (and likewise y_s), clipped to [−2, size + 1] first:
-
-        x0 = ⌊x_s⌋,  x1 = x0 + 1,  wx0 = 1 − (x_s − x0),  wx1 = x_s − x0
-        valid_x0 = 0 ≤ x0 < W,  valid_x1 = 0 ≤ x1 < W    (NaN: x0 moved off the map)
-
-    and for the corners q = (y0,x0), (y0,x1), (y1,x0), (y1,x1), in that order:
-
-        index_q  = q_y · W + q_x   (each coordinate clipped into the map)
-        weight_q = wy_q · wx_q · valid_q
-        dw_dx_q  = ±wy_q · valid_q     (− for the x0 corners)
-        dw_dy_q  = ±wx_q · valid_q     (− for the y0 corners)
-
-    Args:
-        grid: (N, 2, Ho, Wo) source points (x, y) in pixels.
-        height, width: the image's H, W.
-    Returns:
-        index (N, 1, 4, P) int64 and weight, dw_dx, dw_dy (N, 1, 4, P) of grid's dtype,
-        P = Ho·Wo.
-    On CuPy: one ``stvae_bilinear_weights`` kernel.
-    """
-    xp = get_array_module(grid)
-    kernel = _kernel_for("bilinear_weights", xp, grid.dtype)
-    if kernel is not None:
-        return _bilinear_weights_launch(kernel, grid, height, width)
-    with counts_as_one("bilinear_weights"):
-        return _bilinear_weights_plain(grid, height, width)
 
 
-def _neighbours(coord, size):
-    """Lower neighbour, the two 1-D weights and validity masks along one axis.
-
-    Coordinates are first clipped to [−2, size + 1]. Beyond that range both
-    neighbours are off the map anyway (so nothing changes, value or gradient), and
-    the clip keeps ±1e30 or ±inf from overflowing the integer cast. NaN passes through
-    the clip; its neighbours are moved to an off-map position so that the indices stay
-    valid while the NaN weights carry the NaN into the output (no device sync needed to
-    detect it).
-    """
-    xp = get_array_module(coord)
-    c = xp.clip(coord, -2, size + 1)
-    c0 = xp.floor(c)
-    w1 = c - c0                      # weight of the upper neighbour, 1 − |c − (c0 + 1)|
-    w0 = 1 - w1                      # weight of the lower neighbour, 1 − |c − c0|
-    c0 = xp.where(xp.isnan(c0), -2, c0)
-    valid0 = (c0 >= 0) & (c0 <= size - 1)
-    valid1 = (c0 >= -1) & (c0 <= size - 2)
-    i0 = xp.clip(c0, 0, size - 1).astype(xp.int64)     # in range; invalid ones get weight 0
-    i1 = xp.clip(c0 + 1, 0, size - 1).astype(xp.int64)
-    return (i0, i1), (w0, w1), (valid0, valid1)
 
 
-def _bilinear_weights_plain(grid, height, width):
-    xp = get_array_module(grid)
-    n, _, ho, wo = grid.shape
-    p = ho * wo
-    w = width
-    (x0, x1), (wx0, wx1), (vx0, vx1) = _neighbours(grid[:, 0].reshape(n, 1, p), width)   # (N, 1, P) each
-    (y0, y1), (wy0, wy1), (vy0, vy1) = _neighbours(grid[:, 1].reshape(n, 1, p), height)
-    # the four corners, stacked on a new axis in the order (y0,x0), (y0,x1), (y1,x0), (y1,x1)
-    index = xp.stack([y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1], axis=2)   # (N, 1, 4, P)
-    valid = xp.stack([vy0 & vx0, vy0 & vx1, vy1 & vx0, vy1 & vx1], axis=2).astype(grid.dtype)
-    wx = xp.stack([wx0, wx1, wx0, wx1], axis=2)
-    wy = xp.stack([wy0, wy0, wy1, wy1], axis=2)
-    sign_x = xp.asarray([-1, 1, -1, 1], dtype=grid.dtype).reshape(1, 1, 4, 1)   # ∂wx0/∂x_s = −1, ∂wx1/∂x_s = +1
-    sign_y = xp.asarray([-1, -1, 1, 1], dtype=grid.dtype).reshape(1, 1, 4, 1)
-    # multiply by the mask (not xp.where) so that a NaN weight stays NaN
-    weight = wy * wx * valid                                   # (N, 1, 4, P)
-    dw_dx = sign_x * wy * valid
-    dw_dy = sign_y * wx * valid
-    return index, weight, dw_dx, dw_dy
 
 
 # _neighbours for one coordinate; a template, so that it needs no typedef of T
@@ -615,40 +429,10 @@ def _sample_bilinear_weights(xp, rng, dtype):
 
 
 # ----------------------------------------------------------------------------- Huber smoothness
-def huber_differences(t_hi, t_lo, delta):
-    """Differences of neighbouring flow values, their Huber penalty and its gradient:
-
-        D = t_hi − t_lo
-        H = H_δ(D) = D²/2 if |D| ≤ δ else δ(|D| − δ/2)
-        grad = H_δ'(D) / n(D) = clip(D, −δ, δ) / D.size
-
-    Args:
-        t_hi, t_lo: arrays of one shape (two shifted views of the flow).
-        delta: δ > 0, a Python float.
-    Returns:
-        H and grad, t_hi's shape and dtype.
-    On CuPy: one ``stvae_huber_differences`` kernel.
-    """
-    xp = get_array_module(t_hi)
-    kernel = _kernel_for("huber_differences", xp, t_hi.dtype)
-    if kernel is not None:
-        return _huber_differences_launch(kernel, t_hi, t_lo, delta)
-    with counts_as_one("huber_differences"):
-        return _huber_differences_plain(t_hi, t_lo, delta)
 
 
-def _huber(a, delta):
-    """H_δ(a) = a²/2 for |a| ≤ δ, δ(|a| − δ/2) otherwise (quadratic near 0, linear beyond)."""
-    xp = get_array_module(a)
-    abs_a = xp.abs(a)
-    return xp.where(abs_a <= delta, 0.5 * a * a, delta * (abs_a - 0.5 * delta))
 
 
-def _huber_differences_plain(t_hi, t_lo, delta):
-    xp = get_array_module(t_hi)
-    d = t_hi - t_lo
-    # H_δ'(a) = a inside, δ·sign(a) outside: that is exactly clip(a, −δ, δ)
-    return _huber(d, delta), xp.clip(d, -delta, delta) / d.size
 
 
 _HUBER_DIFFERENCES_CUDA = """
@@ -679,41 +463,8 @@ def _sample_huber_differences(xp, rng, dtype):
     return (flow[..., :, 1:], flow[..., :, :-1], 0.3)
 
 
-def huber_backward(scale, grad_x, grad_y, shape):
-    """The gradient of H(∇T) on the flow: each difference D = T[b] − T[a] sends +g to
-    T[b] and −g to T[a] (g = scale · grad of that difference):
-
-        dflow = 0
-        dflow[..., :, 1:] += scale·grad_x,   dflow[..., :, :-1] −= scale·grad_x
-        dflow[..., 1:, :] += scale·grad_y,   dflow[..., :-1, :] −= scale·grad_y
-
-    Args:
-        scale: 0-d array (the upstream gradient).
-        grad_x: (..., h, w−1), grad_y: (..., h−1, w) from :func:`huber_differences`.
-        shape: the flow's shape (..., h, w).
-    Returns:
-        dflow of that shape, grad_x's dtype.
-    On CuPy: one ``stvae_huber_backward`` kernel (each flow element gathers its at most
-    four differences).
-    """
-    xp = get_array_module(grad_x)
-    kernel = _kernel_for("huber_backward", xp, grad_x.dtype)
-    if kernel is not None:
-        return _huber_backward_launch(kernel, scale, grad_x, grad_y, shape)
-    with counts_as_one("huber_backward"):
-        return _huber_backward_plain(scale, grad_x, grad_y, shape)
 
 
-def _huber_backward_plain(scale, grad_x, grad_y, shape):
-    xp = get_array_module(grad_x)
-    g_x = scale * grad_x
-    g_y = scale * grad_y
-    dflow = xp.zeros(shape, dtype=grad_x.dtype)
-    dflow[..., :, 1:] += g_x
-    dflow[..., :, :-1] -= g_x
-    dflow[..., 1:, :] += g_y
-    dflow[..., :-1, :] -= g_y
-    return dflow
 
 
 # i is the flat (C-order) index of dflow; gx, gy are read by their own flat index
@@ -750,29 +501,33 @@ def _sample_huber_backward(xp, rng, dtype):
 
 
 # ----------------------------------------------------------------------------- the table
+def _same_dtype(*arrays):
+    return len({a.dtype for a in arrays}) == 1
+
+
 _SPECS = {
-    "lstm_gates_forward": _Spec(_build_lstm_gates_forward, _lstm_gates_forward_plain,
-                                _lstm_gates_forward_launch, _sample_lstm_gates_forward),
-    "lstm_gates_backward": _Spec(_build_lstm_gates_backward, _lstm_gates_backward_plain,
-                                 _lstm_gates_backward_launch, _sample_lstm_gates_backward),
-    "rmsprop_update": _Spec(_build_rmsprop_update, _rmsprop_update_plain,
-                            _rmsprop_update_launch, _sample_rmsprop_update),
-    "sum_of_squares": _Spec(_build_sum_of_squares, _sum_of_squares_plain,
-                            _sum_of_squares_launch, _sample_sum_of_squares),
-    "clip_coefficient": _Spec(_build_clip_coefficient, _clip_coefficient_plain,
-                              _clip_coefficient_launch, _sample_clip_coefficient),
-    "scale_in_place": _Spec(_build_scale_in_place, _scale_in_place_plain,
-                            _scale_in_place_launch, _sample_scale_in_place),
-    "bilinear_weights": _Spec(_build_bilinear_weights, _bilinear_weights_plain,
-                              _bilinear_weights_launch, _sample_bilinear_weights),
-    "huber_differences": _Spec(_build_huber_differences, _huber_differences_plain,
-                               _huber_differences_launch, _sample_huber_differences),
-    "huber_backward": _Spec(_build_huber_backward, _huber_backward_plain,
-                            _huber_backward_launch, _sample_huber_backward),
+    "lstm_gates_forward": _Spec(_build_lstm_gates_forward, _lstm_gates_forward_launch,
+                                _sample_lstm_gates_forward, lambda a, *rest: (a.dtype, None)),
+    "lstm_gates_backward": _Spec(_build_lstm_gates_backward, _lstm_gates_backward_launch,
+                                 _sample_lstm_gates_backward,
+                                 lambda dh_loss, dh_next, dc, gates, *rest: (gates.dtype, None)),
+    "rmsprop_update": _Spec(_build_rmsprop_update, _rmsprop_update_launch, _sample_rmsprop_update,
+                            lambda p, v, g, *rest: (p.dtype, None) if _same_dtype(p, v, g) else None),
+    "sum_of_squares": _Spec(_build_sum_of_squares, _sum_of_squares_launch, _sample_sum_of_squares,
+                            lambda g: (g.dtype, None)),
+    "clip_coefficient": _Spec(_build_clip_coefficient, _clip_coefficient_launch, _sample_clip_coefficient,
+                              lambda sums, max_norm: (sums[0].dtype, len(sums))
+                              if len(sums) <= _MAX_CLIP_TENSORS and _same_dtype(*sums) else None),
+    "scale_in_place": _Spec(_build_scale_in_place, _scale_in_place_launch, _sample_scale_in_place,
+                            lambda g, scale: (g.dtype, None)),
+    "bilinear_weights": _Spec(_build_bilinear_weights, _bilinear_weights_launch, _sample_bilinear_weights,
+                              lambda grid, height, width: (grid.dtype, None)),
+    "huber_differences": _Spec(_build_huber_differences, _huber_differences_launch,
+                               _sample_huber_differences, lambda t_hi, t_lo, delta: (t_hi.dtype, None)),
+    "huber_backward": _Spec(_build_huber_backward, _huber_backward_launch, _sample_huber_backward,
+                            lambda scale, grad_x, grad_y, shape: (grad_x.dtype, None)),
 }
 
 FUSED_NAMES = tuple(_SPECS)
 
-__all__ = ["FUSED", "FUSED_NAMES", "lstm_gates_forward", "lstm_gates_backward", "rmsprop_update",
-           "sum_of_squares", "clip_coefficient", "scale_in_place", "bilinear_weights",
-           "huber_differences", "huber_backward"]
+__all__ = ["FUSED", "FUSED_NAMES", "COUNT_AS_ONE", "wanted", "launch"]

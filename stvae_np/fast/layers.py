@@ -1,9 +1,9 @@
 """2-D convolution, 2×2 max-pooling and ×2 nearest up-sampling, forward and backward:
 the fast versions, the ones the model runs.
 
-The plain maths is in ``reference.py``: the same functions with the same signatures, one
+The plain maths is in ``../layers.py``: the same functions with the same signatures, one
 im2col and one matrix product per convolution, nothing else. Read that first; this file
-computes the same numbers faster, and ``tests/test_reference.py`` holds the two together
+computes the same numbers faster, and ``tests/test_fast.py`` holds the two together
 (values and every gradient, float64, to 1e-12, for every order, chunked or not, threaded
 or not).
 
@@ -14,7 +14,7 @@ Public functions and knobs::
     maxpool2_forward(x) -> out, cache           maxpool2_backward(dout, cache) -> dx
     upsample2_forward(x) -> out, cache          upsample2_backward(dout, cache) -> dx
     im2col(x, k) -> cols                        col2im(cols, x_shape, k) -> dx
-    # the channel-major pieces the ConvLSTM (convlstm.py) builds on
+    # the channel-major pieces the fast ConvLSTM (fast/memory.py) builds on
     pad_channel_major(x, p), swap_batch_channels(a), im2col_workspace(x_pad, k),
     conv_cm_forward(x_pad, w2, k, out, workspace=None),
     conv_cm_backward(dout2, x_pad, w2, k, need_dx=True, workspace=None, dw2=None),
@@ -22,7 +22,7 @@ Public functions and knobs::
     METHODS       the convolution orders: "auto", "im2col", "shift", "rows"
     MAX_BUFFER    elements of the largest temporary buffer of one batch chunk (CPU)
     GPU_MEMORY_SHARE  the share of free GPU memory a chunk may take (buffer_limit)
-    FEW_KERNELS   the k·k loops as one-operation windows (None: on CuPy only)
+    backend.FEW_KERNELS  the k·k loops as one-operation windows (None: on CuPy only)
     REST_BLAS_WORKERS  make OpenBLAS's workers sleep right after each product (quiet_blas_workers)
     BLAS_THREAD_TIMEOUT  the OPENBLAS_THREAD_TIMEOUT it sets (2⁴ cycles)
     _CPU_THREADS  threads for the copy loops (1 forces over_batch_blocks' serial branch)
@@ -99,12 +99,11 @@ from typing import NamedTuple
 
 import os
 
-from .backend import get_array_module, gpu_free_bytes
+from ..backend import few_kernels, get_array_module, gpu_free_bytes
 
 METHODS = ("auto", "im2col", "shift", "rows")
 MAX_BUFFER = 2 ** 25     # elements (128 MiB in float32) of the largest temporary buffer per chunk (CPU)
 GPU_MEMORY_SHARE = 0.25  # on CuPy a chunk's buffer may take this share of the free device memory
-FEW_KERNELS = None       # the k·k loops as one-operation windows: None = on CuPy only; True/False forces
 REST_BLAS_WORKERS = True # OpenBLAS's workers sleep right after each product (quiet_blas_workers)
 BLAS_THREAD_TIMEOUT = 4  # ... after 2**4 cycles: the OPENBLAS_THREAD_TIMEOUT it sets
 _BLAS_QUIETED = False    # quiet_blas_workers has run
@@ -257,17 +256,9 @@ def swap_batch_channels(a):
 # ----------------------------------------------------------------------------- few kernels
 # On the GPU every array operation is a kernel launch, and a loop of k·k small copies
 # costs k·k launches (49 for a 7×7 kernel, 225 for 15×15). Two strided views do each of
-# those loops in one operation; they are what CuPy runs (FEW_KERNELS). On NumPy the loops
-# stay: there they run on every core (over_batch_blocks) and measured faster
-# (BENCHMARKS.md). tests/test_reference.py holds both paths to the plain maths.
-def few_kernels(xp):
-    """True when the k·k loops below run as one-operation windows on this backend:
-    on CuPy, unless FEW_KERNELS says otherwise (True forces them on NumPy too)."""
-    if FEW_KERNELS is None:
-        return xp.__name__ != "numpy"
-    return FEW_KERNELS
-
-
+# those loops in one operation; they are what CuPy runs (backend.few_kernels). On NumPy
+# the loops stay: there they run on every core (over_batch_blocks) and measured faster
+# (BENCHMARKS.md). tests/test_fast.py holds both paths to the plain maths.
 def buffer_limit(xp, itemsize=4):
     """Elements a batch chunk's temporary buffer may hold: MAX_BUFFER on NumPy (bounded
     CPU memory), GPU_MEMORY_SHARE of the free device memory on CuPy (one chunk, so one

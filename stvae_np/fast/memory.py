@@ -3,8 +3,8 @@ fast version, the one the model runs.
 
 The memory of the spatio-temporal autoencoder: an LSTM whose matrix products are
 replaced by "same" convolutions, so that h and c are feature maps. The plain maths,
-one step and the loop through time written as the equations, is in ``reference.py``
-(same functions, same signatures); ``tests/test_reference.py`` holds the two together
+one step and the loop through time written as the equations, is in ``../memory.py``
+(same functions, same signatures); ``tests/test_fast.py`` holds the two together
 (values and every gradient, float64, to 1e-12). Read that first.
 
 Public functions::
@@ -26,14 +26,14 @@ measurements are in BENCHMARKS.md):
    forward goes (h_t is written straight into step t+1's slot), which im2col reads as
    it is; one im2col workspace serves every step and every batch chunk.
 4. The gate arithmetic runs in place (the pre-activations become the gates) and on
-   every core (``conv.over_batch_blocks``); on CuPy each step's gate arithmetic is one
-   fused kernel, forward and backward (``kernels.lstm_gates_forward``/``_backward``,
+   every core (``layers.over_batch_blocks``); on CuPy each step's gate arithmetic is one
+   fused kernel, forward and backward (``lstm_gates_forward``/``_backward`` below,
    the plain lines beside them); h_t is written straight into hs and into step t+1's
    input; the backward adds every step's dW into one accumulator.
 5. The cache keeps no im2col buffer: the backward rebuilds it (keeping one per step
    would cost 2.3 GB on the paper preset).
 
-Equations (``*`` is :func:`stvae_np.conv.conv2d_forward`: cross-correlation, stride 1,
+Equations (``*`` is :func:`stvae_np.layers.conv2d_forward`: cross-correlation, stride 1,
 zero "same" padding k // 2; ``⊙`` is the element-wise product)::
 
     i_t = σ(Wxi * x_t + Whi * h_{t-1} + bi)        input gate
@@ -63,10 +63,11 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from .backend import get_array_module
-from .conv import (over_batch_blocks, conv_cm_backward, conv_cm_forward, im2col_workspace,
-                   swap_batch_channels)
-from .kernels import lstm_gates_backward, lstm_gates_forward
+from ..activations import sigmoid, sigmoid_grad, tanh, tanh_grad
+from ..backend import get_array_module
+from . import kernels
+from .layers import (over_batch_blocks, conv_cm_backward, conv_cm_forward, im2col_workspace,
+                     swap_batch_channels)
 
 
 # ----------------------------------------------------------------------------- checks
@@ -146,6 +147,75 @@ class ConvLSTMStepCache(NamedTuple):
     o = property(lambda self: self._gate(3), doc="(N, F, h, w) output gate σ(a_o)")
 
 
+# ----------------------------------------------------------------------------- gate arithmetic
+def lstm_gates_forward(a, b, c_prev, c, tanh_c, h, h_next=None, fused=True):
+    """The element-wise part of a ConvLSTM step, in place (channel-major maps).
+
+        [a_i; a_f; a_g; a_o] ← a + b                     (the gate convolution's output + bias)
+        i = σ(a_i),  f = σ(a_f),  g = tanh(a_g),  o = σ(a_o)   (written back into a)
+        c = f ⊙ c_prev + i ⊙ g,   tanh_c = tanh(c),   h = o ⊙ tanh_c
+        h_next ← h                                       (when given: the next step's input slot)
+
+    Args:
+        a: (4F, N, h, w) pre-activations without the bias; becomes the gates, stacked
+            i, f, g, o (the cache keeps them).
+        b: (4F,) bias.
+        c_prev: (F, N, h, w) c_{t-1}.
+        c, tanh_c, h: (F, N, h, w) outputs (views are fine: h may be a slice of hs).
+        h_next: optional (F, N, h, w) second destination of h.
+    All of one dtype. On CuPy: one ``stvae_lstm_gates_forward`` kernel.
+    """
+    if fused and kernels.wanted(a):   # CuPy: the lines below as one fused kernel (fast/kernels.py)
+        return kernels.launch("lstm_gates_forward", lstm_gates_forward, a, b, c_prev, c, tanh_c, h, h_next)
+    nf = a.shape[0] // 4
+    a += b.reshape(4 * nf, 1, 1, 1)                             # pre-activations
+    i, f, g, o = a[:nf], a[nf:2 * nf], a[2 * nf:3 * nf], a[3 * nf:]
+    sigmoid(i, out=i)
+    sigmoid(f, out=f)
+    tanh(g, out=g)
+    sigmoid(o, out=o)
+    c[...] = f * c_prev + i * g                                 # c = f ⊙ c_prev + i ⊙ g
+    tanh(c, out=tanh_c)
+    h[...] = o * tanh_c                                         # h = o ⊙ tanh(c)
+    if h_next is not None:
+        h_next[...] = h
+
+
+def lstm_gates_backward(dh_loss, dh_next, dc, gates, c_prev, tanh_c, da, dc_prev, fused=True):
+    """The element-wise part of a ConvLSTM step's backward (channel-major maps).
+
+        dh  = dh_loss + dh_next            (h_t feeds the loss and step t+1)
+        δc  = dc + dh ⊙ o ⊙ (1 − tanh²(c))
+        δa  = [δc ⊙ g ⊙ σ'(i);  δc ⊙ c_prev ⊙ σ'(f);  δc ⊙ i ⊙ tanh'(g);  dh ⊙ tanh(c) ⊙ σ'(o)]
+        dc_prev = δc ⊙ f
+
+    with σ' = s(1 − s) and tanh' = 1 − t² from the outputs (``activations``).
+
+    Args:
+        dh_loss, dh_next, dc: (F, N, h, w) the gradient of h_t from the loss and from
+            step t+1, and of c_t.
+        gates: (4F, N, h, w) the forward's gates i, f, g, o.
+        c_prev, tanh_c: (F, N, h, w) from the forward's cache.
+        da: (4F, N, h, w) output δa; dc_prev: (F, N, h, w) output.
+    On CuPy: one ``stvae_lstm_gates_backward`` kernel.
+    """
+    if fused and kernels.wanted(gates):   # CuPy: the lines below as one fused kernel (fast/kernels.py)
+        return kernels.launch("lstm_gates_backward", lstm_gates_backward, dh_loss, dh_next, dc, gates, c_prev, tanh_c, da, dc_prev)
+    nf = gates.shape[0] // 4
+    i, f, g, o = gates[:nf], gates[nf:2 * nf], gates[2 * nf:3 * nf], gates[3 * nf:]
+    dh = dh_loss + dh_next
+    # h = o ⊙ tanh(c): c_t receives gradient from h_t as well as from c_{t+1}
+    dc_total = dc + dh * o * tanh_grad(tanh_c)
+    # c = f ⊙ c_prev + i ⊙ g, then back through the non-linearities to the
+    # pre-activations, written straight into their rows of δa (stacked i, f, g, o)
+    da[:nf] = dc_total * g * sigmoid_grad(i)                    # δi ⊙ σ'
+    da[nf:2 * nf] = dc_total * c_prev * sigmoid_grad(f)         # δf ⊙ σ'
+    da[2 * nf:3 * nf] = dc_total * i * tanh_grad(g)             # δg ⊙ tanh'
+    da[3 * nf:] = dh * tanh_c * sigmoid_grad(o)                 # δo ⊙ σ'
+    dc_prev[...] = dc_total * f
+
+
+
 def _leading_channels(w, m):
     """W₂ of the first m input channels alone, (4F, m·k·k): the product for a step whose
     other channels are all zero (step 0 when h_{-1} = 0: Wh * h_{-1} adds nothing)."""
@@ -175,7 +245,6 @@ def _step_forward(t, xh, c_prev, w, b, workspace, h, channels=None):
 
     def gate_math(maps):          # one block of the batch; in place, a becomes the gates
         # a += b; i, f, o = σ, g = tanh; c = f ⊙ c_prev + i ⊙ g; h = o ⊙ tanh(c)
-        # (kernels.py: one fused kernel on CuPy)
         lstm_gates_forward(a[:, maps], b, c_prev[:, maps], c[:, maps], tanh_c[:, maps], h[:, maps],
                            None if h_next is None else h_next[:, maps])
     over_batch_blocks(gate_math, n, xp)      # element-wise: on every core, like im2col
@@ -198,7 +267,6 @@ def _step_backward(dh_loss, dh_next, dc, cache, dw2, workspace, db_out, channels
 
     def gate_grads(maps):         # one block of the batch
         # dh = dh_loss + dh_next, δc, the four δa blocks and dc_prev
-        # (kernels.py: one fused kernel on CuPy)
         lstm_gates_backward(dh_loss[:, maps], dh_next[:, maps], dc[:, maps], a[:, maps],
                             c_prev[:, maps], tanh_c[:, maps], da[:, maps], dc_prev[:, maps])
     over_batch_blocks(gate_grads, dc.shape[1], xp)

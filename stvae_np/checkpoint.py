@@ -1,0 +1,91 @@
+"""Checkpoints: a model's parameters, its Config and anything the trainer adds, in one ``.npz``.
+
+    save(model, path, extra=None)                  write atomically (temporary name, then rename)
+    load(path, device="cpu", return_extra=False)   -> model (, extra)
+
+Layout of the file (docs/DESIGN.md section 6): ``param/<name>`` for every parameter,
+``config_json`` (the Config as JSON), ``dtype``, ``format_version`` (1), ``magic``
+("stvae_np") and ``extra/<name>`` for the trainer's state (optimizer, sampler, step).
+Loading never unpickles (``allow_pickle=False``), so a checkpoint from anywhere is safe
+to open. Arrays are written from the host: a checkpoint written on the GPU loads on the
+CPU and the other way round.
+"""
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+
+import numpy as np
+
+from .backend import asnumpy
+from .model import PARAM_NAMES, STVAE, Config
+
+FORMAT_VERSION = 1
+
+
+def save(model, path, extra: dict | None = None):
+    """Write one ``.npz``: parameters, config (JSON), dtype and a format version.
+
+    ``extra`` (name -> array) is stored under ``extra/<name>`` (the trainer keeps the
+    optimizer state and the step there). The file is written to a temporary name and
+    renamed, so an interrupted save never leaves a half-written checkpoint.
+    """
+    arrays = {f"param/{k}": asnumpy(v) for k, v in model.params.items()}
+    arrays["config_json"] = np.array(json.dumps(model.config.to_dict()))
+    arrays["dtype"] = np.array(model.dtype.name)
+    arrays["format_version"] = np.array(FORMAT_VERSION)
+    arrays["magic"] = np.array("stvae_np")
+    for k, v in (extra or {}).items():
+        arrays[f"extra/{k}"] = np.asarray(asnumpy(v))
+    path = os.fspath(path)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load(path, device="cpu", return_extra=False):
+    """Read a checkpoint written by :func:`save`; returns the model (on ``device``).
+
+    Raises FileNotFoundError for a missing file and ValueError for a truncated,
+    foreign or pickled file (loading never unpickles: ``allow_pickle=False``).
+    With ``return_extra=True`` returns ``(model, extra)``.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    with open(path, "rb") as fh:
+        if fh.read(4) != b"PK\x03\x04":      # every .npz is a zip archive
+            raise ValueError(f"{path}: not an .npz checkpoint (no zip header)")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except ValueError as err:  # numpy refuses object (pickled) arrays
+        raise ValueError(f"{path}: refused, the checkpoint holds pickled objects ({err})") from None
+    except (zipfile.BadZipFile, EOFError, OSError) as err:
+        raise ValueError(f"{path}: not a readable .npz checkpoint (truncated or corrupt?): {err}") from None
+    if not isinstance(data, dict) or str(data.get("magic", "")) != "stvae_np":
+        raise ValueError(f"{path}: not an stvae_np checkpoint (no 'magic' entry)")
+    version = int(data["format_version"])
+    if version != FORMAT_VERSION:
+        raise ValueError(f"{path}: checkpoint format {version}, this code reads {FORMAT_VERSION}")
+    config = Config.from_dict(json.loads(str(data["config_json"])))
+    model = STVAE(config, dtype=str(data["dtype"]), device="cpu")
+    for name in PARAM_NAMES:
+        key = f"param/{name}"
+        if key not in data:
+            raise ValueError(f"{path}: checkpoint lacks parameter {name!r}")
+        if data[key].shape != model.params[name].shape:
+            raise ValueError(f"{path}: parameter {name!r} has shape {data[key].shape}, "
+                             f"config implies {model.params[name].shape}")
+        model.params[name] = data[key].astype(model.dtype, copy=False)
+    model.to(device)
+    if return_extra:
+        extra = {k[len("extra/"):]: v for k, v in data.items() if k.startswith("extra/")}
+        return model, extra
+    return model
