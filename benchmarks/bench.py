@@ -1,9 +1,9 @@
 """Benchmark one training step against the machine's own matmul speed.
 
-    python -m stvae_np.bench                         # paper preset, N=16, T=10, CPU
-    python -m stvae_np.bench --device gpu
-    python -m stvae_np.bench --preset tiny --steps 5
-    python -m stvae_np.bench --ops-only              # array operations per step, both presets
+    python -m benchmarks.bench                         # paper preset, N=16, T=10, CPU
+    python -m benchmarks.bench --device gpu
+    python -m benchmarks.bench --preset tiny --steps 5
+    python -m benchmarks.bench --ops-only              # array operations per step, both presets
 
 The model is matmul-bound: almost all of its work is convolutions, and every
 convolution here is one matrix product (see conv.py). The honest yardstick is the
@@ -47,8 +47,10 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from .backend import gpu_available, to_device
-from .model import STVAE, Config
+from stvae_np import backend
+from stvae_np.backend import gpu_available, to_device
+from stvae_np.fast import layers as fast_layers
+from stvae_np.model import STVAE, Config
 
 
 # ----------------------------------------------------------------------------- FLOPs
@@ -128,11 +130,12 @@ def random_clip(cfg, n, t, seed=0):
 
 def stage_times(model, clip, timer):
     """Forward and backward time of each stage, run one by one on the step's real tensors."""
-    from .conv import conv2d_backward, maxpool2_backward, upsample2_backward
-    from .convlstm import convlstm_backward, convlstm_forward
-    from .losses import huber_smoothness_backward, huber_smoothness_forward, mse_backward, mse_forward
-    from .optim import RMSProp
-    from .sampler import bilinear_backward, bilinear_forward, flow_to_grid
+    from stvae_np.losses import huber_smoothness_backward, huber_smoothness_forward, mse_backward, mse_forward
+    from stvae_np.optim import RMSProp
+    from stvae_np.sampler import bilinear_backward, bilinear_forward, flow_to_grid
+    conv2d_backward, maxpool2_backward = model.layers.conv2d_backward, model.layers.maxpool2_backward
+    upsample2_backward = model.layers.upsample2_backward
+    convlstm_backward, convlstm_forward = model.memory.convlstm_backward, model.memory.convlstm_forward
 
     p, cfg = model.params, model.config
     xp = model.xp
@@ -189,7 +192,7 @@ def stage_times(model, clip, timer):
 
 
 def _train_step_fn(model, clip, max_norm=1.0):
-    from .optim import RMSProp, clip_grad_norm
+    from stvae_np.optim import RMSProp, clip_grad_norm
     opt = RMSProp(model.params, lr=1e-6)     # tiny lr: the model stays put while timed
     clip = to_device(clip, model.device)
 
@@ -200,33 +203,33 @@ def _train_step_fn(model, clip, max_norm=1.0):
     return step
 
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the checkout's root
 COUNT_PATHS = ("gpu", "cpu")
-GPU_COUNT_BUFFER = 2 ** 30   # elements: a chunk's buffer on a card with ≥ 16 GiB free (conv.buffer_limit)
+GPU_COUNT_BUFFER = 2 ** 30   # elements: a chunk's buffer on a card with ≥ 16 GiB free (fast.layers.buffer_limit)
 
 
 @contextmanager
 def conv_path(path):
     """The convolution code path a count follows. "gpu": what CuPy runs, the few-kernel
-    windows (``conv.FEW_KERNELS``) and chunks as large as a card with 16 GiB free allows
-    (``conv.buffer_limit``: every layer of both presets in one chunk at N=16); "cpu": what
-    NumPy runs, the k·k loops and MAX_BUFFER's chunks. Put back on exit."""
-    from . import conv
+    windows (``backend.FEW_KERNELS``) and chunks as large as a card with 16 GiB free allows
+    (``fast.layers.buffer_limit``: every layer of both presets in one chunk at N=16); "cpu":
+    what NumPy runs, the k·k loops and MAX_BUFFER's chunks. Put back on exit."""
     if path not in COUNT_PATHS:
         raise ValueError(f"path must be one of {COUNT_PATHS}, got {path!r}")
-    saved = conv.FEW_KERNELS, conv.MAX_BUFFER
+    saved = backend.FEW_KERNELS, fast_layers.MAX_BUFFER
     if path == "gpu":
-        conv.FEW_KERNELS, conv.MAX_BUFFER = True, GPU_COUNT_BUFFER
+        backend.FEW_KERNELS, fast_layers.MAX_BUFFER = True, GPU_COUNT_BUFFER
     else:
-        conv.FEW_KERNELS = False
+        backend.FEW_KERNELS = False
     try:
         yield
     finally:
-        conv.FEW_KERNELS, conv.MAX_BUFFER = saved
+        backend.FEW_KERNELS, fast_layers.MAX_BUFFER = saved
 
 
 def preset_config(preset, overrides=()):
     """``Config.preset(preset)`` with ``FIELD=VALUE`` overrides (as ``train --set``)."""
-    from .train import apply_overrides
+    from stvae_np.train import apply_overrides
     return apply_overrides(Config.preset(preset), overrides)
 
 
@@ -258,7 +261,7 @@ def _ops_fields(ops, top=10, cpu_path_total=None):
 def ops_only(n=16, t=10, presets=("tiny", "paper"), top=10):
     """Count both presets' step without timing anything, along the GPU's code path (the
     launches) and the CPU's: (report text, JSON dict)."""
-    out = {"batch": n, "frames": t, "counted": "NumPy, one thread (stvae_np.opcount)", "presets": {}}
+    out = {"batch": n, "frames": t, "counted": "NumPy, one thread (benchmarks/opcount.py)", "presets": {}}
     lines = []
     for preset in presets:
         ops = count_step_ops(preset, n, t, path="gpu")
@@ -326,10 +329,10 @@ def run(preset="paper", n=16, t=10, device="cpu", steps=3, warmup=1, stages=True
         result["stage_seconds"] = stage_times(model, clip, Timer(device).__call__)
     if memory:
         if device == "cpu":
-            out = subprocess.run([sys.executable, "-m", "stvae_np.bench", "--memory-probe",
+            out = subprocess.run([sys.executable, "-m", "benchmarks.bench", "--memory-probe",
                                   "--preset", preset, "--batch-size", str(n), "--seq-len", str(t)]
                                  + [f"--set={item}" for item in overrides],
-                                 capture_output=True, text=True, check=True)
+                                 capture_output=True, text=True, check=True, cwd=REPO)
             result["memory"] = json.loads(out.stdout.strip().splitlines()[-1])
         else:
             import cupy
@@ -407,7 +410,7 @@ def report(r) -> str:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m stvae_np.bench", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="paper")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--seq-len", type=int, default=10)
@@ -435,7 +438,7 @@ def main(argv=None):
                 json.dump(r, fh, indent=2, default=float)
         return 0
     if args.device == "gpu" and not gpu_available():
-        print("stvae_np.bench: error: --device gpu asked for, but no CUDA device is available", file=sys.stderr)
+        print("benchmarks.bench: error: --device gpu asked for, but no CUDA device is available", file=sys.stderr)
         return 2
     r = run(args.preset, args.batch_size, args.seq_len, args.device, args.steps, args.warmup,
             stages=not args.no_stages, memory=not args.no_memory, ops=not args.no_ops,

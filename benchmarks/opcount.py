@@ -1,6 +1,6 @@
 """Count the array operations a piece of NumPy code issues: the kernels it would launch on a GPU.
 
-    from stvae_np.opcount import count_array_ops
+    from benchmarks.opcount import count_array_ops
     ops = count_array_ops(lambda a, b: (a + b).sum(), a, b)     # a, b: NumPy arrays
     ops.total, ops.by_category        # 2, {"ufunc": 1, "reduction": 1, ...}
     print(ops.report())               # and the source lines that issued them
@@ -59,10 +59,10 @@ own function): ``OpCount.lines`` is the per-line table, largest first.
 The count is of the NumPy code path: where the package branches on the backend
 (``backend.scatter_add``: ``bincount`` on NumPy, ``cupyx.scatter_add`` on CuPy), it
 counts the NumPy branch. Host-side NumPy work on small constants inside the step (the
-blur kernel of ``model._blur``) is counted too: it is visible per line.
+blur kernel of ``losses.gaussian_blur``) is counted too: it is visible per line.
 
-One thread: ``conv.over_batch_blocks`` splits its copy loops over threads, which would
-multiply their count by the number of blocks; ``conv._CPU_THREADS`` is set to 1 while
+One thread: ``fast.layers.over_batch_blocks`` splits its copy loops over threads, which would
+multiply their count by the number of blocks; ``fast.layers._CPU_THREADS`` is set to 1 while
 counting (one call for the whole batch, as on the GPU). BLAS threads do not change
 the count and are left alone. Counting is not thread-safe: one count at a time.
 
@@ -84,9 +84,12 @@ import numpy as np
 
 CATEGORIES = ("ufunc", "reduction", "matmul", "copy", "setitem", "create", "fused", "other")
 
+import stvae_np
+from stvae_np.fast import kernels as fast_kernels, layers as fast_layers
+
 _THIS = os.path.abspath(__file__)
 _ORIG_ASARRAY = np.asarray          # NumPy's own, whatever is patched later
-_PACKAGE_DIR = os.path.dirname(_THIS) + os.sep
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(stvae_np.__file__)) + os.sep   # the package counted
 _NUMPY_DIR = os.path.dirname(os.path.abspath(np.__file__)) + os.sep
 
 _REDUCTIONS = {"sum", "prod", "mean", "average", "median", "std", "var", "max", "min", "amax",
@@ -108,7 +111,7 @@ _NO_WRITE = {"empty_like"}
 @dataclass
 class LineOps:
     """The operations one source line issued."""
-    file: str                 # relative to the repository, e.g. "stvae_np/conv.py"
+    file: str                 # relative to the repository, e.g. "stvae_np/fast/layers.py"
     line: int
     function: str
     count: int = 0
@@ -517,9 +520,10 @@ def _patches():
 @contextmanager
 def instrumented():
     """While open: NumPy's creation functions return :class:`CountedArray`, and
-    ``conv._CPU_THREADS`` is 1. Nothing is recorded (see :func:`count_array_ops`).
+    ``fast.layers._CPU_THREADS`` is 1, and the ops' fused runs count as one
+    (``fast.kernels.COUNT_AS_ONE``). Nothing is recorded (see :func:`count_array_ops`).
     Everything is put back on exit, also after an exception."""
-    from . import conv
+    conv = fast_layers
     if _STATE.active:
         raise RuntimeError("count_array_ops: a count is already running (counts do not nest)")
     patches = _patches()
@@ -529,6 +533,7 @@ def instrumented():
         for mod, name, new in patches:
             setattr(mod, name, new)
         conv._CPU_THREADS = 1
+        fast_kernels.COUNT_AS_ONE = counts_as_one
         _STATE.active = True
         yield
     finally:
@@ -536,6 +541,7 @@ def instrumented():
         _STATE.recording = False
         _STATE.fused = []
         conv._CPU_THREADS = threads
+        fast_kernels.COUNT_AS_ONE = None
         for mod, name, orig in originals:
             setattr(mod, name, orig)
 
