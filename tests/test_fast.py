@@ -1,9 +1,10 @@
-"""The fast ops (conv.py, convlstm.py) against the plain ones (reference.py).
+"""The fast ops (fast/layers.py, fast/memory.py) against the plain ones (layers.py, memory.py),
+and the whole model on each: the test that holds the mirror in fast/ to the plain modules.
 
 Values and every gradient must agree in float64 to max|fast − plain| / max|plain| ≤ 1e-12
 per array: for every order of the fast convolution, kernels 1 to 15 (one wider than the
 map), the batch split into several chunks, and the copies run on one thread or on
-several. The reference ops themselves pass centred finite-difference checks, and
+several. The plain ops themselves pass centred finite-difference checks, and
 im2col / col2im (both versions) are each other's adjoint.
 """
 import inspect
@@ -13,17 +14,16 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-import stvae_np.conv as conv
-import stvae_np.convlstm as convlstm
-from stvae_np import reference as ref
+from stvae_np import backend, layers, memory
+from stvae_np.fast import layers as conv, memory as convlstm
 from stvae_np.gradcheck import numerical_gradient, rel_error
 
-AGREE = 1e-12       # fast against reference, per array
-GRAD_TOL = 1e-6     # reference against finite differences
+AGREE = 1e-12       # fast against plain, per array
+GRAD_TOL = 1e-6     # plain against finite differences
 
 
 def max_rel_diff(a, b):
-    """max|a − b| / max|b|, with b the reference; an all-zero b (dWh of a single step
+    """max|a − b| / max|b|, with b the plain op's; an all-zero b (dWh of a single step
     from a zero state) must be matched exactly."""
     a, b = np.asarray(a), np.asarray(b)
     assert a.shape == b.shape, f"shapes differ: {a.shape} vs {b.shape}"
@@ -35,10 +35,10 @@ def max_rel_diff(a, b):
 
 def assert_agree(fast, plain, what):
     if plain is None:                                 # db of a layer without bias
-        assert fast is None, f"{what}: the reference gives None"
+        assert fast is None, f"{what}: the plain op gives None"
         return
     err = max_rel_diff(fast, plain)
-    assert err <= AGREE, f"{what}: max|fast − reference| / max|reference| = {err:.2e}"
+    assert err <= AGREE, f"{what}: max|fast − plain| / max|plain| = {err:.2e}"
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -48,7 +48,7 @@ def cpu_threads(request, monkeypatch):
     the GPU's few-kernel windows instead of the k·k loops (FEW_KERNELS, serial), and count
     how often the thread pool and the window ops are asked for, to prove which branch ran."""
     few = request.param == "few"
-    monkeypatch.setattr(conv, "FEW_KERNELS", few)
+    monkeypatch.setattr(backend, "FEW_KERNELS", few)
     monkeypatch.setattr(conv, "_CPU_THREADS", 1 if few else request.param)
     monkeypatch.setattr(conv, "_POOL", None)          # a pool of the patched size ...
     calls, window_calls = [], []
@@ -98,9 +98,10 @@ def test_same_signatures_as_the_fast_ops():
                     "upsample2_forward", "upsample2_backward", "im2col", "col2im"],
              convlstm: ["convlstm_step_forward", "convlstm_step_backward",
                         "convlstm_forward", "convlstm_backward"]}
+    plain = {conv: layers, convlstm: memory}
     for module, funcs in names.items():
         for name in funcs:
-            assert (inspect.signature(getattr(ref, name))
+            assert (inspect.signature(getattr(plain[module], name))
                     == inspect.signature(getattr(module, name))), name
 
 
@@ -130,18 +131,18 @@ def conv_inputs(k, x_shape, nf, seed):
 def check_conv_agrees(x, w, b, dout, method):
     out, cache = conv.conv2d_forward(x, w, b, method=method)
     dx, dw, db = conv.conv2d_backward(dout, cache)
-    out_r, cache_r = ref.conv2d_forward(x, w, b, method=method)
-    dx_r, dw_r, db_r = ref.conv2d_backward(dout, cache_r)
+    out_r, cache_r = layers.conv2d_forward(x, w, b, method=method)
+    dx_r, dw_r, db_r = layers.conv2d_backward(dout, cache_r)
     for name, a, r in (("out", out, out_r), ("dx", dx, dx_r), ("dW", dw, dw_r), ("db", db, db_r)):
         assert_agree(a, r, f"{method} {name}")
     no_dx, dw_only, _ = conv.conv2d_backward(dout, cache, need_dx=False)
-    assert no_dx is None and ref.conv2d_backward(dout, cache_r, need_dx=False)[0] is None
+    assert no_dx is None and layers.conv2d_backward(dout, cache_r, need_dx=False)[0] is None
     assert_agree(dw_only, dw_r, f"{method} dW without dx")
 
 
 @pytest.mark.parametrize("method", conv.METHODS)
 @pytest.mark.parametrize("k,x_shape,nf", CONV_CASES)
-def test_conv2d_agrees_with_reference(k, x_shape, nf, method, cpu_threads):
+def test_conv2d_agrees_with_plain(k, x_shape, nf, method, cpu_threads):
     x, w, b, dout = conv_inputs(k, x_shape, nf, seed=k + 10 * nf)
     check_conv_agrees(x, w, b, dout, method)
     assert_branch(cpu_threads)
@@ -183,45 +184,45 @@ ADJOINT_CASES = [(1, (2, 3, 5, 4)), (3, (2, 2, 6, 5)), (7, (1, 3, 8, 9)), (15, (
 
 @pytest.mark.parametrize("k,x_shape", ADJOINT_CASES)
 def test_im2col_col2im_are_adjoint(k, x_shape, cpu_threads):
-    """⟨im2col(x), D⟩ = ⟨x, col2im(D)⟩ for the reference and for the fast pair."""
+    """⟨im2col(x), D⟩ = ⟨x, col2im(D)⟩ for the plain and for the fast pair."""
     rng = np.random.default_rng(k)
     x = rng.standard_normal(x_shape)
     n, c, h, w = x_shape
     d = rng.standard_normal((c * k * k, n * h * w))
-    for module in (ref, conv):
+    for module in (layers, conv):
         lhs = np.sum(module.im2col(x, k) * d)
         rhs = np.sum(x * module.col2im(d, x_shape, k))
         assert abs(lhs - rhs) <= 1e-12 * max(abs(lhs), abs(rhs)), (module.__name__, lhs, rhs)
     # and the two pairs are the same maps, in the same layout
-    np.testing.assert_array_equal(conv.im2col(x, k), ref.im2col(x, k))
-    assert_agree(conv.col2im(d, x_shape, k), ref.col2im(d, x_shape, k), "col2im")
+    np.testing.assert_array_equal(conv.im2col(x, k), layers.im2col(x, k))
+    assert_agree(conv.col2im(d, x_shape, k), layers.col2im(d, x_shape, k), "col2im")
 
 
 # ----------------------------------------------------------------------------- pool, up-sample
 @pytest.mark.parametrize("shape", [(2, 3, 4, 6), (1, 2, 8, 8)])
 @pytest.mark.parametrize("ties", [False, True])
-def test_maxpool2_agrees_with_reference(shape, ties):
+def test_maxpool2_agrees_with_plain(shape, ties):
     rng = np.random.default_rng(7)
     # with ties (values from {0, 1, 2}) both must send the gradient to the first winner
     x = (rng.integers(0, 3, shape) if ties else rng.standard_normal(shape)).astype(np.float64)
     out, cache = conv.maxpool2_forward(x)
-    out_r, cache_r = ref.maxpool2_forward(x)
+    out_r, cache_r = layers.maxpool2_forward(x)
     np.testing.assert_array_equal(out, out_r)
     np.testing.assert_array_equal(cache.argmax, cache_r.argmax)
     dout = rng.standard_normal(out.shape)
     np.testing.assert_array_equal(conv.maxpool2_backward(dout, cache),
-                                  ref.maxpool2_backward(dout, cache_r))
+                                  layers.maxpool2_backward(dout, cache_r))
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 3, 4), (1, 1, 5, 5)])
-def test_upsample2_agrees_with_reference(shape):
+def test_upsample2_agrees_with_plain(shape):
     rng = np.random.default_rng(8)
     x = rng.standard_normal(shape)
     out, cache = conv.upsample2_forward(x)
-    out_r, cache_r = ref.upsample2_forward(x)
+    out_r, cache_r = layers.upsample2_forward(x)
     np.testing.assert_array_equal(out, out_r)
     dout = rng.standard_normal(out.shape)
-    assert_agree(conv.upsample2_backward(dout, cache), ref.upsample2_backward(dout, cache_r), "dx")
+    assert_agree(conv.upsample2_backward(dout, cache), layers.upsample2_backward(dout, cache_r), "dx")
 
 
 # ----------------------------------------------------------------------------- ConvLSTM
@@ -242,11 +243,11 @@ LSTM_CASES = [
 
 def check_sequence_agrees(xs, params, h0, c0, dhs, dc_last):
     hs, cache = convlstm.convlstm_forward(xs, params, h0, c0)
-    hs_r, cache_r = ref.convlstm_forward(xs, params, h0, c0)
+    hs_r, cache_r = memory.convlstm_forward(xs, params, h0, c0)
     assert_agree(hs, hs_r, "hs")
     assert_agree(cache.c_last, cache_r.c_last, "c_last")
     dxs, dp = convlstm.convlstm_backward(dhs, cache, dc_last)
-    dxs_r, dp_r = ref.convlstm_backward(dhs, cache_r, dc_last)
+    dxs_r, dp_r = memory.convlstm_backward(dhs, cache_r, dc_last)
     assert set(dp) == set(dp_r) == {"Wx", "Wh", "b"} | ({"h0"} if h0 is not None else set()) \
         | ({"c0"} if c0 is not None else set())
     assert_agree(dxs, dxs_r, "dxs")
@@ -290,13 +291,13 @@ def test_convlstm_step_agrees_with_reference(k, shape, cpu_threads):
     h_prev, c_prev, dh, dc = (rng.standard_normal((n, f, hh, ww)) for _ in range(4))
     params = lstm_params(rng, c, f, k)
     h, c_new, cache = convlstm.convlstm_step_forward(x, h_prev, c_prev, params)
-    h_r, c_r, cache_r = ref.convlstm_step_forward(x, h_prev, c_prev, params)
+    h_r, c_r, cache_r = memory.convlstm_step_forward(x, h_prev, c_prev, params)
     assert_agree(h, h_r, "h")
     assert_agree(c_new, c_r, "c")
     for gate in "ifgo":
         assert_agree(getattr(cache, gate), getattr(cache_r, gate), f"gate {gate}")
     grads = convlstm.convlstm_step_backward(dh, dc, cache)
-    grads_r = ref.convlstm_step_backward(dh, dc, cache_r)
+    grads_r = memory.convlstm_step_backward(dh, dc, cache_r)
     for name, a, r in zip(("dx", "dh_prev", "dc_prev"), grads[:3], grads_r[:3]):
         assert_agree(a, r, name)
     assert set(grads[3]) == set(grads_r[3]) == {"Wx", "Wh", "b"}
@@ -311,11 +312,11 @@ def test_convlstm_step_agrees_with_reference(k, shape, cpu_threads):
                                           (7, (1, 2, 6, 5), 2), (15, (1, 2, 5, 4), 2)])
 def test_reference_conv2d_gradients(k, x_shape, nf):
     x, w, b, dout = conv_inputs(k, x_shape, nf, seed=50 + k)
-    _, cache = ref.conv2d_forward(x, w, b)
-    dx, dw, db = ref.conv2d_backward(dout, cache)
-    errs = (rel_error(dx, numerical_gradient(lambda v: ref.conv2d_forward(v, w, b)[0], x, dout)),
-            rel_error(dw, numerical_gradient(lambda v: ref.conv2d_forward(x, v, b)[0], w, dout)),
-            rel_error(db, numerical_gradient(lambda v: ref.conv2d_forward(x, w, v)[0], b, dout)))
+    _, cache = layers.conv2d_forward(x, w, b)
+    dx, dw, db = layers.conv2d_backward(dout, cache)
+    errs = (rel_error(dx, numerical_gradient(lambda v: layers.conv2d_forward(v, w, b)[0], x, dout)),
+            rel_error(dw, numerical_gradient(lambda v: layers.conv2d_forward(x, v, b)[0], w, dout)),
+            rel_error(db, numerical_gradient(lambda v: layers.conv2d_forward(x, w, v)[0], b, dout)))
     assert max(errs) <= GRAD_TOL, f"dx, dW, db relative errors {errs}"
 
 
@@ -324,15 +325,15 @@ def test_reference_maxpool2_and_upsample2_gradients():
     shape = (2, 3, 4, 6)
     # a permutation: distinct values 1/size apart, so the step never changes a winner
     x = rng.permutation(np.prod(shape)).reshape(shape).astype(np.float64) / np.prod(shape)
-    out, cache = ref.maxpool2_forward(x)
+    out, cache = layers.maxpool2_forward(x)
     dout = rng.standard_normal(out.shape)
-    dx_num = numerical_gradient(lambda v: ref.maxpool2_forward(v)[0], x, dout, h=1e-6)
-    assert rel_error(ref.maxpool2_backward(dout, cache), dx_num) <= GRAD_TOL
+    dx_num = numerical_gradient(lambda v: layers.maxpool2_forward(v)[0], x, dout, h=1e-6)
+    assert rel_error(layers.maxpool2_backward(dout, cache), dx_num) <= GRAD_TOL
     x = rng.standard_normal((2, 2, 3, 4))
-    out, cache = ref.upsample2_forward(x)
+    out, cache = layers.upsample2_forward(x)
     dout = rng.standard_normal(out.shape)
-    dx_num = numerical_gradient(lambda v: ref.upsample2_forward(v)[0], x, dout)
-    assert rel_error(ref.upsample2_backward(dout, cache), dx_num) <= GRAD_TOL
+    dx_num = numerical_gradient(lambda v: layers.upsample2_forward(v)[0], x, dout)
+    assert rel_error(layers.upsample2_backward(dout, cache), dx_num) <= GRAD_TOL
 
 
 @pytest.mark.parametrize("k", [1, 3])
@@ -342,12 +343,12 @@ def test_reference_convlstm_step_gradients(k):
     x = rng.standard_normal((n, c, hh, ww))
     h_prev, c_prev = rng.standard_normal((2, n, f, hh, ww))
     params = lstm_params(rng, c, f, k)
-    h, c_new, cache = ref.convlstm_step_forward(x, h_prev, c_prev, params)
+    h, c_new, cache = memory.convlstm_step_forward(x, h_prev, c_prev, params)
     up = rng.standard_normal((2,) + h.shape)                      # (dh, dc) stacked
-    dx, dh_prev, dc_prev, dparams = ref.convlstm_step_backward(up[0], up[1], cache)
+    dx, dh_prev, dc_prev, dparams = memory.convlstm_step_backward(up[0], up[1], cache)
 
     def both(x_=x, h_=h_prev, c_=c_prev):
-        return np.stack(ref.convlstm_step_forward(x_, h_, c_, params)[:2])
+        return np.stack(memory.convlstm_step_forward(x_, h_, c_, params)[:2])
 
     numeric = {"x": numerical_gradient(lambda v: both(x_=v), x, up),
                "h_prev": numerical_gradient(lambda v: both(h_=v), h_prev, up),
@@ -363,13 +364,13 @@ def test_reference_convlstm_sequence_gradients(t_len):
     """Through time, with h0, c0 and a loss on the final cell state too."""
     xs, params, h0, c0, dhs, dc_last = lstm_inputs(3, (1, 2, 2, 4, 4), t_len, True,
                                                    seed=80 + t_len)
-    _, cache = ref.convlstm_forward(xs, params, h0, c0)
-    dxs, dparams = ref.convlstm_backward(dhs, cache, dc_last)
+    _, cache = memory.convlstm_forward(xs, params, h0, c0)
+    dxs, dparams = memory.convlstm_backward(dhs, cache, dc_last)
     up = np.concatenate([dhs.ravel(), dc_last.ravel()])
 
     def outputs(xs_=xs, h0_=h0, c0_=c0):
         """hs and c_last in one vector: one upstream gradient covers both."""
-        hs_, cache_ = ref.convlstm_forward(xs_, params, h0_, c0_)
+        hs_, cache_ = memory.convlstm_forward(xs_, params, h0_, c0_)
         return np.concatenate([hs_.ravel(), cache_.c_last.ravel()])
 
     numeric = {"xs": numerical_gradient(lambda v: outputs(xs_=v), xs, up),
@@ -385,4 +386,50 @@ def test_reference_convlstm_sequence_gradients(t_len):
 
 def test_reference_conv2d_rejects_an_unknown_method():
     with pytest.raises(ValueError, match="method"):
-        ref.conv2d_forward(np.zeros((1, 1, 3, 3)), np.zeros((1, 1, 3, 3)), method="fft")
+        layers.conv2d_forward(np.zeros((1, 1, 3, 3)), np.zeros((1, 1, 3, 3)), method="fft")
+
+
+# ----------------------------------------------------------------------------- the whole model
+def _model_step(preset, dtype, ops):
+    """One training step's loss, gradients (and parts) of STVAE(ops=...), flow head moved
+    off zero so that every path carries a gradient."""
+    from stvae_np.model import STVAE, Config
+    cfg = Config.preset(preset)
+    n, t = (2, 4) if preset == "paper" else (4, 6)
+    clip = np.random.default_rng(1).uniform(0, 1, (n, t, 1, cfg.height, cfg.width)).astype(dtype)
+    model = STVAE(cfg, seed=2, dtype=dtype, ops=ops)
+    model.params["flow3.W"][...] = np.random.default_rng(5).uniform(-0.3, 0.3, model.params["flow3.W"].shape)
+    model.params["flow3.b"][...] = (0.37, -0.29)
+    loss, grads = model.loss_and_grads(clip)
+    assert model.layers is {"fast": conv, "plain": layers}[ops]
+    assert model.memory is {"fast": convlstm, "plain": memory}[ops]
+    return loss, grads, model.last_parts
+
+
+@pytest.mark.parametrize("preset", ["tiny", "paper"])
+@pytest.mark.parametrize("dtype, tol", [("float64", 1e-12), ("float32", 1e-5)])
+def test_the_model_on_plain_ops_agrees_with_the_fast_ops(preset, dtype, tol):
+    """STVAE(config, ops="plain") runs the readable layers.py / memory.py: one training
+    step gives the fast step's loss and every gradient, to 1e-12 in float64 (measured
+    2e-15) and 1e-5 in float32 (measured 8e-7), per array as max|fast − plain| / max|plain|."""
+    loss_f, grads_f, parts_f = _model_step(preset, dtype, "fast")
+    loss_p, grads_p, parts_p = _model_step(preset, dtype, "plain")
+    assert_agree_tol(loss_f, loss_p, tol, "loss")
+    assert set(parts_f) == set(parts_p)
+    for name in parts_f:
+        assert_agree_tol(parts_f[name], parts_p[name], tol, name)
+    assert list(grads_f) == list(grads_p)
+    for name in grads_f:
+        assert grads_f[name].dtype == grads_p[name].dtype == np.dtype(dtype)
+        assert_agree_tol(grads_f[name], grads_p[name], tol, f"d{name}")
+
+
+def assert_agree_tol(fast, plain, tol, what):
+    err = max_rel_diff(np.asarray(fast), np.asarray(plain))
+    assert err <= tol, f"{what}: max|fast − plain| / max|plain| = {err:.2e} > {tol:.0e}"
+
+
+def test_an_unknown_ops_name_is_refused():
+    from stvae_np.model import STVAE, Config
+    with pytest.raises(ValueError, match="ops must be one of"):
+        STVAE(Config.tiny(), ops="quick")
