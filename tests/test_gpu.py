@@ -25,10 +25,10 @@ import pytest
 
 from stvae_np import train
 from stvae_np.backend import asnumpy, gpu_available, to_device
-from stvae_np.conv import (conv2d_backward, conv2d_forward, maxpool2_backward, maxpool2_forward,
+from stvae_np.fast.layers import (conv2d_backward, conv2d_forward, maxpool2_backward, maxpool2_forward,
                            upsample2_backward, upsample2_forward)
-from stvae_np.convlstm import (convlstm_backward, convlstm_forward, convlstm_step_backward,
-                               convlstm_step_forward)
+from stvae_np.fast.memory import (convlstm_backward, convlstm_forward, convlstm_step_backward,
+                                  convlstm_step_forward)
 from stvae_np.losses import (huber_smoothness_backward, huber_smoothness_forward, mse_backward,
                              mse_forward)
 from stvae_np import metrics as M

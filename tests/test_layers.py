@@ -3,7 +3,7 @@ centred finite differences in float64, dtype keeping, and errors for bad input."
 import numpy as np
 import pytest
 
-from stvae_np.conv import (conv2d_backward, conv2d_forward, maxpool2_backward,
+from stvae_np.fast.layers import (conv2d_backward, conv2d_forward, maxpool2_backward,
                            maxpool2_forward, upsample2_backward, upsample2_forward)
 from stvae_np.gradcheck import numerical_gradient, rel_error
 
@@ -89,7 +89,7 @@ def test_conv2d_gradients(k, shape, method):
 @pytest.mark.parametrize("method", ["im2col", "shift", "rows"])
 def test_conv2d_in_batch_chunks_gives_the_same_result(method, monkeypatch):
     """A tiny MAX_BUFFER forces one chunk per map: values and gradients must not change."""
-    import stvae_np.conv as conv
+    from stvae_np.fast import layers as conv
     rng = np.random.default_rng(11)
     x = rng.standard_normal((5, 3, 6, 5))
     w = rng.standard_normal((2, 3, 3, 3))
@@ -232,7 +232,7 @@ def test_upsample2_bad_input():
 _QUIET_PROBE = """
 import os, sys
 import numpy as np                      # NumPy first, as a notebook does: OpenBLAS is loaded
-from stvae_np import conv
+from stvae_np.fast import layers as conv
 timeout, = conv._openblas_functions("openblas_thread_timeout")
 before = timeout()
 a = np.random.default_rng(0).standard_normal((300, 300))
@@ -259,7 +259,7 @@ def test_quiet_blas_workers_sets_the_timeout_after_numpy_was_loaded():
     """NumPy's wheels bundle OpenBLAS. With NumPy imported first and no timeout in the
     environment, OpenBLAS's workers spin (timeout 0: its default); quiet_blas_workers makes
     OpenBLAS read BLAS_THREAD_TIMEOUT, and products after it give the same numbers."""
-    from stvae_np import conv
+    from stvae_np.fast import layers as conv
     assert _probe(None) == ["0", str(conv.BLAS_THREAD_TIMEOUT), str(conv.BLAS_THREAD_TIMEOUT), "True"]
 
 
@@ -269,7 +269,7 @@ def test_quiet_blas_workers_keeps_a_timeout_the_user_set():
 
 def test_threaded_copies_quiet_the_blas_workers_first(monkeypatch):
     """over_batch_blocks calls it before its threads run, and not on its serial branch."""
-    from stvae_np import conv
+    from stvae_np.fast import layers as conv
     calls = []
     monkeypatch.setattr(conv, "quiet_blas_workers", lambda: calls.append(1))
     monkeypatch.setattr(conv, "_CPU_THREADS", 1)
@@ -281,7 +281,7 @@ def test_threaded_copies_quiet_the_blas_workers_first(monkeypatch):
 
 
 def test_quiet_blas_workers_can_be_turned_off(monkeypatch):
-    from stvae_np import conv
+    from stvae_np.fast import layers as conv
     looked_up = []
     monkeypatch.setattr(conv, "_BLAS_QUIETED", False)
     monkeypatch.setattr(conv, "_openblas_functions", lambda *names: looked_up.append(names))
@@ -296,7 +296,7 @@ def test_quiet_blas_workers_can_be_turned_off(monkeypatch):
 def test_conv_cm_chunks_follow_the_workspace_given():
     """The chunks are as many maps as the workspace holds (not recomputed from the
     device's free memory, which may have changed since the workspace was made)."""
-    from stvae_np import conv
+    from stvae_np.fast import layers as conv
     rng = np.random.default_rng(3)
     n, c, f, k, h = 5, 3, 4, 3, 6
     x_pad = conv.pad_channel_major(rng.standard_normal((n, c, h, h)), k // 2)

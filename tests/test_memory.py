@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from stvae_np.activations import sigmoid
-from stvae_np.conv import conv2d_forward
-from stvae_np.convlstm import (convlstm_backward, convlstm_forward, convlstm_step_backward,
-                               convlstm_step_forward)
+from stvae_np.fast.layers import conv2d_forward
+from stvae_np.fast.memory import (convlstm_backward, convlstm_forward, convlstm_step_backward,
+                                  convlstm_step_forward)
 from stvae_np.gradcheck import numerical_gradient, rel_error
 
 TOL = 1e-6

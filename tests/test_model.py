@@ -7,7 +7,8 @@ import pytest
 
 from helpers import moving_square_clips
 
-from stvae_np.conv import conv2d_forward
+from stvae_np.fast.layers import conv2d_forward
+from stvae_np.losses import photometric_backward, photometric_forward
 from stvae_np.gradcheck import directional_check
 from stvae_np.model import PARAM_NAMES, STVAE, Config
 from stvae_np.optim import RMSProp, clip_grad_norm
@@ -210,6 +211,11 @@ def test_whole_model_gradient_check_with_the_photometric_term(blur, error, weigh
     assert max(worst.values()) <= 1e-5, worst
 
 
+def _photo(model, clip, flow):
+    """The model's photometric term P of a clip and a flow (losses.photometric_forward)."""
+    return photometric_forward(clip, flow, model.config, model.layers, {})
+
+
 def test_photometric_term_is_zero_for_the_true_motion_and_pulls_towards_it():
     """A smooth blob shifted right by 2 image px: the memory-grid flow T_x = −1 (2 px / 2)
     warps x_t onto x_{t+1} exactly (P = 0); zero flow does not, and ∂P/∂T_x at zero
@@ -224,13 +230,13 @@ def test_photometric_term_is_zero_for_the_true_motion_and_pulls_towards_it():
     for error, weighting in (("l2", "uniform"), ("l2", "next_frame"), ("geman_mcclure", "uniform"),
                              ("geman_mcclure", "next_frame")):
         model.config = dataclasses.replace(model.config, photo_loss=error, photo_weighting=weighting)
-        p_true, _ = model._photometric_forward(clip, true)
+        p_true, _ = _photo(model, clip, true)
         # np.roll wraps the blob's far tail (≈ 4e-13 of P, ×1/C² = 100 under Geman–McClure)
         assert float(p_true) == pytest.approx(0.0, abs=1e-10)
         zero = np.zeros_like(true)
-        p_zero, cache = model._photometric_forward(clip, zero)
+        p_zero, cache = _photo(model, clip, zero)
         assert float(p_zero) > 1e-3
-        dflow = model._photometric_backward(1.0, cache)
+        dflow = photometric_backward(1.0, cache, model.layers)
         assert dflow[:, 0].sum() > 0           # increasing T_x raises P: descent lowers T_x
 
 
@@ -244,13 +250,13 @@ def test_next_frame_weighting_ignores_the_empty_background():
     x0[..., 5, 5] = 1.0                                  # only in frame t: background of t+1
     x1[..., 20, 20], x1[..., 20, 21] = 0.5, 1.0           # in frame t+1, missing from x_t
     clip = np.concatenate([x0, x1], axis=1)
-    p, _ = model._photometric_forward(clip, np.zeros((1, 2, 16, 16)))
+    p, _ = _photo(model, clip, np.zeros((1, 2, 16, 16)))
     assert float(p) == pytest.approx((0.5 * 0.5 ** 2 + 1.0 * 1.0 ** 2) / 1.5, rel=1e-12)
     x0[..., 5, 5] = 0.0                                  # the background error gone: P unchanged
-    p2, _ = model._photometric_forward(np.concatenate([x0, x1], axis=1), np.zeros((1, 2, 16, 16)))
+    p2, _ = _photo(model, np.concatenate([x0, x1], axis=1), np.zeros((1, 2, 16, 16)))
     assert float(p2) == pytest.approx(float(p), rel=1e-12)
     uniform = STVAE(dataclasses.replace(cfg, photo_weighting="uniform"), dtype="float64")
-    pu, _ = uniform._photometric_forward(clip, np.zeros((1, 2, 16, 16)))
+    pu, _ = _photo(uniform, clip, np.zeros((1, 2, 16, 16)))
     assert float(pu) == pytest.approx((1.0 + 0.25 + 1.0) / 1024, rel=1e-12)
 
 
@@ -258,7 +264,7 @@ def test_next_frame_weighting_ignores_the_empty_background():
 def test_the_public_stages_rebuild_the_prediction_and_keep_named_caches(flow_act):
     """encode → ConvLSTM → flow_head → warp_decode, called one by one, give the model's
     own predictions; each stage returns a NamedTuple cache whose fields say what it holds."""
-    from stvae_np.convlstm import convlstm_forward
+    from stvae_np.fast.memory import convlstm_forward
     from stvae_np.model import DecodeCache, EncodeCache, FlowCache
     model = STVAE(dataclasses.replace(Config.tiny(), flow_act=flow_act), seed=2, dtype="float64")
     model.params["flow3.b"][...] = [0.37, -0.29]               # a non-zero warp

@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
-from stvae_np import backend, conv
+from stvae_np import backend
 from stvae_np.gradcheck import numerical_gradient, rel_error
 from stvae_np.sampler import base_grid, bilinear_backward, bilinear_forward, flow_to_grid
 
@@ -135,7 +135,7 @@ def test_forward_matches_naive_loop(shape, out_hw, lo):
 
 def test_both_gather_paths_give_the_same_numbers(monkeypatch):
     """The neighbours are gathered by one take per map on NumPy and by one
-    take_along_axis on the GPU (conv.FEW_KERNELS forces that path here): bit for bit
+    take_along_axis on the GPU (backend.FEW_KERNELS forces that path here): bit for bit
     the same forward and backward, and the forward is the definition."""
     rng = np.random.default_rng(7)
     img = rng.standard_normal((3, 4, 5, 6))
@@ -144,7 +144,7 @@ def test_both_gather_paths_give_the_same_numbers(monkeypatch):
     take_along_axis, results = np.take_along_axis, {}
     for few in (False, True):
         calls = []
-        monkeypatch.setattr(conv, "FEW_KERNELS", few)
+        monkeypatch.setattr(backend, "FEW_KERNELS", few)
         monkeypatch.setattr(np, "take_along_axis", lambda *a, **k: calls.append(1) or take_along_axis(*a, **k))
         out, cache = bilinear_forward(img, grid)
         results[few] = (out, *bilinear_backward(dout, cache))
