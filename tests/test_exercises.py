@@ -1,4 +1,4 @@
-"""The exercises of tutorials/exercises/ and their grader (stvae_np/grader.py).
+"""The exercises of tutorials/exercises/ and their grader (tutorials/exercises/grader.py).
 
 * Every exercise script, run as a plain script from a temporary folder, ends with
   "not written yet" and exit status 0 when blank, and passes its grader with the
@@ -16,10 +16,14 @@ import sys
 import numpy as np
 import pytest
 
-from stvae_np import grader, reference
+from stvae_np import layers, memory
 from stvae_np.activations import sigmoid
 
 EXERCISES = pathlib.Path(__file__).resolve().parent.parent / "tutorials" / "exercises"
+# the grader lives beside the exercises, not in the package: import it the way they do
+if str(EXERCISES) not in sys.path:
+    sys.path.insert(0, str(EXERCISES))
+import grader  # noqa: E402
 SCRIPTS = sorted(EXERCISES.glob("[0-9][0-9]_*.py"))
 TIMEOUT_S = 60
 
@@ -262,8 +266,8 @@ def test_maxpool_window_axes_mixed_up_blames_maxpool_forward():
 def step_forward(x, h_prev, c_prev, params):
     """The exercise's given forward (tutorials/exercises/03_convlstm_step.py)."""
     nf = h_prev.shape[1]
-    ax, x_conv = reference.conv2d_forward(x, params["Wx"], params["b"])
-    ah, h_conv = reference.conv2d_forward(h_prev, params["Wh"])
+    ax, x_conv = layers.conv2d_forward(x, params["Wx"], params["b"])
+    ah, h_conv = layers.conv2d_forward(h_prev, params["Wh"])
     a = ax + ah
     i, f = sigmoid(a[:, :nf]), sigmoid(a[:, nf:2 * nf])
     g, o = np.tanh(a[:, 2 * nf:3 * nf]), sigmoid(a[:, 3 * nf:])
@@ -288,8 +292,8 @@ def step_backward(dh, dc, cache, bug=None):
     if bug == "gates stacked i, g, f, o":
         rows = [rows[0], rows[2], rows[1], rows[3]]
     da = np.concatenate(rows, axis=1)
-    dx, dwx, db = reference.conv2d_backward(da, cache["x_conv"])
-    dh_prev, dwh, _ = reference.conv2d_backward(da, cache["h_conv"])
+    dx, dwx, db = layers.conv2d_backward(da, cache["x_conv"])
+    dh_prev, dwh, _ = layers.conv2d_backward(da, cache["h_conv"])
     return dx, dh_prev, dc_prev, {"Wx": dwx, "Wh": dwh, "b": db}
 
 
@@ -332,7 +336,7 @@ def seq_forward(xs, params, h0, c0):
     """The exercise's given forward (tutorials/exercises/04_bptt.py)."""
     h, c, hs, steps = h0, c0, [], []
     for t in range(xs.shape[1]):
-        h, c, step = reference.convlstm_step_forward(xs[:, t], h, c, params)
+        h, c, step = memory.convlstm_step_forward(xs[:, t], h, c, params)
         hs.append(h)
         steps.append(step)
     return np.stack(hs, axis=1), {"steps": steps, "xs": xs, "params": params, "h0": h0, "c0": c0}
@@ -346,7 +350,7 @@ def bptt(dhs, cache, bug=None):
     order = range(t_len) if bug == "walks forward in time" else reversed(range(t_len))
     for t in order:
         dh = dhs[:, t] if bug == "dh from step t+1 dropped" else dhs[:, t] + dh_next
-        dxs[t], dh_next, dc_prev, dp = reference.convlstm_step_backward(dh, dc_next, steps[t])
+        dxs[t], dh_next, dc_prev, dp = memory.convlstm_step_backward(dh, dc_next, steps[t])
         dc_next = np.zeros_like(dc_prev) if bug == "dc not carried" else dc_prev
         for key in dparams:
             dparams[key] = dp[key] if bug == "dW overwritten" else dparams[key] + dp[key]

@@ -47,7 +47,7 @@
 # function and output that is wrong and, for max-pooling, whether gradient leaked to
 # pixels that did not win and at which pixel of the 2×2 windows it goes wrong.
 #
-# **Solution:** `stvae_np.reference.maxpool2_forward`, `maxpool2_backward`,
+# **Solution:** `stvae_np.layers.maxpool2_forward`, `maxpool2_backward`,
 # `upsample2_forward`, `upsample2_backward` (their backward passes take the forward's
 # `cache`). `STVAE_EXERCISE_SOLUTION=1` runs the exercise with them.
 
@@ -56,15 +56,17 @@ import pathlib
 import sys
 
 # The repository root (the folder holding stvae_np/) above this file, or above the
-# notebook's folder: the exercise runs from any working directory.
+# notebook's folder, and this exercises folder (it holds grader.py, a tool of the
+# exercises, not of the package) go on sys.path: the exercise runs from any folder.
 _here = pathlib.Path(__file__).resolve().parent if "__file__" in globals() else pathlib.Path.cwd()
 _root = next(p for p in (_here, *_here.parents) if (p / "stvae_np").is_dir())
-if str(_root) not in sys.path:
-    sys.path.insert(0, str(_root))
+for _path in (_root, _root / "tutorials" / "exercises"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 import numpy as np  # noqa: E402
 
-from stvae_np import grader  # noqa: E402
+import grader  # noqa: E402
 
 # %% [markdown]
 # ## Your code

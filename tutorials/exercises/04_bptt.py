@@ -44,7 +44,7 @@
 # t = T−1, the first step t at which `dxs[:, t]` is wrong; or `dWx` / `dWh` / `db` (by
 # gate), `dh0`, `dc0`.
 #
-# **Solution:** `stvae_np.reference.convlstm_backward`. `STVAE_EXERCISE_SOLUTION=1` runs
+# **Solution:** `stvae_np.memory.convlstm_backward`. `STVAE_EXERCISE_SOLUTION=1` runs
 # the exercise with it.
 
 # %%
@@ -52,21 +52,23 @@ import pathlib
 import sys
 
 # The repository root (the folder holding stvae_np/) above this file, or above the
-# notebook's folder: the exercise runs from any working directory.
+# notebook's folder, and this exercises folder (it holds grader.py, a tool of the
+# exercises, not of the package) go on sys.path: the exercise runs from any folder.
 _here = pathlib.Path(__file__).resolve().parent if "__file__" in globals() else pathlib.Path.cwd()
 _root = next(p for p in (_here, *_here.parents) if (p / "stvae_np").is_dir())
-if str(_root) not in sys.path:
-    sys.path.insert(0, str(_root))
+for _path in (_root, _root / "tutorials" / "exercises"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 import numpy as np  # noqa: E402
 
-from stvae_np import grader  # noqa: E402
+import grader  # noqa: E402
 
 # %% [markdown]
 # ## The forward (given: read it, do not change it)
 
 # %%
-from stvae_np.reference import convlstm_step_backward, convlstm_step_forward  # noqa: E402,F401
+from stvae_np.memory import convlstm_step_backward, convlstm_step_forward  # noqa: E402,F401
 
 
 def convlstm_forward(xs, params, h0, c0):

@@ -1,7 +1,11 @@
 """The grader of the exercises in ``tutorials/exercises/``: is the learner's function
 right, and if not, *where* is it wrong?
 
-Each exercise ends with a grading cell::
+It lives beside the exercises, not in the package: a tool for learners, which imports the
+package's plain ops (``stvae_np.layers``, ``stvae_np.memory``, ``sampler``, ``losses``,
+``optim``) as their solutions. Each exercise's first cell puts the repository root and
+this folder on ``sys.path`` and does ``import grader``; ``tests/test_exercises.py`` does
+the same. Each exercise ends with a grading cell::
 
     grader.grade("01_convolution", conv2d_forward=conv2d_forward, conv2d_backward=conv2d_backward)
 
@@ -40,8 +44,8 @@ import traceback
 
 import numpy as np
 
-from . import losses, optim, reference, sampler
-from .gradcheck import numerical_gradient
+from stvae_np import layers, losses, memory, optim, sampler
+from stvae_np.gradcheck import numerical_gradient
 
 SOLUTION_ENV = "STVAE_EXERCISE_SOLUTION"
 HINTS_ENV = "STVAE_HINTS"
@@ -218,9 +222,9 @@ def _rng(seed):
 # ----------------------------------------------------------------------------- 01 convolution
 def check_convolution(conv2d_forward, conv2d_backward):
     """Exercise 01: ``conv2d_forward(x, w, b) -> out`` and ``conv2d_backward(dout, x, w) ->
-    (dx, dw, db)``; solution ``reference.conv2d_forward`` / ``conv2d_backward``."""
+    (dx, dw, db)``; solution ``layers.conv2d_forward`` / ``conv2d_backward``."""
     r = Report("01_convolution", "convolution, forward and backward")
-    fwd = lambda x, w, b=None: reference.conv2d_forward(x, w, b)[0]      # noqa: E731
+    fwd = lambda x, w, b=None: layers.conv2d_forward(x, w, b)[0]      # noqa: E731
     rng = _rng(1)
     # N, C, H, W, F, k: C ≠ F so a missing transpose shows; H ≠ W so a swapped axis shows
     cases = [(2, 3, 6, 5, 4, 3), (1, 2, 5, 7, 3, 5)]
@@ -251,7 +255,7 @@ def check_convolution(conv2d_forward, conv2d_backward):
             got = _unpack(r, "conv2d_backward",
                           _call(r, "conv2d_backward", conv2d_backward, dout, x, w,
                                 names=("dout", "x", "w")), ("dx", "dw", "db"))
-            want = reference.conv2d_backward(dout, reference.conv2d_forward(x, w, b)[1])
+            want = layers.conv2d_backward(dout, layers.conv2d_forward(x, w, b)[1])
             fd = _numgrads(("conv", case), fwd, {"x": x, "w": w, "b": b}, dout)
             bad = []
             for name, g, wt, num in zip(("dx", "dW", "db"), got, want, (fd["x"], fd["w"], fd["b"])):
@@ -267,7 +271,7 @@ def check_convolution(conv2d_forward, conv2d_backward):
                 raise _Stop
         x, w, b, dout = data[0]
         got = conv2d_backward(*(a.astype(np.float32) for a in (dout, x, w)))
-        want = reference.conv2d_backward(dout, reference.conv2d_forward(x, w, b)[1])
+        want = layers.conv2d_backward(dout, layers.conv2d_forward(x, w, b)[1])
         for name, g, wt in zip(("dx", "dW", "db"), got, want):
             problem = _mismatch(g, wt, tol=TOL_F32, dtype=np.float32)
             if problem:
@@ -303,7 +307,7 @@ def _diagnose_conv_backward(r, name, got, want, x, w, dout):
     k = w.shape[-1]
     f, c = w.shape[:2]
     if name == "dx" and isinstance(got, np.ndarray) and got.shape == want.shape:
-        unflipped = reference.conv2d_forward(dout, w.transpose(1, 0, 2, 3))[0]
+        unflipped = layers.conv2d_forward(dout, w.transpose(1, 0, 2, 3))[0]
         if _close(got, unflipped):
             r.info("dx equals dout correlated with the kernel NOT flipped: dx is the full "
                    "correlation with W flipped once, W[:, :, ::-1, ::-1] (a flip done twice "
@@ -329,7 +333,7 @@ def _diagnose_conv_backward(r, name, got, want, x, w, dout):
 def check_pool_upsample(maxpool2_forward, maxpool2_backward, upsample2_forward, upsample2_backward):
     """Exercise 02: ``maxpool2_forward(x) -> out``, ``maxpool2_backward(dout, x) -> dx``,
     ``upsample2_forward(x) -> out``, ``upsample2_backward(dout) -> dx``; solution the
-    functions of the same names in ``reference``."""
+    functions of the same names in ``stvae_np.layers``."""
     r = Report("02_pool_upsample", "2×2 max-pooling and ×2 up-sampling")
     rng = _rng(2)
     n, c, h, w = 2, 3, 4, 6
@@ -342,7 +346,7 @@ def check_pool_upsample(maxpool2_forward, maxpool2_backward, upsample2_forward, 
 
     with r.part("maxpool2_forward"):
         got = _call(r, "maxpool2_forward", maxpool2_forward, x, names=("x",))
-        want = reference.maxpool2_forward(x)[0]
+        want = layers.maxpool2_forward(x)[0]
         problem = _mismatch(got, want)
         if problem is None:
             problem = _mismatch(maxpool2_forward(x.astype(f32)), want, tol=TOL_F32, dtype=f32)
@@ -358,8 +362,8 @@ def check_pool_upsample(maxpool2_forward, maxpool2_backward, upsample2_forward, 
 
     with r.part("maxpool2_backward"):
         got = _call(r, "maxpool2_backward", maxpool2_backward, dpool, x, names=("dout", "x"))
-        want = reference.maxpool2_backward(dpool, reference.maxpool2_forward(x)[1])
-        fd = _numgrads("maxpool", lambda x: reference.maxpool2_forward(x)[0], {"x": x}, dpool)["x"]
+        want = layers.maxpool2_backward(dpool, layers.maxpool2_forward(x)[1])
+        fd = _numgrads("maxpool", lambda x: layers.maxpool2_forward(x)[0], {"x": x}, dpool)["x"]
         problem = _mismatch(got, want, fd)
         if problem is None:
             problem = _mismatch(maxpool2_backward(dpool.astype(f32), x.astype(f32)), want,
@@ -373,7 +377,7 @@ def check_pool_upsample(maxpool2_forward, maxpool2_backward, upsample2_forward, 
 
     with r.part("upsample2_forward"):
         got = _call(r, "upsample2_forward", upsample2_forward, xs, names=("x",))
-        want = reference.upsample2_forward(xs)[0]
+        want = layers.upsample2_forward(xs)[0]
         problem = _mismatch(got, want)
         if problem is None:
             problem = _mismatch(upsample2_forward(xs.astype(f32)), want, tol=TOL_F32, dtype=f32)
@@ -385,9 +389,9 @@ def check_pool_upsample(maxpool2_forward, maxpool2_backward, upsample2_forward, 
 
     with r.part("upsample2_backward"):
         got = _call(r, "upsample2_backward", upsample2_backward, dup, names=("dout",))
-        up_cache = reference.upsample2_forward(xs)[1]
-        want = reference.upsample2_backward(dup, up_cache)
-        fd = _numgrads("upsample", lambda x: reference.upsample2_forward(x)[0], {"x": xs}, dup)["x"]
+        up_cache = layers.upsample2_forward(xs)[1]
+        want = layers.upsample2_backward(dup, up_cache)
+        fd = _numgrads("upsample", lambda x: layers.upsample2_forward(x)[0], {"x": xs}, dup)["x"]
         problem = _mismatch(got, want, fd)
         if problem is None:
             problem = _mismatch(upsample2_backward(dup.astype(f32)), want, tol=TOL_F32, dtype=f32)
@@ -494,7 +498,7 @@ def _explain_gates(r, bad):
 def check_convlstm_step(convlstm_step_backward, convlstm_step_forward):
     """Exercise 03: ``convlstm_step_backward(dh, dc, cache) -> (dx, dh_prev, dc_prev,
     dparams)`` for the cache of the exercise's ``convlstm_step_forward``; solution
-    ``reference.convlstm_step_backward``."""
+    ``memory.convlstm_step_backward``."""
     r = Report("03_convlstm_step", "the ConvLSTM step backward")
     rng = _rng(3)
     params, x, h_prev, c_prev = _convlstm_data(rng, 2, 0, 3, 2, 4, 5, 3)
@@ -502,12 +506,12 @@ def check_convlstm_step(convlstm_step_backward, convlstm_step_forward):
     names = ("dx", "dh_prev", "dc_prev")
 
     def ref_step(x, h_prev, c_prev, Wx, Wh, b):
-        h, c, _ = reference.convlstm_step_forward(x, h_prev, c_prev, {"Wx": Wx, "Wh": Wh, "b": b})
+        h, c, _ = memory.convlstm_step_forward(x, h_prev, c_prev, {"Wx": Wx, "Wh": Wh, "b": b})
         return np.concatenate([h, c], axis=1)
 
     with r.part("convlstm_step_backward"):
         h, c, cache = convlstm_step_forward(x, h_prev, c_prev, params)
-        ref_h, ref_c, ref_cache = reference.convlstm_step_forward(x, h_prev, c_prev, params)
+        ref_h, ref_c, ref_cache = memory.convlstm_step_forward(x, h_prev, c_prev, params)
         if not (_close(h, ref_h) and _close(c, ref_c)):
             r.fail("convlstm_step_forward", "the exercise's forward no longer matches the "
                    "reference: it is given, restore it")
@@ -515,7 +519,7 @@ def check_convlstm_step(convlstm_step_backward, convlstm_step_forward):
         got = _unpack(r, "convlstm_step_backward",
                       _call(r, "convlstm_step_backward", convlstm_step_backward, dh, dc, cache,
                             names=("dh", "dc", "cache")), names + ("dparams",))
-        want = reference.convlstm_step_backward(dh, dc, ref_cache)
+        want = memory.convlstm_step_backward(dh, dc, ref_cache)
         fd = _numgrads("convlstm_step", ref_step,
                        {"x": x, "h_prev": h_prev, "c_prev": c_prev, **params},
                        np.concatenate([dh, dc], axis=1))
@@ -555,13 +559,13 @@ def _bptt(xs, params, h0, c0, dhs, carry_h=True, carry_c=True):
     t_len = xs.shape[1]
     caches, h, c = [], h0, c0
     for t in range(t_len):
-        h, c, cache = reference.convlstm_step_forward(xs[:, t], h, c, params)
+        h, c, cache = memory.convlstm_step_forward(xs[:, t], h, c, params)
         caches.append(cache)
     dh_next, dc_next = np.zeros_like(h0), np.zeros_like(c0)
     dxs, per_step = [None] * t_len, [None] * t_len
     for t in reversed(range(t_len)):
         dh = dhs[:, t] + dh_next if carry_h else dhs[:, t]
-        dxs[t], dh_next, dc_next, per_step[t] = reference.convlstm_step_backward(
+        dxs[t], dh_next, dc_next, per_step[t] = memory.convlstm_step_backward(
             dh, dc_next if carry_c else np.zeros_like(c0), caches[t])
     return np.stack(dxs, axis=1), per_step
 
@@ -569,7 +573,7 @@ def _bptt(xs, params, h0, c0, dhs, carry_h=True, carry_c=True):
 def check_bptt(convlstm_backward, convlstm_forward):
     """Exercise 04: ``convlstm_backward(dhs, cache) -> (dxs, dparams)`` with dparams
     "Wx", "Wh", "b", "h0", "c0", for the cache of the exercise's ``convlstm_forward``;
-    solution ``reference.convlstm_backward``."""
+    solution ``memory.convlstm_backward``."""
     r = Report("04_bptt", "backpropagation through time")
     rng = _rng(4)
     t_len = 4
@@ -577,11 +581,11 @@ def check_bptt(convlstm_backward, convlstm_forward):
     dhs = rng.standard_normal((1, t_len) + h0.shape[1:])
 
     def ref_seq(xs, Wx, Wh, b, h0, c0):
-        return reference.convlstm_forward(xs, {"Wx": Wx, "Wh": Wh, "b": b}, h0, c0)[0]
+        return memory.convlstm_forward(xs, {"Wx": Wx, "Wh": Wh, "b": b}, h0, c0)[0]
 
     with r.part("convlstm_backward"):
         hs, cache = convlstm_forward(xs, params, h0, c0)
-        ref_hs, ref_cache = reference.convlstm_forward(xs, params, h0, c0)
+        ref_hs, ref_cache = memory.convlstm_forward(xs, params, h0, c0)
         if not _close(hs, ref_hs):
             r.fail("convlstm_forward", "the exercise's forward no longer matches the "
                    "reference: it is given, restore it")
@@ -590,7 +594,7 @@ def check_bptt(convlstm_backward, convlstm_forward):
                       _call(r, "convlstm_backward", convlstm_backward, dhs, cache,
                             names=("dhs", "cache")), ("dxs", "dparams"))
         dxs, dparams = got
-        want_dxs, want_p = reference.convlstm_backward(dhs, ref_cache)
+        want_dxs, want_p = memory.convlstm_backward(dhs, ref_cache)
         fd = _numgrads("bptt", ref_seq, {"xs": xs, **params, "h0": h0, "c0": c0}, dhs)
         problem = _mismatch(dxs, want_dxs, fd["xs"])
         if problem and isinstance(dxs, np.ndarray) and dxs.shape == want_dxs.shape:
@@ -966,41 +970,41 @@ def _rmsprop_ref(params, grads, v, lr, alpha, eps):
 
 # ----------------------------------------------------------------------------- registry
 def _sol_conv_forward(x, w, b):
-    return reference.conv2d_forward(x, w, b)[0]
+    return layers.conv2d_forward(x, w, b)[0]
 
 
 def _sol_conv_backward(dout, x, w):
-    cache = reference.conv2d_forward(x, w, np.zeros(w.shape[0], x.dtype))[1]   # with a bias: db
-    return reference.conv2d_backward(dout, cache)
+    cache = layers.conv2d_forward(x, w, np.zeros(w.shape[0], x.dtype))[1]   # with a bias: db
+    return layers.conv2d_backward(dout, cache)
 
 
 def _sol_maxpool_forward(x):
-    return reference.maxpool2_forward(x)[0]
+    return layers.maxpool2_forward(x)[0]
 
 
 def _sol_maxpool_backward(dout, x):
-    return reference.maxpool2_backward(dout, reference.maxpool2_forward(x)[1])
+    return layers.maxpool2_backward(dout, layers.maxpool2_forward(x)[1])
 
 
 def _sol_upsample_forward(x):
-    return reference.upsample2_forward(x)[0]
+    return layers.upsample2_forward(x)[0]
 
 
 def _sol_upsample_backward(dout):
     n, c, h, w = dout.shape
-    cache = reference.upsample2_forward(np.zeros((n, c, h // 2, w // 2), dout.dtype))[1]
-    return reference.upsample2_backward(dout, cache)
+    cache = layers.upsample2_forward(np.zeros((n, c, h // 2, w // 2), dout.dtype))[1]
+    return layers.upsample2_backward(dout, cache)
 
 
 def _sol_step_backward(dh, dc, cache):
-    ref_cache = reference.convlstm_step_forward(cache["x"], cache["h_prev"], cache["c_prev"],
+    ref_cache = memory.convlstm_step_forward(cache["x"], cache["h_prev"], cache["c_prev"],
                                                 cache["params"])[2]
-    return reference.convlstm_step_backward(dh, dc, ref_cache)
+    return memory.convlstm_step_backward(dh, dc, ref_cache)
 
 
 def _sol_bptt(dhs, cache):
-    _, ref_cache = reference.convlstm_forward(cache["xs"], cache["params"], cache["h0"], cache["c0"])
-    return reference.convlstm_backward(dhs, ref_cache)
+    _, ref_cache = memory.convlstm_forward(cache["xs"], cache["params"], cache["h0"], cache["c0"])
+    return memory.convlstm_backward(dhs, ref_cache)
 
 
 def _sol_bilinear_backward(dout, img, grid):
@@ -1018,17 +1022,17 @@ def _sol_rmsprop_step(params, grads, v, lr, alpha=0.99, eps=1e-8):
 # exercise -> (checker, {learner function: (solution adapter, the solution's name and source)})
 EXERCISES = {
     "01_convolution": (check_convolution, {
-        "conv2d_forward": (_sol_conv_forward, reference.conv2d_forward),
-        "conv2d_backward": (_sol_conv_backward, reference.conv2d_backward)}),
+        "conv2d_forward": (_sol_conv_forward, layers.conv2d_forward),
+        "conv2d_backward": (_sol_conv_backward, layers.conv2d_backward)}),
     "02_pool_upsample": (check_pool_upsample, {
-        "maxpool2_forward": (_sol_maxpool_forward, reference.maxpool2_forward),
-        "maxpool2_backward": (_sol_maxpool_backward, reference.maxpool2_backward),
-        "upsample2_forward": (_sol_upsample_forward, reference.upsample2_forward),
-        "upsample2_backward": (_sol_upsample_backward, reference.upsample2_backward)}),
+        "maxpool2_forward": (_sol_maxpool_forward, layers.maxpool2_forward),
+        "maxpool2_backward": (_sol_maxpool_backward, layers.maxpool2_backward),
+        "upsample2_forward": (_sol_upsample_forward, layers.upsample2_forward),
+        "upsample2_backward": (_sol_upsample_backward, layers.upsample2_backward)}),
     "03_convlstm_step": (check_convlstm_step, {
-        "convlstm_step_backward": (_sol_step_backward, reference.convlstm_step_backward)}),
+        "convlstm_step_backward": (_sol_step_backward, memory.convlstm_step_backward)}),
     "04_bptt": (check_bptt, {
-        "convlstm_backward": (_sol_bptt, reference.convlstm_backward)}),
+        "convlstm_backward": (_sol_bptt, memory.convlstm_backward)}),
     "05_bilinear_sampler": (check_sampler, {
         "bilinear_backward": (_sol_bilinear_backward, sampler.bilinear_backward)}),
     "06_huber_smoothness": (check_huber, {
