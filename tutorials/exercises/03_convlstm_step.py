@@ -49,9 +49,12 @@
 # \delta o \odot o(1-o)]
 # $$
 #
-# and then the two convolutions' backward at δa: `conv2d_backward(δa, cache["x_conv"])`
-# gives `dx, dWx, db`, `conv2d_backward(δa, cache["h_conv"])` gives `dh_prev, dWh` (the
-# convolution of `stvae_np.layers`, which you wrote in exercise 01).
+# and then the two convolutions' backward at δa (the convolution of `stvae_np.layers`,
+# which you wrote in exercise 01). `conv2d_backward` always returns three values,
+# `(dx, dw, db)`: `conv2d_backward(δa, cache["x_conv"])` gives `dx, dWx, db`, and
+# `conv2d_backward(δa, cache["h_conv"])` gives `dh_prev, dWh, None` (W_h * h_prev has no
+# bias of its own: the one b is in the x convolution), so unpack it as
+# `dh_prev, dWh, _ = …`.
 #
 # **Rules.** Keep the inputs' dtype, do not change `dh`, `dc` or the cache in place.
 #
@@ -129,8 +132,10 @@ def convlstm_step_backward(dh, dc, cache):
 # %% [markdown]
 # ## Stuck? One hint at a time
 #
-# Each run of the next cell unlocks one more hint (as a script: `STVAE_HINTS=2 python
-# 03_convlstm_step.py` shows the first two). To read the solution itself:
+# Each run of the next cell unlocks one more hint (as a script, from the repository
+# root: `STVAE_HINTS=2 python tutorials/exercises/03_convlstm_step.py` shows the first two; a report
+# that is not a PASS prints the command for the next hint with this file's full path).
+# To read the solution itself:
 # `grader.show_solution("03_convlstm_step")`.
 
 # %%

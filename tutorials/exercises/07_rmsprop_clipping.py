@@ -84,8 +84,10 @@ def rmsprop_step(params, grads, v, lr, alpha=0.99, eps=1e-8):
 # %% [markdown]
 # ## Stuck? One hint at a time
 #
-# Each run of the next cell unlocks one more hint (as a script: `STVAE_HINTS=2 python
-# 07_rmsprop_clipping.py` shows the first two). To read the solution itself:
+# Each run of the next cell unlocks one more hint (as a script, from the repository
+# root: `STVAE_HINTS=2 python tutorials/exercises/07_rmsprop_clipping.py` shows the first two; a report
+# that is not a PASS prints the command for the next hint with this file's full path).
+# To read the solution itself:
 # `grader.show_solution("07_rmsprop_clipping")`.
 
 # %%

@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
+import shlex
 import sys
 import traceback
 
@@ -70,6 +71,7 @@ class Report:
     def __init__(self, exercise, title):
         self.exercise, self.title = exercise, title
         self.lines, self.wrong, self.todo, self.passed = [], [], [], []
+        self.footer = []          # printed above the final line: where to find more help
 
     def ok(self, text):
         self.lines.append(f"  ✓ {text}")
@@ -112,10 +114,11 @@ class Report:
 
     def text(self):
         head = f"── grading {self.exercise}: {self.title} "
+        stuck = "" if self.footer else "; stuck? run the hint cell"     # else the footer says
         todo = (["  (replace each `raise NotImplementedError` with your code and run the grading "
-                 "cell again; stuck? run the hint cell)"] if self.status == "TODO" else [])
+                 f"cell again{stuck})"] if self.status == "TODO" else [])
         return "\n".join([head + "─" * max(0, 72 - len(head)), *self.lines, *todo,
-                          self.final_line()])
+                          *self.footer, self.final_line()])
 
     __str__ = text
 
@@ -373,7 +376,20 @@ def check_pool_upsample(maxpool2_forward, maxpool2_backward, upsample2_forward, 
             if isinstance(got, np.ndarray) and got.shape == want.shape:
                 _diagnose_pool(r, got, want)
             raise _Stop
-        r.ok("maxpool2_backward: dx matches the reference and finite differences; keeps float32")
+        # Ties: the model's blank background ties four ways in every window. No finite
+        # differences here (a tie is a kink); the reference's argmax is the rule.
+        x_tie = _tied_windows()
+        d_tie = rng.standard_normal((1, 1) + tuple(s // 2 for s in x_tie.shape[2:]))
+        got = _call(r, "maxpool2_backward", maxpool2_backward, d_tie, x_tie, names=("dout", "x"))
+        want = layers.maxpool2_backward(d_tie, layers.maxpool2_forward(x_tie)[1])
+        problem = _mismatch(got, want)
+        if problem:
+            r.fail("maxpool2_backward dx (ties)", f"with tied maxima, dx {problem}: {TIE_RULE}")
+            if isinstance(got, np.ndarray) and got.shape == want.shape:
+                _diagnose_ties(r, got, want, x_tie)
+            raise _Stop
+        r.ok("maxpool2_backward: dx matches the reference and finite differences, and the "
+             "first-winner rule on tied windows; keeps float32")
 
     with r.part("upsample2_forward"):
         got = _call(r, "upsample2_forward", upsample2_forward, xs, names=("x",))
@@ -408,6 +424,36 @@ def check_pool_upsample(maxpool2_forward, maxpool2_backward, upsample2_forward, 
             raise _Stop
         r.ok("upsample2_backward: dx matches the reference and finite differences; keeps float32")
     return r
+
+
+TIE_RULE = ("on a tie the first of the tied pixels in row-major order (top-left, "
+            "top-right, bottom-left, bottom-right) wins and gets all of dout, the others 0, "
+            "as argmax over the window's 4 pixels does (stvae_np.layers.maxpool2_forward)")
+
+
+def _tied_windows():
+    """A (1, 1, 4, 8) map of eight 2×2 windows whose maxima tie: four ways (all zero, like
+    the blank background, and all 0.5), three ways (top-left excluded), and two ways at
+    five pairs of corners, so that a rule other than "first in row-major order" (the last,
+    every tied pixel, column-major order) gives a wrong dx in some window."""
+    return np.array([[0, 0, .5, .5, -1, 2, 1, 1],      # windows: all 0 | all .5 | three-way
+                     [0, 0, .5, .5, 2, 2, 0, -1],      #   (tr, bl, br) | tl = tr
+                     [1, 0, 1, -2, 0, 1, -1, 0],       # tl = bl | tl = br | tr = bl
+                     [1, 0, 0, 1, 1, 0, 3, 3]],        #   | bl = br
+                    dtype=np.float64).reshape(1, 1, 4, 8)
+
+
+def _diagnose_ties(r, got, want, x):
+    """How many pixels of each tied window got gradient, and which rule that looks like."""
+    n, c, h, w = x.shape
+    per_window = lambda a: a.reshape(n, c, h // 2, 2, w // 2, 2)      # noqa: E731
+    receivers = (per_window(got) != 0).sum(axis=(3, 5))
+    if np.any(receivers > 1):
+        r.info(f"{int(np.sum(receivers > 1))} tied windows sent gradient to more than one pixel: "
+               "a mask x == max marks every tied pixel (an all-zero window marks all four)")
+    else:
+        r.info("one pixel per window gets the gradient, but not always the first of the tied "
+               "ones in row-major order")
 
 
 def _diagnose_pool(r, got, want):
@@ -531,7 +577,15 @@ def check_convlstm_step(convlstm_step_backward, convlstm_step_forward):
                 r.fail(name, f"{name} {problem}")
         _explain_gates(r, bad)
         if "dc_prev" in r.wrong:
-            r.info("dc_prev = δc ⊙ f: the path from c back to c_prev goes through the forget gate")
+            g_dc = got[2]
+            f_gate = ref_cache.f
+            if isinstance(g_dc, np.ndarray) and _close(g_dc, dc * f_gate):
+                r.info("dc_prev equals dc ⊙ f, the incoming dc alone: dc_prev must be δc ⊙ f, "
+                       "with δc = dc + dh ⊙ o ⊙ (1 − tanh² c), the cell's whole gradient "
+                       "(from the next step and through h)")
+            else:
+                r.info("dc_prev = δc ⊙ f: the path from c back to c_prev goes through the "
+                       "forget gate")
         if not bad and ({"dx", "dh_prev"} & set(r.wrong)):
             r.info("every gate's δa is right (db, dWx, dWh match): the error is in the two "
                    "convolution backwards, dx through Wx and dh_prev through Wh")
@@ -541,16 +595,34 @@ def check_convlstm_step(convlstm_step_backward, convlstm_step_forward):
         x32, h32, c32 = (a.astype(np.float32) for a in (x, h_prev, c_prev))
         cache32 = convlstm_step_forward(x32, h32, c32, p32)[2]
         got32 = convlstm_step_backward(dh.astype(np.float32), dc.astype(np.float32), cache32)
-        for name, g, wt in zip(names + ("dWx", "dWh", "db"),
-                               list(got32[:3]) + [got32[3][k] for k in ("Wx", "Wh", "b")],
-                               list(want[:3]) + [want[3][k] for k in ("Wx", "Wh", "b")]):
-            problem = _mismatch(g, wt, tol=TOL_F32, dtype=np.float32)
-            if problem:
-                r.fail(f"{name} (float32)", f"{name} {problem}")
-                raise _Stop
+        _check_float32(r, zip(names + ("dWx", "dWh", "db"),
+                              list(got32[:3]) + [got32[3][k] for k in ("Wx", "Wh", "b")],
+                              list(want[:3]) + [want[3][k] for k in ("Wx", "Wh", "b")]))
         r.ok("convlstm_step_backward: dx, dh_prev, dc_prev and every gate of dWx, dWh, db "
              "match the reference and finite differences; keeps float32")
     return r
+
+
+def _check_float32(r, outputs):
+    """The float32 run of a backward whose float64 run passed: ``outputs`` is (name, got,
+    float64 reference) triples. Every wrong output is listed under one part, "float32":
+    the equations are right (float64 proved it), so the fault is the float32 handling,
+    not one output's formula (naming dx alone would point at the convolutions)."""
+    bad = [(name, problem) for name, g, wt in outputs
+           for problem in [_mismatch(g, wt, tol=TOL_F32, dtype=np.float32)] if problem]
+    if not bad:
+        return
+    r.fail("float32", f"the float64 run passed, every output right; with float32 inputs "
+           f"{', '.join(name for name, _ in bad)} {'is' if len(bad) == 1 else 'are'} wrong. "
+           "The fault is in the float32 handling, not in the equations: is the dtype kept "
+           "everywhere (np.zeros(shape) is float64: np.zeros_like, dtype=x.dtype), or does a "
+           "float64 array or constant (np.ones(shape), np.float64(…)) promote the result?")
+    by_problem = {}                   # one line per kind of fault, naming its outputs
+    for name, problem in bad:
+        by_problem.setdefault(problem, []).append(name)
+    for problem, names in by_problem.items():
+        r.info(f"{', '.join(names)}: {problem}")
+    raise _Stop
 
 
 # ----------------------------------------------------------------------------- 04 BPTT
@@ -605,8 +677,9 @@ def check_bptt(convlstm_backward, convlstm_forward):
                 right.append(t)
             later = f"dxs[:, {right[-1]}:] is right; walking back" if right else "walking back"
             r.fail(f"step t = {t}", f"{later} from t = {t_len - 1}, the gradient first goes "
-                   f"wrong at t = {t} (dxs[:, {t}])")
-            _diagnose_bptt(r, t, t_len, dxs, (xs, params, h0, c0, dhs))
+                   f"wrong at t = {t} (dxs[:, {t}]{_non_finite(dxs[:, t])})")
+            if np.all(np.isfinite(dxs[:, t])):        # a NaN is its own cause: no carry guess
+                _diagnose_bptt(r, t, t_len, dxs, (xs, params, h0, c0, dhs))
             r.info("dWx, dWh, db, dh0 and dc0 collect every step's gradient: fix the first "
                    "wrong step first, they may follow")
         elif problem:
@@ -622,28 +695,36 @@ def check_bptt(convlstm_backward, convlstm_forward):
                     break
             else:
                 _explain_gates(r, bad)
-        for key, name in (("h0", "dh0"), ("c0", "dc0")):
+        # the initial state is h₋₁, c₋₁ in the equations (h_0 is step 0's output); the
+        # argument names and dparams keys stay "h0", "c0" as in stvae_np.memory
+        for key, name, state in (("h0", "dh0", "h₋₁"), ("c0", "dc0", "c₋₁")):
             if key not in dparams:
                 r.fail(name, f'dparams has no "{key}": after the loop the carried gradient is '
-                             f"the gradient of {key}")
+                             f"the gradient of the initial state {state} (the argument {key})")
             elif _mismatch(dparams[key], want_p[key], fd[key]):
                 r.fail(name, f"{name} {_mismatch(dparams[key], want_p[key], fd[key])}"
                        + ("" if problem else f": it is the {'dh' if key == 'h0' else 'dc'} "
-                          "carried out of step 0"))
+                          f"carried out of step 0, the gradient of the initial state {state}"))
         if r.wrong:
             raise _Stop
         p32 = {k: v.astype(np.float32) for k, v in params.items()}
         cache32 = convlstm_forward(xs.astype(np.float32), p32, h0.astype(np.float32),
                                    c0.astype(np.float32))[1]
         dxs32, dp32 = convlstm_backward(dhs.astype(np.float32), cache32)
-        for name, g, wt in [("dxs", dxs32, want_dxs)] + [(k, dp32.get(k), v) for k, v in want_p.items()]:
-            problem = _mismatch(g, wt, tol=TOL_F32, dtype=np.float32)
-            if problem:
-                r.fail(f"{name} (float32)", f"{name} {problem}")
-                raise _Stop
+        _check_float32(r, [("dxs", dxs32, want_dxs)]
+                       + [("d" + k, dp32.get(k), v) for k, v in want_p.items()])
         r.ok(f"convlstm_backward: dxs at every step t = {t_len - 1} … 0, dWx, dWh, db, dh0, dc0 "
              "match the reference and finite differences; keeps float32")
     return r
+
+
+def _non_finite(a):
+    """' contains NaN' (or inf, or both) for an array that does, else ''."""
+    kinds = [k for k, bad in (("NaN", np.isnan(a).any()), ("inf", np.isinf(a).any())) if bad]
+    if not kinds:
+        return ""
+    return (f" contains {' and '.join(kinds)}: a NaN spreads to everything it touches; "
+            "look for an np.empty never filled, a 0/0 or a carried gradient not started at 0")
 
 
 def _diagnose_bptt(r, t, t_len, dxs, data):
@@ -880,6 +961,7 @@ def check_rmsprop(clip_grad_norm, rmsprop_step):
             grads = grads_of(nw, nb, dtype)
             arrays = dict(grads)
             expected = {k: v.copy() for k, v in grads.items()}
+            before = {k: v.copy() for k, v in grads.items()}
             want_norm = optim.clip_grad_norm(expected, max_norm)
             got_norm = clip_grad_norm(grads, max_norm)
             for k in arrays:
@@ -897,6 +979,11 @@ def check_rmsprop(clip_grad_norm, rmsprop_step):
                 if "inactive" not in case and np.allclose(norms, max_norm, rtol=1e-4):
                     r.info("each tensor was clipped by its own norm: the norm is global, "
                            "√(Σ over all tensors of Σ g²), and one scale applies to all")
+                elif all(_close(grads[k], np.clip(before[k], -max_norm, max_norm), 1e-5)
+                         for k in grads):
+                    r.info(f"it clips each element by value to [−{max_norm:g}, {max_norm:g}]: "
+                           "clip_grad_norm rescales all gradients together by max_norm / norm, "
+                           "which keeps their direction")
                 raise _Stop
             try:
                 norm_ok = _close(float(got_norm), float(want_norm), 1e-6)
@@ -1077,6 +1164,8 @@ def grade(exercise, **functions):
         print(f"solution mode ({SOLUTION_ENV}=1): grading {', '.join(names)} in place of "
               "your functions")
     report = check(exercise, **functions)
+    if report.status != "PASS" and not _interactive():
+        report.footer.append(_hint_footer(exercise, _hints_env()))   # help only when needed
     print(report.text())
     sys.stdout.flush()
     if report.status == "FAIL" and not _interactive():
@@ -1105,10 +1194,13 @@ HINTS = {
     ],
     "02_pool_upsample": [
         "Reshape (N, C, H, W) to (N, C, H/2, 2, W/2, 2): axes 3 and 5 walk the 2×2 window.",
-        "Max-pool backward needs to know which pixel won: compare x with its window's maximum "
-        "(broadcast the pooled map back to the window shape).",
-        "Only the winner receives dout; the other three pixels of a window get 0. With no ties "
-        "a mask x == max is exactly one pixel per window.",
+        "Max-pool backward needs to know which pixel won. Lay each window's 4 pixels out in "
+        "row-major order, (0, 0), (0, 1), (1, 0), (1, 1): a transpose and a reshape of hint 1's "
+        "array to (N, C, H/2, W/2, 4).",
+        "Only the winner receives dout; the other three pixels of a window get 0. A mask "
+        "x == max is not enough: on a tie (an all-zero window of the blank background ties "
+        "four ways) it marks every tied pixel. argmax over the 4 pixels returns the first "
+        "maximum, the rule here: compare it with np.arange(4).",
         "Up-sampling copies each pixel to four places; in the backward each copy sends its "
         "gradient back to the one pixel it came from. Reuse the reshape of hint 1.",
     ],
@@ -1120,8 +1212,10 @@ HINTS = {
         "c = f ⊙ c_prev + i ⊙ g is a product rule three times over, plus the path to c_prev.",
         "The pre-activations need the derivative of their non-linearity, from the cached "
         "outputs: σ' = s(1 − s), tanh' = 1 − t². Stack the four δa's in the order i, f, g, o.",
-        "a = Wx * x + b + Wh * h_prev is two convolutions: conv2d_backward(δa, cache['x_conv']) "
-        "gives dx, dWx, db, and conv2d_backward(δa, cache['h_conv']) gives dh_prev, dWh.",
+        "a = Wx * x + b + Wh * h_prev is two convolutions, and conv2d_backward returns three "
+        "values each time: conv2d_backward(δa, cache['x_conv']) gives dx, dWx, db, and "
+        "conv2d_backward(δa, cache['h_conv']) gives dh_prev, dWh, None (that convolution has "
+        "no bias): dh_prev, dWh, _ = ….",
     ],
     "04_bptt": [
         "Walk t = T−1, …, 0 (reversed(range(T))). Before the loop nothing comes from the "
@@ -1130,7 +1224,8 @@ HINTS = {
         "the sum of both gradients.",
         "c_t feeds only step t+1: its gradient is the dc_prev that step t+1's backward returned.",
         "The weights are the same at every step: add each step's dparams to a running total.",
-        "When the loop ends, the carried dh and dc are the gradients of h0 and c0.",
+        "When the loop ends, the carried dh and dc are the gradients of the initial state "
+        "h₋₁, c₋₁ (the arguments h0, c0): dparams[\"h0\"] and dparams[\"c0\"].",
     ],
     "05_bilinear_sampler": [
         "Recompute what the forward did: x0 = floor(x_s), x1 = x0 + 1, the weights wx0 = x1 − x_s, "
@@ -1161,24 +1256,45 @@ HINTS = {
 _hints_shown = {}
 
 
+def _hints_env():
+    """STVAE_HINTS as a number of hints (0 when unset or not a number)."""
+    try:
+        return max(0, int(os.environ.get(HINTS_ENV, "0")))
+    except ValueError:
+        return 0
+
+
+def _script_path(exercise):
+    """The exercise's file, absolute: a command naming it works from any folder."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{exercise}.py")
+
+
+def _hint_footer(exercise, shown):
+    """One line: how to see the next hint (or the solution once every hint is shown)."""
+    hints = HINTS[exercise]
+    shown = min(shown, len(hints))
+    if shown >= len(hints):
+        return f"  (no more hints; the solution: grader.show_solution({exercise!r}))"
+    left = len(hints) - shown
+    if _interactive():
+        how = "run the hint cell again for the next one"
+    else:
+        how = (f"`{HINTS_ENV}={shown + 1} python {shlex.quote(_script_path(exercise))}` "
+               "shows the next one, or open the exercise as a notebook")
+    return f"  ({left} more hint{'s' if left > 1 else ''}: {how})"
+
+
 def hint(exercise):
     """The hint cell: in a notebook each run shows one more hint (all unlocked ones are
-    printed); as a script, STVAE_HINTS=n shows the first n."""
+    printed, then how to get the next); as a script, STVAE_HINTS=n shows the first n, and
+    the grading report, unless it is a PASS, says how to get more."""
     hints = HINTS[exercise]
     if _interactive():
         shown = min(_hints_shown.get(exercise, 0) + 1, len(hints))
         _hints_shown[exercise] = shown
     else:
-        try:
-            shown = max(0, min(int(os.environ.get(HINTS_ENV, "0")), len(hints)))
-        except ValueError:
-            shown = 0
+        shown = min(_hints_env(), len(hints))
     for i in range(shown):
         print(f"Hint {i + 1}/{len(hints)}: {hints[i]}")
-    if shown < len(hints):
-        more = ("run this cell again for the next one" if _interactive() else
-                f"run the exercise as `{HINTS_ENV}={shown + 1} python {exercise}.py` for "
-                "the next one, or open it as a notebook")
-        print(f"({len(hints) - shown} more hint{'s' if len(hints) - shown > 1 else ''}: {more})")
-    else:
-        print(f"(no more hints; the solution: grader.show_solution({exercise!r}))")
+    if _interactive():          # the learner ran this cell to ask: answer here
+        print(_hint_footer(exercise, shown).strip())
