@@ -1,4 +1,4 @@
-"""The exercises of tutorials/exercises/ and their grader (stvae_np/grader.py).
+"""The exercises of tutorials/exercises/ and their grader (tutorials/exercises/grader.py).
 
 * Every exercise script, run as a plain script from a temporary folder, ends with
   "not written yet" and exit status 0 when blank, and passes its grader with the
@@ -16,10 +16,14 @@ import sys
 import numpy as np
 import pytest
 
-from stvae_np import grader, reference
+from stvae_np import layers, memory
 from stvae_np.activations import sigmoid
 
 EXERCISES = pathlib.Path(__file__).resolve().parent.parent / "tutorials" / "exercises"
+# the grader lives beside the exercises, not in the package: import it the way they do
+if str(EXERCISES) not in sys.path:
+    sys.path.insert(0, str(EXERCISES))
+import grader  # noqa: E402
 SCRIPTS = sorted(EXERCISES.glob("[0-9][0-9]_*.py"))
 TIMEOUT_S = 60
 
@@ -120,6 +124,29 @@ def test_solution_switch_and_hints(monkeypatch, capsys):
     assert out.count("Hint 1/4") == 2 and out.count("Hint 2/4") == 1
 
 
+@pytest.mark.parametrize("path", SCRIPTS[:2], ids=[p.stem for p in SCRIPTS[:2]])
+def test_hint_footer_only_when_not_passing_and_its_command_works_from_any_folder(path, tmp_path):
+    solved = _run(path, tmp_path, solution=True)
+    assert solved.stdout.strip().splitlines()[-1].startswith("grade: PASS"), solved.stdout
+    assert "more hint" not in solved.stdout and grader.HINTS_ENV not in solved.stdout, solved.stdout
+    blank = _run(path, tmp_path, solution=False)
+    footer = [line for line in blank.stdout.splitlines() if "more hints:" in line]
+    assert len(footer) == 1, blank.stdout
+    command = footer[0].split("`")[1]
+    assert command.startswith(f"{grader.HINTS_ENV}=1 python ") and str(path) in command, command
+    env = dict(os.environ, MPLBACKEND="Agg")
+    env.pop(grader.SOLUTION_ENV, None)
+    env.pop(grader.HINTS_ENV, None)
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    proc = subprocess.run(command, shell=True, cwd=other, env=env, capture_output=True,
+                          text=True, timeout=TIMEOUT_S)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    n_hints = len(grader.HINTS[path.stem])
+    assert f"Hint 1/{n_hints}" in proc.stdout and f"Hint 2/{n_hints}" not in proc.stdout, proc.stdout
+    assert f"({n_hints - 1} more hint" in proc.stdout       # the next command, for hint 2
+
+
 def test_a_wrong_answer_exits_1_as_a_script(monkeypatch):
     monkeypatch.delenv(grader.SOLUTION_ENV, raising=False)
     with pytest.raises(SystemExit) as err:
@@ -212,7 +239,12 @@ def maxpool_forward(x, bug=None):
 def maxpool_backward(dout, x, bug=None):
     n, c, h, w = x.shape
     windows = x.reshape(n, c, h // 2, 2, w // 2, 2)
-    winner = windows == windows.max(axis=(3, 5), keepdims=True)
+    if bug == "mask x == max":         # every tied pixel wins: hint 3's old advice
+        winner = windows == windows.max(axis=(3, 5), keepdims=True)
+    else:                              # the first maximum in row-major order, as argmax
+        flat = windows.transpose(0, 1, 2, 4, 3, 5).reshape(n, c, h // 2, w // 2, 4)
+        first = flat.argmax(axis=-1)[..., None] == np.arange(4)
+        winner = first.reshape(n, c, h // 2, w // 2, 2, 2).transpose(0, 1, 2, 4, 3, 5)
     if bug == "gradient to every pixel":
         winner = np.ones_like(winner)
     return (winner * dout[:, :, :, None, :, None]).reshape(n, c, h, w)
@@ -244,6 +276,18 @@ def test_maxpool_gradient_to_every_pixel_blames_maxpool_backward():
     assert report.wrong == ["maxpool2_backward dx"]
 
 
+def test_maxpool_mask_on_tied_windows_fails_with_the_tie_rule():
+    # all-zero windows (the blank background) tie four ways: x == max sends the gradient
+    # to all four pixels; the rule is the first in row-major order (argmax). The old
+    # grader (distinct inputs only) passed this answer.
+    wrong = functools.partial(maxpool_backward, bug="mask x == max")
+    report, text = _grade("02_pool_upsample", **{**POOL, "maxpool2_backward": wrong})
+    _assert_fails(report, text, "with tied maxima", "first of the tied pixels in row-major order",
+                  "more than one pixel", "x == max")
+    assert report.wrong == ["maxpool2_backward dx (ties)"]
+    assert report.passed == ["maxpool2_forward", "upsample2_forward", "upsample2_backward"]
+
+
 def test_upsample_mean_instead_of_sum_blames_upsample_backward():
     report, text = _grade("02_pool_upsample", **{
         **POOL, "upsample2_backward": functools.partial(upsample_backward, bug="mean")})
@@ -262,8 +306,8 @@ def test_maxpool_window_axes_mixed_up_blames_maxpool_forward():
 def step_forward(x, h_prev, c_prev, params):
     """The exercise's given forward (tutorials/exercises/03_convlstm_step.py)."""
     nf = h_prev.shape[1]
-    ax, x_conv = reference.conv2d_forward(x, params["Wx"], params["b"])
-    ah, h_conv = reference.conv2d_forward(h_prev, params["Wh"])
+    ax, x_conv = layers.conv2d_forward(x, params["Wx"], params["b"])
+    ah, h_conv = layers.conv2d_forward(h_prev, params["Wh"])
     a = ax + ah
     i, f = sigmoid(a[:, :nf]), sigmoid(a[:, nf:2 * nf])
     g, o = np.tanh(a[:, 2 * nf:3 * nf]), sigmoid(a[:, 3 * nf:])
@@ -278,18 +322,22 @@ def step_backward(dh, dc, cache, bug=None):
     i, f, g, o = cache["i"], cache["f"], cache["g"], cache["o"]
     c_prev, tanh_c = cache["c_prev"], cache["tanh_c"]
     d_c = dh * o * (1 - tanh_c ** 2)
+    if bug == "float64 buffer":        # np.zeros(shape) is float64: float32 runs promote
+        d_c = np.zeros(dh.shape) + d_c
     if bug != "dc not added to the cell's gradient":
         d_c = d_c + dc
     d_o = dh * tanh_c
     d_i, d_g = d_c * g, d_c * i
     d_f = d_c * (f * c_prev + i * g if bug == "c instead of c_prev" else c_prev)
     dc_prev = d_c if bug == "forget-gate path dc·f forgotten" else d_c * f
+    if bug == "dc·f instead of δc·f":
+        dc_prev = dc * f
     rows = [d_i * i * (1 - i), d_f * f * (1 - f), d_g * (1 - g ** 2), d_o * o * (1 - o)]
     if bug == "gates stacked i, g, f, o":
         rows = [rows[0], rows[2], rows[1], rows[3]]
     da = np.concatenate(rows, axis=1)
-    dx, dwx, db = reference.conv2d_backward(da, cache["x_conv"])
-    dh_prev, dwh, _ = reference.conv2d_backward(da, cache["h_conv"])
+    dx, dwx, db = layers.conv2d_backward(da, cache["x_conv"])
+    dh_prev, dwh, _ = layers.conv2d_backward(da, cache["h_conv"])
     return dx, dh_prev, dc_prev, {"Wx": dwx, "Wh": dwh, "b": db}
 
 
@@ -316,6 +364,27 @@ def test_convlstm_step_forgotten_forget_gate_path_blames_dc_prev():
     assert report.wrong == ["dc_prev"]
 
 
+def test_convlstm_step_dc_times_f_blames_dc_prev_with_its_own_cause():
+    # dc_prev = dc ⊙ f leaves out the gradient reaching c through h; the old grader said
+    # "through the forget gate", which the answer already has
+    report, text = _grade_step("dc·f instead of δc·f")
+    _assert_fails(report, text, "✗ dc_prev:", "dc_prev equals dc ⊙ f",
+                  "δc ⊙ f, with δc = dc + dh ⊙ o ⊙ (1 − tanh² c)", not_named=("gate",))
+    assert "through the forget gate" not in text
+    assert report.wrong == ["dc_prev"]
+
+
+def test_convlstm_step_float32_only_fault_blames_float32_handling():
+    # right in float64, float64 in float32 runs: the fault is the dtype handling, and the
+    # report must say so, not point at dx (the convolutions)
+    report, text = _grade_step("float64 buffer")
+    _assert_fails(report, text, "✗ float32:", "the float64 run passed",
+                  "dx, dh_prev, dc_prev, dWx, dWh, db are wrong", "float32 handling",
+                  "float64 array or constant")
+    assert report.wrong == ["float32"]
+    assert "convolution" not in text
+
+
 def test_convlstm_step_dc_not_added_blames_gates_i_f_g_not_o():
     report, text = _grade_step("dc not added to the cell's gradient")
     _assert_fails(report, text, "db gate i, f, g", "gate o right", "δc = dc + dh ⊙ o",
@@ -332,7 +401,7 @@ def seq_forward(xs, params, h0, c0):
     """The exercise's given forward (tutorials/exercises/04_bptt.py)."""
     h, c, hs, steps = h0, c0, [], []
     for t in range(xs.shape[1]):
-        h, c, step = reference.convlstm_step_forward(xs[:, t], h, c, params)
+        h, c, step = memory.convlstm_step_forward(xs[:, t], h, c, params)
         hs.append(h)
         steps.append(step)
     return np.stack(hs, axis=1), {"steps": steps, "xs": xs, "params": params, "h0": h0, "c0": c0}
@@ -342,11 +411,13 @@ def bptt(dhs, cache, bug=None):
     steps = cache["steps"]
     t_len = len(steps)
     dh_next, dc_next = np.zeros_like(dhs[:, 0]), np.zeros_like(dhs[:, 0])
+    if bug == "carry starts as NaN":   # np.empty: whatever was in memory, here NaN
+        dh_next = np.full_like(dh_next, np.nan)
     dxs, dparams = [None] * t_len, {"Wx": 0, "Wh": 0, "b": 0}
     order = range(t_len) if bug == "walks forward in time" else reversed(range(t_len))
     for t in order:
         dh = dhs[:, t] if bug == "dh from step t+1 dropped" else dhs[:, t] + dh_next
-        dxs[t], dh_next, dc_prev, dp = reference.convlstm_step_backward(dh, dc_next, steps[t])
+        dxs[t], dh_next, dc_prev, dp = memory.convlstm_step_backward(dh, dc_next, steps[t])
         dc_next = np.zeros_like(dc_prev) if bug == "dc not carried" else dc_prev
         for key in dparams:
             dparams[key] = dp[key] if bug == "dW overwritten" else dparams[key] + dp[key]
@@ -381,6 +452,21 @@ def test_bptt_walking_forward_goes_wrong_at_the_last_step():
     report, text = _grade_bptt("walks forward in time")
     _assert_fails(report, text, "first goes wrong at t = 3", "reversed")
     assert report.wrong[0] == "step t = 3"
+
+
+def test_bptt_nan_is_named_at_the_step_it_appears():
+    report, text = _grade_bptt("carry starts as NaN")
+    _assert_fails(report, text, "first goes wrong at t = 3 (dxs[:, 3] contains NaN")
+    assert report.wrong[0] == "step t = 3"
+
+
+def test_bptt_float32_only_fault_blames_float32_handling():
+    def promotes(dhs, cache):          # float64 in, float64 out; float32 in, float64 out
+        dxs, dparams = bptt(dhs, cache)
+        return dxs.astype(np.float64), dparams
+    report, text = _grade("04_bptt", convlstm_forward=seq_forward, convlstm_backward=promotes)
+    _assert_fails(report, text, "✗ float32:", "the float64 run passed", "dxs is wrong")
+    assert report.wrong == ["float32"]
 
 
 def test_bptt_overwritten_weight_gradient_blames_dw_not_the_steps():
@@ -509,7 +595,9 @@ def clip(grads, max_norm, bug=None):
     total = np.sqrt(sum(np.sum(g * g) for g in grads.values()))
     for name, g in grads.items():
         norm = np.sqrt(np.sum(g * g)) if bug == "per-tensor norm" else total
-        if norm > max_norm:
+        if bug == "by value":
+            np.clip(g, -max_norm, max_norm, out=g)
+        elif norm > max_norm:
             if bug == "not in place":
                 grads[name] = g * (max_norm / (norm + 1e-6))
             else:
@@ -556,6 +644,13 @@ def test_rmsprop_alpha_swapped_blames_v():
 def test_clipping_per_tensor_blames_the_global_norm():
     report, text = _grade_rmsprop(clip_bug="per-tensor norm")
     _assert_fails(report, text, "clipping active (norm > max_norm)", "own norm", "global",
+                  not_named=("rmsprop", "inactive"))
+
+
+def test_clipping_by_value_gets_its_cause():
+    report, text = _grade_rmsprop(clip_bug="by value")
+    _assert_fails(report, text, "clipping active (norm > max_norm)", "clips each element by value",
+                  "rescales all gradients together by max_norm / norm",
                   not_named=("rmsprop", "inactive"))
 
 

@@ -13,18 +13,22 @@
 #
 # Every learned layer of the spatio-temporal video autoencoder is a 2-D convolution:
 # the encoder, the four ConvLSTM gates, the flow regressor and the decoder. This
-# tutorial reads the plain version in `stvae_np/reference.py` (a few lines per
+# tutorial reads the plain version in `stvae_np/layers.py` (a few lines per
 # function, the maths and nothing else) and then meets the fast one in
-# `stvae_np/conv.py`, which the model runs:
+# `stvae_np/fast/layers.py`, which the model runs:
 #
 # 1. the equation, checked against a deliberately naive loop;
 # 2. **im2col**: the whole convolution as one matrix product;
 # 3. the **backward** pass, from the matrix product; the input gradient is itself a
 #    convolution, with the kernel flipped and its two channel axes swapped;
 # 4. a picture: a digit through a few hand-made kernels;
-# 5. the **fast** version: the "shift" and "rows" orders, threads and chunks; it
-#    agrees with the reference and is faster;
-# 6. a gradient check against finite differences.
+# 5. a gradient check against finite differences;
+# 6. the **fast** version: the "shift" and "rows" orders, threads and chunks; it
+#    agrees with the plain one and is faster (and passes the same gradient check).
+#
+# Exercise 01 (`tutorials/exercises/01_convolution.py`) asks you to write the forward
+# and backward pass yourself. Sections 2 and 3 print their solution, each after a
+# warning cell: try the exercise first if you mean to.
 
 # %%
 import time
@@ -33,8 +37,8 @@ import numpy as np
 
 import _setup  # noqa: F401  (puts the repository on sys.path, picks a backend)
 from _setup import best_time, max_rel_diff, plt, show, show_code
-from stvae_np import conv
-from stvae_np import reference as ref
+from stvae_np import layers
+from stvae_np.fast import layers as fast_layers
 from stvae_np.data import mnist_digits
 from stvae_np.gradcheck import numerical_gradient, rel_error
 
@@ -62,7 +66,7 @@ rng = np.random.default_rng(0)
 #
 # The most literal implementation is four nested loops with a k × k dot product
 # inside. It is far too slow to use, but it is the definition, so we compare
-# `reference.conv2d_forward` against it.
+# `layers.conv2d_forward` against it.
 
 # %%
 def conv2d_naive(x, w, b):
@@ -88,11 +92,11 @@ t0 = time.perf_counter()
 out_naive = conv2d_naive(x, w, b)
 t_naive = time.perf_counter() - t0
 t0 = time.perf_counter()
-out, _ = ref.conv2d_forward(x, w, b)
+out, _ = layers.conv2d_forward(x, w, b)
 t_ref = time.perf_counter() - t0
 print("out shape:", out.shape)
-print(f"max |naive − reference.conv2d_forward| = {np.abs(out_naive - out).max():.2e}")
-print(f"naive loop {1e3 * t_naive:.1f} ms, reference.conv2d_forward {1e3 * t_ref:.2f} ms")
+print(f"max |naive − layers.conv2d_forward| = {np.abs(out_naive - out).max():.2e}")
+print(f"naive loop {1e3 * t_naive:.1f} ms, layers.conv2d_forward {1e3 * t_ref:.2f} ms")
 
 # %% [markdown]
 # ## 2. im2col: the convolution as one matrix product
@@ -109,16 +113,23 @@ print(f"naive loop {1e3 * t_naive:.1f} ms, reference.conv2d_forward {1e3 * t_ref
 # Then the whole layer is one matrix product, `out = W.reshape(F, C·k·k) @ cols`,
 # giving `(F, N·H·W)`, which is reshaped to `(N, F, H, W)`. Row block `(c, u, v)` of
 # `cols` is the padded image shifted by `(u, v)`, so k·k slice copies build the whole
-# matrix, with no loop over pixels. Here is `reference.im2col`, and the forward pass
-# that uses it:
+# matrix, with no loop over pixels. Here is `layers.im2col`:
 
 # %%
-show_code(ref.im2col)
-show_code(ref.conv2d_forward)
+show_code(layers.im2col)
+
+# %% [markdown]
+# **Exercise 01 first?** Try exercise 01 first (`tutorials/exercises/01_convolution.py`);
+# the cell below shows the solution of its forward pass: `layers.conv2d_forward`, the
+# matrix product above with the bias added.
+
+# %%
+print("── the solution of exercise 01's forward (tutorials/exercises/01_convolution.py) ──")
+show_code(layers.conv2d_forward)
 
 # %%
 k = w.shape[-1]
-cols = ref.im2col(x, k)
+cols = layers.im2col(x, k)
 print("x:", x.shape, " W:", w.shape, " -> cols:", cols.shape,
       f"= (C·k·k, N·H·W) = ({3 * k * k}, {2 * 16 * 16})")
 out_mm = (w.reshape(4, -1) @ cols).reshape(4, 2, 16, 16).transpose(1, 0, 2, 3) + b.reshape(1, 4, 1, 1)
@@ -132,9 +143,9 @@ print(f"max |W₂ @ cols + b − naive loop| = {np.abs(out_mm - out_naive).max()
 # $\langle \mathrm{im2col}(x), D\rangle = \langle x, \mathrm{col2im}(D)\rangle$:
 
 # %%
-show_code(ref.col2im)
+show_code(layers.col2im)
 d = rng.standard_normal(cols.shape)
-lhs, rhs = np.sum(cols * d), np.sum(x * ref.col2im(d, x.shape, k))
+lhs, rhs = np.sum(cols * d), np.sum(x * layers.col2im(d, x.shape, k))
 print(f"<im2col(x), D> = {lhs:.10f}   <x, col2im(D)> = {rhs:.10f}")
 
 # %% [markdown]
@@ -149,7 +160,7 @@ print(f"<im2col(x), D> = {lhs:.10f}   <x, col2im(D)> = {rhs:.10f}")
 images, classes = mnist_digits()
 digit = images[np.flatnonzero(classes == 3)[0]].astype(np.float64)        # (28, 28) in [0, 1]
 small = digit.reshape(14, 2, 14, 2).mean(axis=(1, 3))                      # (14, 14)
-cols_small = ref.im2col(small[None, None], 3)                               # (9, 196)
+cols_small = layers.im2col(small[None, None], 3)                               # (9, 196)
 print("cols of a 14×14 digit, 3×3 kernel:", cols_small.shape)
 
 y_pick, x_pick = 6, 7                      # one output pixel and its column y·14 + x
@@ -192,11 +203,15 @@ show(fig, "01_im2col_matrix")
 # \frac{\partial L}{\partial b_f} = \sum_{n, y, x} \mathrm{dout}[n, f, y, x]
 # $$
 #
-# `reference.conv2d_backward` is exactly that (the cache keeps `x`, and `cols` is
-# rebuilt):
+# `layers.conv2d_backward` is exactly that (the cache keeps `x`, and `cols` is
+# rebuilt).
+#
+# **Exercise 01 first?** Try exercise 01 first (`tutorials/exercises/01_convolution.py`);
+# the cell below shows the solution of its backward pass.
 
 # %%
-show_code(ref.conv2d_backward)
+print("── the solution of exercise 01's backward (tutorials/exercises/01_convolution.py) ──")
+show_code(layers.conv2d_backward)
 
 # %% [markdown]
 # The input gradient is a convolution too. Input pixel `(y', x')` was read by output
@@ -217,10 +232,10 @@ show_code(ref.conv2d_backward)
 
 # %%
 dout = rng.standard_normal(out.shape)                          # (N, F, H, W)
-_, cache = ref.conv2d_forward(x, w, b)
-dx, dw, db = ref.conv2d_backward(dout, cache)
+_, cache = layers.conv2d_forward(x, w, b)
+dx, dw, db = layers.conv2d_backward(dout, cache)
 w_flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))   # (C, F, k, k)
-dx_as_conv, _ = ref.conv2d_forward(dout, w_flipped)
+dx_as_conv, _ = layers.conv2d_forward(dout, w_flipped)
 print("dx:", dx.shape, " W̃:", w_flipped.shape)
 print(f"max |conv2d_backward dx − conv2d_forward(dout, W̃)| = {np.abs(dx - dx_as_conv).max():.2e}")
 
@@ -250,7 +265,7 @@ kernels = {
     "Laplacian": embed(np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], float)),
 }
 w_demo = np.stack(list(kernels.values()))[:, None]                     # (4, 1, 5, 5)
-filtered, _ = ref.conv2d_forward(digit[None, None], w_demo)            # (1, 4, 28, 28)
+filtered, _ = layers.conv2d_forward(digit[None, None], w_demo)            # (1, 4, 28, 28)
 
 fig, axes = plt.subplots(2, 5, figsize=(12, 4.4), gridspec_kw={"height_ratios": [1, 1.8]})
 axes[0, 0].axis("off")
@@ -272,9 +287,45 @@ fig.suptitle("conv2d_forward(x, W) with W (4, 1, 5, 5): red > 0, blue < 0")
 show(fig, "01_digit_filters")
 
 # %% [markdown]
-# ## 5. The fast version: `stvae_np/conv.py`
+# ## 5. Gradient check
 #
-# The model calls `conv.conv2d_forward` / `conv.conv2d_backward`: same names, same
+# The referee for every hand-written backward pass is the centred difference
+# $\partial s/\partial\theta_i \approx [s(\theta + h e_i) - s(\theta - h e_i)]/2h$ of
+# $s = \sum \mathrm{out} \odot \mathrm{dout}$, computed by
+# `stvae_np.gradcheck.numerical_gradient` in float64. We check `dx`, `dW` and `db`
+# of `layers.conv2d_backward` on shapes small enough to perturb every entry (section 6
+# runs the same check on every order of the fast version). Convolution is linear in each
+# argument, so the centred difference has no truncation error and the agreement is
+# limited only by round-off (about 1e-10 relative).
+
+# %%
+xg = rng.standard_normal((2, 3, 5, 6))
+wg = rng.standard_normal((2, 3, 3, 3))
+bg = rng.standard_normal(2)
+dout_g = rng.standard_normal((2, 2, 5, 6))
+
+
+def check_gradients(label, module, method):
+    """Relative errors of dx, dW, db of ``module.conv2d_backward`` against centred
+    differences of ``module.conv2d_forward``, printed on one line."""
+    def fwd(a=xg, v=wg, c=bg):
+        return module.conv2d_forward(a, v, c, method=method)[0]
+
+    _, cache = module.conv2d_forward(xg, wg, bg, method=method)
+    dx, dw, db = module.conv2d_backward(dout_g, cache)
+    e = [rel_error(dx, numerical_gradient(lambda a: fwd(a=a), xg, dout_g)),
+         rel_error(dw, numerical_gradient(lambda a: fwd(v=a), wg, dout_g)),
+         rel_error(db, numerical_gradient(lambda a: fwd(c=a), bg, dout_g))]
+    print(f"{label:22s}: dx {e[0]:.1e}  dW {e[1]:.1e}  db {e[2]:.1e}")
+    return e
+
+
+errors = check_gradients("layers.py", layers, "auto")
+
+# %% [markdown]
+# ## 6. The fast version: `stvae_np/fast/layers.py`, agrees and is faster
+#
+# The model calls `fast_layers.conv2d_forward` / `fast_layers.conv2d_backward`: same names, same
 # arguments, same numbers, computed differently. im2col builds a buffer of
 # `C·k²·N·H·W` numbers. For the flow regressor's first layer (64 → 2 channels, 15 × 15
 # kernel) that is 225 copies of a 64-channel feature map, only to produce 2 channels.
@@ -300,13 +351,13 @@ show(fig, "01_digit_filters")
 # $z[f, u] = \sum_{c, v} W[f, c, u, v]\, R[c, v]$, then add the k **vertical** shifts
 # $\mathrm{out}[n, f, y, x] = \sum_u z[f, u, n, y + u - p, x]$. Its buffer,
 # `(C + F)·k·N·H·W`, is the smallest when both `C` and `F` are small, as in the
-# 2 → 2 flow layer. `conv.conv2d_forward(..., method="auto")` picks the order with the
+# 2 → 2 flow layer. `fast_layers.conv2d_forward(..., method="auto")` picks the order with the
 # smallest buffer (counting the channel-major copy of the input, for the last two).
 #
 # Buffer sizes (numbers per batch item) for the layers of the paper's model:
 
 # %%
-layers = [  # name, C_in, C_out, k, H (= W)
+model_layers = [  # name, C_in, C_out, k, H (= W)
     ("encoder 1→16, 7×7, 64²", 1, 16, 7, 64),
     ("ConvLSTM [x;h] 80→256, 7×7, 32²", 80, 256, 7, 32),
     ("flow1 64→2, 15×15, 32²", 64, 2, 15, 32),
@@ -315,25 +366,25 @@ layers = [  # name, C_in, C_out, k, H (= W)
 ]
 print(f"{'layer':34s} {'im2col C·k²·H·W':>16s} {'shift (F·k²+C)·H·W':>19s} "
       f"{'rows (C·k+F·k+C)·H·W':>21s}  auto picks")
-for name, c_in, c_out, kk, hw in layers:
+for name, c_in, c_out, kk, hw in model_layers:
     sizes = {"im2col": c_in * kk * kk * hw * hw,
              "shift": (c_out * kk * kk + c_in) * hw * hw,
              "rows": (c_in * kk + c_out * kk + c_in) * hw * hw}
     pick = min(sizes, key=sizes.get)
     x_demo = np.zeros((1, c_in, hw, hw), np.float32)
-    assert conv.conv2d_forward(x_demo, np.zeros((c_out, c_in, kk, kk), np.float32))[1].method == pick
+    assert fast_layers.conv2d_forward(x_demo, np.zeros((c_out, c_in, kk, kk), np.float32))[1].method == pick
     print(f"{name:34s} {sizes['im2col']:16,d} {sizes['shift']:19,d} {sizes['rows']:21,d}  {pick}")
 
 # %% [markdown]
 # (The ConvLSTM does not go through `auto`: it calls the im2col order directly, in a
-# channel-major layout with one reusable buffer; see `conv.conv_cm_forward`.) Besides
-# the orders, `conv.py` keeps its im2col channel-major `(C, N, H, W)` so that every copy
+# channel-major layout with one reusable buffer; see `fast_layers.conv_cm_forward`.) Besides
+# the orders, `fast/layers.py` keeps its im2col channel-major `(C, N, H, W)` so that every copy
 # runs over whole rows, splits the batch into chunks whose buffers stay under
-# `conv.MAX_BUFFER` elements (bounded memory), and runs the k·k copies and adds on every
-# core (`conv.over_batch_blocks`). The module docstring lists each trick and
+# `fast_layers.MAX_BUFFER` elements (bounded memory), and runs the k·k copies and adds on every
+# core (`fast_layers.over_batch_blocks`). The module docstring lists each trick and
 # `BENCHMARKS.md` what it gained.
 #
-# None of that may change a number. Every order against the reference, values and all
+# None of that may change a number. Every order against the plain `layers.py`, values and all
 # three gradients, on a 15 × 15 kernel wider than its 9 × 8 map (float64;
 # `tests/test_reference.py` does this for many shapes, chunked and threaded too):
 
@@ -342,13 +393,13 @@ xa = rng.standard_normal((3, 4, 9, 8))
 wa = rng.standard_normal((3, 4, 15, 15)) / 15
 ba = rng.standard_normal(3)
 dout_a = rng.standard_normal((3, 3, 9, 8))
-out_r, cache_r = ref.conv2d_forward(xa, wa, ba)
-grads_r = ref.conv2d_backward(dout_a, cache_r)
-for method in conv.METHODS:
-    out_f, cache_f = conv.conv2d_forward(xa, wa, ba, method=method)
-    grads_f = conv.conv2d_backward(dout_a, cache_f)
+out_r, cache_r = layers.conv2d_forward(xa, wa, ba)
+grads_r = layers.conv2d_backward(dout_a, cache_r)
+for method in fast_layers.METHODS:
+    out_f, cache_f = fast_layers.conv2d_forward(xa, wa, ba, method=method)
+    grads_f = fast_layers.conv2d_backward(dout_a, cache_f)
     diffs = [max_rel_diff(out_f, out_r)] + [max_rel_diff(g, r) for g, r in zip(grads_f, grads_r)]
-    print(f"{method:6s} ({cache_f.method:6s}): max relative difference to the reference "
+    print(f"{method:6s} ({cache_f.method:6s}): max relative difference to layers.py "
           f"out {diffs[0]:.1e}  dx {diffs[1]:.1e}  dW {diffs[2]:.1e}  db {diffs[3]:.1e}")
 
 # %% [markdown]
@@ -365,8 +416,6 @@ def fwd_bwd(module, x_, w_, dout_):
     return module.conv2d_backward(dout_, cache_)
 
 
-
-
 speed_layers = [("decoder 16→1, 7×7, 64²", 16, 1, 7, 64),
                 ("flow2 2→2, 15×15, 32²", 2, 2, 15, 32),
                 ("encoder 1→16, 7×7, 64²", 1, 16, 7, 64)]
@@ -375,43 +424,20 @@ for name, c_in, c_out, kk, hw in speed_layers:
     xs_ = rng.standard_normal((16, c_in, hw, hw)).astype(np.float32)
     ws_ = (0.1 * rng.standard_normal((c_out, c_in, kk, kk))).astype(np.float32)
     ds_ = rng.standard_normal((16, c_out, hw, hw)).astype(np.float32)
-    t_r = best_time(lambda: fwd_bwd(ref, xs_, ws_, ds_))
-    t_f = best_time(lambda: fwd_bwd(conv, xs_, ws_, ds_))
+    t_r = best_time(lambda: fwd_bwd(layers, xs_, ws_, ds_))
+    t_f = best_time(lambda: fwd_bwd(fast_layers, xs_, ws_, ds_))
     ratios[name] = t_r / t_f
-    print(f"{name:24s} reference {1e3 * t_r:7.1f} ms   conv.py {1e3 * t_f:6.1f} ms   "
+    print(f"{name:24s} layers.py {1e3 * t_r:7.1f} ms   fast/layers.py {1e3 * t_f:6.1f} ms   "
           f"speed-up {t_r / t_f:5.1f}×")
 print(f"speed-up on the decoder layer (16 maps 16→1, 7×7, 64², forward + backward): "
       f"{ratios[speed_layers[0][0]]:.1f}×")
 
 # %% [markdown]
-# ## 6. Gradient check
-#
-# The referee for every hand-written backward pass is the centred difference
-# $\partial s/\partial\theta_i \approx [s(\theta + h e_i) - s(\theta - h e_i)]/2h$ of
-# $s = \sum \mathrm{out} \odot \mathrm{dout}$, computed by
-# `stvae_np.gradcheck.numerical_gradient` in float64. We check `dx`, `dW` and `db`
-# of the reference and of every order of the fast version, on shapes small enough to
-# perturb every entry. Convolution is linear in each argument, so the centred
-# difference has no truncation error and the agreement is limited only by round-off
-# (about 1e-10 relative).
+# Last, the gradient check of section 5 on every order of the fast version: the same
+# finite differences, the same bar. The final line is the largest error of all, plain
+# and fast.
 
 # %%
-xg = rng.standard_normal((2, 3, 5, 6))
-wg = rng.standard_normal((2, 3, 3, 3))
-bg = rng.standard_normal(2)
-dout_g = rng.standard_normal((2, 2, 5, 6))
-errors = []
-versions = [("reference", ref, "auto")] + [("conv.py", conv, m) for m in ("im2col", "shift", "rows")]
-for label, module, method in versions:
-    def fwd(a=xg, v=wg, c=bg):
-        return module.conv2d_forward(a, v, c, method=method)[0]
-
-    _, cache = module.conv2d_forward(xg, wg, bg, method=method)
-    dx, dw, db = module.conv2d_backward(dout_g, cache)
-    e = [rel_error(dx, numerical_gradient(lambda a: fwd(a=a), xg, dout_g)),
-         rel_error(dw, numerical_gradient(lambda a: fwd(v=a), wg, dout_g)),
-         rel_error(db, numerical_gradient(lambda a: fwd(c=a), bg, dout_g))]
-    name = label if module is ref else f"{label} {method}"
-    print(f"{name:17s}: dx {e[0]:.1e}  dW {e[1]:.1e}  db {e[2]:.1e}")
-    errors += e
+for method in ("im2col", "shift", "rows"):
+    errors += check_gradients(f"fast/layers.py {method}", fast_layers, method)
 print(f"gradient check: max relative error = {max(errors):.1e}")

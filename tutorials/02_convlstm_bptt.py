@@ -16,16 +16,20 @@
 # convolutions, so that its hidden state `h` and cell state `c` are feature maps. It
 # reads the encoded frames one by one and its `h_t` is what the flow regressor turns
 # into a motion field. This tutorial reads the plain version in
-# `stvae_np/reference.py` (one step written as its equations, and the loop through
-# time) and then meets the fast one in `stvae_np/convlstm.py`, which the model runs:
+# `stvae_np/memory.py` (one step written as its equations, and the loop through
+# time) and then meets the fast one in `stvae_np/fast/memory.py`, which the model runs:
 #
 # 1. the six equations and the shapes, and one step in code;
 # 2. the unrolled graph, forward and backward;
 # 3. backpropagation through time: the real loop, and one step's backward;
 # 4. what the gates do on a real Moving MNIST clip at initialisation;
 # 5. a loss on the last `h` reaches the first input (and how far it spreads);
-# 6. the fast version agrees with the reference, and is faster;
-# 7. a gradient check.
+# 6. a gradient check;
+# 7. the fast version agrees with the plain one, is faster, and passes the same check.
+#
+# Exercises 03 (one step's backward) and 04 (backpropagation through time) in
+# `tutorials/exercises/` ask you to write them yourself. Section 3 prints both
+# solutions, each after a warning cell: try the exercises first if you mean to.
 
 # %%
 
@@ -33,8 +37,8 @@ import numpy as np
 
 import _setup  # noqa: F401  (puts the repository on sys.path, picks a backend)
 from _setup import best_time, max_rel_diff, plt, show, show_code
-from stvae_np import convlstm
-from stvae_np import reference as ref
+from stvae_np import memory
+from stvae_np.fast import memory as fast_memory
 from stvae_np.data import moving_mnist_for
 from stvae_np.gradcheck import numerical_gradient, rel_error
 
@@ -69,13 +73,13 @@ from stvae_np.gradcheck import numerical_gradient, rel_error
 # | `params["Wh"]` | `(4F, F, k, k)` |
 # | `params["b"]` | `(4F,)` |
 #
-# In code, `reference.convlstm_step_forward` is the equations line by line, with
+# In code, `memory.convlstm_step_forward` is the equations line by line, with
 # `conv2d_forward` the plain convolution of tutorial 01 (the four gates' weights are
 # stacked, so one convolution of `x` and one of `h` give all four pre-activations,
 # which are then sliced along the channels):
 
 # %%
-show_code(ref.convlstm_step_forward)
+show_code(memory.convlstm_step_forward)
 
 # %% [markdown]
 # ## 2. The unrolled graph
@@ -134,11 +138,16 @@ show(fig, "02_unrolled_graph")
 # to step t, `dh_next = ∂L/∂h_t` *through the future* and `dc_next = ∂L/∂c_t`. At
 # step t, `h_t` reached the loss twice, directly and through step t + 1, so its
 # gradient is the sum `dhs[:, t] + dh_next`; the weights are the same arrays at every
-# step, so their gradients add up over t. Here is the whole of the reference's loop,
-# the real one (the tests hold the fast version to it, to 1e-12):
+# step, so their gradients add up over t. The whole of the plain loop,
+# `memory.convlstm_backward`, is the real one (the tests hold the fast version to it,
+# to 1e-12).
+#
+# **Exercise 04 first?** Try exercise 04 first (`tutorials/exercises/04_bptt.py`); the
+# cell below shows the solution.
 
 # %%
-show_code(ref.convlstm_backward)
+print("── the solution of exercise 04 (tutorials/exercises/04_bptt.py) ──")
+show_code(memory.convlstm_backward)
 
 # %% [markdown]
 # Inside one step (`convlstm_step_backward`), with $\delta$ for gradients, the chain
@@ -157,9 +166,13 @@ show_code(ref.convlstm_backward)
 # `db` and `dh_{t-1}`, `dWh`. Note `dc_{t-1} = δc ⊙ f_t`: along the cell wire the
 # gradient is only rescaled by the forget gate, which is why the forget bias is
 # initialised to 1 (σ(1) ≈ 0.73).
+#
+# **Exercise 03 first?** Try exercise 03 first (`tutorials/exercises/03_convlstm_step.py`);
+# the cell below shows the solution, `memory.convlstm_step_backward`.
 
 # %%
-show_code(ref.convlstm_step_backward)
+print("── the solution of exercise 03 (tutorials/exercises/03_convlstm_step.py) ──")
+show_code(memory.convlstm_step_backward)
 
 # %% [markdown]
 # ## 4. The gates on a Moving MNIST clip, at initialisation
@@ -168,7 +181,7 @@ show_code(ref.convlstm_step_backward)
 # straight into a ConvLSTM with C = 1 input channel (raw frames), F = 8 memory
 # channels and 5 × 5 kernels, initialised as the model does: weights
 # U(−0.08, 0.08), biases 0 except the forget gate's, which are 1. We step it with
-# `reference.convlstm_step_forward` and read the gates from each step's cache,
+# `memory.convlstm_step_forward` and read the gates from each step's cache,
 # averaged over the F channels.
 
 # %%
@@ -185,7 +198,7 @@ h = np.zeros((n, nf, hh, ww))
 c = np.zeros((n, nf, hh, ww))
 gates = {"i": [], "f": [], "o": [], "c": []}
 for t in range(t_len):
-    h, c, step = ref.convlstm_step_forward(clip[:, t], h, c, params)
+    h, c, step = memory.convlstm_step_forward(clip[:, t], h, c, params)
     for name in ("i", "f", "o"):
         gates[name].append(getattr(step, name)[0].mean(axis=0))   # mean over the F channels
     gates["c"].append(c[0].mean(axis=0))
@@ -237,17 +250,17 @@ show(fig, "02_gates_over_time")
 # (radius (j+1)·p). The dashed squares show that receptive field.
 
 # %%
-_, cache = ref.convlstm_forward(clip, params)
+_, cache = memory.convlstm_forward(clip, params)
 dhs = np.zeros((n, t_len, nf, hh, ww))
 dhs[0, -1, :, 16, 16] = 1.0
-dxs, dparams = ref.convlstm_backward(dhs, cache)               # dxs (1, T, 1, 32, 32)
+dxs, dparams = memory.convlstm_backward(dhs, cache)               # dxs (1, T, 1, 32, 32)
 for t in range(t_len):
     print(f"t = {t}: max |dL/dx_t| = {np.abs(dxs[0, t]).max():.2e}, "
           f"sum |dL/dx_t| = {np.abs(dxs[0, t]).sum():.2e}")
 
 # the first frame really matters: a finite difference on one pixel of x_0
 def loss_of(xs):
-    hs, _ = ref.convlstm_forward(xs, params)
+    hs, _ = memory.convlstm_forward(xs, params)
     return hs[0, -1, :, 16, 16].sum()
 
 
@@ -286,11 +299,54 @@ show(fig, "02_bptt_reach")
 # difference. That is backpropagation through time. The weights used at step 0 are
 # the same arrays as those of step T − 1, so `dWx`, `dWh`, `db` are sums of T
 # per-step contributions.
+
+# %% [markdown]
+# ## 6. Gradient check
 #
+# Float64, a tiny problem (N = 1, T = 3, C = 2, F = 2, 5 × 5 maps, 3 × 3 kernels),
+# a random `dhs` on every step, and initial states `h0`, `c0` given so that their
+# gradients are checked too. `numerical_gradient` perturbs each entry in turn and
+# reruns the whole forward pass; we check the plain backward loop here, and the fast
+# one at the end of section 7.
+
+# %%
+rng = np.random.default_rng(1)
+xs_g = rng.standard_normal((1, 3, 2, 5, 5))
+pg = {"Wx": rng.uniform(-0.5, 0.5, (8, 2, 3, 3)),
+      "Wh": rng.uniform(-0.5, 0.5, (8, 2, 3, 3)),
+      "b": rng.uniform(-0.5, 0.5, 8)}
+h0 = rng.standard_normal((1, 2, 5, 5))
+c0 = rng.standard_normal((1, 2, 5, 5))
+dhs_g = rng.standard_normal((1, 3, 2, 5, 5))
+
+
+def check_gradients(name, module):
+    """Relative errors of every gradient of ``module.convlstm_backward`` against centred
+    differences of ``module.convlstm_forward``, printed on one line; returns the largest."""
+    def run(xs=xs_g, h0=h0, c0=c0):
+        return module.convlstm_forward(xs, pg, h0=h0, c0=c0)[0]
+
+    _, cache = module.convlstm_forward(xs_g, pg, h0=h0, c0=c0)
+    dxs_g, dp = module.convlstm_backward(dhs_g, cache)
+    checks = {
+        "dxs": (dxs_g, numerical_gradient(lambda a: run(xs=a), xs_g, dhs_g)),
+        "dWx": (dp["Wx"], numerical_gradient(lambda a: run(), pg["Wx"], dhs_g)),
+        "dWh": (dp["Wh"], numerical_gradient(lambda a: run(), pg["Wh"], dhs_g)),
+        "db": (dp["b"], numerical_gradient(lambda a: run(), pg["b"], dhs_g)),
+        "dh0": (dp["h0"], numerical_gradient(lambda a: run(h0=a), h0, dhs_g)),
+        "dc0": (dp["c0"], numerical_gradient(lambda a: run(c0=a), c0, dhs_g)),
+    }
+    errors = {key: rel_error(a, b) for key, (a, b) in checks.items()}
+    print(f"{name:14s}: " + "  ".join(f"{key} {e:.1e}" for key, e in errors.items()))
+    return max(errors.values())
+
+
+worst = check_gradients("memory.py", memory)
+
+# %% [markdown]
+# ## 7. The fast version: `stvae_np/fast/memory.py`, agrees and is faster
 #
-# ## 6. The fast version: `stvae_np/convlstm.py`
-#
-# The model calls `convlstm.convlstm_forward` / `convlstm.convlstm_backward`: same
+# The model calls `fast_memory.convlstm_forward` / `fast_memory.convlstm_backward`: same
 # names, same arguments, same numbers, computed differently. The eight convolutions
 # of a step are done as **one**: `Wx * x + Wh * h` equals
 # `concat(Wx, Wh, axis=1) * concat(x, h, axis=1)`, a convolution from C + F to 4F
@@ -307,14 +363,14 @@ rng = np.random.default_rng(2)
 h0_demo, c0_demo = rng.standard_normal((2, n, nf, hh, ww))
 dhs_demo = rng.standard_normal((n, t_len, nf, hh, ww))
 results = {}
-for name, module in (("reference", ref), ("fast", convlstm)):
+for name, module in (("plain", memory), ("fast", fast_memory)):
     hs_m, cache_m = module.convlstm_forward(clip, params, h0=h0_demo, c0=c0_demo)
     dxs_m, dp_m = module.convlstm_backward(dhs_demo, cache_m)
     results[name] = {"hs": hs_m, "c_last": cache_m.c_last, "dxs": dxs_m,
                      **{f"d{key}": v for key, v in dp_m.items()}}
-print("max relative difference, fast against reference:")
-print("  ".join(f"{key} {max_rel_diff(results['fast'][key], results['reference'][key]):.1e}"
-                for key in results["reference"]))
+print("max relative difference, fast/memory.py against memory.py:")
+print("  ".join(f"{key} {max_rel_diff(results['fast'][key], results['plain'][key]):.1e}"
+                for key in results["plain"]))
 
 # %% [markdown]
 # And faster. The tiny preset's memory in one training step: 16 clips, 9 steps, 8
@@ -337,46 +393,16 @@ p_s = {"Wx": rng.uniform(-0.08, 0.08, (4 * f_s, c_s, k_s, k_s)).astype(np.float3
        "Wh": rng.uniform(-0.08, 0.08, (4 * f_s, f_s, k_s, k_s)).astype(np.float32),
        "b": np.zeros(4 * f_s, np.float32)}
 dhs_s = rng.standard_normal((n_s, t_s, f_s, hw_s, hw_s)).astype(np.float32)
-t_ref = best_time(lambda: fwd_bwd(ref, xs_s, p_s, dhs_s))
-t_fast = best_time(lambda: fwd_bwd(convlstm, xs_s, p_s, dhs_s))
+t_ref = best_time(lambda: fwd_bwd(memory, xs_s, p_s, dhs_s))
+t_fast = best_time(lambda: fwd_bwd(fast_memory, xs_s, p_s, dhs_s))
 print(f"forward + backward, N = {n_s}, T = {t_s}, C = {c_s}, F = {f_s}, {hw_s}², k = {k_s}: "
-      f"reference {1e3 * t_ref:.0f} ms, convlstm.py {1e3 * t_fast:.0f} ms, "
+      f"memory.py {1e3 * t_ref:.0f} ms, fast/memory.py {1e3 * t_fast:.0f} ms, "
       f"speed-up {t_ref / t_fast:.1f}×")
 
 # %% [markdown]
-# ## 7. Gradient check
-#
-# Float64, a tiny problem (N = 1, T = 3, C = 2, F = 2, 5 × 5 maps, 3 × 3 kernels),
-# a random `dhs` on every step, and initial states `h0`, `c0` given so that their
-# gradients are checked too. `numerical_gradient` perturbs each entry in turn and
-# reruns the whole forward pass; we check the reference's backward loop and the fast
-# one.
+# Last, the gradient check of section 6 on the fast loop: the same finite differences,
+# the same bar. The final line is the larger error of the two, plain and fast.
 
 # %%
-rng = np.random.default_rng(1)
-xs_g = rng.standard_normal((1, 3, 2, 5, 5))
-pg = {"Wx": rng.uniform(-0.5, 0.5, (8, 2, 3, 3)),
-      "Wh": rng.uniform(-0.5, 0.5, (8, 2, 3, 3)),
-      "b": rng.uniform(-0.5, 0.5, 8)}
-h0 = rng.standard_normal((1, 2, 5, 5))
-c0 = rng.standard_normal((1, 2, 5, 5))
-dhs_g = rng.standard_normal((1, 3, 2, 5, 5))
-worst = 0.0
-for name, module in (("reference", ref), ("convlstm.py", convlstm)):
-    def run(xs=xs_g, h0=h0, c0=c0):
-        return module.convlstm_forward(xs, pg, h0=h0, c0=c0)[0]
-
-    _, cache = module.convlstm_forward(xs_g, pg, h0=h0, c0=c0)
-    dxs_g, dp = module.convlstm_backward(dhs_g, cache)
-    checks = {
-        "dxs": (dxs_g, numerical_gradient(lambda a: run(xs=a), xs_g, dhs_g)),
-        "dWx": (dp["Wx"], numerical_gradient(lambda a: run(), pg["Wx"], dhs_g)),
-        "dWh": (dp["Wh"], numerical_gradient(lambda a: run(), pg["Wh"], dhs_g)),
-        "db": (dp["b"], numerical_gradient(lambda a: run(), pg["b"], dhs_g)),
-        "dh0": (dp["h0"], numerical_gradient(lambda a: run(h0=a), h0, dhs_g)),
-        "dc0": (dp["c0"], numerical_gradient(lambda a: run(c0=a), c0, dhs_g)),
-    }
-    errors = {key: rel_error(a, b) for key, (a, b) in checks.items()}
-    print(f"{name:11s}: " + "  ".join(f"{key} {e:.1e}" for key, e in errors.items()))
-    worst = max(worst, max(errors.values()))
+worst = max(worst, check_gradients("fast/memory.py", fast_memory))
 print(f"gradient check: max relative error = {worst:.1e}")

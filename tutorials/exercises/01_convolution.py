@@ -54,7 +54,7 @@
 # k = 5), against centred finite differences in float64, and with float32 inputs, and
 # names what is wrong: the output `out`, or `dx`, `dW`, `db`.
 #
-# **Solution:** `stvae_np.reference.conv2d_forward` and `stvae_np.reference.conv2d_backward`
+# **Solution:** `stvae_np.layers.conv2d_forward` and `stvae_np.layers.conv2d_backward`
 # (its backward takes the forward's `cache` instead of `x` and `w`). Run the exercise with
 # `STVAE_EXERCISE_SOLUTION=1` to see the solution pass the grader.
 
@@ -63,15 +63,17 @@ import pathlib
 import sys
 
 # The repository root (the folder holding stvae_np/) above this file, or above the
-# notebook's folder: the exercise runs from any working directory.
+# notebook's folder, and this exercises folder (it holds grader.py, a tool of the
+# exercises, not of the package) go on sys.path: the exercise runs from any folder.
 _here = pathlib.Path(__file__).resolve().parent if "__file__" in globals() else pathlib.Path.cwd()
 _root = next(p for p in (_here, *_here.parents) if (p / "stvae_np").is_dir())
-if str(_root) not in sys.path:
-    sys.path.insert(0, str(_root))
+for _path in (_root, _root / "tutorials" / "exercises"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 import numpy as np  # noqa: E402
 
-from stvae_np import grader  # noqa: E402
+import grader  # noqa: E402
 
 # %% [markdown]
 # ## Your code
@@ -108,8 +110,10 @@ def conv2d_backward(dout, x, w):
 # %% [markdown]
 # ## Stuck? One hint at a time
 #
-# Each run of the next cell unlocks one more hint (as a script: `STVAE_HINTS=2 python
-# 01_convolution.py` shows the first two). To read the solution itself:
+# Each run of the next cell unlocks one more hint (as a script, from the repository
+# root: `STVAE_HINTS=2 python tutorials/exercises/01_convolution.py` shows the first two; a report
+# that is not a PASS prints the command for the next hint with this file's full path).
+# To read the solution itself:
 # `grader.show_solution("01_convolution")`.
 
 # %%

@@ -30,7 +30,7 @@
 #
 # $$
 # dx[n, c, 2y + a, 2x + b] = \begin{cases} \mathrm{dout}[n, c, y, x] & (a, b) \text{ is the
-# window's maximum} \\ 0 & \text{otherwise} \end{cases}
+# window's winner} \\ 0 & \text{otherwise} \end{cases}
 # $$
 #
 # $$
@@ -38,16 +38,23 @@
 # \qquad dx[n, c, y, x] = \sum_{a, b \in \{0, 1\}} \mathrm{dout}[n, c, 2y + a, 2x + b]
 # $$
 #
-# (The grader's inputs have no ties, so "the maximum" is always one pixel.)
+# **Ties: the first winner.** The window's winner is the pixel holding its maximum; when
+# several pixels tie for it, the **first in row-major order** wins: top-left (0, 0), then
+# top-right (0, 1), bottom-left (1, 0), bottom-right (1, 1). It alone gets `dout`, the
+# others 0, exactly one pixel per window, as `argmax` over the window's 4 pixels gives
+# (`stvae_np.layers.maxpool2_forward` keeps that argmax). Ties are not rare: the model's
+# frames have a blank background, where every window is all zeros and ties four ways.
 #
 # **Rules.** Keep the inputs' dtype, do not change the inputs in place.
 #
 # **The grader** checks each function against the solution, the two backward passes
-# against centred finite differences in float64, and float32 inputs; it names the
-# function and output that is wrong and, for max-pooling, whether gradient leaked to
-# pixels that did not win and at which pixel of the 2×2 windows it goes wrong.
+# against centred finite differences in float64, and float32 inputs, and max-pooling's
+# backward on windows whose maxima tie (all zero, and two- and three-way ties); it names
+# the function and output that is wrong and, for max-pooling, whether gradient leaked to
+# pixels that did not win, at which pixel of the 2×2 windows it goes wrong, and whether a
+# tied window sent gradient to more than one pixel.
 #
-# **Solution:** `stvae_np.reference.maxpool2_forward`, `maxpool2_backward`,
+# **Solution:** `stvae_np.layers.maxpool2_forward`, `maxpool2_backward`,
 # `upsample2_forward`, `upsample2_backward` (their backward passes take the forward's
 # `cache`). `STVAE_EXERCISE_SOLUTION=1` runs the exercise with them.
 
@@ -56,15 +63,17 @@ import pathlib
 import sys
 
 # The repository root (the folder holding stvae_np/) above this file, or above the
-# notebook's folder: the exercise runs from any working directory.
+# notebook's folder, and this exercises folder (it holds grader.py, a tool of the
+# exercises, not of the package) go on sys.path: the exercise runs from any folder.
 _here = pathlib.Path(__file__).resolve().parent if "__file__" in globals() else pathlib.Path.cwd()
 _root = next(p for p in (_here, *_here.parents) if (p / "stvae_np").is_dir())
-if str(_root) not in sys.path:
-    sys.path.insert(0, str(_root))
+for _path in (_root, _root / "tutorials" / "exercises"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 import numpy as np  # noqa: E402
 
-from stvae_np import grader  # noqa: E402
+import grader  # noqa: E402
 
 # %% [markdown]
 # ## Your code
@@ -97,8 +106,10 @@ def upsample2_backward(dout):
 # %% [markdown]
 # ## Stuck? One hint at a time
 #
-# Each run of the next cell unlocks one more hint (as a script: `STVAE_HINTS=2 python
-# 02_pool_upsample.py` shows the first two). To read the solution itself:
+# Each run of the next cell unlocks one more hint (as a script, from the repository
+# root: `STVAE_HINTS=2 python tutorials/exercises/02_pool_upsample.py` shows the first two; a report
+# that is not a PASS prints the command for the next hint with this file's full path).
+# To read the solution itself:
 # `grader.show_solution("02_pool_upsample")`.
 
 # %%

@@ -49,9 +49,12 @@
 # \delta o \odot o(1-o)]
 # $$
 #
-# and then the two convolutions' backward at δa: `conv2d_backward(δa, cache["x_conv"])`
-# gives `dx, dWx, db`, `conv2d_backward(δa, cache["h_conv"])` gives `dh_prev, dWh` (the
-# convolution of `stvae_np.reference`, which you wrote in exercise 01).
+# and then the two convolutions' backward at δa (the convolution of `stvae_np.layers`,
+# which you wrote in exercise 01). `conv2d_backward` always returns three values,
+# `(dx, dw, db)`: `conv2d_backward(δa, cache["x_conv"])` gives `dx, dWx, db`, and
+# `conv2d_backward(δa, cache["h_conv"])` gives `dh_prev, dWh, None` (W_h * h_prev has no
+# bias of its own: the one b is in the x convolution), so unpack it as
+# `dh_prev, dWh, _ = …`.
 #
 # **Rules.** Keep the inputs' dtype, do not change `dh`, `dc` or the cache in place.
 #
@@ -59,8 +62,8 @@
 # differences in float64, and says which is wrong: `dx`, `dh_prev`, `dc_prev`, or which
 # **gate** (i, f, g, o: the rows of dWx, dWh and db) of the parameters.
 #
-# **Solution:** `stvae_np.reference.convlstm_step_backward` (with the cache of
-# `reference.convlstm_step_forward`, a NamedTuple with the same fields).
+# **Solution:** `stvae_np.memory.convlstm_step_backward` (with the cache of
+# `memory.convlstm_step_forward`, a NamedTuple with the same fields).
 # `STVAE_EXERCISE_SOLUTION=1` runs the exercise with it.
 
 # %%
@@ -68,22 +71,24 @@ import pathlib
 import sys
 
 # The repository root (the folder holding stvae_np/) above this file, or above the
-# notebook's folder: the exercise runs from any working directory.
+# notebook's folder, and this exercises folder (it holds grader.py, a tool of the
+# exercises, not of the package) go on sys.path: the exercise runs from any folder.
 _here = pathlib.Path(__file__).resolve().parent if "__file__" in globals() else pathlib.Path.cwd()
 _root = next(p for p in (_here, *_here.parents) if (p / "stvae_np").is_dir())
-if str(_root) not in sys.path:
-    sys.path.insert(0, str(_root))
+for _path in (_root, _root / "tutorials" / "exercises"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 import numpy as np  # noqa: E402
 
-from stvae_np import grader  # noqa: E402
+import grader  # noqa: E402
 
 # %% [markdown]
 # ## The forward step (given: read it, do not change it)
 
 # %%
 from stvae_np.activations import sigmoid  # noqa: E402
-from stvae_np.reference import conv2d_backward, conv2d_forward  # noqa: E402,F401
+from stvae_np.layers import conv2d_backward, conv2d_forward  # noqa: E402,F401
 
 
 def convlstm_step_forward(x, h_prev, c_prev, params):
@@ -127,8 +132,10 @@ def convlstm_step_backward(dh, dc, cache):
 # %% [markdown]
 # ## Stuck? One hint at a time
 #
-# Each run of the next cell unlocks one more hint (as a script: `STVAE_HINTS=2 python
-# 03_convlstm_step.py` shows the first two). To read the solution itself:
+# Each run of the next cell unlocks one more hint (as a script, from the repository
+# root: `STVAE_HINTS=2 python tutorials/exercises/03_convlstm_step.py` shows the first two; a report
+# that is not a PASS prints the command for the next hint with this file's full path).
+# To read the solution itself:
 # `grader.show_solution("03_convlstm_step")`.
 
 # %%

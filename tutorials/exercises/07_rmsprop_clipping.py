@@ -51,15 +51,17 @@ import pathlib
 import sys
 
 # The repository root (the folder holding stvae_np/) above this file, or above the
-# notebook's folder: the exercise runs from any working directory.
+# notebook's folder, and this exercises folder (it holds grader.py, a tool of the
+# exercises, not of the package) go on sys.path: the exercise runs from any folder.
 _here = pathlib.Path(__file__).resolve().parent if "__file__" in globals() else pathlib.Path.cwd()
 _root = next(p for p in (_here, *_here.parents) if (p / "stvae_np").is_dir())
-if str(_root) not in sys.path:
-    sys.path.insert(0, str(_root))
+for _path in (_root, _root / "tutorials" / "exercises"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 import numpy as np  # noqa: E402
 
-from stvae_np import grader  # noqa: E402
+import grader  # noqa: E402
 
 # %% [markdown]
 # ## Your code
@@ -82,8 +84,10 @@ def rmsprop_step(params, grads, v, lr, alpha=0.99, eps=1e-8):
 # %% [markdown]
 # ## Stuck? One hint at a time
 #
-# Each run of the next cell unlocks one more hint (as a script: `STVAE_HINTS=2 python
-# 07_rmsprop_clipping.py` shows the first two). To read the solution itself:
+# Each run of the next cell unlocks one more hint (as a script, from the repository
+# root: `STVAE_HINTS=2 python tutorials/exercises/07_rmsprop_clipping.py` shows the first two; a report
+# that is not a PASS prints the command for the next hint with this file's full path).
+# To read the solution itself:
 # `grader.show_solution("07_rmsprop_clipping")`.
 
 # %%

@@ -1,7 +1,11 @@
 """The grader of the exercises in ``tutorials/exercises/``: is the learner's function
 right, and if not, *where* is it wrong?
 
-Each exercise ends with a grading cell::
+It lives beside the exercises, not in the package: a tool for learners, which imports the
+package's plain ops (``stvae_np.layers``, ``stvae_np.memory``, ``sampler``, ``losses``,
+``optim``) as their solutions. Each exercise's first cell puts the repository root and
+this folder on ``sys.path`` and does ``import grader``; ``tests/test_exercises.py`` does
+the same. Each exercise ends with a grading cell::
 
     grader.grade("01_convolution", conv2d_forward=conv2d_forward, conv2d_backward=conv2d_backward)
 
@@ -35,13 +39,14 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
+import shlex
 import sys
 import traceback
 
 import numpy as np
 
-from . import losses, optim, reference, sampler
-from .gradcheck import numerical_gradient
+from stvae_np import layers, losses, memory, optim, sampler
+from stvae_np.gradcheck import numerical_gradient
 
 SOLUTION_ENV = "STVAE_EXERCISE_SOLUTION"
 HINTS_ENV = "STVAE_HINTS"
@@ -66,6 +71,7 @@ class Report:
     def __init__(self, exercise, title):
         self.exercise, self.title = exercise, title
         self.lines, self.wrong, self.todo, self.passed = [], [], [], []
+        self.footer = []          # printed above the final line: where to find more help
 
     def ok(self, text):
         self.lines.append(f"  ✓ {text}")
@@ -108,10 +114,11 @@ class Report:
 
     def text(self):
         head = f"── grading {self.exercise}: {self.title} "
+        stuck = "" if self.footer else "; stuck? run the hint cell"     # else the footer says
         todo = (["  (replace each `raise NotImplementedError` with your code and run the grading "
-                 "cell again; stuck? run the hint cell)"] if self.status == "TODO" else [])
+                 f"cell again{stuck})"] if self.status == "TODO" else [])
         return "\n".join([head + "─" * max(0, 72 - len(head)), *self.lines, *todo,
-                          self.final_line()])
+                          *self.footer, self.final_line()])
 
     __str__ = text
 
@@ -218,9 +225,9 @@ def _rng(seed):
 # ----------------------------------------------------------------------------- 01 convolution
 def check_convolution(conv2d_forward, conv2d_backward):
     """Exercise 01: ``conv2d_forward(x, w, b) -> out`` and ``conv2d_backward(dout, x, w) ->
-    (dx, dw, db)``; solution ``reference.conv2d_forward`` / ``conv2d_backward``."""
+    (dx, dw, db)``; solution ``layers.conv2d_forward`` / ``conv2d_backward``."""
     r = Report("01_convolution", "convolution, forward and backward")
-    fwd = lambda x, w, b=None: reference.conv2d_forward(x, w, b)[0]      # noqa: E731
+    fwd = lambda x, w, b=None: layers.conv2d_forward(x, w, b)[0]      # noqa: E731
     rng = _rng(1)
     # N, C, H, W, F, k: C ≠ F so a missing transpose shows; H ≠ W so a swapped axis shows
     cases = [(2, 3, 6, 5, 4, 3), (1, 2, 5, 7, 3, 5)]
@@ -251,7 +258,7 @@ def check_convolution(conv2d_forward, conv2d_backward):
             got = _unpack(r, "conv2d_backward",
                           _call(r, "conv2d_backward", conv2d_backward, dout, x, w,
                                 names=("dout", "x", "w")), ("dx", "dw", "db"))
-            want = reference.conv2d_backward(dout, reference.conv2d_forward(x, w, b)[1])
+            want = layers.conv2d_backward(dout, layers.conv2d_forward(x, w, b)[1])
             fd = _numgrads(("conv", case), fwd, {"x": x, "w": w, "b": b}, dout)
             bad = []
             for name, g, wt, num in zip(("dx", "dW", "db"), got, want, (fd["x"], fd["w"], fd["b"])):
@@ -267,7 +274,7 @@ def check_convolution(conv2d_forward, conv2d_backward):
                 raise _Stop
         x, w, b, dout = data[0]
         got = conv2d_backward(*(a.astype(np.float32) for a in (dout, x, w)))
-        want = reference.conv2d_backward(dout, reference.conv2d_forward(x, w, b)[1])
+        want = layers.conv2d_backward(dout, layers.conv2d_forward(x, w, b)[1])
         for name, g, wt in zip(("dx", "dW", "db"), got, want):
             problem = _mismatch(g, wt, tol=TOL_F32, dtype=np.float32)
             if problem:
@@ -303,7 +310,7 @@ def _diagnose_conv_backward(r, name, got, want, x, w, dout):
     k = w.shape[-1]
     f, c = w.shape[:2]
     if name == "dx" and isinstance(got, np.ndarray) and got.shape == want.shape:
-        unflipped = reference.conv2d_forward(dout, w.transpose(1, 0, 2, 3))[0]
+        unflipped = layers.conv2d_forward(dout, w.transpose(1, 0, 2, 3))[0]
         if _close(got, unflipped):
             r.info("dx equals dout correlated with the kernel NOT flipped: dx is the full "
                    "correlation with W flipped once, W[:, :, ::-1, ::-1] (a flip done twice "
@@ -329,7 +336,7 @@ def _diagnose_conv_backward(r, name, got, want, x, w, dout):
 def check_pool_upsample(maxpool2_forward, maxpool2_backward, upsample2_forward, upsample2_backward):
     """Exercise 02: ``maxpool2_forward(x) -> out``, ``maxpool2_backward(dout, x) -> dx``,
     ``upsample2_forward(x) -> out``, ``upsample2_backward(dout) -> dx``; solution the
-    functions of the same names in ``reference``."""
+    functions of the same names in ``stvae_np.layers``."""
     r = Report("02_pool_upsample", "2×2 max-pooling and ×2 up-sampling")
     rng = _rng(2)
     n, c, h, w = 2, 3, 4, 6
@@ -342,7 +349,7 @@ def check_pool_upsample(maxpool2_forward, maxpool2_backward, upsample2_forward, 
 
     with r.part("maxpool2_forward"):
         got = _call(r, "maxpool2_forward", maxpool2_forward, x, names=("x",))
-        want = reference.maxpool2_forward(x)[0]
+        want = layers.maxpool2_forward(x)[0]
         problem = _mismatch(got, want)
         if problem is None:
             problem = _mismatch(maxpool2_forward(x.astype(f32)), want, tol=TOL_F32, dtype=f32)
@@ -358,8 +365,8 @@ def check_pool_upsample(maxpool2_forward, maxpool2_backward, upsample2_forward, 
 
     with r.part("maxpool2_backward"):
         got = _call(r, "maxpool2_backward", maxpool2_backward, dpool, x, names=("dout", "x"))
-        want = reference.maxpool2_backward(dpool, reference.maxpool2_forward(x)[1])
-        fd = _numgrads("maxpool", lambda x: reference.maxpool2_forward(x)[0], {"x": x}, dpool)["x"]
+        want = layers.maxpool2_backward(dpool, layers.maxpool2_forward(x)[1])
+        fd = _numgrads("maxpool", lambda x: layers.maxpool2_forward(x)[0], {"x": x}, dpool)["x"]
         problem = _mismatch(got, want, fd)
         if problem is None:
             problem = _mismatch(maxpool2_backward(dpool.astype(f32), x.astype(f32)), want,
@@ -369,11 +376,24 @@ def check_pool_upsample(maxpool2_forward, maxpool2_backward, upsample2_forward, 
             if isinstance(got, np.ndarray) and got.shape == want.shape:
                 _diagnose_pool(r, got, want)
             raise _Stop
-        r.ok("maxpool2_backward: dx matches the reference and finite differences; keeps float32")
+        # Ties: the model's blank background ties four ways in every window. No finite
+        # differences here (a tie is a kink); the reference's argmax is the rule.
+        x_tie = _tied_windows()
+        d_tie = rng.standard_normal((1, 1) + tuple(s // 2 for s in x_tie.shape[2:]))
+        got = _call(r, "maxpool2_backward", maxpool2_backward, d_tie, x_tie, names=("dout", "x"))
+        want = layers.maxpool2_backward(d_tie, layers.maxpool2_forward(x_tie)[1])
+        problem = _mismatch(got, want)
+        if problem:
+            r.fail("maxpool2_backward dx (ties)", f"with tied maxima, dx {problem}: {TIE_RULE}")
+            if isinstance(got, np.ndarray) and got.shape == want.shape:
+                _diagnose_ties(r, got, want, x_tie)
+            raise _Stop
+        r.ok("maxpool2_backward: dx matches the reference and finite differences, and the "
+             "first-winner rule on tied windows; keeps float32")
 
     with r.part("upsample2_forward"):
         got = _call(r, "upsample2_forward", upsample2_forward, xs, names=("x",))
-        want = reference.upsample2_forward(xs)[0]
+        want = layers.upsample2_forward(xs)[0]
         problem = _mismatch(got, want)
         if problem is None:
             problem = _mismatch(upsample2_forward(xs.astype(f32)), want, tol=TOL_F32, dtype=f32)
@@ -385,9 +405,9 @@ def check_pool_upsample(maxpool2_forward, maxpool2_backward, upsample2_forward, 
 
     with r.part("upsample2_backward"):
         got = _call(r, "upsample2_backward", upsample2_backward, dup, names=("dout",))
-        up_cache = reference.upsample2_forward(xs)[1]
-        want = reference.upsample2_backward(dup, up_cache)
-        fd = _numgrads("upsample", lambda x: reference.upsample2_forward(x)[0], {"x": xs}, dup)["x"]
+        up_cache = layers.upsample2_forward(xs)[1]
+        want = layers.upsample2_backward(dup, up_cache)
+        fd = _numgrads("upsample", lambda x: layers.upsample2_forward(x)[0], {"x": xs}, dup)["x"]
         problem = _mismatch(got, want, fd)
         if problem is None:
             problem = _mismatch(upsample2_backward(dup.astype(f32)), want, tol=TOL_F32, dtype=f32)
@@ -404,6 +424,36 @@ def check_pool_upsample(maxpool2_forward, maxpool2_backward, upsample2_forward, 
             raise _Stop
         r.ok("upsample2_backward: dx matches the reference and finite differences; keeps float32")
     return r
+
+
+TIE_RULE = ("on a tie the first of the tied pixels in row-major order (top-left, "
+            "top-right, bottom-left, bottom-right) wins and gets all of dout, the others 0, "
+            "as argmax over the window's 4 pixels does (stvae_np.layers.maxpool2_forward)")
+
+
+def _tied_windows():
+    """A (1, 1, 4, 8) map of eight 2×2 windows whose maxima tie: four ways (all zero, like
+    the blank background, and all 0.5), three ways (top-left excluded), and two ways at
+    five pairs of corners, so that a rule other than "first in row-major order" (the last,
+    every tied pixel, column-major order) gives a wrong dx in some window."""
+    return np.array([[0, 0, .5, .5, -1, 2, 1, 1],      # windows: all 0 | all .5 | three-way
+                     [0, 0, .5, .5, 2, 2, 0, -1],      #   (tr, bl, br) | tl = tr
+                     [1, 0, 1, -2, 0, 1, -1, 0],       # tl = bl | tl = br | tr = bl
+                     [1, 0, 0, 1, 1, 0, 3, 3]],        #   | bl = br
+                    dtype=np.float64).reshape(1, 1, 4, 8)
+
+
+def _diagnose_ties(r, got, want, x):
+    """How many pixels of each tied window got gradient, and which rule that looks like."""
+    n, c, h, w = x.shape
+    per_window = lambda a: a.reshape(n, c, h // 2, 2, w // 2, 2)      # noqa: E731
+    receivers = (per_window(got) != 0).sum(axis=(3, 5))
+    if np.any(receivers > 1):
+        r.info(f"{int(np.sum(receivers > 1))} tied windows sent gradient to more than one pixel: "
+               "a mask x == max marks every tied pixel (an all-zero window marks all four)")
+    else:
+        r.info("one pixel per window gets the gradient, but not always the first of the tied "
+               "ones in row-major order")
 
 
 def _diagnose_pool(r, got, want):
@@ -494,7 +544,7 @@ def _explain_gates(r, bad):
 def check_convlstm_step(convlstm_step_backward, convlstm_step_forward):
     """Exercise 03: ``convlstm_step_backward(dh, dc, cache) -> (dx, dh_prev, dc_prev,
     dparams)`` for the cache of the exercise's ``convlstm_step_forward``; solution
-    ``reference.convlstm_step_backward``."""
+    ``memory.convlstm_step_backward``."""
     r = Report("03_convlstm_step", "the ConvLSTM step backward")
     rng = _rng(3)
     params, x, h_prev, c_prev = _convlstm_data(rng, 2, 0, 3, 2, 4, 5, 3)
@@ -502,12 +552,12 @@ def check_convlstm_step(convlstm_step_backward, convlstm_step_forward):
     names = ("dx", "dh_prev", "dc_prev")
 
     def ref_step(x, h_prev, c_prev, Wx, Wh, b):
-        h, c, _ = reference.convlstm_step_forward(x, h_prev, c_prev, {"Wx": Wx, "Wh": Wh, "b": b})
+        h, c, _ = memory.convlstm_step_forward(x, h_prev, c_prev, {"Wx": Wx, "Wh": Wh, "b": b})
         return np.concatenate([h, c], axis=1)
 
     with r.part("convlstm_step_backward"):
         h, c, cache = convlstm_step_forward(x, h_prev, c_prev, params)
-        ref_h, ref_c, ref_cache = reference.convlstm_step_forward(x, h_prev, c_prev, params)
+        ref_h, ref_c, ref_cache = memory.convlstm_step_forward(x, h_prev, c_prev, params)
         if not (_close(h, ref_h) and _close(c, ref_c)):
             r.fail("convlstm_step_forward", "the exercise's forward no longer matches the "
                    "reference: it is given, restore it")
@@ -515,7 +565,7 @@ def check_convlstm_step(convlstm_step_backward, convlstm_step_forward):
         got = _unpack(r, "convlstm_step_backward",
                       _call(r, "convlstm_step_backward", convlstm_step_backward, dh, dc, cache,
                             names=("dh", "dc", "cache")), names + ("dparams",))
-        want = reference.convlstm_step_backward(dh, dc, ref_cache)
+        want = memory.convlstm_step_backward(dh, dc, ref_cache)
         fd = _numgrads("convlstm_step", ref_step,
                        {"x": x, "h_prev": h_prev, "c_prev": c_prev, **params},
                        np.concatenate([dh, dc], axis=1))
@@ -527,7 +577,15 @@ def check_convlstm_step(convlstm_step_backward, convlstm_step_forward):
                 r.fail(name, f"{name} {problem}")
         _explain_gates(r, bad)
         if "dc_prev" in r.wrong:
-            r.info("dc_prev = δc ⊙ f: the path from c back to c_prev goes through the forget gate")
+            g_dc = got[2]
+            f_gate = ref_cache.f
+            if isinstance(g_dc, np.ndarray) and _close(g_dc, dc * f_gate):
+                r.info("dc_prev equals dc ⊙ f, the incoming dc alone: dc_prev must be δc ⊙ f, "
+                       "with δc = dc + dh ⊙ o ⊙ (1 − tanh² c), the cell's whole gradient "
+                       "(from the next step and through h)")
+            else:
+                r.info("dc_prev = δc ⊙ f: the path from c back to c_prev goes through the "
+                       "forget gate")
         if not bad and ({"dx", "dh_prev"} & set(r.wrong)):
             r.info("every gate's δa is right (db, dWx, dWh match): the error is in the two "
                    "convolution backwards, dx through Wx and dh_prev through Wh")
@@ -537,16 +595,34 @@ def check_convlstm_step(convlstm_step_backward, convlstm_step_forward):
         x32, h32, c32 = (a.astype(np.float32) for a in (x, h_prev, c_prev))
         cache32 = convlstm_step_forward(x32, h32, c32, p32)[2]
         got32 = convlstm_step_backward(dh.astype(np.float32), dc.astype(np.float32), cache32)
-        for name, g, wt in zip(names + ("dWx", "dWh", "db"),
-                               list(got32[:3]) + [got32[3][k] for k in ("Wx", "Wh", "b")],
-                               list(want[:3]) + [want[3][k] for k in ("Wx", "Wh", "b")]):
-            problem = _mismatch(g, wt, tol=TOL_F32, dtype=np.float32)
-            if problem:
-                r.fail(f"{name} (float32)", f"{name} {problem}")
-                raise _Stop
+        _check_float32(r, zip(names + ("dWx", "dWh", "db"),
+                              list(got32[:3]) + [got32[3][k] for k in ("Wx", "Wh", "b")],
+                              list(want[:3]) + [want[3][k] for k in ("Wx", "Wh", "b")]))
         r.ok("convlstm_step_backward: dx, dh_prev, dc_prev and every gate of dWx, dWh, db "
              "match the reference and finite differences; keeps float32")
     return r
+
+
+def _check_float32(r, outputs):
+    """The float32 run of a backward whose float64 run passed: ``outputs`` is (name, got,
+    float64 reference) triples. Every wrong output is listed under one part, "float32":
+    the equations are right (float64 proved it), so the fault is the float32 handling,
+    not one output's formula (naming dx alone would point at the convolutions)."""
+    bad = [(name, problem) for name, g, wt in outputs
+           for problem in [_mismatch(g, wt, tol=TOL_F32, dtype=np.float32)] if problem]
+    if not bad:
+        return
+    r.fail("float32", f"the float64 run passed, every output right; with float32 inputs "
+           f"{', '.join(name for name, _ in bad)} {'is' if len(bad) == 1 else 'are'} wrong. "
+           "The fault is in the float32 handling, not in the equations: is the dtype kept "
+           "everywhere (np.zeros(shape) is float64: np.zeros_like, dtype=x.dtype), or does a "
+           "float64 array or constant (np.ones(shape), np.float64(…)) promote the result?")
+    by_problem = {}                   # one line per kind of fault, naming its outputs
+    for name, problem in bad:
+        by_problem.setdefault(problem, []).append(name)
+    for problem, names in by_problem.items():
+        r.info(f"{', '.join(names)}: {problem}")
+    raise _Stop
 
 
 # ----------------------------------------------------------------------------- 04 BPTT
@@ -555,13 +631,13 @@ def _bptt(xs, params, h0, c0, dhs, carry_h=True, carry_c=True):
     t_len = xs.shape[1]
     caches, h, c = [], h0, c0
     for t in range(t_len):
-        h, c, cache = reference.convlstm_step_forward(xs[:, t], h, c, params)
+        h, c, cache = memory.convlstm_step_forward(xs[:, t], h, c, params)
         caches.append(cache)
     dh_next, dc_next = np.zeros_like(h0), np.zeros_like(c0)
     dxs, per_step = [None] * t_len, [None] * t_len
     for t in reversed(range(t_len)):
         dh = dhs[:, t] + dh_next if carry_h else dhs[:, t]
-        dxs[t], dh_next, dc_next, per_step[t] = reference.convlstm_step_backward(
+        dxs[t], dh_next, dc_next, per_step[t] = memory.convlstm_step_backward(
             dh, dc_next if carry_c else np.zeros_like(c0), caches[t])
     return np.stack(dxs, axis=1), per_step
 
@@ -569,7 +645,7 @@ def _bptt(xs, params, h0, c0, dhs, carry_h=True, carry_c=True):
 def check_bptt(convlstm_backward, convlstm_forward):
     """Exercise 04: ``convlstm_backward(dhs, cache) -> (dxs, dparams)`` with dparams
     "Wx", "Wh", "b", "h0", "c0", for the cache of the exercise's ``convlstm_forward``;
-    solution ``reference.convlstm_backward``."""
+    solution ``memory.convlstm_backward``."""
     r = Report("04_bptt", "backpropagation through time")
     rng = _rng(4)
     t_len = 4
@@ -577,11 +653,11 @@ def check_bptt(convlstm_backward, convlstm_forward):
     dhs = rng.standard_normal((1, t_len) + h0.shape[1:])
 
     def ref_seq(xs, Wx, Wh, b, h0, c0):
-        return reference.convlstm_forward(xs, {"Wx": Wx, "Wh": Wh, "b": b}, h0, c0)[0]
+        return memory.convlstm_forward(xs, {"Wx": Wx, "Wh": Wh, "b": b}, h0, c0)[0]
 
     with r.part("convlstm_backward"):
         hs, cache = convlstm_forward(xs, params, h0, c0)
-        ref_hs, ref_cache = reference.convlstm_forward(xs, params, h0, c0)
+        ref_hs, ref_cache = memory.convlstm_forward(xs, params, h0, c0)
         if not _close(hs, ref_hs):
             r.fail("convlstm_forward", "the exercise's forward no longer matches the "
                    "reference: it is given, restore it")
@@ -590,7 +666,7 @@ def check_bptt(convlstm_backward, convlstm_forward):
                       _call(r, "convlstm_backward", convlstm_backward, dhs, cache,
                             names=("dhs", "cache")), ("dxs", "dparams"))
         dxs, dparams = got
-        want_dxs, want_p = reference.convlstm_backward(dhs, ref_cache)
+        want_dxs, want_p = memory.convlstm_backward(dhs, ref_cache)
         fd = _numgrads("bptt", ref_seq, {"xs": xs, **params, "h0": h0, "c0": c0}, dhs)
         problem = _mismatch(dxs, want_dxs, fd["xs"])
         if problem and isinstance(dxs, np.ndarray) and dxs.shape == want_dxs.shape:
@@ -601,8 +677,9 @@ def check_bptt(convlstm_backward, convlstm_forward):
                 right.append(t)
             later = f"dxs[:, {right[-1]}:] is right; walking back" if right else "walking back"
             r.fail(f"step t = {t}", f"{later} from t = {t_len - 1}, the gradient first goes "
-                   f"wrong at t = {t} (dxs[:, {t}])")
-            _diagnose_bptt(r, t, t_len, dxs, (xs, params, h0, c0, dhs))
+                   f"wrong at t = {t} (dxs[:, {t}]{_non_finite(dxs[:, t])})")
+            if np.all(np.isfinite(dxs[:, t])):        # a NaN is its own cause: no carry guess
+                _diagnose_bptt(r, t, t_len, dxs, (xs, params, h0, c0, dhs))
             r.info("dWx, dWh, db, dh0 and dc0 collect every step's gradient: fix the first "
                    "wrong step first, they may follow")
         elif problem:
@@ -618,28 +695,36 @@ def check_bptt(convlstm_backward, convlstm_forward):
                     break
             else:
                 _explain_gates(r, bad)
-        for key, name in (("h0", "dh0"), ("c0", "dc0")):
+        # the initial state is h₋₁, c₋₁ in the equations (h_0 is step 0's output); the
+        # argument names and dparams keys stay "h0", "c0" as in stvae_np.memory
+        for key, name, state in (("h0", "dh0", "h₋₁"), ("c0", "dc0", "c₋₁")):
             if key not in dparams:
                 r.fail(name, f'dparams has no "{key}": after the loop the carried gradient is '
-                             f"the gradient of {key}")
+                             f"the gradient of the initial state {state} (the argument {key})")
             elif _mismatch(dparams[key], want_p[key], fd[key]):
                 r.fail(name, f"{name} {_mismatch(dparams[key], want_p[key], fd[key])}"
                        + ("" if problem else f": it is the {'dh' if key == 'h0' else 'dc'} "
-                          "carried out of step 0"))
+                          f"carried out of step 0, the gradient of the initial state {state}"))
         if r.wrong:
             raise _Stop
         p32 = {k: v.astype(np.float32) for k, v in params.items()}
         cache32 = convlstm_forward(xs.astype(np.float32), p32, h0.astype(np.float32),
                                    c0.astype(np.float32))[1]
         dxs32, dp32 = convlstm_backward(dhs.astype(np.float32), cache32)
-        for name, g, wt in [("dxs", dxs32, want_dxs)] + [(k, dp32.get(k), v) for k, v in want_p.items()]:
-            problem = _mismatch(g, wt, tol=TOL_F32, dtype=np.float32)
-            if problem:
-                r.fail(f"{name} (float32)", f"{name} {problem}")
-                raise _Stop
+        _check_float32(r, [("dxs", dxs32, want_dxs)]
+                       + [("d" + k, dp32.get(k), v) for k, v in want_p.items()])
         r.ok(f"convlstm_backward: dxs at every step t = {t_len - 1} … 0, dWx, dWh, db, dh0, dc0 "
              "match the reference and finite differences; keeps float32")
     return r
+
+
+def _non_finite(a):
+    """' contains NaN' (or inf, or both) for an array that does, else ''."""
+    kinds = [k for k, bad in (("NaN", np.isnan(a).any()), ("inf", np.isinf(a).any())) if bad]
+    if not kinds:
+        return ""
+    return (f" contains {' and '.join(kinds)}: a NaN spreads to everything it touches; "
+            "look for an np.empty never filled, a 0/0 or a carried gradient not started at 0")
 
 
 def _diagnose_bptt(r, t, t_len, dxs, data):
@@ -876,6 +961,7 @@ def check_rmsprop(clip_grad_norm, rmsprop_step):
             grads = grads_of(nw, nb, dtype)
             arrays = dict(grads)
             expected = {k: v.copy() for k, v in grads.items()}
+            before = {k: v.copy() for k, v in grads.items()}
             want_norm = optim.clip_grad_norm(expected, max_norm)
             got_norm = clip_grad_norm(grads, max_norm)
             for k in arrays:
@@ -893,6 +979,11 @@ def check_rmsprop(clip_grad_norm, rmsprop_step):
                 if "inactive" not in case and np.allclose(norms, max_norm, rtol=1e-4):
                     r.info("each tensor was clipped by its own norm: the norm is global, "
                            "√(Σ over all tensors of Σ g²), and one scale applies to all")
+                elif all(_close(grads[k], np.clip(before[k], -max_norm, max_norm), 1e-5)
+                         for k in grads):
+                    r.info(f"it clips each element by value to [−{max_norm:g}, {max_norm:g}]: "
+                           "clip_grad_norm rescales all gradients together by max_norm / norm, "
+                           "which keeps their direction")
                 raise _Stop
             try:
                 norm_ok = _close(float(got_norm), float(want_norm), 1e-6)
@@ -966,41 +1057,41 @@ def _rmsprop_ref(params, grads, v, lr, alpha, eps):
 
 # ----------------------------------------------------------------------------- registry
 def _sol_conv_forward(x, w, b):
-    return reference.conv2d_forward(x, w, b)[0]
+    return layers.conv2d_forward(x, w, b)[0]
 
 
 def _sol_conv_backward(dout, x, w):
-    cache = reference.conv2d_forward(x, w, np.zeros(w.shape[0], x.dtype))[1]   # with a bias: db
-    return reference.conv2d_backward(dout, cache)
+    cache = layers.conv2d_forward(x, w, np.zeros(w.shape[0], x.dtype))[1]   # with a bias: db
+    return layers.conv2d_backward(dout, cache)
 
 
 def _sol_maxpool_forward(x):
-    return reference.maxpool2_forward(x)[0]
+    return layers.maxpool2_forward(x)[0]
 
 
 def _sol_maxpool_backward(dout, x):
-    return reference.maxpool2_backward(dout, reference.maxpool2_forward(x)[1])
+    return layers.maxpool2_backward(dout, layers.maxpool2_forward(x)[1])
 
 
 def _sol_upsample_forward(x):
-    return reference.upsample2_forward(x)[0]
+    return layers.upsample2_forward(x)[0]
 
 
 def _sol_upsample_backward(dout):
     n, c, h, w = dout.shape
-    cache = reference.upsample2_forward(np.zeros((n, c, h // 2, w // 2), dout.dtype))[1]
-    return reference.upsample2_backward(dout, cache)
+    cache = layers.upsample2_forward(np.zeros((n, c, h // 2, w // 2), dout.dtype))[1]
+    return layers.upsample2_backward(dout, cache)
 
 
 def _sol_step_backward(dh, dc, cache):
-    ref_cache = reference.convlstm_step_forward(cache["x"], cache["h_prev"], cache["c_prev"],
+    ref_cache = memory.convlstm_step_forward(cache["x"], cache["h_prev"], cache["c_prev"],
                                                 cache["params"])[2]
-    return reference.convlstm_step_backward(dh, dc, ref_cache)
+    return memory.convlstm_step_backward(dh, dc, ref_cache)
 
 
 def _sol_bptt(dhs, cache):
-    _, ref_cache = reference.convlstm_forward(cache["xs"], cache["params"], cache["h0"], cache["c0"])
-    return reference.convlstm_backward(dhs, ref_cache)
+    _, ref_cache = memory.convlstm_forward(cache["xs"], cache["params"], cache["h0"], cache["c0"])
+    return memory.convlstm_backward(dhs, ref_cache)
 
 
 def _sol_bilinear_backward(dout, img, grid):
@@ -1018,17 +1109,17 @@ def _sol_rmsprop_step(params, grads, v, lr, alpha=0.99, eps=1e-8):
 # exercise -> (checker, {learner function: (solution adapter, the solution's name and source)})
 EXERCISES = {
     "01_convolution": (check_convolution, {
-        "conv2d_forward": (_sol_conv_forward, reference.conv2d_forward),
-        "conv2d_backward": (_sol_conv_backward, reference.conv2d_backward)}),
+        "conv2d_forward": (_sol_conv_forward, layers.conv2d_forward),
+        "conv2d_backward": (_sol_conv_backward, layers.conv2d_backward)}),
     "02_pool_upsample": (check_pool_upsample, {
-        "maxpool2_forward": (_sol_maxpool_forward, reference.maxpool2_forward),
-        "maxpool2_backward": (_sol_maxpool_backward, reference.maxpool2_backward),
-        "upsample2_forward": (_sol_upsample_forward, reference.upsample2_forward),
-        "upsample2_backward": (_sol_upsample_backward, reference.upsample2_backward)}),
+        "maxpool2_forward": (_sol_maxpool_forward, layers.maxpool2_forward),
+        "maxpool2_backward": (_sol_maxpool_backward, layers.maxpool2_backward),
+        "upsample2_forward": (_sol_upsample_forward, layers.upsample2_forward),
+        "upsample2_backward": (_sol_upsample_backward, layers.upsample2_backward)}),
     "03_convlstm_step": (check_convlstm_step, {
-        "convlstm_step_backward": (_sol_step_backward, reference.convlstm_step_backward)}),
+        "convlstm_step_backward": (_sol_step_backward, memory.convlstm_step_backward)}),
     "04_bptt": (check_bptt, {
-        "convlstm_backward": (_sol_bptt, reference.convlstm_backward)}),
+        "convlstm_backward": (_sol_bptt, memory.convlstm_backward)}),
     "05_bilinear_sampler": (check_sampler, {
         "bilinear_backward": (_sol_bilinear_backward, sampler.bilinear_backward)}),
     "06_huber_smoothness": (check_huber, {
@@ -1073,6 +1164,8 @@ def grade(exercise, **functions):
         print(f"solution mode ({SOLUTION_ENV}=1): grading {', '.join(names)} in place of "
               "your functions")
     report = check(exercise, **functions)
+    if report.status != "PASS" and not _interactive():
+        report.footer.append(_hint_footer(exercise, _hints_env()))   # help only when needed
     print(report.text())
     sys.stdout.flush()
     if report.status == "FAIL" and not _interactive():
@@ -1101,10 +1194,13 @@ HINTS = {
     ],
     "02_pool_upsample": [
         "Reshape (N, C, H, W) to (N, C, H/2, 2, W/2, 2): axes 3 and 5 walk the 2×2 window.",
-        "Max-pool backward needs to know which pixel won: compare x with its window's maximum "
-        "(broadcast the pooled map back to the window shape).",
-        "Only the winner receives dout; the other three pixels of a window get 0. With no ties "
-        "a mask x == max is exactly one pixel per window.",
+        "Max-pool backward needs to know which pixel won. Lay each window's 4 pixels out in "
+        "row-major order, (0, 0), (0, 1), (1, 0), (1, 1): a transpose and a reshape of hint 1's "
+        "array to (N, C, H/2, W/2, 4).",
+        "Only the winner receives dout; the other three pixels of a window get 0. A mask "
+        "x == max is not enough: on a tie (an all-zero window of the blank background ties "
+        "four ways) it marks every tied pixel. argmax over the 4 pixels returns the first "
+        "maximum, the rule here: compare it with np.arange(4).",
         "Up-sampling copies each pixel to four places; in the backward each copy sends its "
         "gradient back to the one pixel it came from. Reuse the reshape of hint 1.",
     ],
@@ -1116,8 +1212,10 @@ HINTS = {
         "c = f ⊙ c_prev + i ⊙ g is a product rule three times over, plus the path to c_prev.",
         "The pre-activations need the derivative of their non-linearity, from the cached "
         "outputs: σ' = s(1 − s), tanh' = 1 − t². Stack the four δa's in the order i, f, g, o.",
-        "a = Wx * x + b + Wh * h_prev is two convolutions: conv2d_backward(δa, cache['x_conv']) "
-        "gives dx, dWx, db, and conv2d_backward(δa, cache['h_conv']) gives dh_prev, dWh.",
+        "a = Wx * x + b + Wh * h_prev is two convolutions, and conv2d_backward returns three "
+        "values each time: conv2d_backward(δa, cache['x_conv']) gives dx, dWx, db, and "
+        "conv2d_backward(δa, cache['h_conv']) gives dh_prev, dWh, None (that convolution has "
+        "no bias): dh_prev, dWh, _ = ….",
     ],
     "04_bptt": [
         "Walk t = T−1, …, 0 (reversed(range(T))). Before the loop nothing comes from the "
@@ -1126,7 +1224,8 @@ HINTS = {
         "the sum of both gradients.",
         "c_t feeds only step t+1: its gradient is the dc_prev that step t+1's backward returned.",
         "The weights are the same at every step: add each step's dparams to a running total.",
-        "When the loop ends, the carried dh and dc are the gradients of h0 and c0.",
+        "When the loop ends, the carried dh and dc are the gradients of the initial state "
+        "h₋₁, c₋₁ (the arguments h0, c0): dparams[\"h0\"] and dparams[\"c0\"].",
     ],
     "05_bilinear_sampler": [
         "Recompute what the forward did: x0 = floor(x_s), x1 = x0 + 1, the weights wx0 = x1 − x_s, "
@@ -1157,24 +1256,45 @@ HINTS = {
 _hints_shown = {}
 
 
+def _hints_env():
+    """STVAE_HINTS as a number of hints (0 when unset or not a number)."""
+    try:
+        return max(0, int(os.environ.get(HINTS_ENV, "0")))
+    except ValueError:
+        return 0
+
+
+def _script_path(exercise):
+    """The exercise's file, absolute: a command naming it works from any folder."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{exercise}.py")
+
+
+def _hint_footer(exercise, shown):
+    """One line: how to see the next hint (or the solution once every hint is shown)."""
+    hints = HINTS[exercise]
+    shown = min(shown, len(hints))
+    if shown >= len(hints):
+        return f"  (no more hints; the solution: grader.show_solution({exercise!r}))"
+    left = len(hints) - shown
+    if _interactive():
+        how = "run the hint cell again for the next one"
+    else:
+        how = (f"`{HINTS_ENV}={shown + 1} python {shlex.quote(_script_path(exercise))}` "
+               "shows the next one, or open the exercise as a notebook")
+    return f"  ({left} more hint{'s' if left > 1 else ''}: {how})"
+
+
 def hint(exercise):
     """The hint cell: in a notebook each run shows one more hint (all unlocked ones are
-    printed); as a script, STVAE_HINTS=n shows the first n."""
+    printed, then how to get the next); as a script, STVAE_HINTS=n shows the first n, and
+    the grading report, unless it is a PASS, says how to get more."""
     hints = HINTS[exercise]
     if _interactive():
         shown = min(_hints_shown.get(exercise, 0) + 1, len(hints))
         _hints_shown[exercise] = shown
     else:
-        try:
-            shown = max(0, min(int(os.environ.get(HINTS_ENV, "0")), len(hints)))
-        except ValueError:
-            shown = 0
+        shown = min(_hints_env(), len(hints))
     for i in range(shown):
         print(f"Hint {i + 1}/{len(hints)}: {hints[i]}")
-    if shown < len(hints):
-        more = ("run this cell again for the next one" if _interactive() else
-                f"run the exercise as `{HINTS_ENV}={shown + 1} python {exercise}.py` for "
-                "the next one, or open it as a notebook")
-        print(f"({len(hints) - shown} more hint{'s' if len(hints) - shown > 1 else ''}: {more})")
-    else:
-        print(f"(no more hints; the solution: grader.show_solution({exercise!r}))")
+    if _interactive():          # the learner ran this cell to ask: answer here
+        print(_hint_footer(exercise, shown).strip())
