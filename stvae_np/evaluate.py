@@ -35,8 +35,10 @@ import numpy as np
 
 from . import metrics as M
 from .backend import asnumpy, get_array_module
+from .checkpoint import load as load_checkpoint   # (`checkpoint` below names a path)
 from .cli import CLIError, Parser, require_positive, resolve_device
 from .data import DATA_CHOICES, TEST_SEED, VAL_SEED, load_eval_clips  # noqa: F401 (re-exported)
+from .model import STVAE
 from .report import jsonable, summary_lines, write_figures, write_report
 from .sampler import bilinear_forward, flow_to_grid
 
@@ -366,13 +368,12 @@ def evaluate_checkpoint(model_or_path, clips, out_dir, context=10, future=10, ba
         NaN (e.g. an EPE over no object pixel) is None. A skipped section is
         ``{"skipped": reason}``.
     """
-    from .model import STVAE
     if isinstance(model_or_path, STVAE):
         model = model_or_path
         checkpoint = None if checkpoint is None else os.fspath(checkpoint)
     else:
         checkpoint = os.fspath(model_or_path)
-        model = STVAE.load(checkpoint, device=device)
+        model = load_checkpoint(checkpoint, device=device)
     frames = clips.frames
     n, t, c, h, w = frames.shape
     cfg = model.config
@@ -432,14 +433,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from .model import STVAE
     try:
         args = build_parser().parse_args(argv)
         require_positive(clips=args.clips, context=args.context, future=args.future,
                          batch_size=args.batch_size)
         device = resolve_device(args.device)
         try:
-            model = STVAE.load(args.checkpoint, device=device)
+            model = load_checkpoint(args.checkpoint, device=device)
         except (FileNotFoundError, ValueError) as err:
             raise CLIError(str(err)) from None
         clips, desc = load_eval_clips(args.data, model.config, args.clips,

@@ -22,6 +22,7 @@ import numpy as np
 
 from .cli import CLIError, Parser, require_positive, resolve_device
 from .data import DATA_CHOICES, VAL_SEED, ClipSampler, load_eval_clips, make_data
+from . import checkpoint
 from .model import STVAE, Config
 
 CHECKPOINT = "checkpoint.npz"
@@ -133,7 +134,7 @@ def train(args) -> int:
     device = resolve_device(args.device)
     if args.resume:
         try:
-            model, extra = STVAE.load(args.resume, device=device, return_extra=True)
+            model, extra = checkpoint.load(args.resume, device=device, return_extra=True)
         except (FileNotFoundError, ValueError) as err:
             raise CLIError(str(err)) from None
         if "step" not in extra:
@@ -194,7 +195,7 @@ def train(args) -> int:
         f"{data_desc}; batch {batch_size}×{seq_len} frames; run folder {out}")
 
     def save():
-        model.save(ckpt_path, extra=_checkpoint_extra(opt, step, sampler, history, train_seconds))
+        checkpoint.save(model, ckpt_path, extra=_checkpoint_extra(opt, step, sampler, history, train_seconds))
 
     def evaluate():
         m = one_step_metrics(model, test_clips)
