@@ -413,6 +413,49 @@ def evaluate_checkpoint(model_or_path, clips, out_dir, context=10, future=10, ba
     return result
 
 
+ROLLOUT = 10                       # the end of a training run: read 10 frames, predict 10
+
+
+def final_evaluation(model, test_clips, one_step, out_dir, data, n_clips, description=None,
+                     checkpoint=None, figures=True):
+    """The evaluation at the end of a training run (``python -m stvae_np.train``).
+
+    Scores the classical reference (:func:`classical_scores`) on the run's test clips, and
+    runs :func:`evaluate_checkpoint` (one step, rollout, label propagation) into
+    ``out_dir/eval``: for synthetic data on ``n_clips`` fresh test clips of 2·ROLLOUT frames
+    (a 10 → 10 rollout), for a clip file on the run's test clips (read half, predict half).
+
+    Args:
+        model: the trained ``STVAE``.
+        test_clips: the run's held-out ``data.Clips`` (N, T, C, H, W).
+        one_step: the model's last :func:`one_step_metrics` on ``test_clips``.
+        out_dir: the run folder; the report goes to ``out_dir/eval``.
+        data: the run's ``--data`` (one of ``DATA_CHOICES`` or a clip file's path).
+        n_clips: clips for the full evaluation (synthetic data).
+        description: the line about the run's data, for a clip file's report.
+        checkpoint: the checkpoint's path, for the report.
+        figures: write the evaluation's figures.
+    Returns:
+        (test, evaluation): ``test`` is ``one_step`` followed by the ``classical_*`` scores
+        (a new dict); ``evaluation`` is ``{"report": path of report.md, "rollout": …,
+        "label_propagation": …}`` from the full evaluation.
+    """
+    test = {**one_step, **classical_scores(test_clips)}   # the classical reference, same clips
+    if data in DATA_CHOICES:
+        clips, description = load_eval_clips(data, model.config, n_clips, 2 * ROLLOUT)
+        context = future = ROLLOUT
+    else:
+        clips = test_clips
+        context = test_clips.frames.shape[1] // 2
+        future = test_clips.frames.shape[1] - context
+    eval_dir = os.path.join(out_dir, "eval")
+    full = evaluate_checkpoint(model, clips, eval_dir, context, future, description=description,
+                               checkpoint=checkpoint, figures=figures)
+    evaluation = {"report": os.path.join(eval_dir, "report.md"), "rollout": full["rollout"],
+                  "label_propagation": full["label_propagation"]}
+    return test, evaluation
+
+
 # ----------------------------------------------------------------------------- command line
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="python -m stvae_np.evaluate",
