@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from stvae_np import checkpoint
 from stvae_np import train as T
 from stvae_np.model import PARAM_NAMES, STVAE
 
@@ -28,7 +29,7 @@ def test_short_run_writes_everything(tmp_path):
     assert json.loads((out / "config.json").read_text())["name"] == "tiny"
     for fig in ("loss_curve.png", "predictions.png", "flow.png"):
         assert (out / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", fig
-    model, extra = STVAE.load(out / "checkpoint.npz", return_extra=True)
+    model, extra = checkpoint.load(out / "checkpoint.npz", return_extra=True)
     assert int(extra["step"]) == 3
 
 
@@ -40,7 +41,7 @@ def test_held_out_clips_keep_the_presets_length_whatever_seq_len_trains_on(tmp_p
     code, out = run(tmp_path, "len", "--steps", "1", "--no-figures")
     assert code == 0
     got = json.loads((out / "metrics.json").read_text())["history"]["eval"][-1]
-    model = STVAE.load(out / "checkpoint.npz")
+    model = checkpoint.load(out / "checkpoint.npz")
     assert model.config.seq_len == 10
     for prefix, seed in (("", TEST_SEED), ("val_", VAL_SEED)):
         clips, _ = load_eval_clips("moving-mnist", model.config, 2, 10, seed=seed)
@@ -50,7 +51,7 @@ def test_held_out_clips_keep_the_presets_length_whatever_seq_len_trains_on(tmp_p
 
 
 def _params(path):
-    model, extra = STVAE.load(path, return_extra=True)
+    model, extra = checkpoint.load(path, return_extra=True)
     return model.params, extra
 
 
@@ -75,7 +76,7 @@ def test_resumed_run_is_bit_identical(tmp_path):
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     model = STVAE(T.Config.tiny())
     path = tmp_path / "checkpoint.npz"
-    model.save(path)
+    checkpoint.save(model, path)
     before = path.read_bytes()
 
     def broken_savez(fh, **arrays):
@@ -85,7 +86,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     monkeypatch.setattr(np, "savez", broken_savez)
     model.params["enc.b"] += 1.0
     with pytest.raises(OSError, match="disk full"):
-        model.save(path)
+        checkpoint.save(model, path)
     assert path.read_bytes() == before                  # the old checkpoint is untouched
     assert not list(tmp_path.glob("*.tmp-*"))           # and no temporary file is left
 
@@ -186,7 +187,7 @@ def test_set_overrides_the_recipe_and_is_recorded(tmp_path):
     cfg = json.loads((out / "config.json").read_text())
     assert (cfg["photo_weight"], cfg["flow_kernel"], cfg["photo_loss"], cfg["photo_weighting"]) == (
         0.0, 3, "charbonnier", "uniform")
-    model = STVAE.load(out / "checkpoint.npz")
+    model = checkpoint.load(out / "checkpoint.npz")
     assert model.config.flow_kernel == 3 and model.params["flow1.W"].shape[-1] == 3
     m = json.loads((out / "metrics.json").read_text())
     last = m["history"]["eval"][-1]
