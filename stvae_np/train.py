@@ -3,6 +3,7 @@
     python -m stvae_np.train                          # tiny preset, Moving MNIST, a few minutes on a CPU
     python -m stvae_np.train --preset paper --device gpu --steps 20000
     python -m stvae_np.train --resume runs/<run>/checkpoint.npz --steps 3000
+    python -m stvae_np.train --ops plain --steps 20   # the plain ops (layers.py, memory.py): same numbers
 
 A run folder (``runs/<time>-<preset>`` unless ``--out``) receives ``config.json``,
 ``checkpoint.npz`` (model, optimizer, step, data RNG; written atomically),
@@ -26,7 +27,7 @@ from . import checkpoint, viz
 from .cli import CLIError, Parser, require_positive, resolve_device
 from .data import DATA_CHOICES, VAL_SEED, ClipSampler, load_eval_clips, make_data
 from .evaluate import final_evaluation, one_step_metrics, predict_clips
-from .model import STVAE, Config
+from .model import OPS, STVAE, Config
 from .optim import RMSProp, clip_grad_norm, clip_grad_value, step_decay
 
 CHECKPOINT = "checkpoint.npz"
@@ -48,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a Config field of the preset, e.g. --set photo_weight=3 "
                         "(repeatable; the fields are listed in docs/DESIGN.md)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"))
+    p.add_argument("--ops", default="fast", choices=sorted(OPS),
+                   help="fast (default) or plain: layers.py and memory.py, the same numbers "
+                        "written plainly, to step through (slower)")
     p.add_argument("--seed", type=int, default=None, help="default 0")
     p.add_argument("--out", default=None, help="run folder (default runs/<time>-<preset>)")
     p.add_argument("--resume", default=None, metavar="CKPT", help="continue from a checkpoint")
@@ -102,6 +106,20 @@ def apply_overrides(config: Config, items) -> Config:
         raise CLIError(f"--set: {err}") from None
 
 
+def _with_ops(model: STVAE, ops: str) -> STVAE:
+    """``model`` running the ``ops`` ("fast" or "plain", ``stvae_np.model.OPS``): the same parameter
+    arrays (shared, not copied), config, dtype and device.
+
+    STVAE picks its ops when it is built, so a model loaded from a checkpoint (which
+    builds it with the default, "fast") is built again around its own parameters.
+    """
+    if model.ops == ops:
+        return model
+    switched = STVAE(model.config, dtype=model.dtype, device=model.device, ops=ops)
+    switched.params = model.params
+    return switched
+
+
 def _new_model(args, device):
     """A fresh model of ``--preset`` with the ``--set`` overrides, and its run folder.
     Returns (model, None: no training state, run folder)."""
@@ -110,7 +128,7 @@ def _new_model(args, device):
     except ValueError as err:
         raise CLIError(str(err)) from None
     config = apply_overrides(config, args.set)
-    model = STVAE(config, seed=args.seed or 0, device=device)
+    model = STVAE(config, seed=args.seed or 0, device=device, ops=args.ops)
     out = args.out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S") + f"-{config.name}")
     return model, None, out
 
@@ -134,7 +152,7 @@ def _resumed_model(args, device):
     for key in ("data", "seed", "batch_size", "seq_len", "lr", "clip_norm"):
         if getattr(args, key) is None and key in saved:   # the resumed run's settings
             setattr(args, key, saved[key])
-    return model, extra, out
+    return _with_ops(model, args.ops), extra, out
 
 
 @dataclasses.dataclass
@@ -201,14 +219,14 @@ def _write_json(path, obj):
     os.replace(tmp, path)
 
 
-def _start_run_folder(out, config, recipe, device):
+def _start_run_folder(out, config, recipe, device, ops):
     """Create the run folder and write ``config.json`` and ``run.json`` (the settings a
     ``--resume`` reads back); returns the checkpoint's path in it."""
     os.makedirs(out, exist_ok=True)
     _write_json(os.path.join(out, "config.json"), config.to_dict())
     _write_json(os.path.join(out, "run.json"), dict(
         data=recipe.data, seed=recipe.seed, batch_size=recipe.batch_size, seq_len=recipe.seq_len,
-        lr=recipe.lr, clip_norm=recipe.clip_norm, device=device, preset=config.name))
+        lr=recipe.lr, clip_norm=recipe.clip_norm, device=device, preset=config.name, ops=ops))
     return os.path.join(out, CHECKPOINT)
 
 
@@ -253,7 +271,7 @@ def train(args) -> int:
     step, history, train_seconds = 0, {"loss": [], "eval": []}, 0.0
     if extra is not None:
         step, history, train_seconds = _restore(extra, opt, sampler)
-    ckpt_path = _start_run_folder(out, config, recipe, device)
+    ckpt_path = _start_run_folder(out, config, recipe, device, model.ops)
     log = (lambda *a: None) if args.quiet else (lambda *a: tqdm.write(" ".join(map(str, a))))
     log(f"stvae_np: preset {config.name} ({config.num_params():,} parameters) on {device}; "
         f"{data_desc}; batch {recipe.batch_size}×{recipe.seq_len} frames; run folder {out}")

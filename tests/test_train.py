@@ -73,6 +73,51 @@ def test_resumed_run_is_bit_identical(tmp_path):
     assert l1 == l2
 
 
+def _loss_curve(out):
+    return np.array(json.loads((out / "metrics.json").read_text())["history"]["loss"])
+
+
+def _spy_on_plain_convolutions(monkeypatch):
+    """A list that grows by one at each call of the plain ops' conv2d_forward (layers.py)."""
+    from stvae_np import layers as plain_layers
+    calls, conv = [], plain_layers.conv2d_forward
+    monkeypatch.setattr(plain_layers, "conv2d_forward", lambda *a, **k: calls.append(1) or conv(*a, **k))
+    return calls
+
+
+def test_plain_ops_train_the_same_loss_curve_as_fast_ops(tmp_path, monkeypatch):
+    """--ops plain runs layers.py and memory.py (a spy sees the plain convolutions), and
+    three steps give the loss curve of the fast ops to 1e-5 (float32); run.json says which."""
+    code, fast = run(tmp_path, "fast", "--steps", "3", "--no-figures")
+    assert code == 0
+    calls = _spy_on_plain_convolutions(monkeypatch)
+    code, plain = run(tmp_path, "plain", "--steps", "3", "--no-figures", "--ops", "plain")
+    assert code == 0 and calls
+    want, got = _loss_curve(fast), _loss_curve(plain)
+    assert want[:, 0].tolist() == got[:, 0].tolist() == [1, 2, 3]
+    np.testing.assert_allclose(got[:, 1], want[:, 1], rtol=0, atol=1e-5)
+    assert json.loads((fast / "run.json").read_text())["ops"] == "fast"
+    assert json.loads((plain / "run.json").read_text())["ops"] == "plain"
+
+
+def test_a_fast_run_resumed_with_plain_ops_carries_on(tmp_path, monkeypatch):
+    """--resume --ops plain swaps the loaded model's ops and keeps its parameters: the
+    resumed step runs the plain convolutions and the curve is the straight run's to 1e-5."""
+    code, straight = run(tmp_path, "straight", "--steps", "3", "--no-figures")
+    assert code == 0
+    code, split = run(tmp_path, "split", "--steps", "2", "--no-figures")
+    assert code == 0
+    calls = _spy_on_plain_convolutions(monkeypatch)
+    code = T.main([*FAST, "--resume", str(split / "checkpoint.npz"), "--steps", "3", "--no-figures",
+                   "--ops", "plain"])
+    assert code == 0 and calls
+    want, got = _loss_curve(straight), _loss_curve(split)
+    assert want[:, 0].tolist() == got[:, 0].tolist() == [1, 2, 3]
+    np.testing.assert_array_equal(got[:2, 1], want[:2, 1])          # the fast steps, as before
+    np.testing.assert_allclose(got[2, 1], want[2, 1], rtol=0, atol=1e-5)
+    assert json.loads((split / "run.json").read_text())["ops"] == "plain"
+
+
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     model = STVAE(T.Config.tiny())
     path = tmp_path / "checkpoint.npz"
@@ -153,6 +198,7 @@ def test_training_on_a_file_of_clips(tmp_path):
     (["--seq-len", "1"], "--seq-len must be at least 2"),
     (["--batch-size", "0"], "--batch-size must be at least 1"),
     (["--frobnicate"], "unrecognized arguments"),
+    (["--ops", "slow"], "invalid choice: 'slow'"),
     (["--resume", "no/such/ckpt.npz"], "checkpoint not found"),
     (["--set", "photo_wieght=3"], "expected FIELD=VALUE with FIELD one of"),
     (["--set", "photo_weight"], "expected FIELD=VALUE"),
