@@ -107,8 +107,8 @@ def apply_overrides(config: Config, items) -> Config:
 
 
 def _with_ops(model: STVAE, ops: str) -> STVAE:
-    """``model`` running the ``ops`` ("fast" or "plain", ``stvae_np.model.OPS``): the same parameter
-    arrays (shared, not copied), config, dtype and device.
+    """``model`` running the ``ops`` ("fast" or "plain", ``stvae_np.model.OPS``): the same
+    parameter arrays (shared, not copied), config, dtype and device.
 
     STVAE picks its ops when it is built, so a model loaded from a checkpoint (which
     builds it with the default, "fast") is built again around its own parameters.
