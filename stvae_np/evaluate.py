@@ -35,8 +35,10 @@ import numpy as np
 
 from . import metrics as M
 from .backend import asnumpy, get_array_module
+from .checkpoint import load as load_checkpoint   # (`checkpoint` below names a path)
 from .cli import CLIError, Parser, require_positive, resolve_device
 from .data import DATA_CHOICES, TEST_SEED, VAL_SEED, load_eval_clips  # noqa: F401 (re-exported)
+from .model import STVAE
 from .report import jsonable, summary_lines, write_figures, write_report
 from .sampler import bilinear_forward, flow_to_grid
 
@@ -366,13 +368,12 @@ def evaluate_checkpoint(model_or_path, clips, out_dir, context=10, future=10, ba
         NaN (e.g. an EPE over no object pixel) is None. A skipped section is
         ``{"skipped": reason}``.
     """
-    from .model import STVAE
     if isinstance(model_or_path, STVAE):
         model = model_or_path
         checkpoint = None if checkpoint is None else os.fspath(checkpoint)
     else:
         checkpoint = os.fspath(model_or_path)
-        model = STVAE.load(checkpoint, device=device)
+        model = load_checkpoint(checkpoint, device=device)
     frames = clips.frames
     n, t, c, h, w = frames.shape
     cfg = model.config
@@ -412,6 +413,49 @@ def evaluate_checkpoint(model_or_path, clips, out_dir, context=10, future=10, ba
     return result
 
 
+ROLLOUT = 10                       # the end of a training run: read 10 frames, predict 10
+
+
+def final_evaluation(model, test_clips, one_step, out_dir, data, n_clips, description=None,
+                     checkpoint=None, figures=True):
+    """The evaluation at the end of a training run (``python -m stvae_np.train``).
+
+    Scores the classical reference (:func:`classical_scores`) on the run's test clips, and
+    runs :func:`evaluate_checkpoint` (one step, rollout, label propagation) into
+    ``out_dir/eval``: for synthetic data on ``n_clips`` fresh test clips of 2·ROLLOUT frames
+    (a 10 → 10 rollout), for a clip file on the run's test clips (read half, predict half).
+
+    Args:
+        model: the trained ``STVAE``.
+        test_clips: the run's held-out ``data.Clips`` (N, T, C, H, W).
+        one_step: the model's last :func:`one_step_metrics` on ``test_clips``.
+        out_dir: the run folder; the report goes to ``out_dir/eval``.
+        data: the run's ``--data`` (one of ``DATA_CHOICES`` or a clip file's path).
+        n_clips: clips for the full evaluation (synthetic data).
+        description: the line about the run's data, for a clip file's report.
+        checkpoint: the checkpoint's path, for the report.
+        figures: write the evaluation's figures.
+    Returns:
+        (test, evaluation): ``test`` is ``one_step`` followed by the ``classical_*`` scores
+        (a new dict); ``evaluation`` is ``{"report": path of report.md, "rollout": …,
+        "label_propagation": …}`` from the full evaluation.
+    """
+    test = {**one_step, **classical_scores(test_clips)}   # the classical reference, same clips
+    if data in DATA_CHOICES:
+        clips, description = load_eval_clips(data, model.config, n_clips, 2 * ROLLOUT)
+        context = future = ROLLOUT
+    else:
+        clips = test_clips
+        context = test_clips.frames.shape[1] // 2
+        future = test_clips.frames.shape[1] - context
+    eval_dir = os.path.join(out_dir, "eval")
+    full = evaluate_checkpoint(model, clips, eval_dir, context, future, description=description,
+                               checkpoint=checkpoint, figures=figures)
+    evaluation = {"report": os.path.join(eval_dir, "report.md"), "rollout": full["rollout"],
+                  "label_propagation": full["label_propagation"]}
+    return test, evaluation
+
+
 # ----------------------------------------------------------------------------- command line
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="python -m stvae_np.evaluate",
@@ -432,14 +476,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from .model import STVAE
     try:
         args = build_parser().parse_args(argv)
         require_positive(clips=args.clips, context=args.context, future=args.future,
                          batch_size=args.batch_size)
         device = resolve_device(args.device)
         try:
-            model = STVAE.load(args.checkpoint, device=device)
+            model = load_checkpoint(args.checkpoint, device=device)
         except (FileNotFoundError, ValueError) as err:
             raise CLIError(str(err)) from None
         clips, desc = load_eval_clips(args.data, model.config, args.clips,

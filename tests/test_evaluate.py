@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 
+from stvae_np import checkpoint
 from stvae_np import evaluate as E
 from stvae_np import metrics as M
 from stvae_np.data import Clips, moving_shapes
@@ -43,7 +44,7 @@ def _constant_flow_model(fx, fy):
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("run") / "checkpoint.npz"
-    STVAE(Config.tiny()).save(path)
+    checkpoint.save(STVAE(Config.tiny()), path)
     return path
 
 

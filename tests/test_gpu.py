@@ -23,7 +23,7 @@ import numpy as np
 from helpers import moving_square_clips
 import pytest
 
-from stvae_np import train
+from stvae_np import checkpoint, train
 from stvae_np.backend import asnumpy, gpu_available, to_device
 from stvae_np.fast.layers import (conv2d_backward, conv2d_forward, maxpool2_backward, maxpool2_forward,
                            upsample2_backward, upsample2_forward)
@@ -403,9 +403,9 @@ def test_checkpoint_from_gpu_loads_on_cpu_bit_identically_and_back(tmp_path):
         _, grads = dev.loss_and_grads(clip)
         opt.step(grads)
     path = tmp_path / "from_gpu.npz"
-    dev.save(path, extra={f"opt/{k}": v for k, v in opt.state_dict().items()})
+    checkpoint.save(dev, path, extra={f"opt/{k}": v for k, v in opt.state_dict().items()})
 
-    cpu, extra = STVAE.load(path, device="cpu", return_extra=True)
+    cpu, extra = checkpoint.load(path, device="cpu", return_extra=True)
     for name in PARAM_NAMES:
         assert isinstance(cpu.params[name], np.ndarray)
         assert cpu.params[name].dtype == dev.params[name].dtype
@@ -417,8 +417,8 @@ def test_checkpoint_from_gpu_loads_on_cpu_bit_identically_and_back(tmp_path):
         np.testing.assert_array_equal(opt_c.v[name], cp.asnumpy(opt.v[name]), err_msg=name)
 
     path_back = tmp_path / "from_cpu.npz"
-    cpu.save(path_back, extra={f"opt/{k}": v for k, v in opt_c.state_dict().items()})
-    back, extra_back = STVAE.load(path_back, device="gpu", return_extra=True)
+    checkpoint.save(cpu, path_back, extra={f"opt/{k}": v for k, v in opt_c.state_dict().items()})
+    back, extra_back = checkpoint.load(path_back, device="gpu", return_extra=True)
     opt_back = RMSProp(back.params, lr=0.0)
     opt_back.load_state_dict({k[len("opt/"):]: v for k, v in extra_back.items()
                               if k.startswith("opt/")})
@@ -473,7 +473,7 @@ def test_train_command_on_gpu(tmp_path):
     result = json.loads((out / "metrics.json").read_text())
     assert result["device"] == "gpu" and result["steps"] == 5
     assert np.isfinite(result["test"]["mse"])
-    model = STVAE.load(out / "checkpoint.npz")         # a GPU run's checkpoint, read on the CPU
+    model = checkpoint.load(out / "checkpoint.npz")    # a GPU run's checkpoint, read on the CPU
     assert all(isinstance(p, np.ndarray) and np.isfinite(p).all() for p in model.params.values())
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from helpers import moving_square_clips
 
+from stvae_np import checkpoint
 from stvae_np.fast.layers import conv2d_forward
 from stvae_np.losses import photometric_backward, photometric_forward
 from stvae_np.gradcheck import directional_check
@@ -135,8 +136,8 @@ def test_save_load_is_bit_identical(tmp_path):
     model = STVAE(Config.tiny(), seed=5)
     model.params["flow3.b"][...] = [0.25, -0.5]
     path = tmp_path / "m.npz"
-    model.save(path, extra={"step": np.array(12)})
-    loaded, extra = STVAE.load(path, return_extra=True)
+    checkpoint.save(model, path, extra={"step": np.array(12)})
+    loaded, extra = checkpoint.load(path, return_extra=True)
     assert loaded.config == model.config and int(extra["step"]) == 12
     for k in PARAM_NAMES:
         assert loaded.params[k].dtype == model.params[k].dtype
@@ -148,23 +149,23 @@ def test_save_load_is_bit_identical(tmp_path):
 
 def test_bad_checkpoints_are_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
-        STVAE.load(tmp_path / "missing.npz")
+        checkpoint.load(tmp_path / "missing.npz")
     good = tmp_path / "good.npz"
-    STVAE(Config.tiny()).save(good)
+    checkpoint.save(STVAE(Config.tiny()), good)
     data = good.read_bytes()
     (tmp_path / "trunc.npz").write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="truncated or corrupt"):
-        STVAE.load(tmp_path / "trunc.npz")
+        checkpoint.load(tmp_path / "trunc.npz")
     (tmp_path / "text.npz").write_text("hello")
     with pytest.raises(ValueError, match="no zip header"):
-        STVAE.load(tmp_path / "text.npz")
+        checkpoint.load(tmp_path / "text.npz")
     np.savez(tmp_path / "foreign.npz", x=np.zeros(3))
     with pytest.raises(ValueError, match="not an stvae_np checkpoint"):
-        STVAE.load(tmp_path / "foreign.npz")
+        checkpoint.load(tmp_path / "foreign.npz")
     np.savez(tmp_path / "pickled.npz", magic=np.array("stvae_np"),
              evil=np.array([{"a": 1}], dtype=object))
     with pytest.raises(ValueError, match="pickled"):
-        STVAE.load(tmp_path / "pickled.npz")
+        checkpoint.load(tmp_path / "pickled.npz")
 
 
 def test_tiny_model_learns_a_moving_pattern():

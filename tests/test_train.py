@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from stvae_np import checkpoint
 from stvae_np import train as T
 from stvae_np.model import PARAM_NAMES, STVAE
 
@@ -28,7 +29,7 @@ def test_short_run_writes_everything(tmp_path):
     assert json.loads((out / "config.json").read_text())["name"] == "tiny"
     for fig in ("loss_curve.png", "predictions.png", "flow.png"):
         assert (out / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", fig
-    model, extra = STVAE.load(out / "checkpoint.npz", return_extra=True)
+    model, extra = checkpoint.load(out / "checkpoint.npz", return_extra=True)
     assert int(extra["step"]) == 3
 
 
@@ -40,7 +41,7 @@ def test_held_out_clips_keep_the_presets_length_whatever_seq_len_trains_on(tmp_p
     code, out = run(tmp_path, "len", "--steps", "1", "--no-figures")
     assert code == 0
     got = json.loads((out / "metrics.json").read_text())["history"]["eval"][-1]
-    model = STVAE.load(out / "checkpoint.npz")
+    model = checkpoint.load(out / "checkpoint.npz")
     assert model.config.seq_len == 10
     for prefix, seed in (("", TEST_SEED), ("val_", VAL_SEED)):
         clips, _ = load_eval_clips("moving-mnist", model.config, 2, 10, seed=seed)
@@ -50,7 +51,7 @@ def test_held_out_clips_keep_the_presets_length_whatever_seq_len_trains_on(tmp_p
 
 
 def _params(path):
-    model, extra = STVAE.load(path, return_extra=True)
+    model, extra = checkpoint.load(path, return_extra=True)
     return model.params, extra
 
 
@@ -72,10 +73,55 @@ def test_resumed_run_is_bit_identical(tmp_path):
     assert l1 == l2
 
 
+def _loss_curve(out):
+    return np.array(json.loads((out / "metrics.json").read_text())["history"]["loss"])
+
+
+def _spy_on_plain_convolutions(monkeypatch):
+    """A list that grows by one at each call of the plain ops' conv2d_forward (layers.py)."""
+    from stvae_np import layers as plain_layers
+    calls, conv = [], plain_layers.conv2d_forward
+    monkeypatch.setattr(plain_layers, "conv2d_forward", lambda *a, **k: calls.append(1) or conv(*a, **k))
+    return calls
+
+
+def test_plain_ops_train_the_same_loss_curve_as_fast_ops(tmp_path, monkeypatch):
+    """--ops plain runs layers.py and memory.py (a spy sees the plain convolutions), and
+    three steps give the loss curve of the fast ops to 1e-5 (float32); run.json says which."""
+    code, fast = run(tmp_path, "fast", "--steps", "3", "--no-figures")
+    assert code == 0
+    calls = _spy_on_plain_convolutions(monkeypatch)
+    code, plain = run(tmp_path, "plain", "--steps", "3", "--no-figures", "--ops", "plain")
+    assert code == 0 and calls
+    want, got = _loss_curve(fast), _loss_curve(plain)
+    assert want[:, 0].tolist() == got[:, 0].tolist() == [1, 2, 3]
+    np.testing.assert_allclose(got[:, 1], want[:, 1], rtol=0, atol=1e-5)
+    assert json.loads((fast / "run.json").read_text())["ops"] == "fast"
+    assert json.loads((plain / "run.json").read_text())["ops"] == "plain"
+
+
+def test_a_fast_run_resumed_with_plain_ops_carries_on(tmp_path, monkeypatch):
+    """--resume --ops plain swaps the loaded model's ops and keeps its parameters: the
+    resumed step runs the plain convolutions and the curve is the straight run's to 1e-5."""
+    code, straight = run(tmp_path, "straight", "--steps", "3", "--no-figures")
+    assert code == 0
+    code, split = run(tmp_path, "split", "--steps", "2", "--no-figures")
+    assert code == 0
+    calls = _spy_on_plain_convolutions(monkeypatch)
+    code = T.main([*FAST, "--resume", str(split / "checkpoint.npz"), "--steps", "3", "--no-figures",
+                   "--ops", "plain"])
+    assert code == 0 and calls
+    want, got = _loss_curve(straight), _loss_curve(split)
+    assert want[:, 0].tolist() == got[:, 0].tolist() == [1, 2, 3]
+    np.testing.assert_array_equal(got[:2, 1], want[:2, 1])          # the fast steps, as before
+    np.testing.assert_allclose(got[2, 1], want[2, 1], rtol=0, atol=1e-5)
+    assert json.loads((split / "run.json").read_text())["ops"] == "plain"
+
+
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     model = STVAE(T.Config.tiny())
     path = tmp_path / "checkpoint.npz"
-    model.save(path)
+    checkpoint.save(model, path)
     before = path.read_bytes()
 
     def broken_savez(fh, **arrays):
@@ -85,7 +131,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     monkeypatch.setattr(np, "savez", broken_savez)
     model.params["enc.b"] += 1.0
     with pytest.raises(OSError, match="disk full"):
-        model.save(path)
+        checkpoint.save(model, path)
     assert path.read_bytes() == before                  # the old checkpoint is untouched
     assert not list(tmp_path.glob("*.tmp-*"))           # and no temporary file is left
 
@@ -152,6 +198,7 @@ def test_training_on_a_file_of_clips(tmp_path):
     (["--seq-len", "1"], "--seq-len must be at least 2"),
     (["--batch-size", "0"], "--batch-size must be at least 1"),
     (["--frobnicate"], "unrecognized arguments"),
+    (["--ops", "slow"], "invalid choice: 'slow'"),
     (["--resume", "no/such/ckpt.npz"], "checkpoint not found"),
     (["--set", "photo_wieght=3"], "expected FIELD=VALUE with FIELD one of"),
     (["--set", "photo_weight"], "expected FIELD=VALUE"),
@@ -186,7 +233,7 @@ def test_set_overrides_the_recipe_and_is_recorded(tmp_path):
     cfg = json.loads((out / "config.json").read_text())
     assert (cfg["photo_weight"], cfg["flow_kernel"], cfg["photo_loss"], cfg["photo_weighting"]) == (
         0.0, 3, "charbonnier", "uniform")
-    model = STVAE.load(out / "checkpoint.npz")
+    model = checkpoint.load(out / "checkpoint.npz")
     assert model.config.flow_kernel == 3 and model.params["flow1.W"].shape[-1] == 3
     m = json.loads((out / "metrics.json").read_text())
     last = m["history"]["eval"][-1]

@@ -31,7 +31,7 @@ import time
 
 import numpy as np
 
-from stvae_np import viz
+from stvae_np import checkpoint, viz
 from stvae_np.data import load_eval_clips
 from stvae_np.evaluate import one_step_metrics, predict_clips
 from stvae_np.gradcheck import directional_check
@@ -80,12 +80,12 @@ assert status == 0
 # ## 2. What the run wrote
 #
 # `metrics.json` holds the final test metrics and the history: the training loss of
-# every step and the periodic evaluations. `STVAE.load` reads the checkpoint back (with
+# every step and the periodic evaluations. `checkpoint.load` reads the checkpoint back (with
 # `return_extra=True`, also the trainer's state).
 
 # %%
 metrics = json.loads((OUT / "metrics.json").read_text())
-model, extra = STVAE.load(OUT / "checkpoint.npz", return_extra=True)
+model, extra = checkpoint.load(OUT / "checkpoint.npz", return_extra=True)
 print(f"{metrics['steps']} steps in {metrics['train_seconds']:.0f} s "
       f"({metrics['steps_per_second']:.2f} steps/s), batch {metrics['batch_size']}×{metrics['seq_len']} frames")
 print("checkpoint: step", int(extra["step"]), "| optimizer steps", int(extra["opt/t"]),

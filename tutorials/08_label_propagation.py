@@ -40,11 +40,10 @@ import sys
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from stvae_np import metrics, viz
+from stvae_np import checkpoint, metrics, viz
 from stvae_np.data import load_eval_clips
 from stvae_np.evaluate import predict_clips
 from stvae_np.gradcheck import numerical_gradient, rel_error
-from stvae_np.model import STVAE
 from stvae_np.sampler import bilinear_backward, bilinear_forward, flow_to_grid
 from stvae_np.train import main
 
@@ -65,7 +64,7 @@ if not CKPT.exists():
                    "--no-figures", "--quiet"])
     assert status == 0
     CKPT = out / "checkpoint.npz"
-model, extra = STVAE.load(CKPT, return_extra=True)
+model, extra = checkpoint.load(CKPT, return_extra=True)
 print(f"model: {CKPT} ({model.config.name}, trained {int(extra['step'])} steps)")
 
 # %% [markdown]

@@ -25,10 +25,9 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from stvae_np import viz  # noqa: E402
+from stvae_np import checkpoint, viz  # noqa: E402
 from stvae_np.data import load_eval_clips  # noqa: E402
 from stvae_np.evaluate import predict_clips  # noqa: E402
-from stvae_np.model import STVAE  # noqa: E402
 
 EXAMPLES = [(0, 2), (1, 5), (2, 8)]
 CONTINUOUS_VELOCITY_ORACLE = {"epe": 0.31, "gain": 0.90}    # docs/flow_study/oracles.py, both clip sets
@@ -36,7 +35,7 @@ PREVIOUS_DISPLACEMENT = {"epe": 0.65, "gain": 0.73}          # the same, test cl
 
 
 def flow_figure(run, out, title):
-    model = STVAE.load(os.path.join(run, "checkpoint.npz"))
+    model = checkpoint.load(os.path.join(run, "checkpoint.npz"))
     clips, _ = load_eval_clips("moving-mnist", model.config, 4, 10)
     _, flows = predict_clips(model, clips.frames)
     return viz.plot_flow_comparison(out, clips.frames, flows, clips.flow, mask=clips.masks,

@@ -19,10 +19,10 @@ import sys
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))   # the repository root
+from stvae_np import checkpoint  # noqa: E402
 from stvae_np import data as D  # noqa: E402
 from stvae_np.evaluate import predict_clips  # noqa: E402
 from stvae_np.metrics import flow_quality, upsample_flow  # noqa: E402
-from stvae_np.model import STVAE  # noqa: E402
 
 SETS = (("validation", D.VAL_SEED), ("test", D.TEST_SEED))
 
@@ -61,7 +61,7 @@ def main(runs):
             q = flow_quality(upsample_flow(cells.astype(np.float32), 2), clips.flow, mask)
             print(f"{name:10s} true flow, mean over each cell's {label}: {line(q)}")
     for run in runs:
-        model = STVAE.load(str(pathlib.Path(run) / "checkpoint.npz"))
+        model = checkpoint.load(str(pathlib.Path(run) / "checkpoint.npz"))
         for digits in (1, 2):
             for name, seed in SETS:
                 clips = D.moving_mnist_for("tiny", 64, seq_len=10, num_digits=digits, split="test",

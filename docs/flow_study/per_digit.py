@@ -25,10 +25,10 @@ import sys
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))   # the repository root
+from stvae_np import checkpoint  # noqa: E402
 from stvae_np import data as D  # noqa: E402
 from stvae_np.evaluate import predict_clips  # noqa: E402
 from stvae_np.metrics import flow_quality, upsample_flow  # noqa: E402
-from stvae_np.model import STVAE  # noqa: E402
 
 
 def digit_means(flow, labels, n_digits):
@@ -97,7 +97,7 @@ def tail(cos, close):
 def main(run, n_clips=64):
     """Print the per-digit figures of one run; return its gain by step t per clip set,
     and per clip set the cosines to the continuous motion with the close-digits flags."""
-    model = STVAE.load(str(pathlib.Path(run) / "checkpoint.npz"))
+    model = checkpoint.load(str(pathlib.Path(run) / "checkpoint.npz"))
     gains, tails = {}, {}
     for name, seed in (("validation", D.VAL_SEED), ("test", D.TEST_SEED)):
         clips, trajectories = clips_with_trajectories(model.config, n_clips, seed)

@@ -38,9 +38,11 @@ import time
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))   # the repository root
+import stvae_np.fast.layers as fast_layers  # noqa: E402
 import stvae_np.model as model_module  # noqa: E402
-from stvae_np.conv import MaxPoolCache, upsample2_backward, upsample2_forward  # noqa: E402
+from stvae_np import checkpoint  # noqa: E402
 from stvae_np.data import VAL_SEED, ClipSampler, load_eval_clips, synthetic_source  # noqa: E402
+from stvae_np.fast.layers import MaxPoolCache, upsample2_backward, upsample2_forward  # noqa: E402
 from stvae_np.evaluate import predict_clips  # noqa: E402
 from stvae_np.metrics import flow_quality, upsample_flow  # noqa: E402
 from stvae_np.model import STVAE, Config  # noqa: E402
@@ -94,9 +96,9 @@ def main(argv):
     args = list(argv)
     steps = int(args.pop(0))
     two_frames = "--two-frames" in args
-    if "--avg-pool" in args:
-        model_module.maxpool2_forward = avgpool2_forward
-        model_module.maxpool2_backward = avgpool2_backward
+    if "--avg-pool" in args:          # the model pools with its ops module's functions (fast)
+        fast_layers.maxpool2_forward = avgpool2_forward
+        fast_layers.maxpool2_backward = avgpool2_backward
     save = args[args.index("--save") + 1] if "--save" in args else None
     seed = int(args[args.index("--seed") + 1]) if "--seed" in args else 0   # model and clips
     sets = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
@@ -106,7 +108,17 @@ def main(argv):
                                  channels=2 if two_frames else config.channels)
     model = STVAE(config, seed=seed)
     term = SupervisedFlow(l1="--l1" in args)
-    model._photometric_forward, model._photometric_backward = term.forward, term.backward
+
+    # The model calls the photometric term by the names stvae_np.model imported from
+    # stvae_np.losses; replace them there, with the same signatures.
+    def supervised_forward(clip, flow, config, layers, kernels_cache):
+        return term.forward(clip, flow)
+
+    def supervised_backward(dphoto, cache, layers):
+        return term.backward(dphoto, cache)
+
+    model_module.photometric_forward = supervised_forward
+    model_module.photometric_backward = supervised_backward
 
     def frames_in(frames):              # (N, T, 1, H, W) -> what the encoder sees
         if not two_frames:
@@ -136,7 +148,7 @@ def main(argv):
                   f"{q['epe_t2'] / q['zero_flow_epe_t2']:.3f}, gain {q['flow_gain_t2']:.3f}, "
                   f"angle {q['angular_error_t2']:.1f}°", flush=True)
     if save:
-        model.save(save)
+        checkpoint.save(model, save)
 
 
 if __name__ == "__main__":

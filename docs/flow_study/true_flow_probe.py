@@ -13,13 +13,13 @@ import pathlib
 import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))   # the repository root
+from stvae_np import checkpoint  # noqa: E402
 from stvae_np.data import TEST_SEED, VAL_SEED, load_eval_clips  # noqa: E402
 from stvae_np.evaluate import true_flow_probe  # noqa: E402
-from stvae_np.model import STVAE  # noqa: E402
 
 if __name__ == "__main__":
     for run in sys.argv[1:]:
-        model = STVAE.load(pathlib.Path(run) / "checkpoint.npz")
+        model = checkpoint.load(pathlib.Path(run) / "checkpoint.npz")
         for name, seed in (("validation", VAL_SEED), ("test", TEST_SEED)):
             clips, _ = load_eval_clips("moving-mnist", model.config, 64, 10, seed=seed)
             r = true_flow_probe(model, clips)
