@@ -1,4 +1,4 @@
-"""The array-operation counter (stvae_np/opcount.py): exact counts of hand-made code, a
+"""The array-operation counter (benchmarks/opcount.py): exact counts of hand-made code, a
 counted training step that computes exactly what an uncounted one does, NumPy put back
 after every count, and the budget of the paper preset's step (issue 16)."""
 import json
@@ -7,10 +7,11 @@ import numpy as np
 import numpy.lib.stride_tricks as stride_tricks
 import pytest
 
-from stvae_np import conv
-from stvae_np.bench import count_step_ops, main as bench_main, report
+from benchmarks.bench import count_step_ops, main as bench_main, report
+from benchmarks.opcount import CountedArray, count_array_ops, counts_as_one
+from stvae_np import backend
+from stvae_np.fast import kernels, layers as conv
 from stvae_np.model import STVAE, Config
-from stvae_np.opcount import CountedArray, count_array_ops, counts_as_one
 from stvae_np.optim import RMSProp, clip_grad_norm
 
 # The paper preset's training step (N=16, T=10, float32) as counted on 2026-11-30 before
@@ -129,6 +130,7 @@ def _assert_numpy_is_itself(originals, threads):
     for (mod, name), orig in zip(_PATCHED, originals):
         assert getattr(mod, name) is orig, name
     assert conv._CPU_THREADS == threads
+    assert kernels.COUNT_AS_ONE is None                 # the ops' fused runs no longer count as one
     assert type(np.zeros(3)) is np.ndarray and type(np.asarray([1.0])) is np.ndarray
 
 
@@ -140,11 +142,12 @@ def test_numpy_is_put_back_after_a_count_and_after_an_exception():
 
     def inside(a):
         seen["threads"] = conv._CPU_THREADS
+        seen["fused"] = kernels.COUNT_AS_ONE is counts_as_one
         seen["zeros"] = type(np.zeros(2))
         return a + 1
 
     count_array_ops(inside, np.ones(2))
-    assert seen == {"threads": 1, "zeros": CountedArray}
+    assert seen == {"threads": 1, "fused": True, "zeros": CountedArray}
     _assert_numpy_is_itself(originals, threads)
 
     def fails(a):
@@ -193,7 +196,7 @@ def test_a_counted_training_step_computes_exactly_the_same():
 
 
 def test_the_tiny_count_does_not_depend_on_the_batch():
-    # the count depends on N only through conv.py's batch chunks; every tiny layer fits in
+    # the count depends on N only through fast/layers.py's batch chunks; every tiny layer fits in
     # one chunk up to N = 16 (the paper's ConvLSTM and flow layers split at N = 16)
     counts = {n: count_step_ops("tiny", n, 10) for n in (2, 4)}
     assert counts[2].total == counts[4].total
@@ -231,12 +234,12 @@ def test_the_paper_step_stays_within_its_budget():
 
 @pytest.mark.parametrize("method, ops", [("im2col", 19), ("shift", 17), ("rows", 26)])
 def test_few_kernel_convolutions_issue_the_same_ops_for_every_kernel_size(method, ops, monkeypatch):
-    """Along the GPU's path (conv.FEW_KERNELS) a convolution's forward and backward issue a
+    """Along the GPU's path (backend.FEW_KERNELS) a convolution's forward and backward issue a
     fixed number of operations, whatever k; the k·k loops of the CPU's path grow with k²."""
     rng = np.random.default_rng(0)
     counts = {}
     for few in (True, False):
-        monkeypatch.setattr(conv, "FEW_KERNELS", few)
+        monkeypatch.setattr(backend, "FEW_KERNELS", few)
         for k in (3, 7, 15):
             x, w = rng.standard_normal((2, 3, 8, 8)), rng.standard_normal((2, 3, k, k))
             dout = rng.standard_normal((2, 2, 8, 8))
@@ -253,7 +256,7 @@ def test_few_kernel_convolutions_issue_the_same_ops_for_every_kernel_size(method
 def test_bench_set_overrides_a_config_field():
     """bench --set FIELD=VALUE counts (and times) the preset with that field changed: the
     tiny preset without its photometric term issues fewer operations than with it."""
-    from stvae_np.bench import preset_config
+    from benchmarks.bench import preset_config
     cfg = preset_config("tiny", ["photo_weight=0"])
     assert cfg.photo_weight == 0.0 and Config.tiny().photo_weight > 0
     with_photo = count_step_ops("tiny", n=2, t=4).total
