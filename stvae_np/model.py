@@ -212,6 +212,34 @@ def init_params(config: Config, seed: int = 0, dtype="float32") -> dict:
     return params
 
 
+def check_clip(clip, cfg, device, dtype, min_frames=2):
+    """Validate a clip (N, T, C, H, W) against a Config and return it on ``device`` ("cpu" or
+    "gpu") as ``dtype``: a ValueError names what is wrong (rank, channels, frame size, too
+    few frames, no clips, not float, NaN or inf)."""
+    shape = tuple(getattr(clip, "shape", ()))
+    if not hasattr(clip, "dtype"):
+        raise ValueError(f"clip must be an array of shape (N, T, C, H, W), got {type(clip).__name__}")
+    if len(shape) != 5:
+        raise ValueError(f"clip must be 5-D (N, T, C, H, W), got shape {shape}")
+    n, t, c, h, w = shape
+    if c != cfg.channels:
+        raise ValueError(f"clip has {c} channels, the model expects {cfg.channels}")
+    if (h, w) != (cfg.height, cfg.width):
+        raise ValueError(f"clip frames are {h}×{w}, the model expects {cfg.height}×{cfg.width}")
+    if t < min_frames:
+        raise ValueError(f"clip needs at least {min_frames} frames, got T={t}")
+    if n < 1:
+        raise ValueError("clip holds no sequences (N=0)")
+    if np.dtype(clip.dtype).kind != "f":
+        raise ValueError(f"clip must hold float pixels in [0, 1], got dtype {clip.dtype}")
+    if device_of(clip) == "cpu":
+        # checked on the host, before the copy: on the GPU this would be a device sync
+        if not np.isfinite(clip).all():
+            raise ValueError("clip contains NaN or infinite values")
+    clip = to_device(clip, device)
+    return clip.astype(dtype, copy=False)
+
+
 class STVAE:
     """The model: parameters, the forward/backward over a clip, prediction, checkpoints.
 
@@ -243,32 +271,6 @@ class STVAE:
         return get_array_module(self.params["enc.W"])
 
     # ------------------------------------------------------------------ input checks
-    def _check_clip(self, clip, min_frames=2):
-        """Validate a clip (N, T, C, H, W) and return it on the model's device and dtype."""
-        cfg = self.config
-        shape = tuple(getattr(clip, "shape", ()))
-        if not hasattr(clip, "dtype"):
-            raise ValueError(f"clip must be an array of shape (N, T, C, H, W), got {type(clip).__name__}")
-        if len(shape) != 5:
-            raise ValueError(f"clip must be 5-D (N, T, C, H, W), got shape {shape}")
-        n, t, c, h, w = shape
-        if c != cfg.channels:
-            raise ValueError(f"clip has {c} channels, the model expects {cfg.channels}")
-        if (h, w) != (cfg.height, cfg.width):
-            raise ValueError(f"clip frames are {h}×{w}, the model expects {cfg.height}×{cfg.width}")
-        if t < min_frames:
-            raise ValueError(f"clip needs at least {min_frames} frames, got T={t}")
-        if n < 1:
-            raise ValueError("clip holds no sequences (N=0)")
-        if np.dtype(clip.dtype).kind != "f":
-            raise ValueError(f"clip must hold float pixels in [0, 1], got dtype {clip.dtype}")
-        if device_of(clip) == "cpu":
-            # checked on the host, before the copy: on the GPU this would be a device sync
-            if not np.isfinite(clip).all():
-                raise ValueError("clip contains NaN or infinite values")
-        clip = to_device(clip, self.device)
-        return clip.astype(self.dtype, copy=False)
-
     # ------------------------------------------------------------------ forward / backward
     def encode(self, frames):
         """Spatial encoder, e = maxpool2(tanh(conv(x; We) + be)).
@@ -335,7 +337,7 @@ class STVAE:
         Also sets ``self.last_parts = {"mse", "smooth"}`` (0-d arrays, smooth unweighted).
         """
         cfg, p = self.config, self.params
-        clip = self._check_clip(clip)
+        clip = check_clip(clip, self.config, self.device, self.dtype)
         xp = get_array_module(clip)
         n, t, c, hh, ww = clip.shape
         s = t - 1                                                  # prediction steps
@@ -391,7 +393,7 @@ class STVAE:
     def loss(self, clip):
         """The loss alone (forward only), as a 0-d array."""
         pred, flow = self.predict(clip)
-        clip = self._check_clip(clip)
+        clip = check_clip(clip, self.config, self.device, self.dtype)
         mse, _ = mse_forward(pred, clip[:, 1:])
         flat = flow.reshape((-1,) + flow.shape[2:])
         smooth, _ = huber_smoothness_forward(flat, self.config.huber_delta)
@@ -431,7 +433,7 @@ class STVAE:
             preds (N, T-1, C, H, W) and flows (N, T-1, 2, h, w) in memory-grid pixels,
             on the model's device.
         """
-        clip = self._check_clip(clip)
+        clip = check_clip(clip, self.config, self.device, self.dtype)
         xp = get_array_module(clip)
         state, preds, flows = None, [], []
         for t in range(clip.shape[1] - 1):
@@ -459,7 +461,7 @@ class STVAE:
             raise ValueError(f"rollout: n_future must be an integer, got {n_future!r}") from None
         if n_future < 0:
             raise ValueError(f"rollout: n_future must be ≥ 0, got {n_future}")
-        context = self._check_clip(context, min_frames=1)
+        context = check_clip(context, self.config, self.device, self.dtype, min_frames=1)
         xp = get_array_module(context)
         if n_future == 0:                        # nothing to predict: no step to run
             return xp.zeros(context.shape[:1] + (0,) + context.shape[2:], dtype=context.dtype)

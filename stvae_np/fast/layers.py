@@ -7,62 +7,28 @@ computes the same numbers faster, and ``tests/test_fast.py`` holds the two toget
 (values and every gradient, float64, to 1e-12, for every order, chunked or not, threaded
 or not).
 
-Public functions and knobs::
+Public functions (the plain names) and knobs::
 
-    conv2d_forward(x, w, b=None, method="auto") -> out, cache      method: METHODS
-    conv2d_backward(dout, cache, need_dx=True)  -> dx, dw, db
-    maxpool2_forward(x) -> out, cache           maxpool2_backward(dout, cache) -> dx
-    upsample2_forward(x) -> out, cache          upsample2_backward(dout, cache) -> dx
-    im2col(x, k) -> cols                        col2im(cols, x_shape, k) -> dx
+    conv2d_forward(x, w, b=None, method="auto"), conv2d_backward(dout, cache, need_dx=True)
+    maxpool2_forward(x), maxpool2_backward(dout, cache)
+    upsample2_forward(x), upsample2_backward(dout, cache), im2col(x, k), col2im(cols, x_shape, k)
     # the channel-major pieces the fast ConvLSTM (fast/memory.py) builds on
-    pad_channel_major(x, p), swap_batch_channels(a), im2col_workspace(x_pad, k),
-    conv_cm_forward(x_pad, w2, k, out, workspace=None),
-    conv_cm_backward(dout2, x_pad, w2, k, need_dx=True, workspace=None, dw2=None),
-    over_batch_blocks(fill, n, xp)
-    METHODS       the convolution orders: "auto", "im2col", "shift", "rows"
-    MAX_BUFFER    elements of the largest temporary buffer of one batch chunk (CPU)
-    GPU_MEMORY_SHARE  the share of free GPU memory a chunk may take (buffer_limit)
-    backend.FEW_KERNELS  the k·k loops as one-operation windows (None: on CuPy only)
-    REST_BLAS_WORKERS  make OpenBLAS's workers sleep right after each product (quiet_blas_workers)
-    BLAS_THREAD_TIMEOUT  the OPENBLAS_THREAD_TIMEOUT it sets (2⁴ cycles)
-    _CPU_THREADS  threads for the copy loops (1 forces over_batch_blocks' serial branch)
+    pad_channel_major, swap_batch_channels, im2col_workspace, conv_cm_forward,
+    conv_cm_backward, over_batch_blocks
+    METHODS, MAX_BUFFER (elements of one batch chunk's buffer, CPU), GPU_MEMORY_SHARE,
+    REST_BLAS_WORKERS, BLAS_THREAD_TIMEOUT, _CPU_THREADS (1: serial copy loops)
 
-The functions take and return NCHW arrays; weights are ``(C_out, C_in, k, k)`` as in PyTorch.
-Every function works on NumPy and CuPy arrays (``xp = get_array_module(x)``) and
-returns arrays of its inputs' dtype. Backward passes never modify their inputs.
-
-How it is fast, and why (each step measured in BENCHMARKS.md, on the paper preset's
-training step, where 97 % of the FLOPs are convolutions):
-
-1. Three orders of the same sum (below), differing in the size of the buffer they build;
-   ``method="auto"`` takes the smallest, which also measured fastest for every layer of
-   both presets that goes through it (144 maps, forward + backward: the 64→2 15×15 flow
-   layer 12.4 s with im2col, 0.57 s with shift; the 2→2 one 343 ms → 55 ms with rows).
-2. The shift and rows orders spend no multiply on the zero padding: each shifted window
-   is clipped to the map (half the FLOPs of a 15×15 kernel on 32×32 maps).
-3. im2col works channel-major, (C, N, H, W): every copy runs over whole rows, and
-   ``W₂ @ cols`` comes out as (F, N·H·W) with no transposed copy; on NumPy the product
-   is written straight into its destination (``_matmul_into``).
-4. The batch goes through in chunks whose buffers stay under MAX_BUFFER elements:
-   bounded memory (the paper's step peaks at 922 MiB, 1,312 MiB without chunks), while
-   each chunk's product stays large enough to run at full speed.
-5. The k·k copies and adds are memory-bound and single-threaded in NumPy;
-   ``over_batch_blocks`` runs them on every core, one block of the batch per thread
-   (NumPy releases the GIL while it copies).
-6. One im2col buffer (``im2col_workspace``) serves every chunk and, in the ConvLSTM,
-   every time step: fresh pages cost the operating system as much as the copies.
-7. Max-pooling is a tournament of the four corner views (three element-wise maxima),
-   not an argmax over a copied (…, 4) array: 0.37 s → 0.11 s a training step.
-8. OpenBLAS's workers sleep right after every product (``quiet_blas_workers``):
-   spinning, they took a core from the copies of step 5, in whatever order NumPy and
-   this package were imported.
-
-On the GPU the k·k copies and adds would each be a kernel launch (225 for a 15×15
-kernel), and a step would be bound by the launches. There (``few_kernels``, FEW_KERNELS)
-each loop is one operation on a strided view: im2col is one copy of the view of every
-window, ``_windows``; col2im and the shift-adds are one sum over a "diagonal" view of the
-padded maps, ``_shift_add``. Same numbers, a fixed handful of operations per layer
-whatever k; on NumPy the loops stay, they measured faster on the CPU.
+How it is fast (each step measured in BENCHMARKS.md on the paper preset's step, where
+97 % of the FLOPs are convolutions): three orders of the same sum, "auto" taking the one
+with the smallest buffer (also the fastest, layer by layer); shift and rows spend no
+multiply on the zero padding; im2col works channel-major (C, N, H, W), so copies run
+over whole rows and the product needs no transposed copy; the batch goes in chunks of
+at most MAX_BUFFER elements (bounded memory); the k·k copies run on every core
+(``over_batch_blocks``, NumPy releases the GIL) into one reused im2col buffer; max-pooling
+is a tournament of the four corner views; OpenBLAS's workers sleep right after every
+product (``quiet_blas_workers``) so that they leave the copies their cores. On the GPU
+(``backend.few_kernels``) each k·k loop is one operation on a strided view instead
+(``_windows``, ``_shift_add``): same numbers, a fixed handful of kernel launches per layer.
 
 Convolution (cross-correlation, stride 1, zero "same" padding p = k // 2):
 
@@ -352,30 +318,14 @@ def _col2im_padded(dcols, dx_pad, k):
 
 
 def im2col(x, k):
-    """Patches of a zero-padded input as the columns of one matrix.
-
-    cols[c, u, v, n, y, x] = x_pad[n, c, y + u, x + v]
-
-    Args:
-        x: (N, C, H, W).
-        k: odd kernel size.
-    Returns:
-        cols: (C·k·k, N·H·W), C-major then u, v (matching ``W.reshape(F, C·k·k)``).
-    """
+    """Patches as columns, as ``layers.im2col``: cols[c, u, v, n, y, x] = x_pad[n, c, y + u, x + v],
+    returned as (C·k·k, N·H·W)."""
     return _im2col_padded(pad_channel_major(x, k // 2), k)
 
 
 def col2im(cols, x_shape, k):
-    """Adjoint of :func:`im2col`: add every column entry back to the pixel it came from.
-
-    dx_pad[n, c, y + u, x + v] += dcols[c, u, v, n, y, x], then crop the padding.
-
-    Args:
-        cols: (C·k·k, N·H·W).
-        x_shape: (N, C, H, W) of the original input.
-    Returns:
-        (N, C, H, W).
-    """
+    """The adjoint of :func:`im2col`, as ``layers.col2im``: every column entry added back to
+    the pixel it came from, padding cropped; returns (N, C, H, W)."""
     xp = get_array_module(cols)
     n, c, h, w = x_shape
     p = k // 2
@@ -650,24 +600,14 @@ def _rows_backward_chunk(dout, x, w, need_dx=True):
 
 # ----------------------------------------------------------------------------- conv2d (public)
 def conv2d_forward(x, w, b=None, method="auto"):
-    """Cross-correlation with stride 1 and zero "same" padding.
+    """Cross-correlation with stride 1 and zero "same" padding, as ``layers.conv2d_forward``:
+    out[n, f, y, x] = b[f] + Σ_c Σ_{u,v} W[f, c, u, v] · x_pad[n, c, y + u, x + v].
 
-    out[n, f, y, x] = b[f] + Σ_c Σ_{u,v} W[f, c, u, v] · x_pad[n, c, y + u, x + v]
-
-    Args:
-        x: (N, C, H, W) float.
-        w: (F, C, k, k), k odd; padding is k // 2 so H and W are kept.
-        b: (F,) or None.
-        method: "auto", "im2col", "shift" or "rows" (see the module docstring); "auto"
-            picks the order with the smallest buffer.
-    Returns:
-        out: (N, F, H, W), x's dtype.
-        cache: :class:`Conv2dCache`.
-
-    The batch is processed in chunks whose temporary buffer stays under MAX_BUFFER
-    elements. The cache keeps x, not the im2col buffer: backward rebuilds it. Keeping
-    it would cost C·k² times the input's memory per call (gigabytes over a ConvLSTM
-    unrolled in time), and rebuilding it is a few strided copies.
+    Args: x (N, C, H, W) float; w (F, C, k, k), k odd; b (F,) or None; method "auto"
+        (the order with the smallest buffer), "im2col", "shift" or "rows".
+    Returns: out (N, F, H, W), x's dtype, and a :class:`Conv2dCache`. The batch goes in
+        chunks of at most MAX_BUFFER elements of buffer; the cache keeps x, not the im2col
+        buffer (C·k² times x's memory per call): backward rebuilds it.
     """
     _check_conv_args(x, w, b)
     method = _pick_method(method, x.shape, w.shape)
@@ -691,19 +631,11 @@ def conv2d_forward(x, w, b=None, method="auto"):
 
 
 def conv2d_backward(dout, cache, need_dx=True):
-    """Gradients of a convolution.
+    """Gradients of a convolution, as ``layers.conv2d_backward``: dW = dout ⋆ x_pad,
+    db = Σ dout, dx the adjoint of the forward's gather (col2im / window slicing).
 
-    dW[f, c, u, v] = Σ_{n,y,x} dout[n, f, y, x] · x_pad[n, c, y + u, x + v]
-    db[f]          = Σ_{n,y,x} dout[n, f, y, x]
-    dx             = the "full" correlation of dout with the flipped kernel, computed
-                     as the adjoint of the forward's gather (col2im / window slicing).
-
-    Args:
-        dout: (N, F, H, W).
-        cache: from :func:`conv2d_forward`.
-        need_dx: False skips dx (returned as None): a first layer's input needs none.
-    Returns:
-        dx (N, C, H, W), dw (F, C, k, k), db (F,) or None when there was no bias.
+    Args: dout (N, F, H, W); cache from :func:`conv2d_forward`; need_dx False skips dx.
+    Returns: dx (N, C, H, W) or None, dw (F, C, k, k), db (F,) or None without a bias.
     """
     x, w, has_bias, method = cache
     xp = get_array_module(dout, w)

@@ -33,27 +33,8 @@ measurements are in BENCHMARKS.md):
 5. The cache keeps no im2col buffer: the backward rebuilds it (keeping one per step
    would cost 2.3 GB on the paper preset).
 
-Equations (``*`` is :func:`stvae_np.layers.conv2d_forward`: cross-correlation, stride 1,
-zero "same" padding k // 2; ``⊙`` is the element-wise product)::
-
-    i_t = σ(Wxi * x_t + Whi * h_{t-1} + bi)        input gate
-    f_t = σ(Wxf * x_t + Whf * h_{t-1} + bf)        forget gate
-    g_t = tanh(Wxg * x_t + Whg * h_{t-1} + bg)     candidate cell c̃
-    o_t = σ(Wxo * x_t + Who * h_{t-1} + bo)        output gate
-    c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t
-    h_t = o_t ⊙ tanh(c_t)
-
-Shapes (N clips, T steps, C input channels, F memory channels, h × w map, odd k)::
-
-    x_t            (N, C, h, w)        xs = stack of x_t   (N, T, C, h, w)
-    h_t, c_t       (N, F, h, w)        hs = stack of h_t   (N, T, F, h, w)
-    params["Wx"]   (4F, C, k, k)       gates stacked i, f, g, o along axis 0
-    params["Wh"]   (4F, F, k, k)
-    params["b"]    (4F,)
-
-The four gates of one step come from a single convolution over the concatenated
-channels ``[x_t; h_{t-1}]`` with ``W = concat(Wx, Wh, axis=1)`` of shape (4F, C+F, k, k):
-``Wx * x + Wh * h = W * [x; h]``, so one matrix product does the work of eight.
+Equations, shapes and gate order are those of ``../memory.py``: gates i, f, g, o
+stacked along the output channels of ``Wx (4F, C, k, k)``, ``Wh (4F, F, k, k)``, ``b (4F,)``.
 
 Every function works on NumPy and CuPy arrays (``xp = get_array_module(x)``) and
 returns arrays of its inputs' dtype (float32 stays float32). Backward passes never
@@ -342,25 +323,13 @@ def _backward(dhs_cm, cache, dc_last_cm):
 
 # ----------------------------------------------------------------------------- one step
 def convlstm_step_forward(x, h_prev, c_prev, params):
-    """One ConvLSTM step.
+    """One ConvLSTM step, as ``memory.convlstm_step_forward`` (the equations are there):
+    a = Wx * x + Wh * h_prev + b as one convolution over [x; h_prev], then the gates.
 
-    Equations::
-
-        [a_i; a_f; a_g; a_o] = Wx * x + Wh * h_prev + b      (one conv over [x; h_prev])
-        i = σ(a_i),  f = σ(a_f),  g = tanh(a_g),  o = σ(a_o)
-        c = f ⊙ c_prev + i ⊙ g
-        h = o ⊙ tanh(c)
-
-    Args:
-        x: (N, C, h, w) input at this step.
-        h_prev: (N, F, h, w) previous hidden state.
-        c_prev: (N, F, h, w) previous cell state.
-        params: dict with "Wx" (4F, C, k, k), "Wh" (4F, F, k, k), "b" (4F,); gates
-            stacked i, f, g, o; k odd.
-    Returns:
-        h: (N, F, h, w), x's dtype.
-        c: (N, F, h, w).
-        cache: :class:`ConvLSTMStepCache` (``cache.i`` etc. are the gates, (N, F, h, w)).
+    Args: x (N, C, h, w); h_prev, c_prev (N, F, h, w); params "Wx" (4F, C, k, k),
+        "Wh" (4F, F, k, k), "b" (4F,), gates i, f, g, o.
+    Returns: h, c (N, F, h, w), x's dtype, and a :class:`ConvLSTMStepCache`
+        (``cache.i`` etc. are the gates, (N, F, h, w)).
     """
     where = "convlstm_step_forward"
     if x.ndim != 4:
@@ -378,25 +347,11 @@ def convlstm_step_forward(x, h_prev, c_prev, params):
 
 
 def convlstm_step_backward(dh, dc, cache):
-    """Backward of one ConvLSTM step.
+    """Backward of one step, as ``memory.convlstm_step_backward``: δc, δo, δi, δg, δf,
+    dc_prev, δa, then the gate convolution's backward at δa (dW = [dWx | dWh]).
 
-    Equations (δ = upstream gradient; c receives it from h and from the next step)::
-
-        δc  = dc + dh ⊙ o ⊙ (1 − tanh²(c))
-        δo  = dh ⊙ tanh(c)
-        δi  = δc ⊙ g,   δg = δc ⊙ i,   δf = δc ⊙ c_prev,   dc_prev = δc ⊙ f
-        δa  = [δi ⊙ i(1−i); δf ⊙ f(1−f); δg ⊙ (1−g²); δo ⊙ o(1−o)]
-        (dx, dh_prev), dW, db = backward of the gate convolution at δa;  dW = [dWx | dWh]
-
-    Args:
-        dh: (N, F, h, w) gradient of the loss with respect to h.
-        dc: (N, F, h, w) gradient with respect to c (zeros if c is not used downstream).
-        cache: from :func:`convlstm_step_forward`.
-    Returns:
-        dx: (N, C, h, w).
-        dh_prev: (N, F, h, w).
-        dc_prev: (N, F, h, w).
-        dparams: dict with "Wx" (4F, C, k, k), "Wh" (4F, F, k, k), "b" (4F,).
+    Args: dh, dc (N, F, h, w); cache from :func:`convlstm_step_forward`.
+    Returns: dx (N, C, h, w), dh_prev, dc_prev (N, F, h, w), dparams "Wx", "Wh", "b".
     """
     expected = _shape(cache.i)
     for name, a in (("dh", dh), ("dc", dc)):
@@ -423,34 +378,16 @@ class ConvLSTMCache(NamedTuple):
 
 
 def convlstm_forward(xs, params, h0=None, c0=None):
-    """Run a ConvLSTM over a sequence.
+    """A ConvLSTM over a sequence, as ``memory.convlstm_forward``: the step for t = 0 … T-1
+    with the same weights, h_{-1} = h0 and c_{-1} = c0 (zeros when not given).
 
-    Equations, for t = 0 … T-1 (one convolution over [x_t; h_{t-1}] per step)::
+    Args: xs (N, T, C, h, w), T ≥ 1; params "Wx" (4F, C, k, k), "Wh" (4F, F, k, k),
+        "b" (4F,); h0, c0 (N, F, h, w) or None.
+    Returns: hs (N, T, F, h, w), xs's dtype, and a :class:`ConvLSTMCache`
+        (``cache.c_last`` is c_{T-1}).
 
-        i_t = σ(Wxi * x_t + Whi * h_{t-1} + bi)
-        f_t = σ(Wxf * x_t + Whf * h_{t-1} + bf)
-        g_t = tanh(Wxg * x_t + Whg * h_{t-1} + bg)
-        o_t = σ(Wxo * x_t + Who * h_{t-1} + bo)
-        c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t
-        h_t = o_t ⊙ tanh(c_t)
-
-    with h_{-1} = h0 and c_{-1} = c0, zeros when not given (so every call starts
-    from a fresh state: nothing is carried between calls).
-
-    Args:
-        xs: (N, T, C, h, w) inputs, T ≥ 1.
-        params: dict with "Wx" (4F, C, k, k), "Wh" (4F, F, k, k), "b" (4F,); gates
-            stacked i, f, g, o along axis 0; k odd.
-        h0: (N, F, h, w) initial hidden state, or None for zeros.
-        c0: (N, F, h, w) initial cell state, or None for zeros.
-    Returns:
-        hs: (N, T, F, h, w) hidden states, xs's dtype.
-        cache: :class:`ConvLSTMCache`; ``cache.c_last`` is the final cell state
-            c_{T-1} (N, F, h, w), and h_{T-1} is ``hs[:, -1]``.
-
-    Memory: per step the cache keeps the four gates, c_{t-1} and tanh(c_t) (each
-    N·F·h·w) and the padded [x_t; h_{t-1}] (N·(C+F)·(h+2p)·(w+2p)); no im2col buffer:
-    the one workspace is reused by every step and dropped at the end.
+    Memory: per step the cache keeps the four gates, c_{t-1} and tanh(c_t) and the padded
+    [x_t; h_{t-1}]; no im2col buffer (one workspace serves every step, then is dropped).
     """
     where = "convlstm_forward"
     if xs.ndim != 5:
@@ -467,22 +404,13 @@ def convlstm_forward(xs, params, h0=None, c0=None):
 
 
 def convlstm_backward(dhs, cache, dc_last=None):
-    """Backpropagation through time for :func:`convlstm_forward`.
+    """Backpropagation through time, as ``memory.convlstm_backward``: t = T-1 … 0
+    carrying dh into h_{t-1} and dc into c_{t-1}; the weights' gradients summed over t.
 
-    Walks t = T-1 … 0 carrying dh (into h_{t-1}) and dc (into c_{t-1}); the weights
-    are shared by every step, so their gradients are the sum over t.
-
-    Args:
-        dhs: (N, T, F, h, w) gradient of the loss with respect to every h_t.
-        cache: from :func:`convlstm_forward`.
-        dc_last: optional (N, F, h, w) gradient with respect to the final cell state
-            ``cache.c_last`` (for a caller that uses c_{T-1}); None means zero.
-            The final hidden state needs no extra argument: it is ``hs[:, -1]``.
-    Returns:
-        dxs: (N, T, C, h, w).
-        dparams: dict with "Wx" (4F, C, k, k), "Wh" (4F, F, k, k), "b" (4F,), and in
-            addition "h0" (N, F, h, w) if h0 was given to the forward and "c0"
-            (N, F, h, w) if c0 was; an initial state left as None (zeros) gets none.
+    Args: dhs (N, T, F, h, w); cache from :func:`convlstm_forward`; dc_last (N, F, h, w)
+        gradient of ``cache.c_last``, or None (zero).
+    Returns: dxs (N, T, C, h, w), dparams "Wx", "Wh", "b", plus "h0" / "c0" (N, F, h, w)
+        when they were given to the forward.
     """
     steps, _, has_h0, has_c0, _ = cache
     xp = get_array_module(dhs)
