@@ -27,7 +27,7 @@ matrix products, copies, slice assignments, creations) one training step issues,
 on NumPy with one thread by ``opcount.py``. On the GPU each is at least one kernel
 launch, and a small step is bound by the launches. It is counted along the code path
 CuPy takes (``count_step_ops(path="gpu")``): the convolutions' one-operation windows
-(``conv.FEW_KERNELS``) and batch chunks as large as a card with 16 GiB free allows (every
+(``backend.FEW_KERNELS``) and batch chunks as large as a card with 16 GiB free allows (every
 layer of both presets in one chunk at N = 16). The CPU's path (the k·k copy loops,
 MAX_BUFFER's chunks: the paper ConvLSTM in 2 chunks, its 15×15 flow convolutions in 3)
 is counted beside it. Both depend on the batch only through the chunks, so they are

@@ -25,7 +25,7 @@ stamp "tests/test_gpu.py tests/test_kernels.py exit $?: $(tail -1 "$out/test_gpu
 grep -h "RuntimeWarning.*fused kernel" "$out/test_gpu.log" | sort -u | head -5 >> "$out/summary.txt"
 
 for preset in tiny paper; do
-  timeout 150 $py -m stvae_np.bench --device gpu --preset "$preset" --steps 10 --warmup 3 \
+  timeout 150 $py -m benchmarks.bench --device gpu --preset "$preset" --steps 10 --warmup 3 \
       --json "$out/bench_$preset.json" > "$out/bench_$preset.log" 2>&1
   stamp "bench $preset exit $?: $(grep -E 'median step|ratio' "$out/bench_$preset.log" | tr -s ' ' | tr '\n' ';')"
 done

@@ -8,7 +8,7 @@ sampler, nearest ×2 up-sampling, the decoder convolution), the loss of
 where the preset turns it on: the tiny preset does), global-norm gradient clipping as
 ``stvae_np.optim.clip_grad_norm`` and RMSProp (``torch.optim.RMSprop``: ε outside the
 square root, like ``stvae_np.optim.RMSProp``), with the initial weights of
-``stvae_np.model.init_params`` and the clips of ``stvae_np.bench.random_clip``. The
+``stvae_np.model.init_params`` and the clips of ``benchmarks.bench.random_clip``. The
 gradients come from autograd; every forward line names the stvae_np function it
 stands for, so the two can be read side by side.
 
@@ -28,10 +28,10 @@ and compares the loss, its parts, every parameter's gradient and one clipped RMS
 update. It exits 1 if the loss differs by more than 1e-10 relative or a gradient or an
 update by more than 1e-8 (max |a − b| / max |b| per tensor).
 
-Timing, as ``python -m stvae_np.bench``: the median of ``--steps`` training steps
+Timing, as ``python -m benchmarks.bench``: the median of ``--steps`` training steps
 (forward, backward, gradient clipping, RMSProp with lr 1e-6 so the model stays put)
 after ``--warmup`` steps, perf_counter on the CPU, CUDA events on the GPU; the FLOPs of
-``stvae_np.bench.step_flops``; a 4096² float32 matmul (torch's) timed before and after
+``benchmarks.bench.step_flops``; a 4096² float32 matmul (torch's) timed before and after
 the steps as the yardstick; the threads, BLAS and oneDNN PyTorch runs with; the peak
 resident set of this process (VmHWM, reset after the first yardstick, so it counts torch
 and NumPy loaded plus the model and its steps); on the GPU also the peak of PyTorch's
@@ -44,7 +44,7 @@ kernels for the CPU (this project's environment sets CORETYPE=Haswell; unset, Op
 took SkylakeX here). PyTorch computes with MKL and oneDNN, which do not read them:
 
     for i in 1 2; do
-      env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m stvae_np.bench --no-stages --preset paper
+      env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m benchmarks.bench --no-stages --preset paper
       env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/torch_reference.py --preset paper
     done
 
@@ -79,8 +79,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # the repository root
 
-# stvae_np first: it sets OPENBLAS_THREAD_TIMEOUT before NumPy loads, as its own bench does
-from stvae_np.bench import peak_rss_mib, random_clip, step_flops  # noqa: E402
+# stvae_np first (through benchmarks.bench), as its own bench imports it
+from benchmarks.bench import peak_rss_mib, random_clip, step_flops  # noqa: E402
 from stvae_np.model import PARAM_NAMES, STVAE, Config  # noqa: E402
 from stvae_np.optim import RMSProp, clip_grad_norm  # noqa: E402
 
@@ -190,7 +190,7 @@ def blur_kernel(sigma, like):
 
 
 def photometric(cfg, clip, flow):
-    """STVAE._photometric_forward: P = mean(ρ(bilinear(B(x_t), base grid + s·upsample2(T_t))
+    """stvae_np.losses.photometric_forward: P = mean(ρ(bilinear(B(x_t), base grid + s·upsample2(T_t))
     − B(x_{t+1}))), s = W / w = 2, ρ = d² ("l2") or √(d² + ε²) − ε, ε = 0.01
     ("charbonnier"); B the Gaussian blur of σ = photo_blur (none for σ = 0)."""
     n, t, c, hh, ww = clip.shape
@@ -268,7 +268,7 @@ def make_rmsprop(params, lr):
 
 
 def make_train_step(cfg, params, clip, lr=1e-6):
-    """One training step as ``stvae_np.bench._train_step_fn``: loss and gradients, clip to
+    """One training step as ``benchmarks.bench._train_step_fn``: loss and gradients, clip to
     the global norm cfg.clip_norm, RMSProp (tiny lr: the model stays put while timed)."""
     opt = make_rmsprop(params, lr)
 
@@ -385,7 +385,7 @@ def timed(fn, device, repeats, warmup):
 
 
 def matmul_gflops(device, n=4096, repeats=5):
-    """torch's float32 n×n matmul throughput, GFLOP/s (stvae_np.bench's yardstick, in torch)."""
+    """torch's float32 n×n matmul throughput, GFLOP/s (benchmarks.bench's yardstick, in torch)."""
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(n, n, generator=gen).to(device)
     b = torch.randn(n, n, generator=gen).to(device)
@@ -453,7 +453,7 @@ def run_bench(preset, n, t, device, steps, warmup, matmul=True):
     hwm_reset = reset_peak_rss()                 # so that the yardstick's buffers do not count
     before_model_mib = peak_rss_mib()
     params = torch_params(STVAE(cfg, seed=0).params, torch.float32, device)   # stvae_np's initial weights
-    clip = torch.tensor(random_clip(cfg, n, t), device=device)                # stvae_np.bench's clip
+    clip = torch.tensor(random_clip(cfg, n, t), device=device)                # benchmarks.bench's clip
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     step_s, step_times = timed(make_train_step(cfg, params, clip), device, steps, warmup)
@@ -482,7 +482,7 @@ def report(r):
     lines = [
         f"torch reference: preset {r['preset']}, N={r['batch']}, T={r['frames']}, {r['dtype']}, "
         f"{r['device']} ({machine_line(r['machine'], r['device'])})",
-        f"  FLOPs per training step  {r['step_flops'] / 1e9:10.1f} GFLOP (stvae_np.bench.step_flops)",
+        f"  FLOPs per training step  {r['step_flops'] / 1e9:10.1f} GFLOP (benchmarks.bench.step_flops)",
         f"  median step time         {r['step_seconds']:10.3f} s "
         f"({r['steps']} steps after {r['warmup']} warm-up: "
         + ", ".join(f"{s:.3f}" for s in r["step_seconds_all"]) + ")",

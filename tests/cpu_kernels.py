@@ -1,6 +1,6 @@
 """CuPy's ElementwiseKernel and ReductionKernel, run as C++ on the CPU (g++), for tests.
 
-The fused kernels of ``stvae_np/kernels.py`` are CUDA source that only a GPU runs. This
+The fused kernels of ``stvae_np/fast/kernels.py`` are CUDA source that only a GPU runs. This
 stand-in compiles the same operation string as C++ and calls it on NumPy arrays with
 CuPy's calling convention, so that the CUDA bodies and the code that launches them can
 be checked against the plain NumPy code on a machine with no GPU:

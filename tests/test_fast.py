@@ -270,7 +270,7 @@ def lstm_inputs(k, shape, t_len, states, seed):
 @pytest.mark.parametrize("states", [False, True], ids=["zero-state", "h0-c0-dc_last"])
 @pytest.mark.parametrize("t_len", [1, 3])
 @pytest.mark.parametrize("k,shape", LSTM_CASES)
-def test_convlstm_sequence_agrees_with_reference(k, shape, t_len, states, cpu_threads):
+def test_convlstm_sequence_agrees_with_plain(k, shape, t_len, states, cpu_threads):
     check_sequence_agrees(*lstm_inputs(k, shape, t_len, states, seed=k + t_len))
     assert_branch(cpu_threads)
 
@@ -284,7 +284,7 @@ def test_convlstm_in_several_chunks_agrees(t_len, monkeypatch, chunk_counter):
 
 
 @pytest.mark.parametrize("k,shape", LSTM_CASES)
-def test_convlstm_step_agrees_with_reference(k, shape, cpu_threads):
+def test_convlstm_step_agrees_with_plain(k, shape, cpu_threads):
     rng = np.random.default_rng(40 + k)
     n, c, f, hh, ww = shape
     x = rng.standard_normal((n, c, hh, ww))
@@ -310,7 +310,7 @@ def test_convlstm_step_agrees_with_reference(k, shape, cpu_threads):
 # against centred finite differences (float64, small shapes)
 @pytest.mark.parametrize("k,x_shape,nf", [(1, (2, 3, 4, 5), 2), (3, (2, 2, 5, 4), 3),
                                           (7, (1, 2, 6, 5), 2), (15, (1, 2, 5, 4), 2)])
-def test_reference_conv2d_gradients(k, x_shape, nf):
+def test_plain_conv2d_gradients(k, x_shape, nf):
     x, w, b, dout = conv_inputs(k, x_shape, nf, seed=50 + k)
     _, cache = layers.conv2d_forward(x, w, b)
     dx, dw, db = layers.conv2d_backward(dout, cache)
@@ -320,7 +320,7 @@ def test_reference_conv2d_gradients(k, x_shape, nf):
     assert max(errs) <= GRAD_TOL, f"dx, dW, db relative errors {errs}"
 
 
-def test_reference_maxpool2_and_upsample2_gradients():
+def test_plain_maxpool2_and_upsample2_gradients():
     rng = np.random.default_rng(60)
     shape = (2, 3, 4, 6)
     # a permutation: distinct values 1/size apart, so the step never changes a winner
@@ -337,7 +337,7 @@ def test_reference_maxpool2_and_upsample2_gradients():
 
 
 @pytest.mark.parametrize("k", [1, 3])
-def test_reference_convlstm_step_gradients(k):
+def test_plain_convlstm_step_gradients(k):
     rng = np.random.default_rng(70 + k)
     n, c, f, hh, ww = 2, 2, 2, 4, 5
     x = rng.standard_normal((n, c, hh, ww))
@@ -360,7 +360,7 @@ def test_reference_convlstm_step_gradients(k):
 
 
 @pytest.mark.parametrize("t_len", [1, 3])
-def test_reference_convlstm_sequence_gradients(t_len):
+def test_plain_convlstm_sequence_gradients(t_len):
     """Through time, with h0, c0 and a loss on the final cell state too."""
     xs, params, h0, c0, dhs, dc_last = lstm_inputs(3, (1, 2, 2, 4, 4), t_len, True,
                                                    seed=80 + t_len)
@@ -384,7 +384,7 @@ def test_reference_convlstm_sequence_gradients(t_len):
     assert max(errs.values()) <= GRAD_TOL, errs
 
 
-def test_reference_conv2d_rejects_an_unknown_method():
+def test_plain_conv2d_rejects_an_unknown_method():
     with pytest.raises(ValueError, match="method"):
         layers.conv2d_forward(np.zeros((1, 1, 3, 3)), np.zeros((1, 1, 3, 3)), method="fft")
 

@@ -386,7 +386,7 @@ for name, c_in, c_out, kk, hw in model_layers:
 #
 # None of that may change a number. Every order against the plain `layers.py`, values and all
 # three gradients, on a 15 × 15 kernel wider than its 9 × 8 map (float64;
-# `tests/test_reference.py` does this for many shapes, chunked and threaded too):
+# `tests/test_fast.py` does this for many shapes, chunked and threaded too):
 
 # %%
 xa = rng.standard_normal((3, 4, 9, 8))

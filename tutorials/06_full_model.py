@@ -35,7 +35,6 @@ from _setup import plt, show
 import numpy as np
 
 from stvae_np import data
-from stvae_np.convlstm import convlstm_forward
 from stvae_np.gradcheck import directional_check
 from stvae_np.losses import huber_smoothness_forward, mse_forward
 from stvae_np.model import PARAM_NAMES, STVAE, Config
@@ -64,11 +63,13 @@ print("clip (N, T, C, H, W):", clip.shape, clip.dtype)
 # so `STVAE.loss_and_grads` stacks the N·S input frames in the batch axis and runs the
 # encoder, flow head, sampler and decoder once over all of them; only the ConvLSTM
 # walks through time. The cell below does the same with the model's own stages, the
-# public methods `encode`, `convlstm_forward`, `flow_head`, then the grid and the
+# public methods `encode`, the memory's `convlstm_forward`, `flow_head`, then the grid and the
 # sampler by hand (`flow_to_grid`, i.e. base grid + T, and `bilinear_forward`), and
 # `warp_decode`, which repeats the last two and adds the decoder. Each stage also
 # returns a named cache for the backward pass (`EncodeCache`, `FlowCache`,
-# `DecodeCache`), which this cell does not need.
+# `DecodeCache`), which this cell does not need. `model.layers` and `model.memory` are the
+# modules the model runs: `stvae_np.fast.layers` and `stvae_np.fast.memory` by default, the
+# plain `stvae_np.layers` and `stvae_np.memory` with `STVAE(config, ops="plain")`.
 
 # %%
 p = model.params
@@ -76,7 +77,7 @@ inputs = clip[:, :-1].reshape(n * s, c, H, W)                       # x_0 … x_
 e, _ = model.encode(inputs)                                          # (N·S, Fe, h, w)
 fe, h, w = e.shape[1:]
 lstm_params = {"Wx": p["lstm.Wx"], "Wh": p["lstm.Wh"], "b": p["lstm.b"]}
-hs, _ = convlstm_forward(e.reshape(n, s, fe, h, w), lstm_params)    # (N, S, Fm, h, w)
+hs, _ = model.memory.convlstm_forward(e.reshape(n, s, fe, h, w), lstm_params)   # (N, S, Fm, h, w)
 flow, _ = model.flow_head(hs.reshape(n * s, -1, h, w))              # (N·S, 2, h, w)
 grid = flow_to_grid(flow)                                            # (N·S, 2, h, w)
 warped, _ = bilinear_forward(e, grid)                                # (N·S, Fe, h, w)
