@@ -514,6 +514,31 @@ def _ops_slots():
 OPS_SLOTS = _ops_slots()
 
 
+def _kernel_specs():
+    """{field: {"fast.kernels.<function>", ...}} from fast/kernels.py's table
+    ``_SPECS = {name: _Spec(build, launch, sample, key)}``: ``launch()`` and the first-use
+    check call these through ``spec.<field>(...)``, which no import names. (The ``key``
+    lambdas are not functions of the module and are not followed.)"""
+    fields = None
+    out = {}
+    tree = _tree("fast.kernels")
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == "_Spec":
+            fields = [item.target.id for item in node.body if isinstance(item, ast.AnnAssign)]
+        if (isinstance(node, ast.Assign) and _attribute_chain(node.targets[0]) == ("_SPECS",)
+                and isinstance(node.value, ast.Dict)):
+            for spec in node.value.values:
+                assert isinstance(spec, ast.Call) and fields, "fast/kernels.py: _SPECS holds no _Spec(...)"
+                for field, arg in zip(fields, spec.args):
+                    if isinstance(arg, ast.Name):
+                        out.setdefault(field, set()).add(f"fast.kernels.{arg.id}")
+    assert out.get("launch"), "fast/kernels.py: no _SPECS table of _Spec(build, launch, sample, key) found"
+    return out
+
+
+KERNEL_SPECS = _kernel_specs()
+
+
 def _parameters(fn):
     a = fn.args
     return {arg.arg for arg in a.posonlyargs + a.args + a.kwonlyargs}
@@ -581,6 +606,8 @@ class _PackageIndex:
                     target = self._target(f"{self.modules[module][f.value.id]}.{f.attr}")
                 elif f.value.id in OPS_SLOTS and f.value.id in params:   # layers.<fn>: a module argument
                     out |= self._through_slot(qual, f.value.id, f.attr)
+                elif module == "fast.kernels" and f.value.id == "spec" and f.attr in KERNEL_SPECS:
+                    out |= KERNEL_SPECS[f.attr]                         # spec.launch(kernel, ...): every launcher
             elif (isinstance(f, ast.Attribute) and cls
                   and _attribute_chain(f.value) in {("self", slot) for slot in OPS_SLOTS}):
                 out |= self._through_slot(qual, f.value.attr, f.attr)   # self.layers.<fn>
@@ -644,6 +671,9 @@ def test_the_call_graph_reaches_the_ops():
         "losses.photometric_backward", "losses.gaussian_blur", "losses.geman_mcclure_forward",
         "fast.kernels.wanted", "fast.kernels.launch", "fast.kernels._kernel_for",
         "fast.kernels._self_check", "fast.kernels._difference",
+        "fast.kernels._lstm_gates_forward_launch", "fast.kernels._bilinear_weights_launch",
+        "fast.kernels._huber_differences_launch", "fast.kernels._build_lstm_gates_forward",
+        "fast.kernels._sample_bilinear_weights", "fast.kernels._cupy",
         "backend.scatter_add", "backend.get_array_module", "activations.sigmoid",
         "model.STVAE._check_clip", "model.STVAE.encode", "model.STVAE.flow_head",
         "model.STVAE.warp_decode"}
