@@ -307,7 +307,7 @@ HOST_NUMPY_ALLOWED = {
         "Config.num_params": "np.prod over parameter shapes (Python ints)",
         "init_params": "initialisation on the host from np.random.default_rng, then to_device",
         "STVAE.__init__": "np.dtype(dtype): metadata, not an array",
-        "STVAE._check_clip": "np.dtype of the input, and np.isfinite on a *host* clip before its copy",
+        "check_clip": "np.dtype of the input, and np.isfinite on a *host* clip before its copy",
     },
     # losses.py was an op module (no NumPy at all) until the photometric term moved in from
     # model.py (STVAE._blur): it is held to model.py's rule now, not dropped from the check
@@ -675,7 +675,7 @@ def test_the_call_graph_reaches_the_ops():
         "fast.kernels._huber_differences_launch", "fast.kernels._build_lstm_gates_forward",
         "fast.kernels._sample_bilinear_weights", "fast.kernels._cupy",
         "backend.scatter_add", "backend.get_array_module", "activations.sigmoid",
-        "model.STVAE._check_clip", "model.STVAE.encode", "model.STVAE.flow_head",
+        "model.check_clip", "model.STVAE.encode", "model.STVAE.flow_head",
         "model.STVAE.warp_decode"}
     assert expected <= reached, sorted(expected - reached)
     steps = index.reachable(STEP_ROOTS)
