@@ -55,7 +55,7 @@
 # names the first whose output is wrong: decoder, sampler's image path, sampler's grid
 # path, dgrid into dflow, Huber term, photometric term, flow head and its tanh, memory,
 # the sum of the two paths into e, encoder. When all are right it trains the model for
-# 150 steps with your gradients beside the package's and shows both losses falling
+# 120 steps with your gradients beside the package's and shows both losses falling
 # (and, as a script, saves the curves to `tutorials/figures/exercise_09_training.png`).
 #
 # **Solution:** `grader.show_solution("09_capstone")` (the stages chained from the
