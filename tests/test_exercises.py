@@ -38,9 +38,9 @@ def _run(path, tmp_path, solution):
                           capture_output=True, text=True, timeout=TIMEOUT_S)
 
 
-def test_there_are_seven_exercises_each_registered():
+def test_there_are_nine_exercises_each_registered():
     names = [p.stem for p in SCRIPTS]
-    assert len(names) >= 7, names
+    assert len(names) >= 9, names
     assert sorted(grader.EXERCISES) == names
 
 
@@ -658,3 +658,175 @@ def test_clipping_not_in_place_is_named():
     report, text = _grade_rmsprop(clip_bug="not in place")
     _assert_fails(report, text, "was replaced by a new array")
     assert report.wrong == ["clip_grad_norm: in place"]
+
+
+# ----------------------------------------------------------------------------- 08 photometric
+def photo_backward(flow, clip, sigma, gm_scale, bug=None):
+    """A learner's ∂P/∂T, written from exercise 08's equations."""
+    from stvae_np import losses, sampler
+    n, t, c, hh, ww = clip.shape
+    b = losses.gaussian_blur(clip.reshape(n * t, c, hh, ww), sigma, layers, {}).reshape(clip.shape)
+    frames, nxt = b[:, :-1].reshape(-1, c, hh, ww), b[:, 1:].reshape(-1, c, hh, ww)
+    grid = sampler.flow_to_grid(2 * upsample_forward(flow))
+    d = sampler.bilinear_forward(frames, grid)[0] - nxt
+    c2 = gm_scale ** 2
+    rho_d = 2 * d if bug == "rho' of L2" else 2 * d * c2 / (d * d + c2) ** 2
+    w = nxt
+    dwarped = w / (w.size if bug == "normalised by M" else w.sum()) * rho_d
+    if bug == "weights differentiated":
+        rho = d * d / (d * d + c2)
+        dwarped = dwarped + (rho - (w * rho).sum() / w.sum()) / w.sum()
+    dimg, dgrid = bilinear_backward(dwarped, frames, grid)
+    if bug == "dimg for dgrid":
+        dgrid = dimg
+    return upsample_backward(dgrid) * (1 if bug == "no x2" else 2)
+
+
+def _grade_photo(bug=None):
+    return _grade("08_photometric", photometric_backward=functools.partial(photo_backward, bug=bug))
+
+
+def test_photometric_learner_answer_passes():
+    report, text = _grade_photo()
+    assert report.status == "PASS", text
+
+
+@pytest.mark.parametrize("bug, part", [
+    ("rho' of L2", "robust error's derivative"),
+    ("normalised by M", "weighting's normalisation"),
+    ("weights differentiated", "weighting's normalisation"),
+    ("no x2", "up-sampling's transpose"),
+    ("dimg for dgrid", "gradient sent into the frames"),
+])
+def test_photometric_mistake_is_located(bug, part):
+    report, text = _grade_photo(bug)
+    _assert_fails(report, text, f"✗ {part}:")
+    assert report.wrong == ["dflow", part], text
+
+
+# ----------------------------------------------------------------------------- 09 capstone
+def _capstone_answer(bug=None):
+    """A learner's stages and loss_and_grads, written from exercise 09's text, chaining the
+    learner-style ops of this file; ``bug`` plants one mistake."""
+    def dec(dpred, fw, params):
+        dup, dw, db = conv_backward(dpred, fw["up"], params["dec.W"],
+                                    bug="kernel flipped twice" if bug == "decoder kernel flipped twice" else None)
+        return upsample_backward(dup, bug="mean" if bug == "decoder up-sampling mean" else None), \
+            {"dec.W": dw, "dec.b": db}
+
+    def samp(dwarped, fw):
+        b = {"sampler plain +=": "plain += on repeated indices",
+             "sampler corner sign": "bottom-left sign"}.get(bug)
+        return bilinear_backward(dwarped, fw["e"], fw["grid"], bug=b)
+
+    def flow_grad(dgrid, fw, cfg):
+        photo_bug = {"dgrid not scaled to memory pixels": "no x2", "photo weights differentiated":
+                     "weights differentiated", "photo rho' of L2": "rho' of L2"}.get(bug)
+        dflow = 0 if bug == "dgrid left out of dflow" else dgrid
+        if bug != "Huber term forgotten":
+            dflow = dflow + cfg.huber_weight * huber_backward(1.0, fw["flow"], cfg.huber_delta)
+        return dflow + cfg.photo_weight * photo_backward(fw["flow"], fw["clip"], cfg.photo_blur,
+                                                         cfg.photo_gm_scale, bug=photo_bug)
+
+    def head(dflow, fw, params):
+        g = {}
+        tgrad = (lambda k: 1 - fw[f"a{k}"] ** 2) if bug == "flow tanh' of the input" else \
+            (lambda k: 1 - fw[f"f{k}"] ** 2)
+        df2, g["flow3.W"], g["flow3.b"] = conv_backward(dflow, fw["f2"], params["flow3.W"])
+        df1, g["flow2.W"], g["flow2.b"] = conv_backward(df2 * tgrad(2), fw["f1"], params["flow2.W"])
+        dhs, g["flow1.W"], g["flow1.b"] = conv_backward(df1 * tgrad(1), fw["hs_flat"], params["flow1.W"])
+        return dhs, g
+
+    def mem(dhs_flat, fw, params):
+        n, s = fw["lstm_cache"]["xs"].shape[:2]
+        dhs = dhs_flat.reshape((n, s) + dhs_flat.shape[1:])
+        if bug == "BPTT dh for the wrong steps":
+            dhs = np.roll(dhs, -1, axis=1)
+        dxs, dp = bptt(dhs, fw["lstm_cache"], bug="dc not carried" if bug == "BPTT dc not carried" else None)
+        return dxs.reshape(dhs_flat.shape[:1] + dxs.shape[2:]), \
+            {"lstm.Wx": dp["Wx"], "lstm.Wh": dp["Wh"], "lstm.b": dp["b"]}
+
+    def enc(de, fw, params):
+        t = fw["t_enc"]
+        if bug == "max-pool routed by the wrong argmax":      # every tied pixel of a window wins
+            dt = maxpool_backward(de, t, bug="mask x == max")
+        else:
+            dt = maxpool_backward(de, t)
+        tgrad = 1 - fw["a_enc"] ** 2 if bug == "encoder tanh' of the input" else 1 - t ** 2
+        _, dw, db = conv_backward(dt * tgrad, fw["inputs"], params["enc.W"])
+        return {"enc.W": dw, "enc.b": db}
+
+    def loss_and_grads(params, clip, config):
+        loss, fw = grader.capstone_forward(params, clip, config)
+        dpred = 2 * (fw["pred"] - fw["targets"]) / fw["pred"].size
+        dwarped, grads = dec(dpred, fw, params)
+        de_s, dgrid = samp(dwarped, fw)
+        dhs, g = head(flow_grad(dgrid, fw, config), fw, params)
+        grads.update(g)
+        de_m, g = mem(dhs, fw, params)
+        grads.update(g)
+        de = de_s if bug == "two paths into e not added" else de_s + de_m
+        grads.update(enc(de, fw, params))
+        return loss, grads
+    return dict(loss_and_grads=loss_and_grads, decoder_backward=dec, sampler_backward=samp,
+                flow_gradient=flow_grad, flow_head_backward=head, memory_backward=mem,
+                encoder_backward=enc)
+
+
+def test_capstone_reference_stages_equal_the_package_model():
+    cfg, params, clip = grader._capstone_data()
+    loss, grads = grader._sol_loss_and_grads(params, clip, cfg)
+    want_loss, want = grader._package_grads(params, clip, cfg)
+    assert abs(loss - want_loss) < 1e-12 * want_loss
+    for k in want:
+        assert grader._err(grads[k], want[k]) < 1e-10, k
+    # the clips have blank windows (max-pool ties) and the flow is not zero
+    _, fw = grader.capstone_forward(params, clip, cfg)
+    assert np.any(fw["t_enc"][..., ::2, ::2] == fw["t_enc"][..., 1::2, 1::2])
+    assert np.abs(fw["flow"]).max() > 0.3
+
+
+def test_capstone_learner_answer_passes_and_trains():
+    answer = _capstone_answer()
+    report = grader.check("09_capstone", **answer, train_steps=0)
+    assert report.status == "PASS", report.text()
+    yours, theirs = grader.capstone_training(answer["loss_and_grads"], steps=20)
+    assert len(yours) == 20 and np.allclose(yours, theirs, rtol=1e-6)
+    assert np.mean(yours[-5:]) < 0.85 * np.mean(yours[:5])
+
+
+CAPSTONE_MISTAKES = [
+    ("two paths into e not added", "the sum of the two paths into e"),
+    ("dgrid not scaled to memory pixels", "photometric term"),
+    ("flow tanh' of the input", "flow head and its tanh"),
+    ("photo weights differentiated", "photometric term"),
+    ("BPTT dh for the wrong steps", "memory"),
+    ("max-pool routed by the wrong argmax", "encoder"),
+    ("decoder up-sampling mean", "decoder"),
+    ("decoder kernel flipped twice", "decoder"),
+    ("sampler plain +=", "sampler's image path"),
+    ("sampler corner sign", "sampler's grid path"),
+    ("dgrid left out of dflow", "dgrid into dflow"),
+    ("Huber term forgotten", "Huber smoothness term"),
+    ("photo rho' of L2", "photometric term"),
+    ("BPTT dc not carried", "memory"),
+    ("encoder tanh' of the input", "encoder"),
+]
+
+
+@pytest.mark.parametrize("bug, stage", CAPSTONE_MISTAKES, ids=[b for b, _ in CAPSTONE_MISTAKES])
+def test_capstone_mistake_is_caught_and_located(bug, stage):
+    report = grader.check("09_capstone", **_capstone_answer(bug), train_steps=0)
+    text = report.text()
+    assert report.status == "FAIL", text
+    assert report.wrong[:2] == ["gradients", f"first wrong stage: {stage}"], text
+
+
+def test_capstone_causes_are_named():
+    for bug, cause in [("flow tanh' of the input", "tanh' of the input"),
+                       ("dgrid not scaled to memory pixels", "without the ×2"),
+                       ("BPTT dh for the wrong steps", "dh of step t given to step t − 1"),
+                       ("max-pool routed by the wrong argmax", "every tied pixel wins"),
+                       ("two paths into e not added", "only the sampler's path")]:
+        text = grader.check("09_capstone", **_capstone_answer(bug), train_steps=0).text()
+        assert cause in text, text

@@ -37,6 +37,7 @@ Everything here is NumPy on the CPU, at tiny sizes: one exercise grades in about
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import os
 import shlex
@@ -137,14 +138,14 @@ def _where_raised(err):
 
 
 # ----------------------------------------------------------------------------- comparisons
-def _err(got, want):
+def _err(got, want, floor=1e-6):
     """Largest relative error (see the module docstring); inf for NaN/inf or bad shapes."""
     got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
     if got.shape != want.shape or not np.all(np.isfinite(got)):
         return float("inf")
     if got.size == 0:
         return 0.0
-    floor = max(1e-6 * float(np.max(np.abs(want))), 1e-30)
+    floor = max(floor * float(np.max(np.abs(want))), 1e-30)
     return float(np.max(np.abs(got - want) / np.maximum(np.abs(got) + np.abs(want), floor)))
 
 
@@ -1055,6 +1056,670 @@ def _rmsprop_ref(params, grads, v, lr, alpha, eps):
     opt.step(grads)
 
 
+# ----------------------------------------------------------------------------- 08 photometric
+def _photo_pieces(flow, clip, sigma, gm_scale):
+    """The photometric term's forward of the tiny preset, piece by piece (the frames
+    blurred, the flow brought to image pixels, the warp, the error, the weights)."""
+    n, t, c, hh, ww = clip.shape
+    blurred = losses.gaussian_blur(clip.reshape(n * t, c, hh, ww), sigma, layers, {})
+    blurred = blurred.reshape(n, t, c, hh, ww)
+    frames = blurred[:, :-1].reshape(n * (t - 1), c, hh, ww)
+    targets = blurred[:, 1:].reshape(n * (t - 1), c, hh, ww)
+    s = ww // flow.shape[-1]
+    up = layers.upsample2_forward(flow)[0]
+    warped, samp_cache = sampler.bilinear_forward(frames, sampler.flow_to_grid(s * up))
+    d = warped - targets
+    return {"s": s, "frames": frames, "targets": targets, "warped": warped, "d": d,
+            "c2": gm_scale ** 2, "samp_cache": samp_cache, "w": targets}
+
+
+# the mistakes the grader knows, by the part of the backward they sit in
+PHOTO_MISTAKES = {
+    "robust error's derivative": {
+        "rho' of the L2 error, 2d": "ρ'(d) = 2d is the L2 error's; Geman–McClure's is "
+                                     "ρ'(d) = 2d·C² / (d² + C²)² (quotient rule)",
+        "rho' with (d² + C²) not squared": "the denominator of ρ'(d) = 2d·C² / (d² + C²)² is squared",
+        "rho' without C²": "ρ'(d) = 2d·C² / (d² + C²)²: the numerator has C²",
+        "rho' of the wrong sign": "d = warped − target: ρ'(d) has the sign of d",
+    },
+    "weighting's normalisation": {
+        "normalised by the number of pixels": "P = Σ w ρ / Σ w: divide by Σ w (the weights' "
+                                              "sum), not by the number of pixels",
+        "not normalised": "P = Σ w ρ / Σ w: the derivative keeps the 1 / Σ w",
+        "weights left out": "each pixel's derivative is weighted: w / Σ w · ρ'(d), "
+                            "w = B(x_{t+1})",
+        "normalised per frame": "Σ w runs over every pixel of every frame at once (one weighted "
+                                "mean), not frame by frame",
+        "weights differentiated": "the weights are data: ∂P/∂warped = w / Σw · ρ'(d) only; the "
+                                  "term (ρ − P) / Σw is ∂P/∂w, and w does not move with the flow",
+    },
+    "up-sampling's transpose": {
+        "without the ×2": "F = 2 · upsample2(T): the backward multiplies by 2 too (the flow's "
+                          "units go from image pixels back to memory-grid pixels)",
+        "mean over each 2×2 block": "the transpose of nearest up-sampling sums each 2×2 block "
+                                    "(each memory pixel fed four image pixels): sum, not mean",
+        "one pixel of each 2×2 block": "all four image pixels of a block came from one memory "
+                                       "pixel: sum the four, do not pick one",
+        "times 4 instead of 2": "the scale is s = H / h = 2 (image pixels per memory pixel)",
+    },
+    "gradient sent into the frames": {
+        "the image path's gradient (dimg) in place of the grid's": "bilinear_backward returns "
+            "(dimg, dgrid): dimg is the frames' gradient (they are data: nothing to learn); the "
+            "flow moves the grid, so ∂P/∂T comes from dgrid",
+    },
+}
+
+
+def photo_variant(flow, clip, sigma, gm_scale, mistake=None):
+    """∂P/∂T of the tiny preset's photometric term, with one of the mistakes of
+    :data:`PHOTO_MISTAKES` planted (None: the right answer)."""
+    q = _photo_pieces(flow, clip, sigma, gm_scale)
+    d, c2, w = q["d"], q["c2"], q["w"]
+    den = d * d + c2
+    rho = d * d / den
+    drho = {"rho' of the L2 error, 2d": 2 * d,
+            "rho' with (d² + C²) not squared": 2 * d * c2 / den,
+            "rho' without C²": 2 * d / den ** 2,
+            "rho' of the wrong sign": -2 * d * c2 / den ** 2}.get(mistake, 2 * d * c2 / den ** 2)
+    shares = {"normalised by the number of pixels": w / w.size,
+              "not normalised": w,
+              "weights left out": np.ones_like(w) / w.size,
+              "normalised per frame": w / w.sum(axis=(1, 2, 3), keepdims=True),
+              }.get(mistake, w / w.sum())
+    dwarped = shares * drho
+    if mistake == "weights differentiated":
+        dwarped = dwarped + (rho - np.sum(w * rho) / w.sum()) / w.sum()
+    dimg, dgrid = sampler.bilinear_backward(dwarped, q["samp_cache"])
+    if mistake == "the image path's gradient (dimg) in place of the grid's":
+        dgrid = dimg
+    n, c, hh, ww = dgrid.shape
+    blocks = dgrid.reshape(n, c, hh // 2, 2, ww // 2, 2)
+    s = q["s"]
+    return {"without the ×2": blocks.sum(axis=(3, 5)),
+            "mean over each 2×2 block": s * blocks.mean(axis=(3, 5)),
+            "one pixel of each 2×2 block": s * dgrid[:, :, ::2, ::2],
+            "times 4 instead of 2": 2 * s * blocks.sum(axis=(3, 5))}.get(mistake, s * blocks.sum(axis=(3, 5)))
+
+
+def _photo_ref(flow, clip, sigma, gm_scale):
+    """P and ∂P/∂T from the package (stvae_np.losses.photometric_forward/backward)."""
+    cfg = _PhotoConfig(sigma, gm_scale)
+    photo, cache = losses.photometric_forward(clip, flow, cfg, layers, {})
+    return photo, losses.photometric_backward(np.ones((), flow.dtype), cache, layers)
+
+
+class _PhotoConfig:
+    """The four Config fields the photometric term reads, the tiny preset's form."""
+    photo_loss, photo_weighting = "geman_mcclure", "next_frame"
+
+    def __init__(self, sigma, gm_scale):
+        self.photo_blur, self.photo_gm_scale = sigma, gm_scale
+
+
+def _moving_squares(rng, n, t, hh, ww, size=4):
+    """Clips (N, T, 1, H, W) of two squares (0.9 and 0.5) moving one pixel a frame on a
+    blank background: blank windows (ties), edges, overlaps."""
+    clip = np.zeros((n, t, 1, hh, ww))
+    for i in range(n):
+        for value in (0.9, 0.5):
+            vy, vx = rng.choice([-1, 1], size=2)
+            y, x = rng.integers(t, hh - size - t + 1, size=2)
+            for j in range(t):
+                yy, xx = y + vy * j, x + vx * j
+                region = clip[i, j, 0, yy:yy + size, xx:xx + size]
+                np.maximum(region, value, out=region)
+    return clip
+
+
+def _photo_data():
+    rng = _rng(8)
+    clip = _moving_squares(rng, 2, 3, 16, 16)
+    clip = clip + 0.05 * rng.random(clip.shape)           # some texture, no exact zeros in w
+    flow = rng.uniform(-1.2, 1.2, (4, 2, 8, 8))           # memory pixels: ±2.4 image pixels
+    return flow, clip, 1.0, 0.1
+
+
+def _locate_photo(r, got, flow, clip, sigma, gm_scale):
+    """Name the part of ∂P/∂T that is wrong by comparing with the known mistakes."""
+    want_shape = flow.shape
+    if isinstance(got, np.ndarray) and got.shape != want_shape:
+        if got.shape[1] == clip.shape[2] and got.shape[1] != 2:
+            r.fail("gradient sent into the frames", f"dflow has shape {got.shape}: {clip.shape[2]} "
+                   f"channel(s), the frames'. " + PHOTO_MISTAKES["gradient sent into the frames"][
+                       "the image path's gradient (dimg) in place of the grid's"])
+        elif got.shape[-2:] == (2 * want_shape[-2], 2 * want_shape[-1]):
+            r.fail("up-sampling's transpose", f"dflow has shape {got.shape}, the image's size: the "
+                   "flow lives on the memory grid (h, w); the transpose of the up-sampling sums "
+                   "each 2×2 block of image pixels into its memory pixel (then × 2)")
+        return
+    for part, mistakes in PHOTO_MISTAKES.items():
+        for mistake, why in mistakes.items():
+            if _close(got, photo_variant(flow, clip, sigma, gm_scale, mistake)):
+                r.fail(part, f"dflow equals ∂P/∂T with this mistake: {mistake}")
+                r.info(why)
+                return
+    want = photo_variant(flow, clip, sigma, gm_scale)
+    ratio = got.ravel() @ want.ravel() / max(want.ravel() @ want.ravel(), 1e-300)
+    if _close(got, ratio * want, 1e-6):
+        r.fail("a constant factor", f"dflow is {ratio:.4g} × the right one: look at the "
+               "normalisation (1 / Σ w), C² and the up-sampling's ×2")
+        return
+    r.info("none of the usual mistakes: walk the chain ρ'(d) → × w / Σw → bilinear grid path "
+           "(dgrid) → sum of each 2×2 block → × 2, checking each piece's shape")
+
+
+def check_photometric(photometric_backward):
+    """Exercise 08: ``photometric_backward(flow, clip, blur_sigma, gm_scale) -> dflow``,
+    ∂P/∂T of the tiny preset's photometric term; solution ``losses.photometric_backward``."""
+    r = Report("08_photometric", "the photometric term's backward, ∂P/∂T")
+    flow, clip, sigma, gm_scale = _photo_data()
+    with r.part("photometric_backward"):
+        got = _call(r, "photometric_backward", photometric_backward, flow, clip, sigma, gm_scale,
+                    names=("flow", "clip"))
+        photo, want = _photo_ref(flow, clip, sigma, gm_scale)
+        fwd = lambda flow: _photo_ref(flow, clip, sigma, gm_scale)[0]       # noqa: E731
+        fd = _numgrads("photo", fwd, {"flow": flow}, None)["flow"]
+        problem = _mismatch(got, want)
+        if problem is None and _err(got, fd, floor=1e-3) > TOL_FD:
+            # P is a mean over many pixels: the differences' round-off (~1e-12) is large beside
+            # its smallest entries, hence a floor of 1e-3 of the largest
+            problem = f"is wrong ({_err(got, fd, floor=1e-3):.1e} against finite differences)"
+        if problem:
+            r.fail("dflow", f"dflow {problem}")
+            _locate_photo(r, got, flow, clip, sigma, gm_scale)
+            raise _Stop
+        r.ok("dflow matches losses.photometric_backward and finite differences (flows of "
+             "±2.4 image pixels, residuals both ≪ C and ≫ C)")
+        f32 = [a.astype(np.float32) for a in (flow, clip)]
+        problem = _mismatch(photometric_backward(*f32, sigma, gm_scale), want, tol=TOL_F32,
+                            dtype=np.float32)
+        if problem:
+            r.fail("dflow (float32)", f"with float32 inputs, dflow {problem}")
+            raise _Stop
+        r.ok("keeps float32")
+    return r
+
+
+# ----------------------------------------------------------------------------- 09 capstone
+TRAIN_STEPS = 120        # the capstone's short training, at 16×16 (a few seconds)
+TRAIN_LR = 1e-2
+
+
+def capstone_config(**changes):
+    """The tiny preset's loss and architecture (photometric term, tanh flow head) at a tiny
+    size: 16×16 frames, 4 filters 3×3 everywhere."""
+    from stvae_np.model import Config
+    cfg = dataclasses.replace(Config.tiny(), height=16, width=16, enc_filters=4, enc_kernel=3,
+                              mem_filters=4, mem_kernel=3, flow_kernel=3, flow_filters=4,
+                              name="capstone")
+    return dataclasses.replace(cfg, **changes)
+
+
+def capstone_forward(params, clip, config):
+    """The model's forward over a clip (N, T, C, H, W), the tiny preset's form, with every
+    intermediate value kept in a dict ``fw`` (M = N·(T−1) frames stacked, steps inner):
+
+        a_enc = conv(inputs; enc.W) + enc.b,  t_enc = tanh(a_enc),  e = maxpool2(t_enc)
+        hs    = ConvLSTM(e) (exercise 04's forward: fw["lstm_cache"]),  hs_flat (M, Fm, h, w)
+        a1 = conv(hs_flat; flow1),  f1 = tanh(a1),  a2 = conv(f1; flow2),  f2 = tanh(a2)
+        flow  = conv1x1(f2; flow3),  grid = base grid + flow
+        warped = bilinear(e, grid),  up = upsample2(warped),  pred = conv(up; dec.W) + dec.b
+        loss  = mean((pred − targets)²) + w_H · H(∇flow) + w_P · P(flow, clip)
+
+    Returns (loss, fw)."""
+    n, t, c, hh, ww = clip.shape
+    s = t - 1
+    inputs = clip[:, :-1].reshape(n * s, c, hh, ww)
+    targets = clip[:, 1:].reshape(n * s, c, hh, ww)
+    a_enc = layers.conv2d_forward(inputs, params["enc.W"], params["enc.b"])[0]
+    t_enc = np.tanh(a_enc)
+    e = layers.maxpool2_forward(t_enc)[0]
+    fe, h, w = e.shape[1:]
+    lstm = {"Wx": params["lstm.Wx"], "Wh": params["lstm.Wh"], "b": params["lstm.b"]}
+    zeros = np.zeros((n, lstm["Wh"].shape[1], h, w), dtype=clip.dtype)
+    xs, state, hs, steps = e.reshape(n, s, fe, h, w), (zeros, zeros), [], []
+    for k in range(s):
+        hk, ck, step_cache = memory.convlstm_step_forward(xs[:, k], *state, lstm)
+        state = (hk, ck)
+        hs.append(hk)
+        steps.append(step_cache)
+    hs = np.stack(hs, axis=1)                                       # (N, S, Fm, h, w)
+    lstm_cache = {"steps": steps, "xs": xs, "params": lstm, "h0": zeros, "c0": zeros}
+    hs_flat = hs.reshape(n * s, -1, h, w)
+    a1 = layers.conv2d_forward(hs_flat, params["flow1.W"], params["flow1.b"])[0]
+    f1 = np.tanh(a1)
+    a2 = layers.conv2d_forward(f1, params["flow2.W"], params["flow2.b"])[0]
+    f2 = np.tanh(a2)
+    flow = layers.conv2d_forward(f2, params["flow3.W"], params["flow3.b"])[0]
+    grid = sampler.flow_to_grid(flow)
+    warped = sampler.bilinear_forward(e, grid)[0]
+    up = layers.upsample2_forward(warped)[0]
+    pred = layers.conv2d_forward(up, params["dec.W"], params["dec.b"])[0]
+    mse = np.mean((pred - targets) ** 2)
+    smooth = losses.huber_smoothness_forward(flow, config.huber_delta)[0]
+    photo = _photo_ref(flow, clip, config.photo_blur, config.photo_gm_scale)[0]
+    loss = mse + config.huber_weight * smooth + config.photo_weight * photo
+    fw = {"clip": clip, "inputs": inputs, "targets": targets, "a_enc": a_enc, "t_enc": t_enc,
+          "e": e, "lstm_cache": lstm_cache, "hs_flat": hs_flat, "a1": a1, "f1": f1, "a2": a2,
+          "f2": f2, "flow": flow, "grid": grid, "warped": warped, "up": up, "pred": pred}
+    return float(loss), fw
+
+
+# The solution, stage by stage: the package's plain ops (the solutions of 01–08), chained
+# in the reverse order of STVAE.loss_and_grads.
+def _sol_decoder_backward(dpred, fw, params):
+    dup, dw, db = _sol_conv_backward(dpred, fw["up"], params["dec.W"])
+    return _sol_upsample_backward(dup), {"dec.W": dw, "dec.b": db}
+
+
+def _sol_sampler_backward(dwarped, fw):
+    return _sol_bilinear_backward(dwarped, fw["e"], fw["grid"])     # (de_sampler, dgrid)
+
+
+def _sol_flow_gradient(dgrid, fw, config):
+    dhuber = _sol_huber_backward(1.0, fw["flow"], config.huber_delta)
+    dphoto = _sol_photo_backward(fw["flow"], fw["clip"], config.photo_blur, config.photo_gm_scale)
+    return dgrid + config.huber_weight * dhuber + config.photo_weight * dphoto
+
+
+def _sol_flow_head_backward(dflow, fw, params):
+    grads = {}
+    df2, grads["flow3.W"], grads["flow3.b"] = _sol_conv_backward(dflow, fw["f2"], params["flow3.W"])
+    df1, grads["flow2.W"], grads["flow2.b"] = _sol_conv_backward(df2 * (1 - fw["f2"] ** 2), fw["f1"],
+                                                                 params["flow2.W"])
+    dhs, grads["flow1.W"], grads["flow1.b"] = _sol_conv_backward(df1 * (1 - fw["f1"] ** 2),
+                                                                 fw["hs_flat"], params["flow1.W"])
+    return dhs, grads
+
+
+def _sol_memory_backward(dhs_flat, fw, params):
+    n, s = fw["lstm_cache"]["xs"].shape[:2]
+    dxs, dp = _sol_bptt(dhs_flat.reshape((n, s) + dhs_flat.shape[1:]), fw["lstm_cache"])
+    return (dxs.reshape((n * s,) + dxs.shape[2:]),
+            {"lstm.Wx": dp["Wx"], "lstm.Wh": dp["Wh"], "lstm.b": dp["b"]})
+
+
+def _sol_encoder_backward(de, fw, params):
+    dt = _sol_maxpool_backward(de, fw["t_enc"])
+    _, dw, db = _sol_conv_backward(dt * (1 - fw["t_enc"] ** 2), fw["inputs"], params["enc.W"])
+    return {"enc.W": dw, "enc.b": db}
+
+
+def _sol_loss_and_grads(params, clip, config):
+    loss, fw = capstone_forward(params, clip, config)
+    dpred = 2 * (fw["pred"] - fw["targets"]) / fw["pred"].size
+    dwarped, grads = _sol_decoder_backward(dpred, fw, params)
+    de_sampler, dgrid = _sol_sampler_backward(dwarped, fw)
+    dflow = _sol_flow_gradient(dgrid, fw, config)
+    dhs, g = _sol_flow_head_backward(dflow, fw, params)
+    grads.update(g)
+    de_memory, g = _sol_memory_backward(dhs, fw, params)
+    grads.update(g)
+    grads.update(_sol_encoder_backward(de_sampler + de_memory, fw, params))
+    return loss, grads
+
+
+def _capstone_data():
+    """float64 parameters (the initialisation, with a flow head that moves: flow3 not 0)
+    and two clips of moving squares, N = 2, T = 4, 16×16."""
+    from stvae_np.model import init_params
+    cfg = capstone_config()
+    rng = _rng(9)
+    params = init_params(cfg, seed=3, dtype="float64")
+    for name in params:
+        if name.endswith(".b") or name == "flow3.W":
+            params[name] = params[name] + 0.3 * rng.standard_normal(params[name].shape)
+    params["flow3.W"] *= 2.0
+    clip = _moving_squares(rng, 2, 4, 16, 16)
+    return cfg, params, clip
+
+
+def _package_grads(params, clip, cfg):
+    """The package's loss and gradients: STVAE on the plain ops, float64."""
+    from stvae_np.model import STVAE
+    model = STVAE(cfg, dtype="float64", ops="plain")
+    model.params = {k: v.copy() for k, v in params.items()}
+    loss, grads = model.loss_and_grads(clip)
+    return float(loss), grads
+
+
+def _capstone_reference(params, clip, cfg):
+    """Every intermediate gradient of the reverse order, from the solution's stages."""
+    loss, fw = capstone_forward(params, clip, cfg)
+    bw = {"dpred": 2 * (fw["pred"] - fw["targets"]) / fw["pred"].size}
+    bw["dwarped"], _ = _sol_decoder_backward(bw["dpred"], fw, params)
+    bw["de_sampler"], bw["dgrid"] = _sol_sampler_backward(bw["dwarped"], fw)
+    bw["dflow"] = _sol_flow_gradient(bw["dgrid"], fw, cfg)
+    bw["dhs"], _ = _sol_flow_head_backward(bw["dflow"], fw, params)
+    bw["de_memory"], _ = _sol_memory_backward(bw["dhs"], fw, params)
+    bw["de"] = bw["de_sampler"] + bw["de_memory"]
+    return loss, fw, bw
+
+
+# variants of the reference with one mistake, to name a mistake's cause
+def _flow_head_variant(dflow, fw, params, mistake):
+    tgrad = {"tanh' of the input": lambda k: 1 - fw[f"a{k}"] ** 2,
+             "tanh' left out": lambda k: 1.0,
+             "tanh' as t(1 − t)": lambda k: fw[f"f{k}"] * (1 - fw[f"f{k}"])}[mistake]
+    grads = {}
+    df2, grads["flow3.W"], grads["flow3.b"] = _sol_conv_backward(dflow, fw["f2"], params["flow3.W"])
+    df1, grads["flow2.W"], grads["flow2.b"] = _sol_conv_backward(df2 * tgrad(2), fw["f1"], params["flow2.W"])
+    _, grads["flow1.W"], grads["flow1.b"] = _sol_conv_backward(df1 * tgrad(1), fw["hs_flat"], params["flow1.W"])
+    return grads
+
+
+FLOW_HEAD_CAUSES = {
+    "tanh' of the input": "tanh' = 1 − tanh², of the tanh's output f = tanh(a) (fw['f1'], "
+                          "fw['f2']), not 1 − a² of its input a",
+    "tanh' left out": "each tanh of the head multiplies the gradient by 1 − f² on the way back",
+    "tanh' as t(1 − t)": "t(1 − t) is the sigmoid's derivative; tanh' = 1 − t²",
+}
+
+
+def _encoder_variant(de, fw, params, mistake):
+    t = fw["t_enc"]
+    if mistake in ENCODER_ROUTING:
+        n, c, hh, ww = t.shape
+        win = t.reshape(n, c, hh // 2, 2, ww // 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(n, c, hh // 2, ww // 2, 4)
+        if mistake == "every tied pixel wins":
+            mask = win == win.max(axis=-1, keepdims=True)
+        else:                                                  # the last of the tied pixels
+            mask = (3 - win[..., ::-1].argmax(axis=-1))[..., None] == np.arange(4)
+        dwin = mask * de[..., None]
+        dt = dwin.reshape(n, c, hh // 2, ww // 2, 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(t.shape)
+        tgrad = 1 - t ** 2
+    else:
+        dt = _sol_maxpool_backward(de, t)
+        tgrad = {"tanh' of the input": 1 - fw["a_enc"] ** 2, "tanh' left out": 1.0}[mistake]
+    _, dw, db = _sol_conv_backward(dt * tgrad, fw["inputs"], params["enc.W"])
+    return {"enc.W": dw, "enc.b": db}
+
+
+ENCODER_ROUTING = ("every tied pixel wins", "the last tied pixel wins")
+ENCODER_CAUSES = {
+    "every tied pixel wins": "an all-blank window ties four ways: only the first tied pixel "
+                             "in row-major order (argmax's) takes the gradient",
+    "the last tied pixel wins": "on a tie the first pixel in row-major order wins (argmax), "
+                                "not the last",
+    "tanh' of the input": "tanh' = 1 − t² of the output t = fw['t_enc'], not of the "
+                          "pre-activation fw['a_enc']",
+    "tanh' left out": "between the pooling and the convolution: × (1 − t_enc²)",
+}
+
+
+def _memory_variant(dhs_flat, fw, params, mistake):
+    n, s = fw["lstm_cache"]["xs"].shape[:2]
+    if mistake == "dh of step t given to step t − 1":
+        d = np.roll(dhs_flat.reshape((n, s) + dhs_flat.shape[1:]), -1, axis=1)
+    elif mistake == "steps and clips swapped in the reshape":
+        d = dhs_flat.reshape((s, n) + dhs_flat.shape[1:]).swapaxes(0, 1)
+    else:                                                      # "time reversed"
+        d = dhs_flat.reshape((n, s) + dhs_flat.shape[1:])[:, ::-1]
+    return _sol_memory_backward(np.ascontiguousarray(d).reshape(dhs_flat.shape), fw, params)
+
+
+MEMORY_CAUSES = {
+    "dh of step t given to step t − 1": "dhs_flat[k] belongs to clip k // S, step k % S: "
+                                        "reshape to (N, S, …) and give step t its own dh",
+    "steps and clips swapped in the reshape": "frames are stacked clip-major (k = n·S + t): "
+                                              "reshape to (N, S, …), not (S, N, …)",
+    "time reversed": "dhs[:, t] is the gradient of h_t: BPTT walks t = S−1 … 0 but each "
+                     "step takes its own dh",
+}
+
+
+def _ops_used(ops):
+    """'yours: …; the package's: …' for the ops the exercise chained."""
+    if not ops:
+        return None
+    package = {adapter for _, sols in EXERCISES.values() for adapter, _ in sols.values()}
+    mine = [k for k, f in ops.items() if f not in package]
+    theirs = [k for k, f in ops.items() if f in package]
+    return (f"ops: yours: {', '.join(mine) or 'none'}; the package's (the solutions of "
+            f"01–08): {', '.join(theirs) or 'none'}")
+
+
+def _grads_problem(got, want, names):
+    """The names (of ``names``) whose gradient in ``got`` differs from ``want``'s."""
+    if not isinstance(got, dict):
+        return list(names)
+    return [k for k in names if k not in got or _mismatch(got[k], want[k]) is not None]
+
+
+def check_capstone(loss_and_grads, decoder_backward, sampler_backward, flow_gradient,
+                   flow_head_backward, memory_backward, encoder_backward, ops=None,
+                   train_steps=TRAIN_STEPS):
+    """Exercise 09: ``loss_and_grads(params, clip, config) -> (loss, grads)`` for the tiny
+    preset, chained from the stage functions; every gradient against the package's
+    (STVAE on the plain ops, float64). When one is wrong, each stage is called with the
+    reference's inputs, in the reverse order, and the first whose output differs is named."""
+    from stvae_np.model import PARAM_NAMES
+    r = Report("09_capstone", "the whole model's backward")
+    cfg, params, clip = _capstone_data()
+    used = _ops_used(ops)
+    if used:
+        r.info(used)
+    r.curves = None
+    with r.part("loss_and_grads"):
+        out = _unpack(r, "loss_and_grads", _call(r, "loss_and_grads", loss_and_grads, params, clip, cfg,
+                                                 names=("params", "clip")), ("loss", "grads"))
+        want_loss, want = _package_grads(params, clip, cfg)
+        if not np.isfinite(float(out[0])) or abs(float(out[0]) - want_loss) > 1e-9 * abs(want_loss):
+            r.fail("loss", f"the loss is {float(out[0]):.10g}, the package's {want_loss:.10g}: "
+                   "the forward is given, return its loss")
+            raise _Stop
+        wrong = _grads_problem(out[1], want, PARAM_NAMES)
+        if wrong:
+            right = [k for k in PARAM_NAMES if k not in wrong]
+            r.fail("gradients", f"wrong: {', '.join(wrong)}" + (f"; right: {', '.join(right)}" if right else ""))
+            _locate_capstone(r, params, clip, cfg, out[1], want, dict(
+                decoder_backward=decoder_backward, sampler_backward=sampler_backward,
+                flow_gradient=flow_gradient, flow_head_backward=flow_head_backward,
+                memory_backward=memory_backward, encoder_backward=encoder_backward))
+            raise _Stop
+        r.ok(f"all {len(PARAM_NAMES)} gradients match the package's (STVAE.loss_and_grads, plain "
+             "ops, float64), and the loss")
+        if train_steps:
+            curves = capstone_training(loss_and_grads, train_steps)
+            r.curves = curves
+            yours, theirs = curves
+            width = max(1, train_steps // 5)
+            spans = [(a, min(a + width, train_steps)) for a in range(0, train_steps, width)][:5]
+            mean = lambda c, a, b: float(np.mean(c[a:b]))          # noqa: E731
+            r.info(f"training, {train_steps} steps (16×16, N = 4, T = 4, RMSProp lr {TRAIN_LR:g}, "
+                   "clipping at 1); the mean loss of steps")
+            r.info("                          " + " ".join(f"{f'{a}–{b - 1}':>9}" for a, b in spans))
+            r.info("   your gradients:        " + " ".join(f"{mean(yours, a, b):9.4f}" for a, b in spans))
+            r.info("   the package's:         " + " ".join(f"{mean(theirs, a, b):9.4f}" for a, b in spans))
+            first, last = mean(yours, 0, 10), mean(yours, train_steps - 10, train_steps)
+            same = np.allclose(yours[:10], theirs[:10], rtol=1e-6)
+            if not (last < 0.7 * first and same):
+                r.fail("training", f"the loss went {first:.4f} → {last:.4f} (the first and last 10 "
+                       "steps)" + ("" if same else "; it leaves the package's curve in the first 10 steps"))
+                raise _Stop
+            r.ok(f"training: the loss falls {first:.4f} → {last:.4f} with your gradients, and "
+                 "follows the package's (the two drift apart slowly: round-off, amplified by training)")
+    return r
+
+
+def _stage(r, name, fn, *args, names=(), outputs=1):
+    out = _call(r, name, fn, *args, names=names)
+    if outputs > 1:
+        out = _unpack(r, name, out, tuple(f"output {i}" for i in range(outputs)))
+    return out
+
+
+def _locate_capstone(r, params, clip, cfg, got_grads, want, fns):
+    """Walk the reverse order with the reference's inputs; name the first stage that is wrong."""
+    _, fw, bw = _capstone_reference(params, clip, cfg)
+    fail = lambda stage, text: r.fail(f"first wrong stage: {stage}", text)   # noqa: E731
+
+    # decoder: dpred -> dwarped, dec.W, dec.b
+    dwarped, g = _stage(r, "decoder_backward", fns["decoder_backward"], bw["dpred"], fw, params,
+                        names=("dpred", "fw", "params"), outputs=2)
+    bad = (["dwarped"] if _mismatch(dwarped, bw["dwarped"]) else []) + _grads_problem(g, want, ("dec.W", "dec.b"))
+    if bad:
+        fail("decoder", f"decoder_backward, given the right dpred: {', '.join(bad)} wrong")
+        if isinstance(dwarped, np.ndarray) and dwarped.shape == bw["dwarped"].shape and _close(4 * dwarped, bw["dwarped"]):
+            r.info("dwarped is a quarter of the right one: the up-sampling's transpose sums each 2×2 block")
+        elif bad == ["dwarped"]:
+            r.info("dW and db are right: the convolution's dx (dup) or the up-sampling's transpose is wrong")
+        return
+    r.ok("decoder (conv backward, up-sampling's transpose) right")
+
+    # sampler: dwarped -> de_sampler (image path), dgrid (grid path)
+    de_s, dgrid = _stage(r, "sampler_backward", fns["sampler_backward"], bw["dwarped"], fw,
+                         names=("dwarped", "fw"), outputs=2)
+    if _mismatch(de_s, bw["de_sampler"]):
+        fail("sampler's image path", "sampler_backward's de_sampler (the gradient of the encoded "
+             f"frame e through the warp) {_mismatch(de_s, bw['de_sampler'])}")
+        r.info("dimg: each corner q adds dout · w_q at its pixel; repeated indices add up (np.add.at)")
+        return
+    if _mismatch(dgrid, bw["dgrid"]):
+        fail("sampler's grid path", f"sampler_backward's dgrid {_mismatch(dgrid, bw['dgrid'])}")
+        r.info("dgrid = Σ_c dout · Σ_q img(q) · ∂w_q/∂(x_s, y_s): slope −1 for the x0 / y0 "
+               "corners, +1 for x1 / y1, times the other axis's weight")
+        return
+    r.ok("sampler's image path (de into e) and grid path (dgrid) right")
+
+    # dflow = dgrid + w_H ∂H/∂T + w_P ∂P/∂T, one term at a time
+    steps = (("dgrid into dflow", dict(huber_weight=0.0, photo_weight=0.0)),
+             ("Huber smoothness term", dict(photo_weight=0.0)), ("photometric term", {}))
+    for stage, change in steps:
+        c = dataclasses.replace(cfg, **change)
+        dflow = _stage(r, "flow_gradient", fns["flow_gradient"], bw["dgrid"], fw, c,
+                       names=("dgrid", "fw", "config"))
+        ref = _sol_flow_gradient(bw["dgrid"], fw, c)
+        if _mismatch(dflow, ref):
+            fail(stage, f"flow_gradient {_mismatch(dflow, ref)} "
+                 + {"dgrid into dflow": "with w_H = w_P = 0 (then dflow = dgrid: the grid is "
+                                        "base grid + flow, slope 1)",
+                    "Huber smoothness term": "with w_P = 0 (dgrid + w_H · ∂H/∂T); w_H = 0 is right",
+                    "photometric term": "with the photometric term (w_P = 3); without it, right"}[stage])
+            if stage == "photometric term" and isinstance(dflow, np.ndarray) and dflow.shape == ref.shape:
+                part = (dflow - _sol_flow_gradient(bw["dgrid"], fw, dataclasses.replace(cfg, photo_weight=0.0))) / cfg.photo_weight
+                _locate_photo(r, part, fw["flow"], fw["clip"], cfg.photo_blur, cfg.photo_gm_scale)
+            return
+    r.ok("dflow = dgrid + w_H ∂H/∂T + w_P ∂P/∂T right (each term)")
+
+    # flow head: dflow -> dhs, flow grads
+    names = ("flow3.W", "flow3.b", "flow2.W", "flow2.b", "flow1.W", "flow1.b")
+    dhs, g = _stage(r, "flow_head_backward", fns["flow_head_backward"], bw["dflow"], fw, params,
+                    names=("dflow", "fw", "params"), outputs=2)
+    bad = _grads_problem(g, want, names) + (["dhs"] if _mismatch(dhs, bw["dhs"]) else [])
+    if bad:
+        fail("flow head and its tanh", f"flow_head_backward, given the right dflow: {', '.join(bad)} "
+             "wrong" + (f"; {', '.join(n for n in names if n not in bad)} right" if len(bad) < 7 else ""))
+        for mistake, why in FLOW_HEAD_CAUSES.items():
+            if not _grads_problem(g, _flow_head_variant(bw["dflow"], fw, params, mistake), names):
+                r.info(f"it matches the head with this mistake: {mistake}; {why}")
+                break
+        return
+    r.ok("flow head and its two tanh right")
+
+    # memory: dhs -> de_memory, lstm grads
+    names = ("lstm.Wx", "lstm.Wh", "lstm.b")
+    de_m, g = _stage(r, "memory_backward", fns["memory_backward"], bw["dhs"], fw, params,
+                     names=("dhs", "fw", "params"), outputs=2)
+    bad = _grads_problem(g, want, names) + (["de_memory"] if _mismatch(de_m, bw["de_memory"]) else [])
+    if bad:
+        fail("memory", f"memory_backward, given the right dhs: {', '.join(bad)} wrong")
+        n, s = fw["lstm_cache"]["xs"].shape[:2]
+        if isinstance(de_m, np.ndarray) and de_m.shape == bw["de_memory"].shape:
+            got_t = de_m.reshape((n, s) + de_m.shape[1:])
+            want_t = bw["de_memory"].reshape(got_t.shape)
+            for t in reversed(range(s)):
+                if not _close(got_t[:, t], want_t[:, t]):
+                    r.info(f"walking back from t = {s - 1}, de_memory first goes wrong at t = {t}")
+                    break
+        for mistake, why in MEMORY_CAUSES.items():
+            vd, vg = _memory_variant(bw["dhs"], fw, params, mistake)
+            if not _grads_problem(g, vg, names) and _close(de_m, vd):
+                r.info(f"it matches BPTT with this mistake: {mistake}; {why}")
+                break
+        return
+    r.ok("memory (BPTT through the S steps) right")
+
+    # the two paths into e, then the encoder
+    names = ("enc.W", "enc.b")
+    if _grads_problem(got_grads, want, names):
+        enc = fns["encoder_backward"]
+        paths = {"only the sampler's path": bw["de_sampler"], "only the memory's path": bw["de_memory"],
+                 "the memory's path subtracted": bw["de_sampler"] - bw["de_memory"]}
+        for what, de in paths.items():
+            if not _grads_problem(got_grads, _stage(r, "encoder_backward", enc, de, fw, params), names):
+                fail("the sum of the two paths into e", f"enc.W and enc.b are the encoder's "
+                     f"backward of {what}: e feeds the sampler (de_sampler) and the memory "
+                     "(de_memory); its gradient is their sum, de = de_sampler + de_memory")
+                return
+        g = _stage(r, "encoder_backward", enc, bw["de"], fw, params, names=("de", "fw", "params"))
+        if not _grads_problem(g, want, names):
+            fail("the sum of the two paths into e", "encoder_backward is right given de = "
+                 "de_sampler + de_memory, but loss_and_grads gives it something else")
+            return
+        fail("encoder", "encoder_backward, given the right de: enc.W, enc.b wrong")
+        for mistake, why in ENCODER_CAUSES.items():
+            if not _grads_problem(g, _encoder_variant(bw["de"], fw, params, mistake), names):
+                r.info(f"it matches the encoder with this mistake: {mistake}; {why}")
+                break
+        else:
+            r.info("max-pool's backward routes de to the winner of each 2×2 window of t_enc "
+                   "(the first in row-major order on ties), then × (1 − t_enc²), then the "
+                   "convolution's dW, db")
+        return
+    r.fail("loss_and_grads (the chaining)", "every stage is right given the right inputs: "
+           "loss_and_grads passes the wrong gradient from one to the next (dpred = 2(pred − "
+           "targets) / pred.size)")
+
+
+def capstone_training(loss_and_grads, steps=TRAIN_STEPS, lr=TRAIN_LR):
+    """Train twice from one initialisation on the same clips: with ``loss_and_grads`` and
+    with the package's STVAE.loss_and_grads; RMSProp, global-norm clipping at 1. Returns
+    the two loss curves (lists of floats)."""
+    from stvae_np.model import STVAE
+    cfg = capstone_config()
+    model = STVAE(cfg, seed=0, dtype="float64", ops="fast")     # = the plain ops' numbers, to 1e-12
+    params = {k: v.copy() for k, v in model.params.items()}
+    opt_yours, opt_theirs = optim.RMSProp(params, lr), optim.RMSProp(model.params, lr)
+    rng = _rng(2016)
+    yours, theirs = [], []
+    for _ in range(steps):
+        clip = _moving_squares(rng, 4, 4, 16, 16)
+        loss, grads = loss_and_grads({k: v.copy() for k, v in params.items()}, clip, cfg)
+        optim.clip_grad_norm(grads, cfg.clip_norm)
+        opt_yours.step(grads)
+        yours.append(float(loss))
+        loss, grads = model.loss_and_grads(clip)
+        optim.clip_grad_norm(grads, cfg.clip_norm)
+        opt_theirs.step(grads)
+        theirs.append(float(loss))
+    return yours, theirs
+
+
+def _save_training_figure(curves):
+    """tutorials/figures/exercise_09_training.png: the two loss curves (script runs only)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.path.join(root, "figures", "exercise_09_training.png")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.plot(curves[1], label="the package's gradients", lw=3, alpha=0.5)
+    ax.plot(curves[0], label="your gradients", lw=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title("exercise 09: training with your backward")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 # ----------------------------------------------------------------------------- registry
 def _sol_conv_forward(x, w, b):
     return layers.conv2d_forward(x, w, b)[0]
@@ -1106,6 +1771,10 @@ def _sol_rmsprop_step(params, grads, v, lr, alpha=0.99, eps=1e-8):
     _rmsprop_ref(params, grads, v, lr, alpha, eps)
 
 
+def _sol_photo_backward(flow, clip, blur_sigma, gm_scale):
+    return _photo_ref(flow, clip, blur_sigma, gm_scale)[1]
+
+
 # exercise -> (checker, {learner function: (solution adapter, the solution's name and source)})
 EXERCISES = {
     "01_convolution": (check_convolution, {
@@ -1127,6 +1796,16 @@ EXERCISES = {
     "07_rmsprop_clipping": (check_rmsprop, {
         "clip_grad_norm": (optim.clip_grad_norm, optim.clip_grad_norm),
         "rmsprop_step": (_sol_rmsprop_step, optim.RMSProp.step)}),
+    "08_photometric": (check_photometric, {
+        "photometric_backward": (_sol_photo_backward, losses.photometric_backward)}),
+    "09_capstone": (check_capstone, {
+        "loss_and_grads": (_sol_loss_and_grads, _sol_loss_and_grads),
+        "decoder_backward": (_sol_decoder_backward, _sol_decoder_backward),
+        "sampler_backward": (_sol_sampler_backward, _sol_sampler_backward),
+        "flow_gradient": (_sol_flow_gradient, _sol_flow_gradient),
+        "flow_head_backward": (_sol_flow_head_backward, _sol_flow_head_backward),
+        "memory_backward": (_sol_memory_backward, _sol_memory_backward),
+        "encoder_backward": (_sol_encoder_backward, _sol_encoder_backward)}),
 }
 
 
@@ -1164,12 +1843,21 @@ def grade(exercise, **functions):
         print(f"solution mode ({SOLUTION_ENV}=1): grading {', '.join(names)} in place of "
               "your functions")
     report = check(exercise, **functions)
+    if getattr(report, "curves", None) and not _interactive():
+        path = _save_training_figure(report.curves)
+        if path:
+            report.footer.append(f"  (the two loss curves: {path})")
     if report.status != "PASS" and not _interactive():
         report.footer.append(_hint_footer(exercise, _hints_env()))   # help only when needed
     print(report.text())
     sys.stdout.flush()
     if report.status == "FAIL" and not _interactive():
         sys.exit(1)
+
+
+def show_forward():
+    """Print the source of exercise 09's given forward, :func:`capstone_forward`."""
+    print(inspect.getsource(capstone_forward))
 
 
 def show_solution(exercise):
@@ -1251,6 +1939,35 @@ HINTS = {
         "Assigning grads[name] = … makes a new array the caller never sees.",
         "RMSProp: update v first, v ← α·v + (1 − α)·g², then step with the new v.",
         "Where is ε? It keeps the step finite when v ≈ 0; put it where Torch and PyTorch do.",
+    ],
+    "08_photometric": [
+        "Recompute the forward first: blur all frames of the clip, split them into B(x_t) "
+        "(clip[:, :-1]) and B(x_{t+1}) (clip[:, 1:]), each reshaped to (N·(T−1), C, H, W); the "
+        "grid is flow_to_grid(2 · upsample2(flow)); d = warped − B(x_{t+1}).",
+        "ρ(d) = d² / (d² + C²) is a quotient: ρ'(d) = (2d·(d² + C²) − d²·2d) / (d² + C²)², "
+        "which simplifies to 2d·C² / (d² + C²)².",
+        "P = Σ w ρ / Σ w with w = B(x_{t+1}): one Σw over everything, a constant. The weights "
+        "are data: ∂P/∂warped = w / Σw · ρ'(d), nothing more.",
+        "bilinear_backward returns (dimg, dgrid): the flow moves the grid, so keep dgrid "
+        "(M, 2, H, W); dimg is the frames' gradient, which nobody needs.",
+        "The forward copied each memory pixel to a 2×2 block and multiplied by 2: the backward "
+        "sums each block (reshape to (M, 2, h, 2, w, 2), sum axes 3 and 5) and multiplies by 2.",
+    ],
+    "09_capstone": [
+        "Start from the top: the loss is mean((pred − targets)²) + …, so dpred = 2 (pred − "
+        "targets) / pred.size. Then walk the stages in the order loss_and_grads calls them.",
+        "decoder_backward: conv2d_backward(dpred, fw['up'], dec.W) gives dup, dW, db; the "
+        "up-sampling's transpose of dup is dwarped. sampler_backward: one bilinear_backward "
+        "(dwarped, fw['e'], fw['grid']) gives both paths.",
+        "flow_gradient: the grid is base grid + flow (slope 1), so dflow starts as dgrid; add "
+        "w_H · huber_smoothness_backward(1, flow, δ) and w_P · photometric_backward(flow, clip, σ, C).",
+        "flow_head_backward: three conv2d_backward calls from flow3 down to flow1; between them "
+        "multiply by tanh' = 1 − f² of the tanh's OUTPUT (fw['f2'], then fw['f1']).",
+        "memory_backward: dhs_flat is stacked clip-major (k = n·S + t): reshape to (N, S, Fm, h, w) "
+        "for convlstm_backward(dhs, fw['lstm_cache']), and its dxs back to (N·S, Fe, h, w).",
+        "e feeds two things, the sampler and the memory: de = de_sampler + de_memory. "
+        "encoder_backward: maxpool2_backward(de, fw['t_enc']) × (1 − t_enc²), then "
+        "conv2d_backward(…, fw['inputs'], enc.W) (its dx is not needed).",
     ],
 }
 _hints_shown = {}
