@@ -62,8 +62,6 @@
 # package's ops, in `STVAE.loss_and_grads`' order). `STVAE_EXERCISE_SOLUTION=1` runs the
 # exercise with it.
 
-# `STVAE_EXERCISE_SOLUTION=1` runs the exercise with them.
-
 # %%
 import pathlib
 import sys
