@@ -89,11 +89,12 @@ forward = grader.capstone_forward        # given: (loss, fw) = forward(params, c
 
 # %%
 conv2d_backward = grader.solution("01_convolution", "conv2d_backward")          # (dout, x, w) -> dx, dw, db
-maxpool2_backward = grader.solution("02_pool_upsample", "maxpool2_backward")    # (dout, x) -> dx
+maxpool2_backward = grader.solution("02_pool_upsample", "maxpool2_backward")    # (dout, x) -> dx; x: the pool's input
 upsample2_backward = grader.solution("02_pool_upsample", "upsample2_backward")  # (dout) -> dx
-convlstm_backward = grader.solution("04_bptt", "convlstm_backward")             # (dhs, cache) -> dxs, dparams
+convlstm_backward = grader.solution("04_bptt", "convlstm_backward")             # (dhs (N, S, Fm, h, w), cache)
+#                                                       -> dxs (N, S, Fe, h, w), dparams {"Wx", "Wh", "b"}
 bilinear_backward = grader.solution("05_bilinear_sampler", "bilinear_backward")  # (dout, img, grid) -> dimg, dgrid
-huber_smoothness_backward = grader.solution("06_huber_smoothness", "huber_smoothness_backward")  # (dloss, flow, δ)
+huber_smoothness_backward = grader.solution("06_huber_smoothness", "huber_smoothness_backward")  # (dloss, flow, δ) -> dflow
 photometric_backward = grader.solution("08_photometric", "photometric_backward")  # (flow, clip, σ, C) -> dflow
 
 OPS = dict(conv2d_backward=conv2d_backward, maxpool2_backward=maxpool2_backward,
@@ -118,7 +119,8 @@ def sampler_backward(dwarped, fw):
 
 
 def flow_gradient(dgrid, fw, config):
-    """grid = base + flow; the loss also has w_H·H(∇flow) + w_P·P(flow)  ->  dflow."""
+    """grid = base + flow; the loss also has w_H·H(∇flow) + w_P·P(flow)  ->  dflow.
+    (docs/DESIGN.md's recon_flow_grad scales dgrid; it is 1 in the tiny preset: leave it out.)"""
     # YOUR CODE HERE
     raise NotImplementedError
 
@@ -130,7 +132,8 @@ def flow_head_backward(dflow, fw, params):
 
 
 def memory_backward(dhs_flat, fw, params):
-    """The ConvLSTM over S steps  ->  (de_memory (M, Fe, h, w), {"lstm.Wx", "lstm.Wh", "lstm.b"})."""
+    """The ConvLSTM over S steps  ->  (de_memory (M, Fe, h, w), {"lstm.Wx", "lstm.Wh", "lstm.b"}).
+    The memory walks clips × steps: reshape (M, …) to (N, S, …) and back (M = N·S, clip by clip)."""
     # YOUR CODE HERE
     raise NotImplementedError
 
@@ -144,7 +147,8 @@ def encoder_backward(de, fw, params):
 def loss_and_grads(params, clip, config):
     """The loss over ``clip`` (N, T, C, H, W) and the gradient of every parameter."""
     loss, fw = forward(params, clip, config)
-    # YOUR CODE HERE: dpred, then the stages above in the reverse order
+    # YOUR CODE HERE: dpred = ∂ mean((ŷ − x_{t+1})²)/∂ŷ = 2(ŷ − x_{t+1}) / ŷ.size,
+    # then the stages above in the reverse order
     raise NotImplementedError
 
 
