@@ -417,7 +417,7 @@ ROLLOUT = 10                       # the end of a training run: read 10 frames, 
 
 
 def final_evaluation(model, test_clips, one_step, out_dir, data, n_clips, description=None,
-                     checkpoint=None, figures=True):
+                     checkpoint=None, figures=True, layout="auto"):
     """The evaluation at the end of a training run (``python -m stvae_np.train``).
 
     Scores the classical reference (:func:`classical_scores`) on the run's test clips, and
