@@ -5,11 +5,21 @@
     python -m stvae_np.train --resume runs/<run>/checkpoint.npz --steps 3000
     python -m stvae_np.train --ops plain --steps 20   # the plain ops (layers.py, memory.py): same numbers
 
-A run folder (``runs/<time>-<preset>`` unless ``--out``) receives ``config.json``,
-``checkpoint.npz`` (model, optimizer, step, data RNG; written atomically),
-``metrics.json`` and the figures: ``loss_curve.png``, ``predictions.png``, ``flow.png``.
-Ctrl-C writes a checkpoint and stops; ``--resume`` carries on, and on the CPU a resumed
-run ends bit-identical to one that never stopped.
+A run folder (``runs/<time>-<preset>`` unless ``--out``) receives ``config.json`` and
+``run.json`` (written once training really starts), ``checkpoint.npz`` (model,
+optimizer, step, data RNG, the run's settings), ``metrics.json`` and the figures:
+``loss_curve.png``, ``predictions.png``, ``flow.png``. Every file is written atomically
+(a temporary file in the folder, fsynced, renamed). The folder is locked (``.lock``, the
+PID) while a run uses it, and a folder holding a run is never replaced without
+``--resume`` or ``--overwrite``.
+
+Ctrl-C (or SIGTERM) is deferred to the end of the step: the run finishes the step, writes
+a checkpoint and stops (exit 130; 143 for SIGTERM); a second Ctrl-C stops at once and
+writes nothing. ``--resume`` carries on with the run's own settings (a flag asking for
+another value is refused), and on the CPU a resumed run ends bit-identical to one that
+never stopped. Bad settings, paths and files end in one line and exit status 2 before
+anything is written; a failure during training (a checkpoint that cannot be written, a
+non-finite loss) in one line and exit status 1.
 """
 from __future__ import annotations
 
