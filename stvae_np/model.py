@@ -25,6 +25,8 @@ stages are public methods, each returning its output and a named cache:
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import operator
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -137,10 +139,10 @@ class Config:
 
     def __post_init__(self):
         for f in dataclasses.fields(self):           # types first: height='32' is refused here
-            v, kind = getattr(self, f.name), type(getattr(type(self), f.name, None) or f.default)
+            v, kind = getattr(self, f.name), type(f.default)
             ok = (isinstance(v, str) if kind is str else
-                  isinstance(v, (int, np.integer)) and not isinstance(v, bool) if kind is int else
-                  isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool))
+                  isinstance(v, numbers.Integral) and not isinstance(v, bool) if kind is int else
+                  isinstance(v, numbers.Real) and not isinstance(v, bool))
             if not ok:
                 raise ValueError(f"{f.name} must be {'a ' + kind.__name__ if kind is not int else 'an int'}, "
                                  f"got {v!r}")
@@ -154,7 +156,7 @@ class Config:
         for k in ("huber_delta", "huber_weight", "photo_weight", "photo_blur", "photo_gm_scale",
                   "recon_flow_grad", "lr", "lr_decay", "clip_norm", "clip_value"):
             v = float(getattr(self, k))
-            if not np.isfinite(v) or v < 0:
+            if not math.isfinite(v) or v < 0:
                 raise ValueError(f"{k} must be a finite number ≥ 0, got {getattr(self, k)}")
         if not self.huber_delta > 0:
             raise ValueError(f"huber_delta must be positive, got {self.huber_delta}")
