@@ -20,6 +20,7 @@ import numpy as np
 
 from .backend import asnumpy
 from .model import PARAM_NAMES, STVAE, Config
+from .runfolder import fsync_dir, temp_name
 
 FORMAT_VERSION = 1
 
@@ -39,14 +40,17 @@ def save(model, path, extra: dict | None = None):
     for k, v in (extra or {}).items():
         arrays[f"extra/{k}"] = np.asarray(asnumpy(v))
     path = os.fspath(path)
-    tmp = f"{path}.tmp-{os.getpid()}"
+    tmp = temp_name(path)                    # in the target's folder: the rename is atomic
     try:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())            # the bytes are on disk before the rename
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+    fsync_dir(os.path.dirname(path))         # and so is the rename
 
 
 def load(path, device="cpu", return_extra=False):
@@ -66,24 +70,49 @@ def load(path, device="cpu", return_extra=False):
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
     except ValueError as err:  # numpy refuses object (pickled) arrays
-        raise ValueError(f"{path}: refused, the checkpoint holds pickled objects ({err})") from None
+        if "pickle" in str(err):
+            raise ValueError(f"{path}: refused, the checkpoint holds pickled objects ({err})") from None
+        raise ValueError(f"{path}: not a readable .npz checkpoint (damaged entry): {err}") from None
     except (zipfile.BadZipFile, EOFError, OSError) as err:
         raise ValueError(f"{path}: not a readable .npz checkpoint (truncated or corrupt?): {err}") from None
-    if not isinstance(data, dict) or str(data.get("magic", "")) != "stvae_np":
+    if str(data.get("magic", "")) != "stvae_np":
         raise ValueError(f"{path}: not an stvae_np checkpoint (no 'magic' entry)")
+    for key in ("format_version", "config_json", "dtype"):
+        if key not in data or data[key].shape != ():
+            raise ValueError(f"{path}: damaged checkpoint, its {key!r} entry is missing or not a scalar")
+    if data["format_version"].dtype.kind not in "iu":
+        raise ValueError(f"{path}: damaged checkpoint, format_version is {data['format_version'].dtype}")
     version = int(data["format_version"])
     if version != FORMAT_VERSION:
         raise ValueError(f"{path}: checkpoint format {version}, this code reads {FORMAT_VERSION}")
-    config = Config.from_dict(json.loads(str(data["config_json"])))
-    model = STVAE(config, dtype=str(data["dtype"]), device="cpu")
+    try:
+        fields = json.loads(str(data["config_json"]))
+        if not isinstance(fields, dict):
+            raise ValueError("not a JSON object")
+        config = Config.from_dict(fields)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{path}: damaged checkpoint, its config_json is refused: {err}") from None
+    dtype = str(data["dtype"])
+    if dtype not in ("float32", "float64"):
+        raise ValueError(f"{path}: damaged checkpoint, dtype {dtype!r} (float32 or float64 only)")
+    model = STVAE(config, dtype=dtype, device="cpu")
     for name in PARAM_NAMES:
         key = f"param/{name}"
         if key not in data:
             raise ValueError(f"{path}: checkpoint lacks parameter {name!r}")
-        if data[key].shape != model.params[name].shape:
-            raise ValueError(f"{path}: parameter {name!r} has shape {data[key].shape}, "
+        value = data[key]
+        if value.shape != model.params[name].shape:
+            raise ValueError(f"{path}: parameter {name!r} has shape {value.shape}, "
                              f"config implies {model.params[name].shape}")
-        model.params[name] = data[key].astype(model.dtype, copy=False)
+        if value.dtype != model.dtype:
+            raise ValueError(f"{path}: parameter {name!r} is {value.dtype}, the checkpoint's "
+                             f"dtype is {dtype} (no cast: the file is damaged or foreign)")
+        if not np.all(np.isfinite(value)):
+            raise ValueError(f"{path}: parameter {name!r} holds NaN or infinite values")
+        model.params[name] = value
+    unknown = [k for k in data if k.startswith("param/") and k[len("param/"):] not in PARAM_NAMES]
+    if unknown:
+        raise ValueError(f"{path}: checkpoint holds unknown parameters {unknown}")
     model.to(device)
     if return_extra:
         extra = {k[len("extra/"):]: v for k, v in data.items() if k.startswith("extra/")}

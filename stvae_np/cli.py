@@ -6,6 +6,7 @@ reported as one line on stderr with exit status 2, never as a traceback.
 from __future__ import annotations
 
 import argparse
+import math
 
 from .backend import gpu_available
 
@@ -36,6 +37,13 @@ def require_positive(**values):
     for name, v in values.items():
         if v < 1:
             raise CLIError(f"--{name.replace('_', '-')} must be at least 1, got {v}")
+
+
+def require_finite(**values):
+    """Raise CLIError for the first option that is NaN or infinite, e.g. require_finite(lr=nan)."""
+    for name, v in values.items():
+        if not math.isfinite(v):
+            raise CLIError(f"--{name.replace('_', '-')} must be a finite number, got {v}")
 
 
 def check_clip_file(path, frames_shape, config, min_frames, why):

@@ -57,6 +57,7 @@ from __future__ import annotations
 import copy
 import functools
 import os
+import zipfile
 from dataclasses import dataclass
 from typing import Callable
 
@@ -343,7 +344,53 @@ def moving_shapes(n, seq_len=10, size=32, num_shapes=2, max_speed=2.0,
 
 
 # ============================================================================ files
-def load_clips(path, layout="auto", max_clips=None):
+def _open_array(path, ext):
+    """The file's array without reading it: a memory map for ``.npy`` (its header checked
+    first), the one array of an ``.npz``. ValueError with the file's name for anything else."""
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if not head:
+        raise ValueError(f"{path}: empty file (0 bytes)")
+    if ext == ".npy":
+        if head[:6] != b"\x93NUMPY":
+            raise ValueError(f"{path}: not a NumPy .npy file (no \\x93NUMPY header)")
+        try:
+            return np.load(path, mmap_mode="r", allow_pickle=False)
+        except ValueError as err:
+            if "allow_pickle" in str(err) or "Python objects" in str(err) or "object" in str(err):
+                raise ValueError(f"{path}: holds Python objects (pickled); expected a numeric "
+                                 f"array of clips") from None
+            if "mmap length" in str(err) or "larger than" in str(err):
+                raise ValueError(f"{path}: truncated .npy file (the header promises more data "
+                                 f"than the file holds)") from None
+            raise ValueError(f"{path}: unreadable .npy file: {err}") from None
+        except (EOFError, OSError) as err:
+            raise ValueError(f"{path}: unreadable .npy file (truncated?): {err}") from None
+    if ext == ".npz":
+        if head[:2] != b"PK":
+            raise ValueError(f"{path}: not an .npz file (no zip header)")
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                keys = list(archive.keys())
+                if "clips" in keys:
+                    return archive["clips"]
+                if len(keys) == 1:
+                    return archive[keys[0]]
+                raise ValueError(f"{path}: an .npz must hold a key 'clips' or exactly one "
+                                 f"array, found keys {keys}")
+        except ValueError as err:
+            if "allow_pickle" in str(err) or "Python objects" in str(err):
+                raise ValueError(f"{path}: holds Python objects (pickled); expected a numeric "
+                                 f"array of clips") from None
+            if str(err).startswith(path):
+                raise
+            raise ValueError(f"{path}: unreadable .npz file: {err}") from None
+        except (zipfile.BadZipFile, EOFError, OSError) as err:
+            raise ValueError(f"{path}: unreadable .npz file (truncated or corrupt?): {err}") from None
+    raise ValueError(f"{path}: unknown extension {ext!r}, expected .npy or .npz")
+
+
+def load_clips(path, layout="auto", max_clips=None, frame_shape=None):
     """Read clips from a ``.npy`` or ``.npz`` file: ``Clips(frames)`` (flow etc. None).
 
     Layouts (``layout``):
@@ -351,15 +398,19 @@ def load_clips(path, layout="auto", max_clips=None):
         "NTCHW" (N, T, C, H, W)
         "TNHW"  (T, N, H, W), time-major, as in Srivastava et al.'s mnist_test_seq.npy
         "auto"  5-D -> NTCHW; 4-D uint8 with shape (20, N, 64, 64) -> TNHW (the
-                benchmark file); any other 4-D -> NTHW. Name the layout to override.
+                benchmark file); a 4-D (20, N, H, W) with N > 20 at another frame size
+                cannot be told apart and is refused (name the layout); any other 4-D -> NTHW.
     A ``.npz`` must hold a key ``clips`` or exactly one array. uint8 is scaled by 1/255;
-    float must already be in [0, 1]. Files are read with ``allow_pickle=False``.
+    float must already be in [0, 1]. Files are read with ``allow_pickle=False``. The
+    shape and dtype are checked from the header (a ``.npy`` is memory-mapped) before any
+    frame is converted.
 
     Args:
         path: file path.
         layout: one of ``LAYOUTS``.
         max_clips: keep only the first this-many clips (a ``.npy`` is memory-mapped, so
             this also saves reading the rest of the file).
+        frame_shape: (C, H, W) the frames must have (checked before the conversion).
 
     Returns:
         Clips with frames (N, T, C, H, W) float32 in [0, 1] and every other field None.
@@ -370,26 +421,7 @@ def load_clips(path, layout="auto", max_clips=None):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no clip file at {path!r}")
     ext = os.path.splitext(path)[1].lower()
-    try:
-        if ext == ".npy":
-            raw = np.load(path, mmap_mode="r", allow_pickle=False)
-        elif ext == ".npz":
-            with np.load(path, allow_pickle=False) as archive:
-                keys = list(archive.keys())
-                if "clips" in keys:
-                    raw = archive["clips"]
-                elif len(keys) == 1:
-                    raw = archive[keys[0]]
-                else:
-                    raise ValueError(f"{path}: an .npz must hold a key 'clips' or exactly one "
-                                     f"array, found keys {keys}")
-        else:
-            raise ValueError(f"{path}: unknown extension {ext!r}, expected .npy or .npz")
-    except ValueError as err:
-        if "allow_pickle" in str(err) or "Python objects" in str(err):
-            raise ValueError(f"{path}: holds Python objects (pickled); expected a numeric "
-                             f"array of clips") from err
-        raise
+    raw = _open_array(path, ext)
 
     if raw.ndim not in (4, 5):
         raise ValueError(f"{path}: clips must be 4-D (N,T,H,W) / (T,N,H,W) or 5-D "
@@ -399,6 +431,9 @@ def load_clips(path, layout="auto", max_clips=None):
             layout = "NTCHW"
         elif raw.dtype == np.uint8 and raw.shape[0] == 20 and raw.shape[2:] == (64, 64):
             layout = "TNHW"
+        elif raw.shape[0] == 20 and raw.shape[1] > 20:
+            raise ValueError(f"{path}: shape {raw.shape} may be (N,T,H,W) or time-major (T,N,H,W) "
+                             f"like mnist_test_seq.npy; name it with --layout NTHW or --layout TNHW")
         else:
             layout = "NTHW"
     want_ndim = 5 if layout == "NTCHW" else 4
@@ -411,6 +446,22 @@ def load_clips(path, layout="auto", max_clips=None):
     if raw.dtype != np.uint8 and raw.dtype.kind != "f":
         raise ValueError(f"{path}: clips must be uint8 (0..255) or float in [0, 1], "
                          f"got dtype {raw.dtype}")
+    if layout == "TNHW":
+        n, t, chw = raw.shape[1], raw.shape[0], (1,) + raw.shape[2:]
+    elif layout == "NTHW":
+        n, t, chw = raw.shape[0], raw.shape[1], (1,) + raw.shape[2:]
+    else:
+        n, t, chw = raw.shape[0], raw.shape[1], raw.shape[2:]
+    if n == 0 or 0 in chw:
+        raise ValueError(f"{path}: holds no frames (shape {raw.shape}: {n} clips of "
+                         f"{'×'.join(map(str, chw))} frames)")
+    if t < 2:
+        raise ValueError(f"{path}: clips need at least 2 frames (T >= 2), got T = {t} "
+                         f"(shape {raw.shape})")
+    if frame_shape is not None and tuple(chw) != tuple(frame_shape):
+        c, h, w = chw
+        raise ValueError(f"{path}: clips are {c}×{h}×{w} (C×H×W), the model expects "
+                         f"{'×'.join(map(str, frame_shape))}")
 
     if layout == "TNHW":
         raw = raw[:, :max_clips] if max_clips is not None else raw
@@ -420,9 +471,6 @@ def load_clips(path, layout="auto", max_clips=None):
         frames = np.asarray(raw)
         if layout == "NTHW":
             frames = frames[:, :, None]
-    if frames.shape[1] < 2:
-        raise ValueError(f"{path}: clips need at least 2 frames (T >= 2), got T = "
-                         f"{frames.shape[1]} (frames shape {frames.shape})")
     if frames.dtype == np.uint8:
         frames = frames.astype(np.float32) / np.float32(255.0)
     else:
@@ -550,7 +598,7 @@ TEST_SEED = 2_147_483_647      # the held-out test clips (of training and of eva
 VAL_SEED = 1_000_003           # validation clips: test digits, their own seed (recipe choice)
 
 
-def load_eval_clips(data, config, n_clips, seq_len, seed=TEST_SEED):
+def load_eval_clips(data, config, n_clips, seq_len, seed=TEST_SEED, layout="auto"):
     """The held-out clips of ``python -m stvae_np.evaluate`` (and of training's evaluations),
     and a one-line description.
 
@@ -585,14 +633,15 @@ def load_eval_clips(data, config, n_clips, seq_len, seed=TEST_SEED):
     if not os.path.isfile(data):
         raise CLIError(f"--data {data!r} is neither one of {DATA_CHOICES} nor an existing file")
     try:
-        clips = load_clips(data, max_clips=n_clips)
+        clips = load_clips(data, layout=layout, max_clips=n_clips,
+                           frame_shape=(config.channels, config.height, config.width))
     except (ValueError, OSError) as err:
         raise CLIError(str(err)) from None
     check_clip_file(data, clips.frames.shape, config, seq_len, "--context + --future")
     return clips, f"{data} (first {len(clips)} clips, frames only)"
 
 
-def make_data(data, config, eval_clips, seq_len):
+def make_data(data, config, eval_clips, seq_len, layout="auto"):
     """The data of a training run: (training source for ``ClipSampler``, held-out Clips,
     a one-line description).
 
@@ -615,7 +664,8 @@ def make_data(data, config, eval_clips, seq_len):
     if not os.path.exists(data):
         raise CLIError(f"--data {data!r} is neither one of {DATA_CHOICES} nor an existing file")
     try:
-        clips = load_clips(data)
+        clips = load_clips(data, layout=layout,
+                           frame_shape=(config.channels, config.height, config.width))
     except (ValueError, OSError) as err:
         raise CLIError(str(err)) from None
     check_clip_file(data, clips.frames.shape, config, seq_len, "--seq-len")

@@ -40,6 +40,7 @@ from .cli import CLIError, Parser, require_positive, resolve_device
 from .data import DATA_CHOICES, TEST_SEED, VAL_SEED, load_eval_clips  # noqa: F401 (re-exported)
 from .model import STVAE
 from .report import jsonable, summary_lines, write_figures, write_report
+from .runfolder import FolderBusy, RunLock, atomic_write, clean_stale_temps
 from .sampler import bilinear_forward, flow_to_grid
 
 FLOW_THRESHOLDS = (0.5, 1.0, 3.0)
@@ -407,8 +408,7 @@ def evaluate_checkpoint(model_or_path, clips, out_dir, context=10, future=10, ba
                  "has_masks": clips.masks is not None},
         "one_step": one_step, "rollout": rollout, "label_propagation": labels, "figures": figs,
     })
-    with open(os.path.join(out_dir, "metrics.json"), "w") as fh:
-        json.dump(result, fh, indent=2)
+    atomic_write(os.path.join(out_dir, "metrics.json"), json.dumps(result, indent=2))
     write_report(os.path.join(out_dir, "report.md"), result)
     return result
 
@@ -417,7 +417,7 @@ ROLLOUT = 10                       # the end of a training run: read 10 frames, 
 
 
 def final_evaluation(model, test_clips, one_step, out_dir, data, n_clips, description=None,
-                     checkpoint=None, figures=True):
+                     checkpoint=None, figures=True, layout="auto"):
     """The evaluation at the end of a training run (``python -m stvae_np.train``).
 
     Scores the classical reference (:func:`classical_scores`) on the run's test clips, and
@@ -465,7 +465,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="moving-mnist",
                    help="moving-mnist (test digits), shapes, or a .npy/.npz file of clips")
     p.add_argument("--clips", type=int, default=64, help="clips to evaluate on")
-    p.add_argument("--out", default=None, help="output folder (default: <checkpoint folder>/eval)")
+    p.add_argument("--out", default=None,
+                   help="output folder (default: a new <checkpoint folder>/eval-<n>; an existing "
+                        "folder with results is refused without --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
+    p.add_argument("--layout", default="auto", choices=("auto", "NTHW", "NTCHW", "TNHW"),
+                   help="axes of a --data clip file where auto-detection cannot tell")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"))
     p.add_argument("--context", type=int, default=10, help="frames the rollout reads")
     p.add_argument("--future", type=int, default=10, help="frames the rollout predicts")
@@ -475,7 +480,36 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _new_eval_folder(run_dir):
+    """``run_dir/eval-<n>``, the first that does not exist (the trainer's own is ``eval``)."""
+    n = 1
+    while os.path.exists(os.path.join(run_dir, f"eval-{n}")):
+        n += 1
+    return os.path.join(run_dir, f"eval-{n}")
+
+
+def _claim(out, overwrite):
+    """Create ``out`` and lock it; refuse one that holds results unless ``overwrite``."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise CLIError(f"--out {out}: not a folder")
+    held = [f for f in ("metrics.json", "report.md") if os.path.exists(os.path.join(out, f))]
+    if held and not overwrite:
+        raise CLIError(f"--out {out} already holds results ({', '.join(held)}); choose another "
+                       f"--out, leave it out for a new folder, or pass --overwrite")
+    try:
+        os.makedirs(out, exist_ok=True)
+        lock = RunLock(out).acquire()
+    except FolderBusy as err:
+        raise CLIError(f"--out {err}") from None
+    except OSError as err:
+        raise CLIError(f"--out {out}: cannot write there ({err.strerror or err})") from None
+    clean_stale_temps(out)
+    return lock
+
+
 def main(argv=None) -> int:
+    """The command line: 0 done; 2 a bad setting, path or file (one line, nothing
+    written); 1 a failure while evaluating or writing (one line; earlier results intact)."""
     try:
         args = build_parser().parse_args(argv)
         require_positive(clips=args.clips, context=args.context, future=args.future,
@@ -485,19 +519,30 @@ def main(argv=None) -> int:
             model = load_checkpoint(args.checkpoint, device=device)
         except (FileNotFoundError, ValueError) as err:
             raise CLIError(str(err)) from None
+        except OSError as err:
+            raise CLIError(f"{args.checkpoint}: cannot read the checkpoint ({err.strerror or err})") from None
         clips, desc = load_eval_clips(args.data, model.config, args.clips,
-                                      args.context + args.future)
-        out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "eval")
+                                      args.context + args.future, layout=args.layout)
+        out = args.out or _new_eval_folder(os.path.dirname(os.path.abspath(args.checkpoint)))
+        lock = _claim(out, args.overwrite)
+    except CLIError as err:
+        print(f"stvae_np.evaluate: error: {err}", file=sys.stderr)
+        return 2
+    try:
         result = evaluate_checkpoint(model, clips, out, args.context, args.future,
                                      batch_size=args.batch_size, description=desc,
                                      checkpoint=args.checkpoint, figures=not args.no_figures,
                                      progress=not args.quiet)
-    except CLIError as err:
-        print(f"stvae_np.evaluate: error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:          # e.g. an output folder that cannot be written
-        print(f"stvae_np.evaluate: error: {err}", file=sys.stderr)
+    except OSError as err:          # disk full, a folder that cannot be written
+        print(f"stvae_np.evaluate: error: cannot write the results into {out} "
+              f"({err.strerror or err}); results already there are intact", file=sys.stderr)
         return 1
+    except MemoryError:
+        print("stvae_np.evaluate: error: out of memory (try a smaller --clips or --batch-size)",
+              file=sys.stderr)
+        return 1
+    finally:
+        lock.release()
     if not args.quiet:
         for line in summary_lines(result) + [f"written: {out}/report.md, metrics.json and figures"]:
             print(line)

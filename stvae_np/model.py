@@ -25,6 +25,8 @@ stages are public methods, each returning its output and a named cache:
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import operator
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -136,6 +138,32 @@ class Config:
         return presets[name]()
 
     def __post_init__(self):
+        for f in dataclasses.fields(self):           # types first: height='32' is refused here
+            v, kind = getattr(self, f.name), type(f.default)
+            ok = (isinstance(v, str) if kind is str else
+                  isinstance(v, numbers.Integral) and not isinstance(v, bool) if kind is int else
+                  isinstance(v, numbers.Real) and not isinstance(v, bool))
+            if not ok:
+                raise ValueError(f"{f.name} must be {'a ' + kind.__name__ if kind is not int else 'an int'}, "
+                                 f"got {v!r}")
+        for k in ("height", "width", "channels", "enc_filters", "enc_kernel", "mem_filters",
+                  "mem_kernel", "flow_kernel", "flow_filters", "lr_decay_every", "steps_per_epoch",
+                  "batch_size"):
+            if getattr(self, k) < 1:
+                raise ValueError(f"{k} must be at least 1, got {getattr(self, k)}")
+        if self.seq_len < 2:
+            raise ValueError(f"seq_len must be at least 2, got {self.seq_len}")
+        for k in ("huber_delta", "huber_weight", "photo_weight", "photo_blur", "photo_gm_scale",
+                  "recon_flow_grad", "lr", "lr_decay", "clip_norm", "clip_value"):
+            v = float(getattr(self, k))
+            if not math.isfinite(v) or v < 0:
+                raise ValueError(f"{k} must be a finite number ≥ 0, got {getattr(self, k)}")
+        if not self.huber_delta > 0:
+            raise ValueError(f"huber_delta must be positive, got {self.huber_delta}")
+        if not 0 < self.lr <= 1:
+            raise ValueError(f"lr must be in (0, 1], got {self.lr}")
+        if not 0 < self.lr_decay <= 1:
+            raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
         if self.height % 2 or self.width % 2:
             raise ValueError(f"height and width must be even (the encoder pools by 2), "
                              f"got {self.height}×{self.width}")

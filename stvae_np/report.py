@@ -143,8 +143,8 @@ def write_report(path, result):
         lines += ["", "## Figures", ""]
         for key, name in figs.items():
             lines += [f"### {captions.get(key, key)}", "", f"![{key}]({name})", ""]
-    with open(path, "w") as fh:
-        fh.write("\n".join(lines).rstrip() + "\n")
+    from .runfolder import atomic_write
+    atomic_write(path, "\n".join(lines).rstrip() + "\n")
     return path
 
 

@@ -5,11 +5,21 @@
     python -m stvae_np.train --resume runs/<run>/checkpoint.npz --steps 3000
     python -m stvae_np.train --ops plain --steps 20   # the plain ops (layers.py, memory.py): same numbers
 
-A run folder (``runs/<time>-<preset>`` unless ``--out``) receives ``config.json``,
-``checkpoint.npz`` (model, optimizer, step, data RNG; written atomically),
-``metrics.json`` and the figures: ``loss_curve.png``, ``predictions.png``, ``flow.png``.
-Ctrl-C writes a checkpoint and stops; ``--resume`` carries on, and on the CPU a resumed
-run ends bit-identical to one that never stopped.
+A run folder (``runs/<time>-<preset>`` unless ``--out``) receives ``config.json`` and
+``run.json`` (written once training really starts), ``checkpoint.npz`` (model,
+optimizer, step, data RNG, the run's settings), ``metrics.json`` and the figures:
+``loss_curve.png``, ``predictions.png``, ``flow.png``. Every file is written atomically
+(a temporary file in the folder, fsynced, renamed). The folder is locked (``.lock``, the
+PID) while a run uses it, and a folder holding a run is never replaced without
+``--resume`` or ``--overwrite``.
+
+Ctrl-C (or SIGTERM) is deferred to the end of the step: the run finishes the step, writes
+a checkpoint and stops (exit 130; 143 for SIGTERM); a second Ctrl-C stops at once and
+writes nothing. ``--resume`` carries on with the run's own settings (a flag asking for
+another value is refused), and on the CPU a resumed run ends bit-identical to one that
+never stopped. Bad settings, paths and files end in one line and exit status 2 before
+anything is written; a failure during training (a checkpoint that cannot be written, a
+non-finite loss) in one line and exit status 1.
 """
 from __future__ import annotations
 
@@ -17,18 +27,21 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import sys
+import threading
 import time
 
 import numpy as np
 from tqdm import tqdm
 
 from . import checkpoint, viz
-from .cli import CLIError, Parser, require_positive, resolve_device
+from .cli import CLIError, Parser, require_finite, require_positive, resolve_device
 from .data import DATA_CHOICES, VAL_SEED, ClipSampler, load_eval_clips, make_data
 from .evaluate import final_evaluation, one_step_metrics, predict_clips
 from .model import OPS, STVAE, Config
 from .optim import RMSProp, clip_grad_norm, clip_grad_value, step_decay
+from .runfolder import FolderBusy, RunLock, clean_stale_temps, write_json
 
 CHECKPOINT = "checkpoint.npz"
 
@@ -36,7 +49,8 @@ CHECKPOINT = "checkpoint.npz"
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="python -m stvae_np.train",
                 description="Train the spatio-temporal video autoencoder (Patraucean et al. 2016).")
-    p.add_argument("--preset", default="tiny", help="tiny (CPU, minutes) or paper (64×64, GPU)")
+    p.add_argument("--preset", default=None,
+                   help="tiny (default: CPU, minutes) or paper (64×64, GPU); a resumed run keeps its own")
     p.add_argument("--data", default=None,
                    help="moving-mnist (default), shapes, or a .npy/.npz file of clips")
     p.add_argument("--steps", type=int, default=None, help="total training steps (default: per preset)")
@@ -54,7 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "written plainly, to step through (slower)")
     p.add_argument("--seed", type=int, default=None, help="default 0")
     p.add_argument("--out", default=None, help="run folder (default runs/<time>-<preset>)")
-    p.add_argument("--resume", default=None, metavar="CKPT", help="continue from a checkpoint")
+    p.add_argument("--resume", default=None, metavar="CKPT",
+                   help="continue from a checkpoint, with its run's settings (data, seed, batch, "
+                        "seq-len, lr, clip-norm); only --steps and the reporting flags may change")
+    p.add_argument("--overwrite", action="store_true",
+                   help="let a new run replace the run already in --out")
+    p.add_argument("--layout", default="auto", choices=("auto", "NTHW", "NTCHW", "TNHW"),
+                   help="axes of a --data clip file where auto-detection cannot tell")
     p.add_argument("--eval-every", type=int, default=500, help="steps between evaluations")
     p.add_argument("--eval-clips", type=int, default=64, help="held-out clips per evaluation")
     p.add_argument("--ckpt-every", type=int, default=250, help="steps between checkpoints")
@@ -124,34 +144,67 @@ def _new_model(args, device):
     """A fresh model of ``--preset`` with the ``--set`` overrides, and its run folder.
     Returns (model, None: no training state, run folder)."""
     try:
-        config = Config.preset(args.preset)
+        config = Config.preset(args.preset or "tiny")
     except ValueError as err:
         raise CLIError(str(err)) from None
     config = apply_overrides(config, args.set)
+    if args.seed is not None and not 0 <= args.seed < 2 ** 32:
+        raise CLIError(f"--seed must be in 0 … 2**32 - 1, got {args.seed}")
     model = STVAE(config, seed=args.seed or 0, device=device, ops=args.ops)
     out = args.out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S") + f"-{config.name}")
     return model, None, out
 
 
+RESUMED = ("data", "seed", "batch_size", "seq_len", "lr", "clip_norm", "layout")
+
+
 def _resumed_model(args, device):
     """The model of ``--resume``, its training state (the checkpoint's ``extra``) and its
-    run folder (``--out``, else the checkpoint's folder). Flags left out (``None``) take
-    the resumed run's values from its ``run.json``, so a resumed run goes on as it began.
+    run folder (``--out``, else the checkpoint's folder). The settings are the resumed
+    run's own (stored in the checkpoint, or in the ``run.json`` beside an older one): a
+    flag that asks for another value is refused, so a resumed run goes on as it began.
     """
     try:
         model, extra = checkpoint.load(args.resume, device=device, return_extra=True)
     except (FileNotFoundError, ValueError) as err:
         raise CLIError(str(err)) from None
+    except OSError as err:
+        raise CLIError(f"{args.resume}: cannot read the checkpoint ({err.strerror or err})") from None
     if "step" not in extra:
         raise CLIError(f"{args.resume}: a model file without training state; cannot resume")
     if args.set:
         raise CLIError("--set changes the model's recipe: it applies to a new run, not to --resume")
+    if args.preset is not None and args.preset != model.config.name:
+        raise CLIError(f"--preset {args.preset}: the resumed run is preset {model.config.name!r}; "
+                       f"a resumed run keeps its preset")
     out = args.out or os.path.dirname(os.path.abspath(args.resume))
-    run_json = os.path.join(out, "run.json")
-    saved = json.loads(open(run_json).read()) if os.path.exists(run_json) else {}
-    for key in ("data", "seed", "batch_size", "seq_len", "lr", "clip_norm"):
-        if getattr(args, key) is None and key in saved:   # the resumed run's settings
-            setattr(args, key, saved[key])
+    saved = {}
+    try:
+        if "run_json" in extra:
+            saved = json.loads(str(extra["run_json"]))
+        else:                                    # an older checkpoint: its folder's run.json
+            run_json = os.path.join(os.path.dirname(os.path.abspath(args.resume)), "run.json")
+            if os.path.exists(run_json):
+                with open(run_json) as fh:
+                    saved = json.load(fh)
+        if not isinstance(saved, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as err:
+        raise CLIError(f"{args.resume}: damaged run settings: {err}") from None
+    changed = []
+    for key in RESUMED:
+        if key not in saved:
+            continue
+        given = getattr(args, key)
+        if key == "layout" and given == "auto":
+            given = None
+        if given is None:
+            setattr(args, key, saved[key])           # the resumed run's settings
+        elif given != saved[key]:
+            changed.append(f"--{key.replace('_', '-')} {given} (the run has {saved[key]})")
+    if changed:
+        raise CLIError(f"--resume keeps the run's settings; refused: {'; '.join(changed)}. "
+                       f"Start a new run to change them")
     return _with_ops(model, args.ops), extra, out
 
 
@@ -181,52 +234,179 @@ def _recipe(args, config: Config) -> Recipe:
                      eval_every=args.eval_every, ckpt_every=args.ckpt_every, log_every=args.log_every)
     if recipe.seq_len < 2:
         raise CLIError(f"--seq-len must be at least 2, got {recipe.seq_len}")
+    require_finite(lr=recipe.lr, clip_norm=recipe.clip_norm)
+    if not 0 < recipe.lr <= 1:
+        raise CLIError(f"--lr must be in (0, 1], got {recipe.lr}")
+    if recipe.clip_norm < 0:
+        raise CLIError(f"--clip-norm must be 0 (off) or positive, got {recipe.clip_norm}")
+    if not 0 <= recipe.seed < 2 ** 32:
+        raise CLIError(f"--seed must be in 0 … 2**32 - 1, got {recipe.seed}")
     return recipe
 
 
-def _held_out_data(recipe, config, n_clips):
+def _held_out_data(recipe, config, n_clips, layout="auto"):
     """(training source for ``ClipSampler``, test Clips, validation Clips or None, a line
     about the data): ``data.make_data``, plus ``n_clips`` validation clips for synthetic data."""
     # The held-out clips of synthetic data keep the preset's length (config.seq_len) whatever
     # --seq-len the batches have, so runs with other clip lengths are scored on the same clips.
     eval_len = config.seq_len if recipe.data in DATA_CHOICES else recipe.seq_len
-    source, test_clips, data_desc = make_data(recipe.data, config, n_clips, eval_len)
+    source, test_clips, data_desc = make_data(recipe.data, config, n_clips, eval_len, layout=layout)
     val_clips = None          # validation clips (their own seed) on which recipes are chosen
     if recipe.data in DATA_CHOICES:
         val_clips, _ = load_eval_clips(recipe.data, config, n_clips, eval_len, seed=VAL_SEED)
     return source, test_clips, val_clips, data_desc
 
 
-def _checkpoint_extra(opt, step, sampler, history, train_seconds):
+def _checkpoint_extra(opt, step, sampler, history, train_seconds, run):
     extra = {f"opt/{k}": np.asarray(v) for k, v in opt.state_dict().items()}
     extra["step"] = np.array(step)
     extra["train_seconds"] = np.array(train_seconds)
     extra["sampler_state"] = np.array(json.dumps(sampler.state_dict()))
     extra["history"] = np.array(json.dumps(history))
+    extra["run_json"] = np.array(json.dumps(run))     # the run's settings, for --resume
     return extra
 
 
-def _restore(extra, opt, sampler):
-    opt.load_state_dict({k[len("opt/"):]: v for k, v in extra.items() if k.startswith("opt/")})
-    sampler.load_state_dict(json.loads(str(extra["sampler_state"])))
-    return int(extra["step"]), json.loads(str(extra["history"])), float(extra["train_seconds"])
+def _restore(extra, opt, sampler, path):
+    """(step, history, train_seconds) of a checkpoint's training state, the optimizer and
+    the sampler restored; CLIError naming the damaged part."""
+    try:
+        opt.load_state_dict({k[len("opt/"):]: v for k, v in extra.items() if k.startswith("opt/")})
+        for name, v in opt.v.items():
+            if not np.all(np.isfinite(v)):
+                raise ValueError(f"optimizer state of {name!r} holds NaN or infinite values")
+        if not (np.isfinite(opt.lr) and opt.lr >= 0 and 0 <= opt.alpha < 1 and opt.eps >= 0):
+            raise ValueError(f"optimizer numbers out of range (lr {opt.lr}, alpha {opt.alpha}, eps {opt.eps})")
+    except (ValueError, TypeError, KeyError, OverflowError) as err:
+        raise CLIError(f"{path}: damaged optimizer state: {err}") from None
+    try:
+        state = json.loads(str(extra["sampler_state"]))
+        if not isinstance(state, dict) or not isinstance(state.get("batches_drawn"), int):
+            raise ValueError("not a sampler state")
+        sampler.load_state_dict(state)
+    except (ValueError, TypeError, KeyError, OverflowError) as err:
+        raise CLIError(f"{path}: damaged sampler state: {err}") from None
+    try:
+        step = extra["step"]
+        if step.shape != () or step.dtype.kind not in "iu" or int(step) < 0:
+            raise ValueError(f"step must be a non-negative integer, got {step!r}")
+        history = json.loads(str(extra["history"]))
+        if not isinstance(history, dict) or not isinstance(history.get("loss"), list) \
+                or not isinstance(history.get("eval"), list):
+            raise ValueError("history must hold lists 'loss' and 'eval'")
+        seconds = float(extra.get("train_seconds", 0.0))
+        if not np.isfinite(seconds):
+            seconds = 0.0
+    except (ValueError, TypeError, KeyError) as err:
+        raise CLIError(f"{path}: damaged training state: {err}") from None
+    return int(step), history, seconds
 
 
 def _write_json(path, obj):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=2)
-    os.replace(tmp, path)
+    write_json(path, obj)
 
 
-def _start_run_folder(out, config, recipe, device, ops):
-    """Create the run folder and write ``config.json`` and ``run.json`` (the settings a
-    ``--resume`` reads back); returns the checkpoint's path in it."""
-    os.makedirs(out, exist_ok=True)
+RUN_FILES = (CHECKPOINT, "run.json", "config.json", "metrics.json")
+
+
+class TrainingFailure(Exception):
+    """A failure while training (a checkpoint that cannot be written): one line, exit 1."""
+
+
+class _Abort(BaseException):
+    """A second Ctrl-C / SIGTERM: stop at once, write nothing."""
+
+
+class _Signals:
+    """SIGINT and SIGTERM deferred to the step boundary: the first one only sets
+    ``signum`` (the loop finishes the step, writes a checkpoint and stops); a second one
+    raises :class:`_Abort` at once. Handlers are installed only in the main thread."""
+
+    def __init__(self):
+        self.signum = None
+        self._old = {}
+
+    def _handler(self, signum, frame):
+        if self.signum is not None:
+            raise _Abort(signum)
+        self.signum = signum
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+        self._old = {}
+
+
+def _exit_code(signum):
+    return 128 + int(signum) if signum else 130
+
+
+# Test hook: called at named moments of a step, ``_test_hook(moment, step)``; tests set it
+# (or the environment variable STVAE_TEST_SIGNAL_AT=<moment>:<step>, which sends this
+# process SIGINT there) to interrupt a run at a chosen point.
+_test_hook = None
+MOMENTS = ("before_forward", "before_update", "after_update", "boundary")
+
+
+def _moment(name, step):
+    if _test_hook is not None:
+        _test_hook(name, step)
+    at = os.environ.get("STVAE_TEST_SIGNAL_AT")
+    if at and at == f"{name}:{step}":
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+def _claim_folder(out, resume_dir, overwrite):
+    """Create ``out`` and take its lock; refuse a folder that holds another run (unless
+    ``overwrite``, or it is the folder of the resumed checkpoint). Returns the lock."""
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as err:
+        raise CLIError(f"--out {out}: cannot create the run folder ({err.strerror or err})") from None
+    if not os.path.isdir(out):
+        raise CLIError(f"--out {out}: not a folder")
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise CLIError(f"--out {out}: the run folder is not writable")
+    lock = RunLock(out)
+    try:
+        lock.acquire()
+    except FolderBusy as err:
+        raise CLIError(f"--out {err}; wait for that run or choose another --out") from None
+    except OSError as err:
+        raise CLIError(f"--out {out}: cannot write the lock file ({err.strerror or err})") from None
+    if lock.taken_over is not None:
+        print(f"stvae_np.train: note: {out} was locked by process {lock.taken_over}, which is gone; "
+              f"lock taken over", file=sys.stderr)
+    same = resume_dir is not None and os.path.realpath(resume_dir) == os.path.realpath(out)
+    held = [f for f in RUN_FILES if os.path.exists(os.path.join(out, f))]
+    if held and not same and not overwrite:
+        lock.release()
+        hint = (f"continue it with --resume {os.path.join(out, CHECKPOINT)}, " if CHECKPOINT in held else "")
+        raise CLIError(f"--out {out} already holds a run ({', '.join(held)}); {hint}"
+                       f"choose another --out, or pass --overwrite to replace it")
+    removed = clean_stale_temps(out)
+    if removed:
+        print(f"stvae_np.train: note: removed {len(removed)} temporary file(s) of stopped processes "
+              f"in {out}", file=sys.stderr)
+    return lock
+
+
+def _start_run_folder(out, config, run, overwrite):
+    """Write ``config.json`` and ``run.json`` (the settings a ``--resume`` reads back),
+    atomically, when training really starts; returns the checkpoint's path in it."""
+    if overwrite:            # the replaced run's results must not outlive it
+        for name in ("metrics.json",):
+            path = os.path.join(out, name)
+            if os.path.exists(path):
+                os.remove(path)
     _write_json(os.path.join(out, "config.json"), config.to_dict())
-    _write_json(os.path.join(out, "run.json"), dict(
-        data=recipe.data, seed=recipe.seed, batch_size=recipe.batch_size, seq_len=recipe.seq_len,
-        lr=recipe.lr, clip_norm=recipe.clip_norm, device=device, preset=config.name, ops=ops))
+    _write_json(os.path.join(out, "run.json"), run)
     return os.path.join(out, CHECKPOINT)
 
 
@@ -259,36 +439,86 @@ def _gradients(model, frames, clip_norm, clip_value):
 def train(args) -> int:
     """One training run from the parsed command line (:func:`build_parser`): set-up, the
     loop, the final evaluation. Returns the exit code: 0 done, 1 the loss became
-    non-finite, 130 interrupted by Ctrl-C (a checkpoint is written first)."""
-    # set-up: the model (resumed or new), the numbers, the data, the optimizer, the folder
+    non-finite, 130 interrupted by Ctrl-C (143 by SIGTERM; a checkpoint is written first)."""
+    # set-up: the model (resumed or new), the numbers, the data, the optimizer; nothing
+    # is written before all of it has succeeded
     device = resolve_device(args.device)
     model, extra, out = (_resumed_model if args.resume else _new_model)(args, device)
     config = model.config
     recipe = _recipe(args, config)
-    source, test_clips, val_clips, data_desc = _held_out_data(recipe, config, args.eval_clips)
+    source, test_clips, val_clips, data_desc = _held_out_data(recipe, config, args.eval_clips,
+                                                              args.layout)
     sampler = ClipSampler(source, recipe.batch_size, recipe.seq_len, seed=recipe.seed)
     opt = RMSProp(model.params, lr=recipe.lr)
     step, history, train_seconds = 0, {"loss": [], "eval": []}, 0.0
     if extra is not None:
-        step, history, train_seconds = _restore(extra, opt, sampler)
-    ckpt_path = _start_run_folder(out, config, recipe, device, model.ops)
+        step, history, train_seconds = _restore(extra, opt, sampler, args.resume)
+        if step > recipe.steps:
+            raise CLIError(f"{args.resume} is at step {step}, beyond --steps {recipe.steps}")
+    run = dict(data=recipe.data, seed=recipe.seed, batch_size=recipe.batch_size,
+               seq_len=recipe.seq_len, lr=recipe.lr, clip_norm=recipe.clip_norm, device=device,
+               preset=config.name, ops=model.ops, layout=args.layout)
+    resume_dir = os.path.dirname(os.path.abspath(args.resume)) if args.resume else None
+    lock = _claim_folder(out, resume_dir, args.overwrite)
+    try:
+        with _Signals() as signals:
+            try:
+                ckpt_path = _start_run_folder(out, config, run, args.overwrite)
+            except OSError as err:
+                raise CLIError(f"--out {out}: cannot write the run's settings ({err.strerror or err}); "
+                               f"the folder is as it was") from None
+            return _loop(args, model, opt, sampler, recipe, run, device, out, ckpt_path, step,
+                         history, train_seconds, test_clips, val_clips, data_desc, signals)
+    finally:
+        lock.release()
+
+
+def _loop(args, model, opt, sampler, recipe, run, device, out, ckpt_path, step, history,
+          train_seconds, test_clips, val_clips, data_desc, signals):
+    config = model.config
     log = (lambda *a: None) if args.quiet else (lambda *a: tqdm.write(" ".join(map(str, a))))
     log(f"stvae_np: preset {config.name} ({config.num_params():,} parameters) on {device}; "
         f"{data_desc}; batch {recipe.batch_size}×{recipe.seq_len} frames; run folder {out}")
+    saved_at = [None]
 
     def save():
-        checkpoint.save(model, ckpt_path, extra=_checkpoint_extra(opt, step, sampler, history, train_seconds))
+        try:
+            checkpoint.save(model, ckpt_path, extra=_checkpoint_extra(opt, step, sampler, history,
+                                                                      train_seconds, run))
+        except OSError as err:
+            raise TrainingFailure(f"cannot write the checkpoint {ckpt_path} at step {step} "
+                                  f"({err.strerror or err}); the previous checkpoint is intact") from None
+        saved_at[0] = step
 
-    # the loop: one batch, one RMSProp step; evaluations and checkpoints now and then
+    def stopped(signum):
+        if saved_at[0] != step:
+            save()
+        name = {signal.SIGTERM: "SIGTERM"}.get(signum, "Ctrl-C")
+        print(f"\ninterrupted at step {step} ({name}): checkpoint written to {ckpt_path}; continue with "
+              f"python -m stvae_np.train --resume {ckpt_path} --steps {steps}", file=sys.stderr)
+        return _exit_code(signum)
+
+    # the loop: one batch, one RMSProp step; evaluations and checkpoints now and then.
+    # A signal only sets signals.signum; it is acted on here, between two steps, so the
+    # checkpoint holds the state of a whole number of steps (exact resume).
     steps, last_loss = recipe.steps, float("nan")
     bar = tqdm(total=steps, initial=step, unit="step", disable=args.quiet, mininterval=1.0, dynamic_ncols=True)
+    phase = "boundary"
     try:
         while step < steps:
+            if signals.signum is not None:
+                bar.close()
+                return stopped(signals.signum)
             t0 = time.perf_counter()
-            loss, grads = _gradients(model, next(sampler).frames, recipe.clip_norm, config.clip_value)
+            before = sampler.state_dict()        # a raw KeyboardInterrupt mid-step goes back here
+            phase = "step"
+            frames = next(sampler).frames
+            _moment("before_forward", step)
+            loss, grads = _gradients(model, frames, recipe.clip_norm, config.clip_value)
             epoch = step // config.steps_per_epoch
             opt.lr = step_decay(recipe.lr, epoch, config.lr_decay, config.lr_decay_every)
-            if device == "cpu" or (step + 1) % args.log_every == 0 or step + 1 == steps:
+            logged = device == "cpu" or (step + 1) % args.log_every == 0 or step + 1 == steps
+            if logged:
                 last_loss = float(loss)             # a device sync on the GPU: only now and then
                 if not np.isfinite(last_loss):
                     bar.close()
@@ -296,9 +526,14 @@ def train(args) -> int:
                           f"good checkpoint is {ckpt_path if os.path.exists(ckpt_path) else 'not written yet'} "
                           f"(try a smaller --lr or --clip-norm).", file=sys.stderr)
                     return 1
-                history["loss"].append([step + 1, last_loss])
+            _moment("before_update", step)
+            phase = "update"
             opt.step(grads)
+            _moment("after_update", step)
             step += 1
+            phase = "boundary"
+            if logged:
+                history["loss"].append([step, last_loss])
             train_seconds += time.perf_counter() - t0
             bar.update(1)
             bar.set_postfix(loss=f"{last_loss:.5f}", lr=f"{opt.lr:.2e}", refresh=False)
@@ -306,33 +541,62 @@ def train(args) -> int:
                 _evaluate(model, step, test_clips, val_clips, history, log)
             if step % args.ckpt_every == 0:
                 save()
+            _moment("boundary", step)
+        if signals.signum is not None:
+            bar.close()
+            return stopped(signals.signum)
     except KeyboardInterrupt:
+        # raised by code (not a signal: those are deferred above); the state is consistent
+        # before the update and after the step, not inside the update
         bar.close()
-        save()
-        print(f"\ninterrupted at step {step}: checkpoint written to {ckpt_path}; continue with "
-              f"python -m stvae_np.train --resume {ckpt_path} --steps {steps}", file=sys.stderr)
-        return 130
+        if phase == "step":
+            sampler.load_state_dict(before)
+        if phase == "update":
+            print(f"\ninterrupted inside the update of step {step + 1}: the last checkpoint "
+                  f"({ckpt_path}) is kept as it was", file=sys.stderr)
+            return 130
+        return stopped(signal.SIGINT)
+    except _Abort as abort:
+        bar.close()
+        print(f"\nstopped at once (second signal): the last checkpoint ({ckpt_path}) is kept as it was",
+              file=sys.stderr)
+        return _exit_code(abort.args[0] if abort.args else None)
     bar.close()
 
     # finish: the last evaluation (kept in the checkpoint's history), then the full one
-    final = _evaluate(model, step, test_clips, val_clips, history, log)
-    save()
-    test, evaluation = final_evaluation(model, test_clips, final, out, recipe.data, args.eval_clips,
-                                        description=data_desc, checkpoint=ckpt_path,
-                                        figures=not args.no_figures)
+    try:
+        final = _evaluate(model, step, test_clips, val_clips, history, log)
+        save()
+        test, evaluation = final_evaluation(model, test_clips, final, out, recipe.data, args.eval_clips,
+                                            description=data_desc, checkpoint=ckpt_path,
+                                            figures=not args.no_figures, layout=args.layout)
+    except _Abort as abort:
+        print(f"\nstopped at once (second signal) during the final evaluation; the checkpoint "
+              f"{ckpt_path} is complete", file=sys.stderr)
+        return _exit_code(abort.args[0] if abort.args else None)
+    except OSError as err:
+        raise TrainingFailure(f"cannot write the final evaluation into {out} ({err.strerror or err}); "
+                              f"the checkpoint {ckpt_path} is complete") from None
     if "classical_epe_t2" in test:
         log(f"classical reference (Horn–Schunck): flow EPE t≥2 {test['classical_epe_t2']:.3f} px, "
             f"gain {test['classical_flow_gain_t2']:.2f}")
-    _write_json(os.path.join(out, "metrics.json"), {
-        "steps": step, "train_seconds": round(train_seconds, 2),
-        "steps_per_second": round(step / max(train_seconds, 1e-9), 3),
-        "device": device, "preset": config.name, "data": data_desc,
-        "batch_size": recipe.batch_size, "seq_len": recipe.seq_len, "lr": recipe.lr,
-        "seed": recipe.seed, "test": test, "history": history, "evaluation": evaluation})
-    if not args.no_figures:
-        make_figures(model, test_clips, history, out, test.get("classical_epe_t2"))
+    try:
+        _write_json(os.path.join(out, "metrics.json"), {
+            "steps": step, "train_seconds": round(train_seconds, 2),
+            "steps_per_second": round(step / max(train_seconds, 1e-9), 3),
+            "device": device, "preset": config.name, "data": data_desc,
+            "batch_size": recipe.batch_size, "seq_len": recipe.seq_len, "lr": recipe.lr,
+            "seed": recipe.seed, "test": test, "history": history, "evaluation": evaluation})
+        if not args.no_figures:
+            make_figures(model, test_clips, history, out, test.get("classical_epe_t2"))
+    except OSError as err:
+        raise TrainingFailure(f"cannot write metrics.json or the figures into {out} "
+                              f"({err.strerror or err}); the checkpoint {ckpt_path} is complete") from None
     log(f"done: {step} steps in {train_seconds:.0f} s; test mse {test['mse']:.5f} = "
         f"{test['mse'] / test['copy_last_mse']:.2f} × copy-last; results in {out}")
+    if signals.signum is not None:
+        print(f"\ninterrupted during the final evaluation: it was finished first; the run is "
+              f"complete in {out}", file=sys.stderr)
     return 0
 
 
@@ -357,12 +621,21 @@ def make_figures(model, clips, history, out, classical_epe=None):
 
 
 def main(argv=None) -> int:
+    """The command line: 0 done; 2 a bad setting, path or file (one line, before any
+    training); 1 a failure during training (one line); 130/143 interrupted."""
     try:
         args = build_parser().parse_args(argv)
         return train(args)
     except CLIError as err:
         print(f"stvae_np.train: error: {err}", file=sys.stderr)
         return 2
+    except TrainingFailure as err:
+        print(f"stvae_np.train: error: {err}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("stvae_np.train: error: out of memory (try a smaller --batch-size, --seq-len or "
+              "--eval-clips)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

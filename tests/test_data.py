@@ -423,3 +423,18 @@ def test_train_and_evaluate_take_their_data_from_data_py():
                                 "VAL_SEED"}, from_evaluate
     assert train.make_data is data.make_data and train.load_eval_clips is data.load_eval_clips
     assert evaluate.load_eval_clips is data.load_eval_clips
+
+
+def test_a_time_major_file_at_another_size_needs_its_layout_named(tmp_path):
+    """(20, 30, 32, 32): 20 clips of 30 frames, or mnist_test_seq's time-major layout at
+    32×32? Auto-detection cannot tell, so it refuses; --layout names it."""
+    a = np.random.default_rng(3).integers(0, 256, (20, 30, 32, 32), dtype=np.uint8)
+    np.save(tmp_path / "tm.npy", a)
+    with pytest.raises(ValueError, match="--layout NTHW or --layout TNHW"):
+        load_clips(tmp_path / "tm.npy")
+    tn = load_clips(tmp_path / "tm.npy", layout="TNHW").frames
+    assert tn.shape == (30, 20, 1, 32, 32)
+    np.testing.assert_array_equal(tn[4, :, 0], a[:, 4] / np.float32(255.0))
+    assert load_clips(tmp_path / "tm.npy", layout="NTHW").frames.shape == (20, 30, 1, 32, 32)
+    with pytest.raises(ValueError, match="expects 1×64×64"):
+        load_clips(tmp_path / "tm.npy", layout="TNHW", frame_shape=(1, 64, 64))

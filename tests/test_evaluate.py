@@ -203,7 +203,7 @@ def test_cli_end_to_end_on_tiny_inputs(tiny_checkpoint, capsys):
     code = E.main([str(tiny_checkpoint), "--clips", "2", "--context", "3", "--future", "2",
                    "--device", "cpu", "--no-figures"])    # figures: tested above
     assert code == 0
-    out = tiny_checkpoint.parent / "eval"                          # default: beside the checkpoint
+    out = tiny_checkpoint.parent / "eval-1"                        # default: a new folder beside the checkpoint
     m = json.loads((out / "metrics.json").read_text())
     assert m["data"]["clips"] == 2 and m["data"]["frames"] == 5
     assert "Moving MNIST 32×32" in m["data"]["description"]

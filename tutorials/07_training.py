@@ -63,13 +63,14 @@ from stvae_np.train import main
 # (model, optimizer state, step, data sampler state, history) and `eval/` (the final
 # evaluation's report). `--no-figures` skips the PNGs the trainer would also write; this
 # tutorial draws its own below. A run stopped with Ctrl-C can be continued with
-# `--resume`.
+# `--resume` (bit-identical to a run that never stopped).
 
 # %%
 OUT = RUNS / "07_training"
 STEPS, BATCH = 150, 16
 argv = ["--preset", "tiny", "--steps", str(STEPS), "--batch-size", str(BATCH), "--seq-len", "10",
-        "--eval-clips", "32", "--eval-every", "50", "--out", str(OUT), "--no-figures", "--quiet"]
+        "--eval-clips", "32", "--eval-every", "50", "--out", str(OUT), "--no-figures", "--quiet",
+        "--overwrite"]   # a folder that holds a run is refused without it: rerunning replaces it
 print("python -m stvae_np.train", " ".join(argv))
 start = time.perf_counter()
 status = main(argv)

@@ -61,7 +61,7 @@ if not CKPT.exists():
     print(f"{CKPT} not found: training briefly into {out}")
     status = main(["--preset", "tiny", "--steps", "100", "--batch-size", "16", "--seq-len", "10",
                    "--eval-clips", "8", "--eval-every", "1000", "--out", str(out),
-                   "--no-figures", "--quiet"])
+                   "--no-figures", "--quiet", "--overwrite"])
     assert status == 0
     CKPT = out / "checkpoint.npz"
 model, extra = checkpoint.load(CKPT, return_extra=True)
