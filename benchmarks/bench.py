@@ -321,6 +321,7 @@ def run(preset="paper", n=16, t=10, device="cpu", steps=3, warmup=1, stages=True
         "matmul_gflops": max(mm, mm_after), "matmul_gflops_before_after": [mm, mm_after],
     }
     result["ratio"] = result["step_gflops"] / result["matmul_gflops"]
+    result.update(fused_kernels())
     if ops:        # counted on NumPy whatever the device, along the GPU's code path
         result.update(_ops_fields(count_step_ops(preset, n, t, path="gpu", overrides=overrides),
                                   cpu_path_total=count_step_ops(preset, n, t, path="cpu",
@@ -344,6 +345,18 @@ def run(preset="paper", n=16, t=10, device="cpu", steps=3, warmup=1, stages=True
     if device == "gpu":
         result.update(_gpu_extras(_train_step_fn(model, clip), steps, warmup))
     return result
+
+
+def fused_kernels():
+    """Which fused CuPy kernels this process built and uses, and which fell back to the plain
+    code (``fast.kernels``: a fallback also warns). On NumPy both lists are empty: the plain
+    code runs everywhere."""
+    from stvae_np.fast import kernels
+    built = sorted((k for k, v in kernels._KERNELS.items() if v is not None), key=str)
+    failed = sorted((k for k, v in kernels._KERNELS.items() if v is None), key=str)
+    name = lambda key: key[0] + ("" if key[1] is None else f"[{key[1]}]") + f" ({key[2]})"   # noqa: E731
+    return {"fused_kernels_used": [name(k) for k in built],
+            "fused_kernels_fell_back": [name(k) for k in failed]}
 
 
 def _gpu_extras(step, steps, warmup):
@@ -386,6 +399,11 @@ def report(r) -> str:
         f"(4096², before/after: {r['matmul_gflops_before_after'][0]:.0f}/{r['matmul_gflops_before_after'][1]:.0f})",
         f"  ratio                    {r['ratio']:10.1%}",
     ]
+    if r.get("device") == "gpu":
+        lines.append(f"  fused kernels used       {len(r.get('fused_kernels_used', []))}: "
+                     + ", ".join(r.get("fused_kernels_used", [])))
+        if r.get("fused_kernels_fell_back"):
+            lines.append("  FELL BACK to plain code  " + ", ".join(r["fused_kernels_fell_back"]))
     if "array_ops_per_step" in r:
         cats = ", ".join(f"{k} {v}" for k, v in r["array_ops_by_category"].items())
         lines.append(f"  array ops per step       {r['array_ops_per_step']:10d} ({cats}; "
