@@ -228,13 +228,9 @@ def endpoint_error(flow_pred, flow_true, mask=None):
     """Average end-point error, ``mean over the masked pixels of ‖pred − true‖₂``.
 
     Args:
-        flow_pred, flow_true: ``(..., 2, H, W)`` in the same pixel units (channel 0
-            x, channel 1 y). Bring a memory-grid flow to image pixels first with
-            :func:`upsample_flow`.
-        mask: None (every pixel) or boolean, broadcastable to ``(..., H, W)``
-            (non-boolean masks are read as "non-zero = selected").
-    Returns:
-        0-d float64 array; NaN when the mask selects no pixel.
+        flow_pred, flow_true: ``(..., 2, H, W)`` in the same pixel units.
+        mask: None (every pixel) or broadcastable to ``(..., H, W)`` (non-zero = selected).
+    Returns NaN when the mask selects no pixel.
     """
     epe = _epe_map("endpoint_error", flow_pred, flow_true)
     if mask is None:
@@ -249,12 +245,8 @@ def endpoint_error(flow_pred, flow_true, mask=None):
 def flow_accuracy(flow_pred, flow_true, mask=None, thresholds=(0.5, 1.0, 3.0)):
     """Share of the masked pixels whose end-point error is below each threshold (strict <).
 
-    Args:
-        flow_pred, flow_true, mask: as for :func:`endpoint_error`.
-        thresholds: EPE thresholds in pixels.
-    Returns:
-        float64 array of shape ``(len(thresholds),)``, each in [0, 1]; NaN where the
-        mask selects no pixel.
+    Arguments as for :func:`endpoint_error`; returns ``(len(thresholds),)`` in [0, 1]
+    (NaN where the mask selects no pixel).
     """
     epe = _epe_map("flow_accuracy", flow_pred, flow_true)
     xp = get_array_module(epe)
@@ -274,8 +266,7 @@ def upsample_flow(flow, factor, mode="nearest"):
         out[..., c, Y, X] = factor · flow_resized[..., c, Y, X]
 
     Args:
-        flow: ``(..., 2, h, w)``, channel 0 x, channel 1 y.
-        factor: integer ≥ 1 (2 for the encoder's single 2×2 max-pool).
+        flow: ``(..., 2, h, w)``; factor: integer ≥ 1.
         mode: ``"nearest"`` (like ``upsample2``), or ``"bilinear"`` with pixel-centre
             alignment: fine pixel Y reads coarse ``(Y + 0.5)/factor − 0.5`` clamped to
             [0, h − 1] (PyTorch's ``align_corners=False``).
@@ -357,14 +348,8 @@ def flow_quality(flow_pred, flow_true, mask, t_min=FLOW_T_MIN):
         angular_error_t2  = mean over p with |g| > 0 of the angle between f and g, in
                             degrees; a pixel where f = 0 counts as 90° (no direction)
 
-    and ``epe_per_step`` ((S,) float64 NumPy, NaN where a step has no object pixel).
-
-    Args:
-        flow_pred, flow_true: (N, S, 2, H, W), S > t_min.
-        mask: (N, S, H, W) boolean (non-zero = object pixel of frame t+1).
-        t_min: first step counted in the pooled ``*_t2`` figures.
-    Returns:
-        dict of Python floats (NaN where no pixel is selected) and the per-step array.
+    and ``epe_per_step`` ((S,) NumPy), for flows (N, S, 2, H, W), S > t_min, and mask
+    (N, S, H, W) (object pixels of frame t+1). Python floats, NaN where no pixel counts.
     """
     xp = get_array_module(flow_pred, flow_true)
     if flow_pred.ndim != 5 or flow_pred.shape[2] != 2:

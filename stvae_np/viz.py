@@ -67,18 +67,14 @@ _WHEEL = make_color_wheel()
 def flow_to_color(flow, max_mag=None) -> np.ndarray:
     """Colour-code a flow field by the MOTION it describes (``−flow``).
 
-    Equations (u, v) = −flow (the motion), r = √(u² + v²) / max_mag,
-    angle a = atan2(−v, −u) / π ∈ [−1, 1], wheel position k = (a + 1)/2 · (55 − 1);
-    colour = linear interpolation of the two wheel entries around k, then
-    ``1 − r · (1 − colour)`` for r ≤ 1 (white at r = 0, the full wheel colour at r = 1)
-    and ``0.75 · colour`` for r > 1 (darker: beyond ``max_mag``).
+    (u, v) = −flow, r = √(u² + v²) / max_mag, a = atan2(−v, −u) / π ∈ [−1, 1], wheel
+    position k = (a + 1)/2 · (55 − 1); colour = the wheel interpolated at k, then
+    ``1 − r · (1 − colour)`` for r ≤ 1 and ``0.75 · colour`` beyond ``max_mag``.
 
     Args:
-        flow: (2, H, W) backward flow in pixels, channel 0 = x, channel 1 = y.
-            NaNs are treated as zero flow.
-        max_mag: the motion length that gets full saturation. Default: the largest
-            length in the field (1 if the field is all zero). Pass the same value for two
-            fields to compare their colours.
+        flow: (2, H, W) backward flow in pixels (NaN read as zero).
+        max_mag: the motion length of full saturation (default: the field's largest);
+            pass the same value for two fields to compare their colours.
     Returns:
         (H, W, 3) uint8 RGB image.
     """

@@ -1,22 +1,10 @@
 """2-D convolution, 2×2 max-pooling and ×2 nearest up-sampling, forward and backward:
 the fast versions, the ones the model runs.
 
-The plain maths is in ``../layers.py``: the same functions with the same signatures, one
-im2col and one matrix product per convolution, nothing else. Read that first; this file
-computes the same numbers faster, and ``tests/test_fast.py`` holds the two together
-(values and every gradient, float64, to 1e-12, for every order, chunked or not, threaded
-or not).
-
-Public functions (the plain names) and knobs::
-
-    conv2d_forward(x, w, b=None, method="auto"), conv2d_backward(dout, cache, need_dx=True)
-    maxpool2_forward(x), maxpool2_backward(dout, cache)
-    upsample2_forward(x), upsample2_backward(dout, cache), im2col(x, k), col2im(cols, x_shape, k)
-    # the channel-major pieces the fast ConvLSTM (fast/memory.py) builds on
-    pad_channel_major, swap_batch_channels, im2col_workspace, conv_cm_forward,
-    conv_cm_backward, over_batch_blocks
-    METHODS, MAX_BUFFER (elements of one batch chunk's buffer, CPU), GPU_MEMORY_SHARE,
-    REST_BLAS_WORKERS, BLAS_THREAD_TIMEOUT, _CPU_THREADS (1: serial copy loops)
+The plain maths is in ``../layers.py`` (same functions, same signatures): read that
+first. This file computes the same numbers faster; ``tests/test_fast.py`` holds the two
+together. Besides the plain names it offers the channel-major pieces the fast ConvLSTM
+builds on (``pad_channel_major``, ``conv_cm_forward``, ``conv_cm_backward``, ...).
 
 How it is fast (measurements in BENCHMARKS.md): three orders of the same sum, "auto"
 taking the one with the smallest buffer; im2col works channel-major (C, N, H, W); the
@@ -28,9 +16,8 @@ Convolution (cross-correlation, stride 1, zero "same" padding p = k // 2):
 
     out[n, f, y, x] = b[f] + Σ_c Σ_{u,v} W[f, c, u, v] · x_pad[n, c, y + u, x + v]
 
-It is computed as matrix products, in one of three orders (same result; they differ in
-the size of the buffer they build, and im2col also multiplies the zeros of the padding,
-which shift and rows skip):
+It is computed as matrix products, in one of three orders (same result, different
+buffer sizes; shift and rows skip the zeros of the padding):
 
 * ``"im2col"``: gather every k×k patch into ``cols (C·k·k, N·H·W)`` with k·k strided
   copies (one per kernel offset (u, v)), then ``out = W₂ @ cols`` with
@@ -38,14 +25,13 @@ which shift and rows skip):
 * ``"shift"``: contract the channels first, ``z = W₃ @ x`` with ``W₃ (F·k·k, C)``
   and x as (C, N·H·W), then add the k·k shifted windows
   ``out[f, n, y, x] = Σ_{u,v} z[f, u, v, n, y + u − p, x + v − p]``, each clipped to
-  the map (what falls outside would meet the zero padding). Buffer size F·k²·N·H·W:
-  far smaller when F ≪ C (the 64→2 flow convolution, the 16→1 decoder).
+  the map. Buffer size F·k²·N·H·W: far smaller when F ≪ C.
 * ``"rows"``: half way between the two. Unfold only the k horizontal shifts,
   ``R[c, v, n, y, x] = x[n, c, y, x + v − p]`` (C·k, N·H·W; zero outside the map),
   contract channels and kernel columns at once, ``z = W_r @ R`` with
   ``W_r[(f, u), (c, v)] = W[f, c, u, v]``, then add the k vertical shifts
   ``out[f, n, y, x] = Σ_u z[f, u, n, y + u − p, x]``. Buffer size (C + F)·k·N·H·W: the
-  smallest when both C and F are small (the 2→2 flow convolution).
+  smallest when both C and F are small.
 
 The ConvLSTM calls the im2col order directly, channel-major (``conv_cm_forward`` /
 ``conv_cm_backward``).
@@ -354,16 +340,11 @@ def conv_cm_backward(dout2, x_pad, w2, k, need_dx=True, workspace=None, dw2=None
     dW₂ = dout₂ @ colsᵀ and dcols = W₂ᵀ @ dout₂, dx = col2im(dcols), chunk by chunk
     (the columns are rebuilt here; dcols overwrites them in the workspace).
 
-    Args:
-        dout2: (F, N·H·W) gradient of ``out``.
-        x_pad: (C, N, Hp, Wp) the forward's padded channel-major input.
-        w2: (F, C·k·k).
-        need_dx: False skips dx.
-        dw2: optional (F, C·k·k) array that dW₂ is added into (best the transposed view
-            of a contiguous (C·k·k, F) array); a new one when None.
-    Returns:
-        dx_pad: (C, N, Hp, Wp) gradient of x_pad (crop its border for x's), or None.
-        dw2: (F, C·k·k), the array given or a new one.
+    Args: dout2 (F, N·H·W); x_pad (C, N, Hp, Wp) the forward's input; w2 (F, C·k·k);
+        dw2 optional (F, C·k·k) that dW₂ is added into (best the transposed view of a
+        contiguous (C·k·k, F) array).
+    Returns: dx_pad (C, N, Hp, Wp) (crop its border for dx) or None without need_dx,
+        and dw2 (F, C·k·k), the array given or a new one.
     """
     xp = get_array_module(dout2, x_pad)
     c, n, hp, wp = x_pad.shape
@@ -627,17 +608,12 @@ def _corners(x):
 
 
 def maxpool2_forward(x):
-    """2×2 max-pooling with stride 2.
+    """2×2 max-pooling with stride 2, x (N, C, H, W), H and W even -> out (N, C, H/2, W/2), cache.
 
     out[n, c, y, x] = max_{a,b ∈ {0,1}} x[n, c, 2y + a, 2x + b]
 
     A tournament of the four corner views; the cache keeps which corner won, 0…3, the
     first in row-major order on a tie, like ``argmax``.
-
-    Args:
-        x: (N, C, H, W) with H and W even.
-    Returns:
-        out (N, C, H/2, W/2), cache.
     """
     if x.ndim != 4:
         raise ValueError(f"maxpool2: x must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
@@ -653,15 +629,10 @@ def maxpool2_forward(x):
 
 
 def maxpool2_backward(dout, cache):
-    """The gradient goes to the winner of each window, zero elsewhere.
+    """The gradient goes to the winner of each window (the first on a tie), zero elsewhere:
+    dout (N, C, H/2, W/2) -> dx (N, C, H, W).
 
     dx[n, c, 2y + a, 2x + b] = dout[n, c, y, x] if (a, b) was the argmax, else 0.
-    A tie sends it to the first winner only (a valid sub-gradient).
-
-    Args:
-        dout: (N, C, H/2, W/2).
-    Returns:
-        dx: (N, C, H, W).
     """
     x_shape, argmax = cache
     xp = get_array_module(dout)
@@ -682,13 +653,8 @@ class UpsampleCache(NamedTuple):
 
 
 def upsample2_forward(x):
-    """Nearest-neighbour ×2 up-sampling: out[n, c, y, x] = x[n, c, ⌊y/2⌋, ⌊x/2⌋].
-
-    Args:
-        x: (N, C, H, W).
-    Returns:
-        out (N, C, 2H, 2W), cache.
-    """
+    """Nearest-neighbour ×2 up-sampling: out[n, c, y, x] = x[n, c, ⌊y/2⌋, ⌊x/2⌋];
+    x (N, C, H, W) -> out (N, C, 2H, 2W), cache."""
     if x.ndim != 4:
         raise ValueError(f"upsample2: x must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
     xp = get_array_module(x)
@@ -699,14 +665,10 @@ def upsample2_forward(x):
 
 
 def upsample2_backward(dout, cache):
-    """Each input pixel was copied to a 2×2 block: its gradient is the block's sum.
+    """Each input pixel was copied to a 2×2 block: its gradient is the block's sum;
+    dout (N, C, 2H, 2W) -> dx (N, C, H, W).
 
-    dx[n, c, y, x] = Σ_{a,b ∈ {0,1}} dout[n, c, 2y + a, 2x + b]
-
-    Args:
-        dout: (N, C, 2H, 2W).
-    Returns:
-        dx: (N, C, H, W).
+        dx[n, c, y, x] = Σ_{a,b ∈ {0,1}} dout[n, c, 2y + a, 2x + b]
     """
     n, c, h, w = cache.x_shape
     if tuple(dout.shape) != (n, c, 2 * h, 2 * w):

@@ -124,14 +124,8 @@ def lstm_gates_forward(a, b, c_prev, c, tanh_c, h, h_next=None, fused=True):
         c = f ⊙ c_prev + i ⊙ g,   tanh_c = tanh(c),   h = o ⊙ tanh_c
         h_next ← h                                       (when given: the next step's input slot)
 
-    Args:
-        a: (4F, N, h, w) pre-activations without the bias; becomes the gates, stacked
-            i, f, g, o (the cache keeps them).
-        b: (4F,) bias.
-        c_prev: (F, N, h, w) c_{t-1}.
-        c, tanh_c, h: (F, N, h, w) outputs (views are fine: h may be a slice of hs).
-        h_next: optional (F, N, h, w) second destination of h.
-    All of one dtype. On CuPy: one ``stvae_lstm_gates_forward`` kernel.
+    a (4F, N, h, w) becomes the gates; b (4F,); c_prev, c, tanh_c, h, h_next (F, N, h, w)
+    (outputs may be views; h_next optional). On CuPy: one fused kernel.
     """
     if fused and kernels.wanted(a):   # CuPy: the lines below as one fused kernel (fast/kernels.py)
         return kernels.launch("lstm_gates_forward", lstm_gates_forward, a, b, c_prev, c, tanh_c, h, h_next)
@@ -157,15 +151,8 @@ def lstm_gates_backward(dh_loss, dh_next, dc, gates, c_prev, tanh_c, da, dc_prev
         δa  = [δc ⊙ g ⊙ σ'(i);  δc ⊙ c_prev ⊙ σ'(f);  δc ⊙ i ⊙ tanh'(g);  dh ⊙ tanh(c) ⊙ σ'(o)]
         dc_prev = δc ⊙ f
 
-    with σ' = s(1 − s) and tanh' = 1 − t² from the outputs (``activations``).
-
-    Args:
-        dh_loss, dh_next, dc: (F, N, h, w) the gradient of h_t from the loss and from
-            step t+1, and of c_t.
-        gates: (4F, N, h, w) the forward's gates i, f, g, o.
-        c_prev, tanh_c: (F, N, h, w) from the forward's cache.
-        da: (4F, N, h, w) output δa; dc_prev: (F, N, h, w) output.
-    On CuPy: one ``stvae_lstm_gates_backward`` kernel.
+    with σ' = s(1 − s) and tanh' = 1 − t² from the outputs. gates and the output da are
+    (4F, N, h, w), the rest (F, N, h, w). On CuPy: one fused kernel.
     """
     if fused and kernels.wanted(gates):   # CuPy: the lines below as one fused kernel (fast/kernels.py)
         return kernels.launch("lstm_gates_backward", lstm_gates_backward, dh_loss, dh_next, dc, gates, c_prev, tanh_c, da, dc_prev)
@@ -311,8 +298,7 @@ def convlstm_step_forward(x, h_prev, c_prev, params):
 
     Args: x (N, C, h, w); h_prev, c_prev (N, F, h, w); params "Wx" (4F, C, k, k),
         "Wh" (4F, F, k, k), "b" (4F,), gates i, f, g, o.
-    Returns: h, c (N, F, h, w), x's dtype, and a :class:`ConvLSTMStepCache`
-        (``cache.i`` etc. are the gates, (N, F, h, w)).
+    Returns: h, c (N, F, h, w) and a :class:`ConvLSTMStepCache`.
     """
     where = "convlstm_step_forward"
     if x.ndim != 4:
