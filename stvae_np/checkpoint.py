@@ -37,12 +37,9 @@ def save(model, path, extra: dict | None = None):
 
 
 def load(path, device="cpu", return_extra=False):
-    """Read a checkpoint written by :func:`save`; returns the model (on ``device``).
-
-    Raises FileNotFoundError for a missing file and ValueError for a truncated,
-    foreign or pickled file (loading never unpickles: ``allow_pickle=False``).
-    With ``return_extra=True`` returns ``(model, extra)``.
-    """
+    """Read a checkpoint written by :func:`save`: the model on ``device`` (and ``extra``
+    with ``return_extra``). FileNotFoundError for a missing file, ValueError for a
+    truncated, foreign or pickled one (never unpickled)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")

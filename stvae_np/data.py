@@ -1,25 +1,19 @@
 """Clips to train and test on: Moving MNIST, moving textured shapes, clip files, batches.
 
-Everything here is host-side NumPy and returns NumPy arrays; the trainer moves a
-batch to the device (``backend.to_device``). Every generator returns a ``Clips``:
+Everything here is host-side NumPy. Every generator returns a ``Clips``:
 
     frames (N, T, 1, H, W) float32 in [0, 1]
-    flow   (N, T-1, 2, H, W) float32, ground-truth BACKWARD flow in image pixels:
-           for a pixel p of frame t+1, flow[t](p) = (where that pixel was in frame t) − p,
-           so frame_t(p + flow[t](p)) = frame_{t+1}(p). Channel 0 = x (columns),
-           channel 1 = y (rows). An object moving right by v px has flow x = −v.
-           flow[t] lives on the pixels of frame t+1; it is 0 on the background.
+    flow   (N, T-1, 2, H, W) float32, ground-truth BACKWARD flow in image pixels on the
+           pixels of frame t+1: frame_t(p + flow[t](p)) = frame_{t+1}(p); channel 0 = x,
+           channel 1 = y; 0 on the background.
     masks  (N, T, 1, H, W) bool, object pixels (the union of all objects)
     labels (N, T, H, W) uint8, id of the object visible at each pixel, 0 = background,
            1..K = objects in the order they were drawn
 
 plus ``positions`` (N, T, K, 2) as (x, y) per object and, for Moving MNIST,
-``digit_ids`` (N, K), the digit instances used (indices into ``mnist_digits()``).
-Files loaded by ``load_clips`` carry frames only (the other fields are None).
+``digit_ids`` (N, K). Files loaded by ``load_clips`` carry frames only.
 
-The data of a run is chosen here too: ``DATA_CHOICES``, ``load_eval_clips`` (the held-out
-clips, seeds ``TEST_SEED`` and ``VAL_SEED``) and ``make_data`` (training source, held-out
-clips), shared by ``stvae_np.train`` and ``stvae_np.evaluate``.
+The data of a run is chosen here too (``DATA_CHOICES``, ``load_eval_clips``, ``make_data``).
 
 Moving MNIST after Srivastava, Mansimov & Salakhutdinov, ICML 2015: two digits moving
 at 0.1 × (size − digit size) px/frame, bouncing off the borders, combined with ``max``
@@ -165,9 +159,7 @@ def moving_mnist(n, seq_len=20, size=64, digit_size=28, num_digits=2, speed=3.6,
         split: "train" or "test": which digit instances may appear (``mnist_split``).
         seed: int or ``np.random.Generator`` (used and advanced).
     Returns:
-        Clips with frames (n,T,1,size,size), flow (n,T-1,2,size,size), masks, labels
-        (1..K = digit order), positions (n,T,K,2) integer top-left corners (x, y) as
-        float32, digit_ids (n,K).
+        Clips (module doc); positions are the digits' integer top-left corners.
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -252,7 +244,7 @@ def moving_shapes(n, seq_len=10, size=32, num_shapes=2, max_speed=2.0,
         num_shapes: objects per clip K; max_speed: largest |velocity| in px/frame.
         seed: int or ``np.random.Generator``.
     Returns:
-        Clips with frames, flow, masks, labels and positions (n,T,K,2) centres (x, y).
+        Clips (module doc); positions are the shapes' centres.
     """
     if seq_len < 2:
         raise ValueError(f"seq_len must be at least 2, got {seq_len}")

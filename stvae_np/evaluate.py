@@ -5,16 +5,12 @@
 
 Three questions, three baselines:
 
-* **One step** (:func:`one_step_metrics`): the model reads x_0 … x_t and predicts
-  x_{t+1}. Pixel metrics (MSE and MAE per pixel and per frame, PSNR, SSIM, BCE) beside
-  *copy-last* (predict x_{t+1} = x_t); with ground-truth flow, the end-point error and
-  accuracy of the predicted flow beside *zero flow*.
-* **Rollout** (:func:`rollout_metrics`): the model reads ``context`` frames, then feeds
-  its own predictions back for ``future`` frames. MSE and SSIM at each horizon beside
-  *copy the last context frame* for every future frame.
+* **One step** (:func:`one_step_metrics`): predict x_{t+1} from x_0 … x_t, beside
+  *copy-last* (x_{t+1} = x_t); the predicted flow beside *zero flow*.
+* **Rollout** (:func:`rollout_metrics`): read ``context`` frames, predict ``future``
+  from the model's own outputs, beside *copy the last context frame*.
 * **Label propagation** (:func:`label_propagation_metrics`, the paper's application):
-  the object mask of frame t, warped by the predicted flow, should be the mask of
-  frame t+1. Mean IoU beside *copy mask t*.
+  mask t warped by the predicted flow against mask t+1, beside *copy mask t*.
 
 :func:`evaluate_checkpoint` does all three and writes ``metrics.json``, ``report.md`` and
 the figures. Model outputs are copied to the host as soon as they are computed.
@@ -108,11 +104,10 @@ def one_step_metrics(model, clips, batch_size=32, progress=False):
     Args:
         clips: a ``data.Clips`` (``flow`` and ``masks`` may be None for real data).
     Returns:
-        dict of Python floats: ``mse`` and ``mae`` (per pixel), ``mse_per_frame``,
-        ``mae_per_frame``, ``psnr``, ``ssim``, ``bce_per_frame``, each with a
-        ``copy_last_`` twin (predict x_{t+1} = x_t); with ground-truth flow also ``epe``
-        and ``zero_flow_epe`` (image pixels, on object pixels of frame t+1) and
-        ``acc@0.5`` … beside ``zero_flow_acc@…``.
+        dict of Python floats: ``mse``, ``mae`` (per pixel), ``mse_per_frame``,
+        ``mae_per_frame``, ``psnr``, ``ssim``, ``bce_per_frame``, each with a ``copy_last_``
+        twin; with ground-truth flow ``epe``, ``acc@0.5`` … (image pixels, object pixels
+        of frame t+1) beside ``zero_flow_…`` and the ``metrics.flow_quality`` figures.
     """
     preds, flows = predict_clips(model, clips.frames, batch_size, progress)
     return _one_step_scores(preds, flows, clips)

@@ -69,10 +69,7 @@ def mse_per_pixel(pred, target, per_frame=False):
 
 
 def mse_per_frame(pred, target, per_frame=False):
-    """Squared error summed over a frame's C·H·W pixels, averaged over frames.
-
-    ``mse_per_frame = C·H·W · mse_per_pixel`` (the number OpenSTL's tables call MSE).
-    """
+    """Squared error summed over a frame's C·H·W pixels, averaged over frames (OpenSTL's MSE)."""
     _check_pair("mse_per_frame", pred, target)
     xp = get_array_module(pred, target)
     err = (_float64(xp, pred) - _float64(xp, target)) ** 2

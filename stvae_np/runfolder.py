@@ -105,12 +105,9 @@ def clean_stale_temps(folder) -> list:
 
 
 class RunLock:
-    """``folder/.lock`` holding this process's PID, created exclusively.
-
-    A lock whose process is gone is taken over (``taken_over`` holds the dead PID, for a
-    message); a lock of a living process raises :class:`FolderBusy`. The lock file is
-    removed on release.
-    """
+    """``folder/.lock`` holding this process's PID, created exclusively, removed on release.
+    A lock of a living process raises :class:`FolderBusy`; one whose process is gone is
+    taken over (``taken_over``: the dead PID)."""
 
     def __init__(self, folder):
         self.path = os.path.join(os.fspath(folder), LOCK)

@@ -127,12 +127,8 @@ def apply_overrides(config: Config, items) -> Config:
 
 
 def _with_ops(model: STVAE, ops: str) -> STVAE:
-    """``model`` running the ``ops`` ("fast" or "plain", ``stvae_np.model.OPS``): the same
-    parameter arrays (shared, not copied), config, dtype and device.
-
-    STVAE picks its ops when it is built, so a model loaded from a checkpoint (which
-    builds it with the default, "fast") is built again around its own parameters.
-    """
+    """``model`` running the ``ops`` ("fast" or "plain", ``stvae_np.model.OPS``), built
+    again around the same (shared) parameter arrays: STVAE picks its ops when built."""
     if model.ops == ops:
         return model
     switched = STVAE(model.config, dtype=model.dtype, device=model.device, ops=ops)
@@ -161,8 +157,8 @@ RESUMED = ("data", "seed", "batch_size", "seq_len", "lr", "clip_norm", "layout")
 def _resumed_model(args, device):
     """The model of ``--resume``, its training state (the checkpoint's ``extra``) and its
     run folder (``--out``, else the checkpoint's folder). The settings are the resumed
-    run's own (stored in the checkpoint, or in the ``run.json`` beside an older one): a
-    flag that asks for another value is refused, so a resumed run goes on as it began.
+    run's own (in the checkpoint, or the ``run.json`` beside an older one); CLIError for
+    a flag that asks for another value.
     """
     try:
         model, extra = checkpoint.load(args.resume, device=device, return_extra=True)
@@ -319,9 +315,8 @@ class _Abort(BaseException):
 
 
 class _Signals:
-    """SIGINT and SIGTERM deferred to the step boundary: the first one only sets
-    ``signum`` (the loop finishes the step, writes a checkpoint and stops); a second one
-    raises :class:`_Abort` at once. Handlers are installed only in the main thread."""
+    """SIGINT and SIGTERM deferred to the step boundary: the first one only sets ``signum``;
+    a second one raises :class:`_Abort` at once. Installed only in the main thread."""
 
     def __init__(self):
         self.signum = None
@@ -401,12 +396,10 @@ def _claim_folder(out, resume_dir, overwrite):
 def _start_run_folder(run, overwrite):
     """Write ``config.json`` and ``run.json`` (the settings a ``--resume`` reads back),
     atomically, when training really starts; CLIError if they cannot be written."""
+    metrics = os.path.join(run.out, "metrics.json")
     try:
-        if overwrite:            # the replaced run's results must not outlive it
-            for name in ("metrics.json",):
-                path = os.path.join(run.out, name)
-                if os.path.exists(path):
-                    os.remove(path)
+        if overwrite and os.path.exists(metrics):   # the replaced run's results must not outlive it
+            os.remove(metrics)
         write_json(os.path.join(run.out, "config.json"), run.model.config.to_dict())
         write_json(os.path.join(run.out, "run.json"), run.settings)
     except OSError as err:

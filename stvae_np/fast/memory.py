@@ -1,18 +1,8 @@
 """Convolutional LSTM (Shi et al. 2015, without peepholes), forward and backward: the
 fast version, the one the model runs.
 
-The memory of the spatio-temporal autoencoder: an LSTM whose matrix products are
-replaced by "same" convolutions, so that h and c are feature maps. The plain maths,
-one step and the loop through time written as the equations, is in ``../memory.py``
-(same functions, same signatures); ``tests/test_fast.py`` holds the two together
-(values and every gradient, float64, to 1e-12). Read that first.
-
-Public functions::
-
-    convlstm_step_forward(x, h_prev, c_prev, params) -> h, c, cache   (ConvLSTMStepCache)
-    convlstm_step_backward(dh, dc, cache)  -> dx, dh_prev, dc_prev, dparams
-    convlstm_forward(xs, params, h0=None, c0=None) -> hs, cache       (ConvLSTMCache)
-    convlstm_backward(dhs, cache, dc_last=None)    -> dxs, dparams    (+ "h0", "c0")
+The plain maths, written as the equations, is in ``../memory.py`` (same functions,
+same signatures): read that first. ``tests/test_fast.py`` holds the two together.
 
 How it is fast (measurements in BENCHMARKS.md):
 
@@ -22,12 +12,9 @@ How it is fast (measurements in BENCHMARKS.md):
    on CuPy it is one fused kernel per step (``lstm_gates_forward``/``_backward``).
 4. The cache keeps no im2col buffer: the backward rebuilds it.
 
-Equations, shapes and gate order are those of ``../memory.py``: gates i, f, g, o
-stacked along the output channels of ``Wx (4F, C, k, k)``, ``Wh (4F, F, k, k)``, ``b (4F,)``.
-
-Every function works on NumPy and CuPy arrays (``xp = get_array_module(x)``) and
-returns arrays of its inputs' dtype. Backward passes never modify their inputs or
-the cache.
+Gates i, f, g, o are stacked along the output channels of ``Wx (4F, C, k, k)``,
+``Wh (4F, F, k, k)``, ``b (4F,)``. Every function works on NumPy and CuPy arrays, keeps
+its inputs' dtype, and never modifies its inputs or the cache in a backward pass.
 """
 from __future__ import annotations
 
