@@ -28,10 +28,8 @@ def get_array_module(*arrays):
 
 
 def few_kernels(xp):
-    """The fast ops' one switch between the devices (``fast/layers.py``, ``sampler._gather``):
-    True where a loop of k·k small copies should run as one operation on a strided view,
-    because every operation is a kernel launch (CuPy); False where the loops measured
-    faster (NumPy, on every core). ``FEW_KERNELS`` True/False forces either way."""
+    """True where a loop of k·k small copies should run as one operation on a strided view
+    (CuPy: every operation is a kernel launch); ``FEW_KERNELS`` True/False forces it."""
     if FEW_KERNELS is None:
         return xp.__name__ != "numpy"
     return FEW_KERNELS
@@ -41,10 +39,8 @@ _GPU_WORKS = None        # the answer of gpu_available(), found once per process
 
 
 def gpu_available() -> bool:
-    """True only when CuPy imports, a CUDA device answers *and* it computes: a tiny
-    element-wise kernel and a tiny matrix product (cuBLAS) run and give the right numbers.
-    A CuPy installed without its CUDA libraries passes the device count and fails here,
-    instead of at the model's first kernel. Never raises; the answer is cached."""
+    """True only when CuPy imports, a CUDA device answers *and* it computes (a tiny
+    kernel and a cuBLAS product give the right numbers). Never raises; cached."""
     global _GPU_WORKS
     if _GPU_WORKS is None:
         _GPU_WORKS = _gpu_computes()
@@ -66,7 +62,7 @@ def _gpu_computes() -> bool:
 
 def gpu_free_bytes() -> int:
     """Bytes the current CUDA device could still hand out: free device memory plus what
-    CuPy's memory pool holds unused. Host-side queries, no kernel and no sync."""
+    CuPy's memory pool holds unused."""
     free, _ = _cp.cuda.runtime.memGetInfo()
     return free + _cp.get_default_memory_pool().free_bytes()
 
@@ -98,14 +94,8 @@ def device_of(a) -> str:
 def scatter_add(out, indices, values):
     """Unbuffered ``out[indices] += values`` on a 1-D array: repeated indices all add up.
 
-    Plain ``out[idx] += v`` keeps only one of the repeated writes; a sampler's image
-    gradient needs every one of them. NumPy uses ``bincount`` (much faster than
-    ``np.add.at``), CuPy uses ``cupyx.scatter_add`` (atomic adds on the GPU).
-
-    Args:
-        out: 1-D array, modified in place and returned.
-        indices: integer array, every entry in ``[0, out.size)``.
-        values: array of the same shape as ``indices``.
+    (Plain ``out[idx] += v`` keeps only one of the repeated writes.) ``out`` is modified
+    in place and returned; ``indices`` in ``[0, out.size)``, ``values`` of their shape.
     """
     if out.ndim != 1:
         raise ValueError(f"scatter_add expects a 1-D target, got shape {out.shape}")

@@ -4,11 +4,9 @@
     load(path, device="cpu", return_extra=False)   -> model (, extra)
 
 Layout of the file (docs/DESIGN.md section 6): ``param/<name>`` for every parameter,
-``config_json`` (the Config as JSON), ``dtype``, ``format_version`` (1), ``magic``
-("stvae_np") and ``extra/<name>`` for the trainer's state (optimizer, sampler, step).
-Loading never unpickles (``allow_pickle=False``), so a checkpoint from anywhere is safe
-to open. Arrays are written from the host: a checkpoint written on the GPU loads on the
-CPU and the other way round.
+``config_json``, ``dtype``, ``format_version`` (1), ``magic`` ("stvae_np") and
+``extra/<name>`` for the trainer's state. Arrays are written from the host: a checkpoint
+written on the GPU loads on the CPU and the other way round.
 """
 from __future__ import annotations
 
@@ -20,18 +18,14 @@ import numpy as np
 
 from .backend import asnumpy
 from .model import PARAM_NAMES, STVAE, Config
-from .runfolder import fsync_dir, temp_name
+from .runfolder import atomic_write
 
 FORMAT_VERSION = 1
 
 
 def save(model, path, extra: dict | None = None):
-    """Write one ``.npz``: parameters, config (JSON), dtype and a format version.
-
-    ``extra`` (name -> array) is stored under ``extra/<name>`` (the trainer keeps the
-    optimizer state and the step there). The file is written to a temporary name and
-    renamed, so an interrupted save never leaves a half-written checkpoint.
-    """
+    """Write one ``.npz`` (``runfolder.atomic_write``: never half-written): parameters,
+    config, dtype, format version and ``extra`` (name -> array) under ``extra/<name>``."""
     arrays = {f"param/{k}": asnumpy(v) for k, v in model.params.items()}
     arrays["config_json"] = np.array(json.dumps(model.config.to_dict()))
     arrays["dtype"] = np.array(model.dtype.name)
@@ -39,27 +33,13 @@ def save(model, path, extra: dict | None = None):
     arrays["magic"] = np.array("stvae_np")
     for k, v in (extra or {}).items():
         arrays[f"extra/{k}"] = np.asarray(asnumpy(v))
-    path = os.fspath(path)
-    tmp = temp_name(path)                    # in the target's folder: the rename is atomic
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())            # the bytes are on disk before the rename
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    fsync_dir(os.path.dirname(path))         # and so is the rename
+    atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
 
 def load(path, device="cpu", return_extra=False):
-    """Read a checkpoint written by :func:`save`; returns the model (on ``device``).
-
-    Raises FileNotFoundError for a missing file and ValueError for a truncated,
-    foreign or pickled file (loading never unpickles: ``allow_pickle=False``).
-    With ``return_extra=True`` returns ``(model, extra)``.
-    """
+    """Read a checkpoint written by :func:`save`: the model on ``device`` (and ``extra``
+    with ``return_extra``). FileNotFoundError for a missing file, ValueError for a
+    truncated, foreign or pickled one (never unpickled)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")

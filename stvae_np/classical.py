@@ -1,9 +1,8 @@
 """A classical two-frame optical flow to set beside the learned one: coarse-to-fine
 Horn–Schunck (Horn & Schunck, "Determining optical flow", 1981), in NumPy.
 
-The model learns its flow from unlabelled video; this method has no learning at all,
-so the two together say how hard the clips are. It estimates the same quantity the
-data and the metrics use, the BACKWARD flow on the pixels of the later frame:
+No learning at all, so beside the model it says how hard the clips are. It estimates
+the BACKWARD flow on the pixels of the later frame, as the data and the metrics do:
 
     frame_t(p + u(p)) ≈ frame_{t+1}(p)        u = (u_x, u_y) in image pixels
 
@@ -18,10 +17,8 @@ with Horn and Schunck's Jacobi iteration
     du ← d̄u − ∇I · (∇I · d̄u + I_t) / (α² + |∇I|²)
 
 with d̄u the 4-neighbour average. Linearising only holds for about a pixel, so the
-frames are first 2×2 average-pooled ``levels − 1`` times; the flow found at a coarse
-level is doubled, up-sampled and refined at the next finer one, re-warping ``warps``
-times per level. The defaults (α = 0.7, 3 levels, 1 warp of 100 iterations) were
-picked on the validation clips of the tiny Moving MNIST (docs/flow_study.md).
+frames are first 2×2 average-pooled ``levels − 1`` times; the flow of a coarse level
+is doubled, up-sampled and refined at the next finer one (defaults: docs/flow_study.md).
 """
 from __future__ import annotations
 
@@ -75,14 +72,10 @@ def horn_schunck(frame_t, frame_t1, alpha=0.7, iters=100, levels=3, warps=1):
     Args:
         frame_t, frame_t1: (..., H, W) intensities (e.g. in [0, 1]); H and W divisible
             by 2^(levels − 1). Any leading axes are frames, solved independently.
-        alpha: smoothness weight α (in the intensity units of the frames).
-        iters: Jacobi iterations per level.
-        levels: pyramid levels (1: no pyramid).
-        warps: re-linearisations per level (warp, solve for du, add it), each ``iters``
-            iterations long.
+        alpha: smoothness weight α; iters: Jacobi iterations per level and warp.
+        levels: pyramid levels (1: no pyramid); warps: re-linearisations per level.
     Returns:
-        (..., 2, H, W) float64, channel 0 = x, channel 1 = y, in pixels:
-        frame_t(p + flow(p)) ≈ frame_t1(p).
+        (..., 2, H, W) float64 in pixels: frame_t(p + flow(p)) ≈ frame_t1(p).
     """
     a = np.asarray(frame_t, np.float64)
     b = np.asarray(frame_t1, np.float64)

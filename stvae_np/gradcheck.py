@@ -10,16 +10,11 @@ def numerical_gradient(f, x, df=None, h=1e-5):
 
         ∂/∂x_i ≈ [ s(x + h e_i) − s(x − h e_i) ] / (2h),   s(x) = Σ f(x) ⊙ df
 
-    ``df`` plays the part of the upstream gradient ``dout`` of a backward pass, so the
-    result is directly comparable with ``*_backward(df, cache)``; ``None`` means ones
-    (or the scalar 1 when ``f`` returns a scalar).
-
     Args:
-        f: function of no arguments' worth of state: called as ``f(x)``, it must read the
-           array ``x`` (which is perturbed in place) and return an array or a scalar.
-        x: float array, perturbed one element at a time and restored exactly.
-        df: upstream gradient, same shape as ``f(x)``.
-        h: step.
+        f: called as ``f(x)``, returns an array or a scalar.
+        x: float array, perturbed in place one element at a time and restored exactly.
+        df: the upstream gradient ``dout`` of a backward pass, same shape as ``f(x)``, so
+            the result compares with ``*_backward(df, cache)``; None means ones.
     Returns:
         array of ``x``'s shape and dtype.
     """
@@ -55,19 +50,15 @@ def directional_check(loss, params, grads, names=None, directions=3, h=1e-6, see
 
         d = ½ g/‖g‖ + ½ r/‖r‖,   r ~ N(0, I),   g = grads[name]
 
-    compare the centred difference [L(θ + h·d) − L(θ − h·d)] / 2h with ⟨g, d⟩. r is flipped
-    when it points against g, so ⟨g, d⟩ ≥ ‖g‖/2 and round-off cannot dominate; and a
-    model has kinks nobody can place by hand (a max-pool winner that switches, a sample
-    point crossing an integer): a real bug fails every direction, a kink fails one.
+    compare the centred difference [L(θ + h·d) − L(θ − h·d)] / 2h with ⟨g, d⟩. Several
+    directions because a model has kinks (a max-pool winner that switches): a real bug
+    fails every direction, a kink fails one.
 
     Args:
         loss: function of no arguments returning the scalar loss; it must read ``params``,
             whose arrays are perturbed in place and restored exactly.
         params, grads: dicts name -> float64 array.
         names: tensors to check (default: all of ``grads``).
-        directions: directions per tensor.
-        h: step along d (d has norm ≤ 1).
-        seed: for the random parts r.
     Returns:
         dict name -> the worst rel_error over its directions.
     """

@@ -7,14 +7,11 @@ Conventions shared by every function here:
   Predictions and targets are ``(N, T, C, H, W)`` or ``(N, C, H, W)`` (a single
   ``(C, H, W)`` frame also works), pixels in ``[0, data_range]`` (``[0, 1]`` by default).
   For the model, compare ``preds (N, T-1, C, H, W)`` with ``clip[:, 1:]``.
-* Inputs are promoted to float64 before any arithmetic, whatever their dtype: a
-  metric is computed once per evaluation, and float32 round-off in ``E[x²] − E[x]²``
-  visibly biases SSIM. Results are float64.
-* Results are 0-d arrays (or, for ``per_frame=True`` or several thresholds, small
-  arrays) on the inputs' device, not Python floats: call ``float()`` at the edge
-  (printing, logging), since on CuPy that is a device sync.
-* Frame averages: per-frame metrics are averaged with equal weight per frame. As all
-  frames have the same size, a per-pixel mean over the whole batch is the same number.
+* Inputs are promoted to float64 before any arithmetic (float32 round-off in
+  ``E[x²] − E[x]²`` visibly biases SSIM).
+* Results are float64 0-d arrays (or, for ``per_frame=True`` or several thresholds,
+  small arrays) on the inputs' device: call ``float()`` at the edge (a device sync on CuPy).
+* Per-frame metrics are averaged with equal weight per frame.
 
 Pixel errors ("per frame" sums a frame's C·H·W pixels, as the tables of OpenSTL and of
 most video-prediction papers report MSE/MAE; "per pixel" is the plain mean):
@@ -22,8 +19,7 @@ most video-prediction papers report MSE/MAE; "per pixel" is the plain mean):
     mse_per_pixel = mean((ŷ − y)²)            mse_per_frame = mse_per_pixel · C·H·W
     mae_per_pixel = mean(|ŷ − y|)             mae_per_frame = mae_per_pixel · C·H·W
 
-Every function is written against ``xp = get_array_module(...)`` and runs on NumPy
-and CuPy alike.
+Every function runs on NumPy and CuPy alike.
 """
 from __future__ import annotations
 
@@ -65,8 +61,6 @@ def mse_per_pixel(pred, target, per_frame=False):
     Args:
         pred, target: ``(..., C, H, W)`` of the same shape.
         per_frame: return one value per frame (shape ``pred.shape[:-3]``) instead of the mean.
-    Returns:
-        0-d float64 array (or per-frame array).
     """
     _check_pair("mse_per_pixel", pred, target)
     xp = get_array_module(pred, target)
@@ -75,10 +69,7 @@ def mse_per_pixel(pred, target, per_frame=False):
 
 
 def mse_per_frame(pred, target, per_frame=False):
-    """Squared error summed over a frame's C·H·W pixels, averaged over frames.
-
-    ``mse_per_frame = C·H·W · mse_per_pixel`` (the number OpenSTL's tables call MSE).
-    """
+    """Squared error summed over a frame's C·H·W pixels, averaged over frames (OpenSTL's MSE)."""
     _check_pair("mse_per_frame", pred, target)
     xp = get_array_module(pred, target)
     err = (_float64(xp, pred) - _float64(xp, target)) ** 2
@@ -107,15 +98,8 @@ def psnr(pred, target, data_range=1.0, max_db=PSNR_MAX_DB, per_frame=False):
         PSNR_frame = 10 · log10(data_range² / MSE_frame),  MSE_frame = mean over (C, H, W)
         PSNR = mean over frames of min(PSNR_frame, max_db)
 
-    This is the mean of per-frame PSNRs (as OpenSTL and most video-prediction papers
-    report it), not the PSNR of the batch MSE: log10 is concave, so the two differ,
-    and the per-frame mean rewards frames that are nearly right. A frame predicted
-    exactly (MSE = 0) would give +inf and make the mean inf; each frame is capped at
-    ``max_db`` (100 dB by default, i.e. MSE below 1e-10·data_range²), computed
-    without a divide-by-zero warning.
-
-    Returns:
-        0-d float64 array in dB (or one value per frame).
+    The mean of per-frame PSNRs (as OpenSTL reports it), not the PSNR of the batch MSE;
+    the cap keeps an exact frame (MSE = 0) from making the mean infinite.
     """
     if not data_range > 0:
         raise ValueError(f"psnr: data_range must be > 0, got {data_range}")
@@ -131,8 +115,7 @@ def bce_per_frame(pred, target, per_frame=False):
 
         BCE_frame = −Σ_{c,y,x} [ y·log ŷ + (1 − y)·log(1 − ŷ) ],  ŷ clipped to [1e-7, 1 − 1e-7]
 
-    The clip keeps a saturated prediction finite (at most −log(1e-7) ≈ 16.1 nats per
-    pixel). Targets may be soft (any value in [0, 1]).
+    Targets may be soft (any value in [0, 1]).
     """
     _check_pair("bce_per_frame", pred, target)
     xp = get_array_module(pred, target)
@@ -155,9 +138,6 @@ def _filter_valid(a, weights):
     """Separable filtering of the last two axes, 'valid' region only.
 
     out[..., y, x] = Σ_u Σ_v w[u] w[v] a[..., y + u, x + v],   out (..., H − k + 1, W − k + 1)
-
-    One strided slice per window offset and axis (as in conv.im2col): no padding,
-    no fancy indexing.
     """
     k = len(weights)
     h, w = a.shape[-2], a.shape[-1]
@@ -180,21 +160,15 @@ def ssim(pred, target, data_range=1.0, win_size=11, sigma=1.5, per_frame=False):
         SSIM(y, x) = (2μxμy + C1)(2σxy + C2) / ((μx² + μy² + C1)(σx² + σy² + C2))
         C1 = (0.01·L)², C2 = (0.03·L)², L = data_range
 
-    computed for each channel separately, averaged over the map, the channels and the
-    frames. The filter is evaluated on the **'valid'** region only (windows that fit
-    inside the image, no padding), as in the authors' ``ssim_index.m``
-    (``filter2(..., 'valid')``). This equals scikit-image's
-    ``structural_similarity(gaussian_weights=True, use_sample_covariance=False,
-    sigma=1.5)``, which pads by reflection but then crops (win_size − 1)/2 pixels from
-    each border before averaging.
+    for each channel, averaged over the map, the channels and the frames, on the
+    **'valid'** region only, as the authors' ``ssim_index.m`` (and scikit-image's
+    ``structural_similarity(gaussian_weights=True, use_sample_covariance=False)``).
 
     Args:
         pred, target: ``(..., C, H, W)``, same shape, with H and W at least win_size.
         win_size: odd window size (11 in the paper).
         sigma: the Gaussian's standard deviation in pixels.
         per_frame: return one value per frame instead of the mean.
-    Returns:
-        0-d float64 array (1.0 for identical frames; symmetric in its arguments).
     Raises:
         ValueError: frames smaller than the window (pass a smaller odd ``win_size``).
     """
@@ -251,13 +225,9 @@ def endpoint_error(flow_pred, flow_true, mask=None):
     """Average end-point error, ``mean over the masked pixels of ‖pred − true‖₂``.
 
     Args:
-        flow_pred, flow_true: ``(..., 2, H, W)`` in the same pixel units (channel 0
-            x, channel 1 y). Bring a memory-grid flow to image pixels first with
-            :func:`upsample_flow`.
-        mask: None (every pixel) or boolean, broadcastable to ``(..., H, W)``
-            (non-boolean masks are read as "non-zero = selected").
-    Returns:
-        0-d float64 array; NaN when the mask selects no pixel.
+        flow_pred, flow_true: ``(..., 2, H, W)`` in the same pixel units.
+        mask: None (every pixel) or broadcastable to ``(..., H, W)`` (non-zero = selected).
+    Returns NaN when the mask selects no pixel.
     """
     epe = _epe_map("endpoint_error", flow_pred, flow_true)
     if mask is None:
@@ -272,12 +242,8 @@ def endpoint_error(flow_pred, flow_true, mask=None):
 def flow_accuracy(flow_pred, flow_true, mask=None, thresholds=(0.5, 1.0, 3.0)):
     """Share of the masked pixels whose end-point error is below each threshold (strict <).
 
-    Args:
-        flow_pred, flow_true, mask: as for :func:`endpoint_error`.
-        thresholds: EPE thresholds in pixels.
-    Returns:
-        float64 array of shape ``(len(thresholds),)``, each in [0, 1]; NaN where the
-        mask selects no pixel.
+    Arguments as for :func:`endpoint_error`; returns ``(len(thresholds),)`` in [0, 1]
+    (NaN where the mask selects no pixel).
     """
     epe = _epe_map("flow_accuracy", flow_pred, flow_true)
     xp = get_array_module(epe)
@@ -291,20 +257,16 @@ def flow_accuracy(flow_pred, flow_true, mask=None, thresholds=(0.5, 1.0, 3.0)):
 def upsample_flow(flow, factor, mode="nearest"):
     """Bring a flow from a coarse grid to a ``factor``-times finer one, values included.
 
-    A flow is measured in pixels of its own grid. The model's flow lives on the memory
-    grid (half the image size in both presets), so one memory pixel of displacement is
-    ``factor`` image pixels: the field is resized AND multiplied by ``factor``.
+    A flow is measured in pixels of its own grid, so the field is resized AND multiplied
+    by ``factor``:
 
         out[..., c, Y, X] = factor · flow_resized[..., c, Y, X]
 
     Args:
-        flow: ``(..., 2, h, w)``, channel 0 x, channel 1 y.
-        factor: integer ≥ 1 (2 for the encoder's single 2×2 max-pool).
-        mode: ``"nearest"`` (each fine pixel takes the coarse cell covering it, like
-            ``upsample2``), or ``"bilinear"`` with pixel-centre alignment: fine pixel Y
-            reads coarse coordinate ``(Y + 0.5)/factor − 0.5`` clamped to [0, h − 1]
-            (PyTorch's ``align_corners=False``). That is the map the 2×2 pooling
-            defines, coarse cell y covering fine pixels factor·y … factor·y + factor − 1.
+        flow: ``(..., 2, h, w)``; factor: integer ≥ 1.
+        mode: ``"nearest"`` (like ``upsample2``), or ``"bilinear"`` with pixel-centre
+            alignment: fine pixel Y reads coarse ``(Y + 0.5)/factor − 0.5`` clamped to
+            [0, h − 1] (PyTorch's ``align_corners=False``).
     Returns:
         ``(..., 2, factor·h, factor·w)``, flow's dtype.
     """
@@ -341,17 +303,12 @@ def _resize_linear_axis(a, factor, axis):
 
 # ----------------------------------------------------------------------------- masks
 def iou(mask_pred, mask_true, per_clip=False):
-    """Intersection over union of boolean masks, ``|A ∧ B| / |A ∨ B|``.
-
-    Two empty masks agree perfectly: their IoU is defined as 1.0 (not 0/0).
+    """Intersection over union of boolean masks, ``|A ∧ B| / |A ∨ B|`` (1.0 for two empty masks).
 
     Args:
         mask_pred, mask_true: same shape, boolean (other dtypes: non-zero = inside).
-        per_clip: False pools every pixel of the batch into one IoU; True computes one
-            IoU per entry of axis 0 (per clip) and averages those, so a clip with a
-            small object counts as much as one with a large object.
-    Returns:
-        0-d float64 array in [0, 1].
+        per_clip: False pools every pixel into one IoU; True averages one IoU per entry
+            of axis 0 (a small object counts as much as a large one).
     """
     if tuple(mask_pred.shape) != tuple(mask_true.shape):
         raise ValueError(f"iou: mask shapes differ, {tuple(mask_pred.shape)} "
@@ -378,11 +335,9 @@ FLOW_T_MIN = 2     # flow steps t >= 2: the memory has seen at least three frame
 def flow_quality(flow_pred, flow_true, mask, t_min=FLOW_T_MIN):
     """How close a predicted flow is to the true motion, step by step and pooled.
 
-    Flows are ``(N, S, 2, H, W)`` in IMAGE pixels (bring the model's memory-grid flow
-    there with :func:`upsample_flow`), indexed like ``STVAE.predict``'s flows: step t
-    sees frames 0 … t and predicts frame t+1. ``mask (N, S, H, W)`` selects the object
-    pixels of frame t+1. Over the masked pixels p of the steps t ≥ ``t_min`` (f the
-    predicted, g the true flow at p):
+    Flows in IMAGE pixels, indexed like ``STVAE.predict``'s flows (step t predicts frame
+    t+1). Over the masked pixels p of the steps t ≥ ``t_min`` (f the predicted, g the
+    true flow at p):
 
         epe_t2            = mean_p ‖f − g‖₂
         zero_flow_epe_t2  = mean_p ‖g‖₂                 (the EPE of predicting no motion)
@@ -390,14 +345,8 @@ def flow_quality(flow_pred, flow_true, mask, t_min=FLOW_T_MIN):
         angular_error_t2  = mean over p with |g| > 0 of the angle between f and g, in
                             degrees; a pixel where f = 0 counts as 90° (no direction)
 
-    and ``epe_per_step`` ((S,) float64 NumPy, NaN where a step has no object pixel).
-
-    Args:
-        flow_pred, flow_true: (N, S, 2, H, W), S > t_min.
-        mask: (N, S, H, W) boolean (non-zero = object pixel of frame t+1).
-        t_min: first step counted in the pooled ``*_t2`` figures.
-    Returns:
-        dict of Python floats (NaN where no pixel is selected) and the per-step array.
+    and ``epe_per_step`` ((S,) NumPy), for flows (N, S, 2, H, W), S > t_min, and mask
+    (N, S, H, W) (object pixels of frame t+1). Python floats, NaN where no pixel counts.
     """
     xp = get_array_module(flow_pred, flow_true)
     if flow_pred.ndim != 5 or flow_pred.shape[2] != 2:

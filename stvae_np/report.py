@@ -2,16 +2,7 @@
 and the figures.
 
 ``stvae_np.evaluate`` computes the metrics (:func:`evaluate.evaluate_checkpoint`) and
-hands the result here:
-
-* :func:`jsonable` turns arrays into lists and NaN into None (strict JSON);
-* :func:`write_report` writes ``report.md``: one table of model against baseline
-  (copy-last frame, zero flow, the last context frame, mask t kept), the rollout per
-  horizon, the figures;
-* :func:`write_figures` writes the PNGs (``viz``), :func:`summary_lines` the lines the
-  command prints.
-
-Host-side only: every number here is already a Python float or a NumPy array.
+hands the result here; every number is already a Python float or a NumPy array.
 """
 from __future__ import annotations
 
@@ -153,10 +144,7 @@ def write_figures(out_dir, clips, one_step_out, rollout_out, label_out, examples
     """The PNGs of ``evaluate.evaluate_checkpoint``; returns {key: file name}.
 
     Args:
-        out_dir: the folder they are written to.
-        clips: the evaluated ``data.Clips`` (frames (N, T, C, H, W), flow, masks).
-        one_step_out: (preds, flows) of ``evaluate.predict_clips``; flows
-            (N, T-1, 2, h, w) in memory-grid pixels, step t predicts frame t+1.
+        one_step_out: (preds, flows) of ``evaluate.predict_clips``.
         rollout_out: (scores, predictions) of the rollout, or None when it was skipped.
         label_out: the propagated masks of frames 1 … T-1 (N, T-1, H, W), or None.
         examples: how many clips the figures show.
@@ -168,15 +156,11 @@ def write_figures(out_dir, clips, one_step_out, rollout_out, label_out, examples
     if rollout_out is not None:
         scores, roll_preds = rollout_out
         ctx, fut = scores["context"], scores["future"]
-        xs = scores["horizon"]
-        viz.plot_curves(os.path.join(out_dir, "rollout_mse.png"), xs,
-                        {"model": scores["mse"], "copy last context frame": scores["copy_last_mse"]},
-                        ylabel="MSE per pixel", title=f"Rollout {ctx} → {fut}: MSE per horizon")
-        figs["rollout_mse"] = "rollout_mse.png"
-        viz.plot_curves(os.path.join(out_dir, "rollout_ssim.png"), xs,
-                        {"model": scores["ssim"], "copy last context frame": scores["copy_last_ssim"]},
-                        ylabel="SSIM", title=f"Rollout {ctx} → {fut}: SSIM per horizon")
-        figs["rollout_ssim"] = "rollout_ssim.png"
+        for key, ylabel, name in (("mse", "MSE per pixel", "MSE"), ("ssim", "SSIM", "SSIM")):
+            viz.plot_curves(os.path.join(out_dir, f"rollout_{key}.png"), scores["horizon"],
+                            {"model": scores[key], "copy last context frame": scores[f"copy_last_{key}"]},
+                            ylabel=ylabel, title=f"Rollout {ctx} → {fut}: {name} per horizon")
+            figs[f"rollout_{key}"] = f"rollout_{key}.png"
         viz.plot_rollout(os.path.join(out_dir, "rollout.png"), frames[:k, :ctx],
                          np.clip(roll_preds[:k], 0, 1), frames[:k, ctx:ctx + fut], max_rows=k)
         figs["rollout"] = "rollout.png"

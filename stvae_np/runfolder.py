@@ -1,7 +1,7 @@
 """What keeps a run folder safe: atomic, fsynced writes; a lock file per folder; stale
 temporary files of dead processes cleaned away.
 
-    atomic_write(path, data)         bytes or str -> temp file in the same folder, fsync, rename, fsync folder
+    atomic_write(path, data)         bytes, str or a writer -> temp file beside it, fsync, rename, fsync folder
     write_json(path, obj)            atomic_write of JSON
     RunLock(folder)                  with RunLock(folder): ... (one process per run folder)
     clean_stale_temps(folder)        remove ``*.tmp-<pid>`` left by processes that are gone
@@ -59,16 +59,20 @@ def temp_name(path) -> str:
 
 
 def atomic_write(path, data) -> None:
-    """Write ``data`` (bytes or str) to ``path`` all at once: a temporary file beside it,
-    flushed and fsynced, renamed over ``path``, the folder fsynced. A failure (disk full)
-    leaves ``path`` as it was and no temporary file."""
+    """Write ``data`` (bytes, str, or a function ``data(fh)`` writing to a binary file) to
+    ``path`` all at once: a temporary file beside it, flushed and fsynced, renamed over
+    ``path``, the folder fsynced. A failure (disk full) leaves ``path`` as it was and no
+    temporary file."""
     path = os.fspath(path)
-    tmp = temp_name(path)
+    tmp = temp_name(path)                    # in the target's folder: the rename is atomic
     if isinstance(data, str):
         data = data.encode("utf-8")
     try:
         with open(tmp, "wb") as fh:
-            fh.write(data)
+            if callable(data):
+                data(fh)
+            else:
+                fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -101,12 +105,9 @@ def clean_stale_temps(folder) -> list:
 
 
 class RunLock:
-    """``folder/.lock`` holding this process's PID, created exclusively.
-
-    A lock whose process is gone is taken over (``taken_over`` holds the dead PID, for a
-    message); a lock of a living process raises :class:`FolderBusy`. The lock file is
-    removed on release.
-    """
+    """``folder/.lock`` holding this process's PID, created exclusively, removed on release.
+    A lock of a living process raises :class:`FolderBusy`; one whose process is gone is
+    taken over (``taken_over``: the dead PID)."""
 
     def __init__(self, folder):
         self.path = os.path.join(os.fspath(folder), LOCK)

@@ -127,12 +127,8 @@ def apply_overrides(config: Config, items) -> Config:
 
 
 def _with_ops(model: STVAE, ops: str) -> STVAE:
-    """``model`` running the ``ops`` ("fast" or "plain", ``stvae_np.model.OPS``): the same
-    parameter arrays (shared, not copied), config, dtype and device.
-
-    STVAE picks its ops when it is built, so a model loaded from a checkpoint (which
-    builds it with the default, "fast") is built again around its own parameters.
-    """
+    """``model`` running the ``ops`` ("fast" or "plain", ``stvae_np.model.OPS``), built
+    again around the same (shared) parameter arrays: STVAE picks its ops when built."""
     if model.ops == ops:
         return model
     switched = STVAE(model.config, dtype=model.dtype, device=model.device, ops=ops)
@@ -161,8 +157,8 @@ RESUMED = ("data", "seed", "batch_size", "seq_len", "lr", "clip_norm", "layout")
 def _resumed_model(args, device):
     """The model of ``--resume``, its training state (the checkpoint's ``extra``) and its
     run folder (``--out``, else the checkpoint's folder). The settings are the resumed
-    run's own (stored in the checkpoint, or in the ``run.json`` beside an older one): a
-    flag that asks for another value is refused, so a resumed run goes on as it began.
+    run's own (in the checkpoint, or the ``run.json`` beside an older one); CLIError for
+    a flag that asks for another value.
     """
     try:
         model, extra = checkpoint.load(args.resume, device=device, return_extra=True)
@@ -257,13 +253,14 @@ def _held_out_data(recipe, config, n_clips, layout="auto"):
     return source, test_clips, val_clips, data_desc
 
 
-def _checkpoint_extra(opt, step, sampler, history, train_seconds, run):
-    extra = {f"opt/{k}": np.asarray(v) for k, v in opt.state_dict().items()}
-    extra["step"] = np.array(step)
-    extra["train_seconds"] = np.array(train_seconds)
-    extra["sampler_state"] = np.array(json.dumps(sampler.state_dict()))
-    extra["history"] = np.array(json.dumps(history))
-    extra["run_json"] = np.array(json.dumps(run))     # the run's settings, for --resume
+def _checkpoint_extra(run) -> dict:
+    """The training state a checkpoint holds beside the model (``checkpoint.save``'s extra)."""
+    extra = {f"opt/{k}": np.asarray(v) for k, v in run.opt.state_dict().items()}
+    extra["step"] = np.array(run.step)
+    extra["train_seconds"] = np.array(run.train_seconds)
+    extra["sampler_state"] = np.array(json.dumps(run.sampler.state_dict()))
+    extra["history"] = np.array(json.dumps(run.history))
+    extra["run_json"] = np.array(json.dumps(run.settings))     # the run's settings, for --resume
     return extra
 
 
@@ -302,10 +299,6 @@ def _restore(extra, opt, sampler, path):
     return int(step), history, seconds
 
 
-def _write_json(path, obj):
-    write_json(path, obj)
-
-
 RUN_FILES = (CHECKPOINT, "run.json", "config.json", "metrics.json")
 
 
@@ -313,14 +306,17 @@ class TrainingFailure(Exception):
     """A failure while training (a checkpoint that cannot be written): one line, exit 1."""
 
 
+class _LossNotFinite(Exception):
+    """The loss of step ``args[1]`` became ``args[0]`` (NaN or infinite): exit 1."""
+
+
 class _Abort(BaseException):
     """A second Ctrl-C / SIGTERM: stop at once, write nothing."""
 
 
 class _Signals:
-    """SIGINT and SIGTERM deferred to the step boundary: the first one only sets
-    ``signum`` (the loop finishes the step, writes a checkpoint and stops); a second one
-    raises :class:`_Abort` at once. Handlers are installed only in the main thread."""
+    """SIGINT and SIGTERM deferred to the step boundary: the first one only sets ``signum``;
+    a second one raises :class:`_Abort` at once. Installed only in the main thread."""
 
     def __init__(self):
         self.signum = None
@@ -397,30 +393,96 @@ def _claim_folder(out, resume_dir, overwrite):
     return lock
 
 
-def _start_run_folder(out, config, run, overwrite):
+def _start_run_folder(run, overwrite):
     """Write ``config.json`` and ``run.json`` (the settings a ``--resume`` reads back),
-    atomically, when training really starts; returns the checkpoint's path in it."""
-    if overwrite:            # the replaced run's results must not outlive it
-        for name in ("metrics.json",):
-            path = os.path.join(out, name)
-            if os.path.exists(path):
-                os.remove(path)
-    _write_json(os.path.join(out, "config.json"), config.to_dict())
-    _write_json(os.path.join(out, "run.json"), run)
-    return os.path.join(out, CHECKPOINT)
+    atomically, when training really starts; CLIError if they cannot be written."""
+    metrics = os.path.join(run.out, "metrics.json")
+    try:
+        if overwrite and os.path.exists(metrics):   # the replaced run's results must not outlive it
+            os.remove(metrics)
+        write_json(os.path.join(run.out, "config.json"), run.model.config.to_dict())
+        write_json(os.path.join(run.out, "run.json"), run.settings)
+    except OSError as err:
+        raise CLIError(f"--out {run.out}: cannot write the run's settings ({err.strerror or err}); "
+                       f"the folder is as it was") from None
 
 
-def _evaluate(model, step, test_clips, val_clips, history, log):
-    """The one-step metrics of ``model`` on the test clips (returned, and logged), kept in
-    ``history["eval"]`` with the step and, where there are validation clips, their
+@dataclasses.dataclass
+class _Run:
+    """A run in progress: what it trains and on what, where it writes, how far it is."""
+    model: STVAE
+    opt: RMSProp
+    sampler: ClipSampler
+    recipe: Recipe
+    settings: dict          # run.json: the recipe, device, preset, ops, layout
+    device: str
+    out: str                # the run folder
+    test_clips: object
+    val_clips: object       # None for a clip file
+    data_desc: str
+    step: int = 0
+    history: dict = dataclasses.field(default_factory=lambda: {"loss": [], "eval": []})
+    train_seconds: float = 0.0
+    saved_at: int | None = None     # the step of the last checkpoint written by this process
+
+    @property
+    def ckpt_path(self) -> str:
+        return os.path.join(self.out, CHECKPOINT)
+
+    def save(self):
+        """Write the checkpoint; TrainingFailure if it cannot be written."""
+        try:
+            checkpoint.save(self.model, self.ckpt_path, extra=_checkpoint_extra(self))
+        except OSError as err:
+            raise TrainingFailure(f"cannot write the checkpoint {self.ckpt_path} at step {self.step} "
+                                  f"({err.strerror or err}); the previous checkpoint is intact") from None
+        self.saved_at = self.step
+
+    def stopped(self, signum) -> int:
+        """Stop for a signal: the checkpoint (unless just written), how to continue, the exit code."""
+        if self.saved_at != self.step:
+            self.save()
+        name = {signal.SIGTERM: "SIGTERM"}.get(signum, "Ctrl-C")
+        print(f"\ninterrupted at step {self.step} ({name}): checkpoint written to {self.ckpt_path}; "
+              f"continue with python -m stvae_np.train --resume {self.ckpt_path} "
+              f"--steps {self.recipe.steps}", file=sys.stderr)
+        return _exit_code(signum)
+
+
+def _prepare(args) -> _Run:
+    """The run of the parsed command line: the model (resumed or new), the numbers, the
+    data, the optimizer. CLIError for anything wrong; writes nothing."""
+    device = resolve_device(args.device)
+    model, extra, out = (_resumed_model if args.resume else _new_model)(args, device)
+    config = model.config
+    recipe = _recipe(args, config)
+    source, test_clips, val_clips, data_desc = _held_out_data(recipe, config, args.eval_clips,
+                                                              args.layout)
+    sampler = ClipSampler(source, recipe.batch_size, recipe.seq_len, seed=recipe.seed)
+    settings = dict(data=recipe.data, seed=recipe.seed, batch_size=recipe.batch_size,
+                    seq_len=recipe.seq_len, lr=recipe.lr, clip_norm=recipe.clip_norm, device=device,
+                    preset=config.name, ops=model.ops, layout=args.layout)
+    run = _Run(model=model, opt=RMSProp(model.params, lr=recipe.lr), sampler=sampler, recipe=recipe,
+               settings=settings, device=device, out=out, test_clips=test_clips, val_clips=val_clips,
+               data_desc=data_desc)
+    if extra is not None:
+        run.step, run.history, run.train_seconds = _restore(extra, run.opt, sampler, args.resume)
+        if run.step > recipe.steps:
+            raise CLIError(f"{args.resume} is at step {run.step}, beyond --steps {recipe.steps}")
+    return run
+
+
+def _evaluate(run, log):
+    """The one-step metrics of the model on the test clips (returned, and logged), kept in
+    ``run.history["eval"]`` with the step and, where there are validation clips, their
     ``VAL_KEYS`` scores as ``val_<key>``."""
-    m = one_step_metrics(model, test_clips)
-    entry = {"step": step, **m}
-    if val_clips is not None:
-        v = one_step_metrics(model, val_clips)
+    m = one_step_metrics(run.model, run.test_clips)
+    entry = {"step": run.step, **m}
+    if run.val_clips is not None:
+        v = one_step_metrics(run.model, run.val_clips)
         entry.update({f"val_{k}": v[k] for k in VAL_KEYS if k in v})
-    history["eval"].append(entry)
-    log(f"step {step}: " + eval_line(m))
+    run.history["eval"].append(entry)
+    log(f"step {run.step}: " + eval_line(m))
     return m
 
 
@@ -440,164 +502,136 @@ def train(args) -> int:
     """One training run from the parsed command line (:func:`build_parser`): set-up, the
     loop, the final evaluation. Returns the exit code: 0 done, 1 the loss became
     non-finite, 130 interrupted by Ctrl-C (143 by SIGTERM; a checkpoint is written first)."""
-    # set-up: the model (resumed or new), the numbers, the data, the optimizer; nothing
-    # is written before all of it has succeeded
-    device = resolve_device(args.device)
-    model, extra, out = (_resumed_model if args.resume else _new_model)(args, device)
-    config = model.config
-    recipe = _recipe(args, config)
-    source, test_clips, val_clips, data_desc = _held_out_data(recipe, config, args.eval_clips,
-                                                              args.layout)
-    sampler = ClipSampler(source, recipe.batch_size, recipe.seq_len, seed=recipe.seed)
-    opt = RMSProp(model.params, lr=recipe.lr)
-    step, history, train_seconds = 0, {"loss": [], "eval": []}, 0.0
-    if extra is not None:
-        step, history, train_seconds = _restore(extra, opt, sampler, args.resume)
-        if step > recipe.steps:
-            raise CLIError(f"{args.resume} is at step {step}, beyond --steps {recipe.steps}")
-    run = dict(data=recipe.data, seed=recipe.seed, batch_size=recipe.batch_size,
-               seq_len=recipe.seq_len, lr=recipe.lr, clip_norm=recipe.clip_norm, device=device,
-               preset=config.name, ops=model.ops, layout=args.layout)
+    run = _prepare(args)             # nothing is written before all of the set-up has succeeded
     resume_dir = os.path.dirname(os.path.abspath(args.resume)) if args.resume else None
-    lock = _claim_folder(out, resume_dir, args.overwrite)
+    lock = _claim_folder(run.out, resume_dir, args.overwrite)
     try:
         with _Signals() as signals:
-            try:
-                ckpt_path = _start_run_folder(out, config, run, args.overwrite)
-            except OSError as err:
-                raise CLIError(f"--out {out}: cannot write the run's settings ({err.strerror or err}); "
-                               f"the folder is as it was") from None
-            return _loop(args, model, opt, sampler, recipe, run, device, out, ckpt_path, step,
-                         history, train_seconds, test_clips, val_clips, data_desc, signals)
+            _start_run_folder(run, args.overwrite)
+            log = (lambda *a: None) if args.quiet else (lambda *a: tqdm.write(" ".join(map(str, a))))
+            log(f"stvae_np: preset {run.model.config.name} ({run.model.config.num_params():,} "
+                f"parameters) on {run.device}; {run.data_desc}; batch {run.recipe.batch_size}×"
+                f"{run.recipe.seq_len} frames; run folder {run.out}")
+            code = _loop(args, run, signals, log)
+            return _finish(args, run, signals, log) if code is None else code
     finally:
         lock.release()
 
 
-def _loop(args, model, opt, sampler, recipe, run, device, out, ckpt_path, step, history,
-          train_seconds, test_clips, val_clips, data_desc, signals):
-    config = model.config
-    log = (lambda *a: None) if args.quiet else (lambda *a: tqdm.write(" ".join(map(str, a))))
-    log(f"stvae_np: preset {config.name} ({config.num_params():,} parameters) on {device}; "
-        f"{data_desc}; batch {recipe.batch_size}×{recipe.seq_len} frames; run folder {out}")
-    saved_at = [None]
+def _loop(args, run, signals, log):
+    """The steps up to ``--steps``: one batch, one RMSProp step; evaluations and checkpoints
+    now and then. Returns None when all are done, else the exit code (1, 130, 143).
 
-    def save():
-        try:
-            checkpoint.save(model, ckpt_path, extra=_checkpoint_extra(opt, step, sampler, history,
-                                                                      train_seconds, run))
-        except OSError as err:
-            raise TrainingFailure(f"cannot write the checkpoint {ckpt_path} at step {step} "
-                                  f"({err.strerror or err}); the previous checkpoint is intact") from None
-        saved_at[0] = step
-
-    def stopped(signum):
-        if saved_at[0] != step:
-            save()
-        name = {signal.SIGTERM: "SIGTERM"}.get(signum, "Ctrl-C")
-        print(f"\ninterrupted at step {step} ({name}): checkpoint written to {ckpt_path}; continue with "
-              f"python -m stvae_np.train --resume {ckpt_path} --steps {steps}", file=sys.stderr)
-        return _exit_code(signum)
-
-    # the loop: one batch, one RMSProp step; evaluations and checkpoints now and then.
-    # A signal only sets signals.signum; it is acted on here, between two steps, so the
-    # checkpoint holds the state of a whole number of steps (exact resume).
+    A signal only sets ``signals.signum``; it is acted on here, between two steps, so the
+    checkpoint holds the state of a whole number of steps (exact resume)."""
+    config, recipe, opt, sampler = run.model.config, run.recipe, run.opt, run.sampler
     steps, last_loss = recipe.steps, float("nan")
-    bar = tqdm(total=steps, initial=step, unit="step", disable=args.quiet, mininterval=1.0, dynamic_ncols=True)
+    bar = tqdm(total=steps, initial=run.step, unit="step", disable=args.quiet, mininterval=1.0,
+               dynamic_ncols=True)
     phase = "boundary"
     try:
-        while step < steps:
-            if signals.signum is not None:
-                bar.close()
-                return stopped(signals.signum)
-            t0 = time.perf_counter()
-            before = sampler.state_dict()        # a raw KeyboardInterrupt mid-step goes back here
-            phase = "step"
-            frames = next(sampler).frames
-            _moment("before_forward", step)
-            loss, grads = _gradients(model, frames, recipe.clip_norm, config.clip_value)
-            epoch = step // config.steps_per_epoch
-            opt.lr = step_decay(recipe.lr, epoch, config.lr_decay, config.lr_decay_every)
-            logged = device == "cpu" or (step + 1) % args.log_every == 0 or step + 1 == steps
-            if logged:
-                last_loss = float(loss)             # a device sync on the GPU: only now and then
-                if not np.isfinite(last_loss):
-                    bar.close()
-                    print(f"error: the loss became {last_loss} at step {step + 1}; stopped. The last "
-                          f"good checkpoint is {ckpt_path if os.path.exists(ckpt_path) else 'not written yet'} "
-                          f"(try a smaller --lr or --clip-norm).", file=sys.stderr)
-                    return 1
-            _moment("before_update", step)
-            phase = "update"
-            opt.step(grads)
-            _moment("after_update", step)
-            step += 1
-            phase = "boundary"
-            if logged:
-                history["loss"].append([step, last_loss])
-            train_seconds += time.perf_counter() - t0
-            bar.update(1)
-            bar.set_postfix(loss=f"{last_loss:.5f}", lr=f"{opt.lr:.2e}", refresh=False)
-            if step % args.eval_every == 0 and step < steps:
-                _evaluate(model, step, test_clips, val_clips, history, log)
-            if step % args.ckpt_every == 0:
-                save()
-            _moment("boundary", step)
+        try:
+            while run.step < steps and signals.signum is None:
+                t0 = time.perf_counter()
+                before = sampler.state_dict()        # a raw KeyboardInterrupt mid-step goes back here
+                phase = "step"
+                frames = next(sampler).frames
+                _moment("before_forward", run.step)
+                loss, grads = _gradients(run.model, frames, recipe.clip_norm, config.clip_value)
+                epoch = run.step // config.steps_per_epoch
+                opt.lr = step_decay(recipe.lr, epoch, config.lr_decay, config.lr_decay_every)
+                logged = run.device == "cpu" or (run.step + 1) % args.log_every == 0 \
+                    or run.step + 1 == steps
+                if logged:
+                    last_loss = float(loss)             # a device sync on the GPU: only now and then
+                    if not np.isfinite(last_loss):
+                        raise _LossNotFinite(last_loss, run.step + 1)
+                _moment("before_update", run.step)
+                phase = "update"
+                opt.step(grads)
+                _moment("after_update", run.step)
+                run.step += 1
+                phase = "boundary"
+                if logged:
+                    run.history["loss"].append([run.step, last_loss])
+                run.train_seconds += time.perf_counter() - t0
+                bar.update(1)
+                bar.set_postfix(loss=f"{last_loss:.5f}", lr=f"{opt.lr:.2e}", refresh=False)
+                if run.step % args.eval_every == 0 and run.step < steps:
+                    _evaluate(run, log)
+                if run.step % args.ckpt_every == 0:
+                    run.save()
+                _moment("boundary", run.step)
+        finally:
+            bar.close()                              # before any message below
         if signals.signum is not None:
-            bar.close()
-            return stopped(signals.signum)
+            return run.stopped(signals.signum)
+    except _LossNotFinite as err:
+        ckpt = run.ckpt_path if os.path.exists(run.ckpt_path) else "not written yet"
+        print(f"error: the loss became {err.args[0]} at step {err.args[1]}; stopped. The last "
+              f"good checkpoint is {ckpt} (try a smaller --lr or --clip-norm).", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         # raised by code (not a signal: those are deferred above); the state is consistent
         # before the update and after the step, not inside the update
-        bar.close()
         if phase == "step":
             sampler.load_state_dict(before)
         if phase == "update":
-            print(f"\ninterrupted inside the update of step {step + 1}: the last checkpoint "
-                  f"({ckpt_path}) is kept as it was", file=sys.stderr)
+            print(f"\ninterrupted inside the update of step {run.step + 1}: the last checkpoint "
+                  f"({run.ckpt_path}) is kept as it was", file=sys.stderr)
             return 130
-        return stopped(signal.SIGINT)
+        return run.stopped(signal.SIGINT)
     except _Abort as abort:
-        bar.close()
-        print(f"\nstopped at once (second signal): the last checkpoint ({ckpt_path}) is kept as it was",
-              file=sys.stderr)
+        print(f"\nstopped at once (second signal): the last checkpoint ({run.ckpt_path}) is kept "
+              f"as it was", file=sys.stderr)
         return _exit_code(abort.args[0] if abort.args else None)
-    bar.close()
+    return None
 
-    # finish: the last evaluation (kept in the checkpoint's history), then the full one
+
+def _finish(args, run, signals, log) -> int:
+    """The last evaluation (kept in the checkpoint's history), then the full one
+    (``evaluate.final_evaluation``), ``metrics.json`` and the figures. Returns the exit
+    code: 0, or 128 + signal for a second signal."""
     try:
-        final = _evaluate(model, step, test_clips, val_clips, history, log)
-        save()
-        test, evaluation = final_evaluation(model, test_clips, final, out, recipe.data, args.eval_clips,
-                                            description=data_desc, checkpoint=ckpt_path,
-                                            figures=not args.no_figures, layout=args.layout)
+        final = _evaluate(run, log)
+        run.save()
+        test, evaluation = final_evaluation(run.model, run.test_clips, final, run.out, run.recipe.data,
+                                            args.eval_clips, description=run.data_desc,
+                                            checkpoint=run.ckpt_path, figures=not args.no_figures,
+                                            layout=args.layout)
     except _Abort as abort:
         print(f"\nstopped at once (second signal) during the final evaluation; the checkpoint "
-              f"{ckpt_path} is complete", file=sys.stderr)
+              f"{run.ckpt_path} is complete", file=sys.stderr)
         return _exit_code(abort.args[0] if abort.args else None)
     except OSError as err:
-        raise TrainingFailure(f"cannot write the final evaluation into {out} ({err.strerror or err}); "
-                              f"the checkpoint {ckpt_path} is complete") from None
+        raise TrainingFailure(f"cannot write the final evaluation into {run.out} ({err.strerror or err}); "
+                              f"the checkpoint {run.ckpt_path} is complete") from None
     if "classical_epe_t2" in test:
         log(f"classical reference (Horn–Schunck): flow EPE t≥2 {test['classical_epe_t2']:.3f} px, "
             f"gain {test['classical_flow_gain_t2']:.2f}")
     try:
-        _write_json(os.path.join(out, "metrics.json"), {
-            "steps": step, "train_seconds": round(train_seconds, 2),
-            "steps_per_second": round(step / max(train_seconds, 1e-9), 3),
-            "device": device, "preset": config.name, "data": data_desc,
-            "batch_size": recipe.batch_size, "seq_len": recipe.seq_len, "lr": recipe.lr,
-            "seed": recipe.seed, "test": test, "history": history, "evaluation": evaluation})
+        write_json(os.path.join(run.out, "metrics.json"), _metrics(run, test, evaluation))
         if not args.no_figures:
-            make_figures(model, test_clips, history, out, test.get("classical_epe_t2"))
+            make_figures(run.model, run.test_clips, run.history, run.out, test.get("classical_epe_t2"))
     except OSError as err:
-        raise TrainingFailure(f"cannot write metrics.json or the figures into {out} "
-                              f"({err.strerror or err}); the checkpoint {ckpt_path} is complete") from None
-    log(f"done: {step} steps in {train_seconds:.0f} s; test mse {test['mse']:.5f} = "
-        f"{test['mse'] / test['copy_last_mse']:.2f} × copy-last; results in {out}")
+        raise TrainingFailure(f"cannot write metrics.json or the figures into {run.out} "
+                              f"({err.strerror or err}); the checkpoint {run.ckpt_path} is complete") from None
+    log(f"done: {run.step} steps in {run.train_seconds:.0f} s; test mse {test['mse']:.5f} = "
+        f"{test['mse'] / test['copy_last_mse']:.2f} × copy-last; results in {run.out}")
     if signals.signum is not None:
         print(f"\ninterrupted during the final evaluation: it was finished first; the run is "
-              f"complete in {out}", file=sys.stderr)
+              f"complete in {run.out}", file=sys.stderr)
     return 0
+
+
+def _metrics(run, test, evaluation) -> dict:
+    """The contents of ``metrics.json``."""
+    r = run.recipe
+    return {"steps": run.step, "train_seconds": round(run.train_seconds, 2),
+            "steps_per_second": round(run.step / max(run.train_seconds, 1e-9), 3),
+            "device": run.device, "preset": run.model.config.name, "data": run.data_desc,
+            "batch_size": r.batch_size, "seq_len": r.seq_len, "lr": r.lr,
+            "seed": r.seed, "test": test, "history": run.history, "evaluation": evaluation}
 
 
 def make_figures(model, clips, history, out, classical_epe=None):

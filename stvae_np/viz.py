@@ -1,31 +1,23 @@
 """Pictures of what the model does: loss curves, predicted frames, flow fields, masks.
 
-Host-side NumPy + matplotlib only. Every function takes NumPy arrays (CuPy arrays are
-copied to the host with ``backend.asnumpy`` first), writes one PNG and returns its path.
-Figures are built with matplotlib's object-oriented API (``Figure`` + ``FigureCanvasAgg``),
-never with ``pyplot``: nothing is registered with a GUI backend, so saving works on a
-headless machine, does not disturb a notebook's figures, and each figure is garbage
-collected once the function returns (no leak over thousands of calls).
+Every ``plot_*`` function takes NumPy (or CuPy) arrays, writes one PNG (parent folders
+created) and returns its path. Figures use ``Figure`` + ``FigureCanvasAgg``, never
+``pyplot``: no GUI backend, nothing left in a notebook, no leak over many calls.
 
 Conventions (docs/DESIGN.md):
 
 - Frames are grey in [0, 1]: ``(N, T, 1, H, W)`` clips, ``(T, 1, H, W)`` one clip,
   ``(H, W)`` one frame.
 - A flow field is ``(2, H, W)`` in pixels; channel 0 is x (columns), channel 1 is y (rows).
-  It is a BACKWARD flow: ``frame_t(p + flow(p)) ≈ frame_{t+1}(p)``, so an object moving
-  right by v pixels has flow x = −v. The *motion* of the content is therefore ``−flow``,
-  and both the colour code and the arrows here show the motion, ``−flow``, so that a
-  colour or an arrow means "things here move this way".
-- The model's flow lives on the memory grid (half the image resolution, in memory-grid
-  pixels); ``metrics.upsample_flow`` brings it to the image grid before comparing it
-  with a ground-truth flow.
+  It is a BACKWARD flow: ``frame_t(p + flow(p)) ≈ frame_{t+1}(p)``, so the *motion* of
+  the content is ``−flow``; colours and arrows here show the motion.
+- The model's flow lives on the memory grid; ``metrics.upsample_flow`` brings it to the
+  image grid.
 
-Colour code: the Middlebury colour wheel (Baker et al., "A Database and Evaluation
-Methodology for Optical Flow", IJCV 2011): 55 hues in six ramps (red→yellow 15,
-yellow→green 6, green→cyan 4, cyan→blue 11, blue→magenta 13, magenta→red 6). The hue is
-the direction of the motion, the saturation its length divided by ``max_mag``; zero
-motion is white. In image coordinates (y down): right = red, down = yellow-orange,
-left = cyan, up = blue-violet.
+Colour code: the Middlebury colour wheel (Baker et al., IJCV 2011). The hue is the
+direction of the motion, the saturation its length divided by ``max_mag``; zero motion
+is white. In image coordinates (y down): right = red, down = yellow-orange, left = cyan,
+up = blue-violet.
 """
 from __future__ import annotations
 
@@ -56,12 +48,9 @@ _WHEEL_RAMPS = (
 
 
 def make_color_wheel() -> np.ndarray:
-    """The Middlebury colour wheel: (55, 3) float64, RGB in [0, 255].
-
-    Six ramps between the primaries and secondaries, red → yellow → green → cyan →
-    blue → magenta → red, with 15, 6, 4, 11, 13 and 6 steps (more steps where the eye
-    tells hues apart better). Entry i of a ramp of length n is ``floor(255 · i / n)``.
-    """
+    """The Middlebury colour wheel: (55, 3) float64, RGB in [0, 255]: six ramps red →
+    yellow → green → cyan → blue → magenta → red; entry i of a ramp of length n is
+    ``floor(255 · i / n)``."""
     rows = []
     for n, ramp_channel, direction, full_channel in _WHEEL_RAMPS:
         ramp = np.floor(255.0 * np.arange(n) / n)
@@ -78,18 +67,14 @@ _WHEEL = make_color_wheel()
 def flow_to_color(flow, max_mag=None) -> np.ndarray:
     """Colour-code a flow field by the MOTION it describes (``−flow``).
 
-    Equations (u, v) = −flow (the motion), r = √(u² + v²) / max_mag,
-    angle a = atan2(−v, −u) / π ∈ [−1, 1], wheel position k = (a + 1)/2 · (55 − 1);
-    colour = linear interpolation of the two wheel entries around k, then
-    ``1 − r · (1 − colour)`` for r ≤ 1 (white at r = 0, the full wheel colour at r = 1)
-    and ``0.75 · colour`` for r > 1 (darker: beyond ``max_mag``).
+    (u, v) = −flow, r = √(u² + v²) / max_mag, a = atan2(−v, −u) / π ∈ [−1, 1], wheel
+    position k = (a + 1)/2 · (55 − 1); colour = the wheel interpolated at k, then
+    ``1 − r · (1 − colour)`` for r ≤ 1 and ``0.75 · colour`` beyond ``max_mag``.
 
     Args:
-        flow: (2, H, W) backward flow in pixels, channel 0 = x, channel 1 = y.
-            NaNs are treated as zero flow.
-        max_mag: the motion length that gets full saturation. Default: the largest
-            length in the field (1 if the field is all zero). Pass the same value for two
-            fields to compare their colours.
+        flow: (2, H, W) backward flow in pixels (NaN read as zero).
+        max_mag: the motion length of full saturation (default: the field's largest);
+            pass the same value for two fields to compare their colours.
     Returns:
         (H, W, 3) uint8 RGB image.
     """
@@ -119,12 +104,8 @@ def flow_to_color(flow, max_mag=None) -> np.ndarray:
 
 
 def color_wheel_image(size: int = 64) -> np.ndarray:
-    """A legend for ``flow_to_color``: (size, size, 3) uint8.
-
-    The pixel at offset (dx, dy) from the centre (image coordinates, y down) has the
-    colour of a motion (dx, dy); the disc's rim is motion of length ``max_mag``.
-    Outside the disc is white.
-    """
+    """A legend for ``flow_to_color``: (size, size, 3) uint8; the pixel at offset (dx, dy)
+    from the centre has the colour of a motion (dx, dy), the rim is ``max_mag``."""
     c = (size - 1) / 2.0
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
     motion = np.stack([xs - c, ys - c])                    # (2, size, size)
@@ -156,11 +137,8 @@ def _save(fig: Figure, path, dpi=100) -> str:
 
 
 def _as_clips(frames, name="frames") -> np.ndarray:
-    """Any frame layout -> (N, T, H, W) float64 grey.
-
-    Accepts (N, T, C, H, W), (T, C, H, W) with C in {1, 3}, (T, H, W) and (H, W). With
-    C > 1 the channels are averaged (the model here is grey, C = 1).
-    """
+    """(N, T, C, H, W), (T, C, H, W) with C in {1, 3}, (T, H, W) or (H, W) -> (N, T, H, W)
+    float64 grey (channels averaged)."""
     a = np.asarray(asnumpy(frames), dtype=np.float64)
     if a.ndim == 5:
         a = a[:, :, 0] if a.shape[2] == 1 else a.mean(axis=2)
@@ -233,18 +211,14 @@ def plot_loss_curve(path, steps, losses, eval_steps=None, eval_mse=None,
     """Training loss against step on a log y axis.
 
     Args:
-        path: the PNG to write (parent directories are created).
-        steps: (S,) step numbers; losses: (S,) training losses (MSE + w_H · Huber).
+        steps: (S,) step numbers; losses: (S,) training losses.
         eval_steps, eval_mse: (E,) optional held-out next-frame MSE, drawn as points.
         baseline_mse: optional float, the copy-last-frame MSE (ŷ_t = x_t), drawn as a
-            horizontal dashed line: a model below it has learnt something about motion.
-        smooth: moving-average window for the training curve; the raw curve is drawn
-            faintly behind it. Default: about S/50 (no smoothing below 100 points).
-        eval_epe: (E,) optional held-out flow EPE (steps t ≥ 2) at ``eval_steps``: drawn
-            in a second panel beside the loss, with ``zero_flow_epe`` and
-            ``classical_epe`` (floats) as horizontal reference lines.
-    Returns:
-        path (str).
+            horizontal dashed line.
+        smooth: moving-average window for the training curve (raw curve faint behind).
+            Default: about S/50 (no smoothing below 100 points).
+        eval_epe: (E,) optional held-out flow EPE (t ≥ 2) at ``eval_steps``, in a second
+            panel with ``zero_flow_epe`` and ``classical_epe`` (floats) as references.
     """
     steps = np.asarray(asnumpy(steps), dtype=np.float64).ravel()
     losses = np.asarray(asnumpy(losses), dtype=np.float64).ravel()
@@ -309,20 +283,14 @@ def plot_predictions(path, inputs, preds, targets, max_frames: int = 8,
                      max_rows: int = 2, title: str | None = None) -> str:
     """Next-frame predictions next to their inputs and targets.
 
-    For each of the first ``max_rows`` clips, four rows of images: the inputs x_t, the
-    predictions ŷ_t, the ground truth x_{t+1} and the absolute error |ŷ_t − x_{t+1}|
-    (grey, white = largest error in the figure, scale given in the row label).
+    Per clip (at most ``max_rows``) four rows: x_t, ŷ_t, x_{t+1} and |ŷ_t − x_{t+1}|,
+    at most ``max_frames`` time steps spread over the clip.
 
     Args:
-        inputs: (N, T', 1, H, W) the frames x_0 … x_{T'-1} the model read. A whole clip of
-            T' + 1 frames is also accepted (its last frame is dropped).
+        inputs: (N, T', 1, H, W) the frames x_0 … x_{T'-1} the model read (or the whole
+            clips of T' + 1 frames).
         preds: (N, T', 1, H, W) predictions of x_1 … x_{T'} (``STVAE.predict``'s first output).
-        targets: (N, T', 1, H, W) the true x_1 … x_{T'}. A whole clip of T' + 1 frames is
-            also accepted (its first frame is dropped).
-        max_frames: at most this many time steps are shown (spread over the clip).
-        max_rows: at most this many clips are shown.
-    Returns:
-        path (str).
+        targets: (N, T', 1, H, W) the true x_1 … x_{T'} (or the whole clips).
     """
     preds = _as_clips(preds, "preds")
     inputs = _as_clips(inputs, "inputs")
@@ -378,10 +346,7 @@ def _choose_examples(n_clips, n_steps, max_examples):
 
 
 def _quiver_motion(ax, flow, keep, step, scale):
-    """Arrows of the motion (−flow) at every ``step``-th pixel where ``keep`` is true.
-
-    Drawn in data units: an arrow is ``scale`` times the motion, in pixels.
-    """
+    """Arrows of ``scale`` × the motion (−flow) at every ``step``-th pixel where ``keep``."""
     h, w = flow.shape[1:]
     ys, xs = np.mgrid[step // 2:h:step, step // 2:w:step]
     sel = keep[ys, xs]
@@ -402,13 +367,9 @@ def plot_flow_comparison(path, frames, pred_flow, true_flow, mask=None, step: in
                          title: str | None = None) -> str:
     """Predicted against true flow for a few (clip, t) examples.
 
-    Each row is one example: the frame x_t; the predicted and the true flow colour-coded
-    (``flow_to_color``, one ``max_mag`` for the whole figure so colours compare); the
-    predicted and the true motion as arrows (motion = −flow, on every ``step``-th pixel)
-    over x_{t+1}: a backward flow is defined on the pixels of x_{t+1} (it says where each
-    of them came from in x_t), so that is where its arrows sit. A colour-wheel legend sits
-    at the top right. The row label gives the end-point error, mean |pred − true| in image
-    pixels (inside the mask when one is given).
+    Each row: the frame x_t; the predicted and true flow colour-coded (one ``max_mag``);
+    the predicted and true motion as arrows over x_{t+1} (where a backward flow lives);
+    the row label gives the end-point error in image pixels (inside the mask if given).
 
     Args:
         frames: (N, T, 1, H, W) clips (or (T, 1, H, W)).
@@ -417,17 +378,14 @@ def plot_flow_comparison(path, frames, pred_flow, true_flow, mask=None, step: in
         true_flow: (N, T-1, 2, H, W) ground-truth backward flow in image pixels;
             step t maps x_t to x_{t+1}.
         mask: optional object masks, (N, T, [1,] H, W) per frame or (N, T-1, [1,] H, W) per
-            flow step. Arrows and the error are restricted to it (for per-frame masks: the
-            mask of x_{t+1}, the grid a backward flow lives on). Without a mask, arrows are
-            drawn where either flow is non-zero, and the error is over all pixels.
+            flow step, restricting arrows and error (without: arrows where either flow is
+            non-zero, error over all pixels).
         step: arrow spacing in pixels.
         max_examples: how many (clip, t) rows; ``examples`` picks them explicitly.
         max_mag: the motion length of full colour saturation (default: the largest in the
             shown rows, predicted or true).
-        arrow_scale: arrows are drawn this many times their true length (default: chosen
-            so the longest arrow spans about two grid steps; stated in the column title).
-    Returns:
-        path (str).
+        arrow_scale: arrows are drawn this many times their true length (default: the
+            longest spans about two grid steps).
     """
     frames = _as_clips(frames, "frames")
     pred = _as_flows(pred_flow, "pred_flow")
@@ -504,7 +462,6 @@ def plot_flow_comparison(path, frames, pred_flow, true_flow, mask=None, step: in
         if r == 0:
             for ax, name in zip(axes, col_titles):
                 ax.set_title(name, fontsize=9)
-        if r == 0:
             leg = fig.add_subplot(grid[0, 5])
             leg.imshow(color_wheel_image(65), interpolation="bilinear")
             leg.set_title(f"motion colour\nrim = {max_mag:.2g} px", fontsize=8)
@@ -521,18 +478,14 @@ def plot_rollout(path, context, preds, targets=None, max_rows: int = 2,
                  title: str | None = None) -> str:
     """A multi-step rollout as a strip: context frames, then predicted vs true future.
 
-    For each clip, the top row shows the K context frames followed by the predictions;
-    the row below shows the true future frames under the predictions (blank under the
-    context), and, with ``show_error``, a third row their absolute difference.
+    Per clip: the K context frames then the predictions; below, the true future frames
+    and, with ``show_error``, their absolute difference.
 
     Args:
         context: (N, K, 1, H, W) the frames the model read.
         preds: (N, F, 1, H, W) ``STVAE.rollout``'s output, frames K … K+F-1.
         targets: optional (N, F, 1, H, W) the true frames K … K+F-1.
-        max_frames: at most this many future frames (the first ones) are shown; the
-            context is shown in full up to the same limit (its last frames).
-    Returns:
-        path (str).
+        max_frames: at most this many future frames (the first) and context frames (the last).
     """
     context = _as_clips(context, "context")
     preds = _as_clips(preds, "preds")
@@ -591,8 +544,6 @@ def plot_curves(path, xs, curves: Mapping[str, Sequence[float]], xlabel: str = "
         xs: (K,) x values shared by every curve.
         curves: label -> (K,) y values; drawn in the mapping's order.
         logy: log-scale y axis.
-    Returns:
-        path (str).
     """
     xs = np.asarray(asnumpy(xs), dtype=np.float64).ravel()
     fig = _new_figure((6.0, 4.0))
@@ -619,17 +570,14 @@ def plot_masks(path, frames, masks_pred, masks_true, masks_copy=None, max_frames
                max_rows: int = 2, threshold: float = 0.5, title: str | None = None) -> str:
     """Object masks carried forward by the model, drawn as contours over the frames.
 
-    Green = true mask, red = the model's (propagated) mask, dashed blue = the
-    copy-last-mask baseline. Each panel's title gives IoU(pred, true) (and the copy
-    baseline's IoU).
+    Green = true, red = propagated by the model, dashed blue = copy-last-mask; each
+    panel's title gives IoU(pred, true) (and the copy baseline's).
 
     Args:
         frames: (N, T, 1, H, W) the clips.
         masks_pred, masks_true, masks_copy: (N, T', [1,] H, W) binary, soft in [0, 1] or
             integer labels; a pixel is "in" when its value > ``threshold``. When T' < T
             the masks belong to the last T' frames (e.g. masks of frames 1 … T-1).
-    Returns:
-        path (str).
     """
     frames = _as_clips(frames, "frames")
     mp = _as_masks(masks_pred, "masks_pred") > threshold

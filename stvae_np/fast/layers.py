@@ -1,42 +1,23 @@
 """2-D convolution, 2×2 max-pooling and ×2 nearest up-sampling, forward and backward:
 the fast versions, the ones the model runs.
 
-The plain maths is in ``../layers.py``: the same functions with the same signatures, one
-im2col and one matrix product per convolution, nothing else. Read that first; this file
-computes the same numbers faster, and ``tests/test_fast.py`` holds the two together
-(values and every gradient, float64, to 1e-12, for every order, chunked or not, threaded
-or not).
+The plain maths is in ``../layers.py`` (same functions, same signatures): read that
+first. This file computes the same numbers faster; ``tests/test_fast.py`` holds the two
+together. Besides the plain names it offers the channel-major pieces the fast ConvLSTM
+builds on (``pad_channel_major``, ``conv_cm_forward``, ``conv_cm_backward``, ...).
 
-Public functions (the plain names) and knobs::
-
-    conv2d_forward(x, w, b=None, method="auto"), conv2d_backward(dout, cache, need_dx=True)
-    maxpool2_forward(x), maxpool2_backward(dout, cache)
-    upsample2_forward(x), upsample2_backward(dout, cache), im2col(x, k), col2im(cols, x_shape, k)
-    # the channel-major pieces the fast ConvLSTM (fast/memory.py) builds on
-    pad_channel_major, swap_batch_channels, im2col_workspace, conv_cm_forward,
-    conv_cm_backward, over_batch_blocks
-    METHODS, MAX_BUFFER (elements of one batch chunk's buffer, CPU), GPU_MEMORY_SHARE,
-    REST_BLAS_WORKERS, BLAS_THREAD_TIMEOUT, _CPU_THREADS (1: serial copy loops)
-
-How it is fast (each step measured in BENCHMARKS.md on the paper preset's step, where
-97 % of the FLOPs are convolutions): three orders of the same sum, "auto" taking the one
-with the smallest buffer (also the fastest, layer by layer); shift and rows spend no
-multiply on the zero padding; im2col works channel-major (C, N, H, W), so copies run
-over whole rows and the product needs no transposed copy; the batch goes in chunks of
-at most MAX_BUFFER elements (bounded memory); the k·k copies run on every core
-(``over_batch_blocks``, NumPy releases the GIL) into one reused im2col buffer; max-pooling
-is a tournament of the four corner views; OpenBLAS's workers sleep right after every
-product (``quiet_blas_workers``) so that they leave the copies their cores. On the GPU
-(``backend.few_kernels``) each k·k loop is one operation on a strided view instead
-(``_windows``, ``_shift_add``): same numbers, a fixed handful of kernel launches per layer.
+How it is fast (measurements in BENCHMARKS.md): three orders of the same sum, "auto"
+taking the one with the smallest buffer; im2col works channel-major (C, N, H, W); the
+batch goes in chunks of at most MAX_BUFFER elements; the k·k copies run on every core
+(``over_batch_blocks``); on the GPU each k·k loop is one operation on a strided view
+(``_windows``, ``_shift_add``).
 
 Convolution (cross-correlation, stride 1, zero "same" padding p = k // 2):
 
     out[n, f, y, x] = b[f] + Σ_c Σ_{u,v} W[f, c, u, v] · x_pad[n, c, y + u, x + v]
 
-It is computed as matrix products, in one of three orders (same result; they differ in
-the size of the buffer they build, and im2col also multiplies the zeros of the padding,
-which shift and rows skip):
+It is computed as matrix products, in one of three orders (same result, different
+buffer sizes; shift and rows skip the zeros of the padding):
 
 * ``"im2col"``: gather every k×k patch into ``cols (C·k·k, N·H·W)`` with k·k strided
   copies (one per kernel offset (u, v)), then ``out = W₂ @ cols`` with
@@ -44,20 +25,16 @@ which shift and rows skip):
 * ``"shift"``: contract the channels first, ``z = W₃ @ x`` with ``W₃ (F·k·k, C)``
   and x as (C, N·H·W), then add the k·k shifted windows
   ``out[f, n, y, x] = Σ_{u,v} z[f, u, v, n, y + u − p, x + v − p]``, each clipped to
-  the map (what falls outside would meet the zero padding). Buffer size F·k²·N·H·W:
-  far smaller when F ≪ C (the 64→2 flow convolution, the 16→1 decoder).
+  the map. Buffer size F·k²·N·H·W: far smaller when F ≪ C.
 * ``"rows"``: half way between the two. Unfold only the k horizontal shifts,
   ``R[c, v, n, y, x] = x[n, c, y, x + v − p]`` (C·k, N·H·W; zero outside the map),
   contract channels and kernel columns at once, ``z = W_r @ R`` with
   ``W_r[(f, u), (c, v)] = W[f, c, u, v]``, then add the k vertical shifts
   ``out[f, n, y, x] = Σ_u z[f, u, n, y + u − p, x]``. Buffer size (C + F)·k·N·H·W: the
-  smallest when both C and F are small (the 2→2 flow convolution).
+  smallest when both C and F are small.
 
-(The shift and rows sizes above leave out the channel-major copy of x, C·N·H·W, that
-both also make; ``_buffer_per_clip`` counts it.) The ConvLSTM does not go through
-``auto``: it calls the im2col order directly (``conv_cm_forward`` / ``conv_cm_backward``)
-in the channel-major layout, with a reusable im2col buffer, and keeps its maps
-channel-major throughout.
+The ConvLSTM calls the im2col order directly, channel-major (``conv_cm_forward`` /
+``conv_cm_backward``).
 """
 from __future__ import annotations
 
@@ -115,14 +92,9 @@ def _pick_method(method, x_shape, w_shape):
 def over_batch_blocks(fill, n, xp):
     """Call ``fill(maps)`` on disjoint blocks of the batch axis, in parallel on the CPU.
 
-    im2col, col2im and the shift-adds are k·k strided copies/adds, memory-bound and
-    single-threaded in NumPy, while the matrix product after them uses every core. NumPy
-    releases the GIL while it copies and adds, so a few threads, each on its own block of
-    maps (disjoint writes, no races), run them on every core too. On the GPU one call
-    does it all.
-
-    Serial (one call on the whole batch) when ``_CPU_THREADS`` is 1, when n is 1, or on
-    CuPy; otherwise ``min(_CPU_THREADS, n)`` blocks on the module's thread pool.
+    NumPy releases the GIL while it copies and adds, so the memory-bound k·k copies run
+    on every core too (disjoint writes, no races). Serial (one call on the whole batch)
+    when ``_CPU_THREADS`` is 1, when n is 1, or on CuPy.
     """
     workers = min(_CPU_THREADS, n) if xp.__name__ == "numpy" else 1
     if workers <= 1:
@@ -145,21 +117,14 @@ def _thread_pool():
 def quiet_blas_workers():
     """Make OpenBLAS's worker threads sleep right after each product, once per process.
 
-    By default they spin for about 0.1 s after every product, waiting for the next one,
-    and on a small machine the spinning worker takes a core from the copies and gate
-    arithmetic that follow (over_batch_blocks): the paper preset's ConvLSTM forward and
-    backward measured 3.2–3.3 s with spinning workers and 2.6–2.7 s without
-    (BENCHMARKS.md). OpenBLAS reads the setting, OPENBLAS_THREAD_TIMEOUT, from the
-    environment when NumPy loads it, before this package is imported in a notebook; so
-    here, on the first threaded copy loop, the variable is set (to BLAS_THREAD_TIMEOUT,
-    2⁴ cycles, unless it already has a value), OpenBLAS reads its environment again
-    (``openblas_read_env``) and ends its workers (``blas_thread_shutdown_``, what it does
-    before a ``fork``); the next product starts them with the new timeout. Any import
-    order then runs the same.
+    Spinning workers take cores from the copies of over_batch_blocks. OpenBLAS read
+    OPENBLAS_THREAD_TIMEOUT when NumPy loaded it, so it is set here (BLAS_THREAD_TIMEOUT,
+    unless it has a value), read again (``openblas_read_env``) and the workers ended
+    (``blas_thread_shutdown_``); the next product starts them with the new timeout.
 
     Does nothing when REST_BLAS_WORKERS is False, after the first call, or where NumPy's
-    BLAS is not an OpenBLAS that exports these functions (looked up in /proc/self/maps).
-    Call it when no other thread is inside a BLAS call.
+    BLAS is not an OpenBLAS exporting these functions. Call it when no other thread is
+    inside a BLAS call.
     """
     global _BLAS_QUIETED
     if _BLAS_QUIETED or not REST_BLAS_WORKERS:
@@ -195,12 +160,8 @@ def _openblas_functions(*names):
 
 
 def pad_channel_major(x, p):
-    """(N, C, H, W) -> (C, N, H + 2p, W + 2p): zero-padded, channels first.
-
-    The layout im2col reads: with channels outermost, every copy of im2col (and every
-    add of col2im) runs over whole rows of matching memory, and a matrix product
-    ``(F, C·k·k) @ cols`` gives its output as (F, N·H·W) directly.
-    """
+    """(N, C, H, W) -> (C, N, H + 2p, W + 2p): zero-padded, channels first, the layout
+    im2col reads (copies over whole rows; ``(F, C·k·k) @ cols`` gives (F, N·H·W))."""
     return _pad(x.transpose(1, 0, 2, 3), p, p)
 
 
@@ -221,14 +182,11 @@ def swap_batch_channels(a):
 
 # ----------------------------------------------------------------------------- few kernels
 # On the GPU every array operation is a kernel launch, and a loop of k·k small copies
-# costs k·k launches (49 for a 7×7 kernel, 225 for 15×15). Two strided views do each of
-# those loops in one operation; they are what CuPy runs (backend.few_kernels). On NumPy
-# the loops stay: there they run on every core (over_batch_blocks) and measured faster
-# (BENCHMARKS.md). tests/test_fast.py holds both paths to the plain maths.
+# costs k·k launches. Two strided views do each of those loops in one operation; they
+# are what CuPy runs (backend.few_kernels). On NumPy the loops stay (faster there).
 def buffer_limit(xp, itemsize=4):
-    """Elements a batch chunk's temporary buffer may hold: MAX_BUFFER on NumPy (bounded
-    CPU memory), GPU_MEMORY_SHARE of the free device memory on CuPy (one chunk, so one
-    launch per layer, wherever it fits)."""
+    """Elements a batch chunk's temporary buffer may hold: MAX_BUFFER on NumPy,
+    GPU_MEMORY_SHARE of the free device memory on CuPy."""
     if xp.__name__ == "numpy":
         return MAX_BUFFER
     return max(MAX_BUFFER, round(gpu_free_bytes() * GPU_MEMORY_SHARE) // itemsize)
@@ -238,8 +196,6 @@ def _windows(a, kh, kw):
     """Every kh×kw window of a padded channel-major map, as one strided view (no copy).
 
         view[c, u, v, n, y, x] = a[c, n, y + u, x + v]      a: (C, N, H + kh − 1, W + kw − 1)
-
-    Copying this view is all of im2col in one operation.
     """
     xp = get_array_module(a)
     c, n, hp, wp = a.shape
@@ -254,8 +210,7 @@ def _shift_add(z, py, px):
         out[f, n, y, x] = Σ_{u,v} z_pad[f, u, v, n, y + u, x + v]
 
     where z (F, kh, kw, N, H, W) is zero-padded by py rows and px columns: z_pad[..., y, x]
-    = z[..., y − py, x − px]. Returns (F, N, H + 2py − kh + 1, W + 2px − kw + 1). The view
-    walks u together with y (stride of u plus stride of y) and v together with x.
+    = z[..., y − py, x − px]. Returns (F, N, H + 2py − kh + 1, W + 2px − kw + 1).
     """
     xp = get_array_module(z)
     f, kh, kw, n, h, w = z.shape
@@ -273,8 +228,7 @@ def _im2col_padded(x_pad, k, out=None):
 
     cols[c, u, v, n, y, x] = x_pad[c, n, y + u, x + v], returned as (C·k·k, N·H·W).
     ``out``, a flat buffer of at least C·k²·N·H·W elements, is filled instead of a new
-    array: reusing one buffer saves the operating system from handing out (and zeroing)
-    fresh pages for every call, which costs as much as the copies themselves.
+    array (fresh pages cost as much as the copies).
     """
     xp = get_array_module(x_pad)
     c, n, hp, wp = x_pad.shape
@@ -347,13 +301,7 @@ def _matmul_into(a, b, out):
 
 def _batch_chunks(n, per_item, limit=None):
     """Slices of the batch axis whose buffers stay under ``limit`` elements each
-    (MAX_BUFFER when None; :func:`buffer_limit` gives the device's).
-
-    The model pushes all N·(T−1) frames of a clip batch through one convolution; for the
-    64→2 15×15 flow convolution of the paper preset one buffer for all 144 frames would
-    be over 500 MB. The matrix products of each chunk stay large enough to run at full
-    speed, and the memory stays bounded.
-    """
+    (MAX_BUFFER when None; :func:`buffer_limit` gives the device's)."""
     size = max(1, (MAX_BUFFER if limit is None else limit) // max(per_item, 1))
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
@@ -373,9 +321,8 @@ def conv_cm_forward(x_pad, w2, k, out, workspace=None):
     """The im2col convolution in channel-major layout, without bias.
 
     out (F, N·H·W) = W₂ @ im2col(x), with x_pad (C, N, H+k−1, W+k−1) already padded and
-    channels first (:func:`pad_channel_major`) and W₂ = W.reshape(F, C·k·k). The batch
-    is done in chunks of as many maps as the ``workspace`` holds (:func:`im2col_workspace`,
-    made here when not given, sized by :func:`buffer_limit`). Returns ``out``.
+    channels first and W₂ = W.reshape(F, C·k·k), in chunks of as many maps as the
+    ``workspace`` holds (:func:`im2col_workspace`; made when not given). Returns ``out``.
     """
     c, n, hp, wp = x_pad.shape
     hw = (hp - k + 1) * (wp - k + 1)
@@ -390,22 +337,14 @@ def conv_cm_forward(x_pad, w2, k, out, workspace=None):
 def conv_cm_backward(dout2, x_pad, w2, k, need_dx=True, workspace=None, dw2=None):
     """Gradients of :func:`conv_cm_forward`.
 
-    dW₂ = dout₂ @ colsᵀ and dcols = W₂ᵀ @ dout₂, dx = col2im(dcols), chunk by chunk;
-    the im2col columns are rebuilt here (the forward keeps none) and dcols overwrites
-    them in the same workspace.
+    dW₂ = dout₂ @ colsᵀ and dcols = W₂ᵀ @ dout₂, dx = col2im(dcols), chunk by chunk
+    (the columns are rebuilt here; dcols overwrites them in the workspace).
 
-    Args:
-        dout2: (F, N·H·W) gradient of ``out``.
-        x_pad: (C, N, Hp, Wp) the forward's padded channel-major input.
-        w2: (F, C·k·k).
-        need_dx: False skips dx.
-        dw2: optional (F, C·k·k) array that dW₂ is added into (the ConvLSTM sums its
-            weight gradient over time steps this way); a new one when None. The sum
-            comes as a transpose, (C·k·k, F): a dw2 that is the transposed view of a
-            contiguous (C·k·k, F) array takes it without a strided add.
-    Returns:
-        dx_pad: (C, N, Hp, Wp) gradient of x_pad (crop its border for x's), or None.
-        dw2: (F, C·k·k), the array given or a new one.
+    Args: dout2 (F, N·H·W); x_pad (C, N, Hp, Wp) the forward's input; w2 (F, C·k·k);
+        dw2 optional (F, C·k·k) that dW₂ is added into (best the transposed view of a
+        contiguous (C·k·k, F) array).
+    Returns: dx_pad (C, N, Hp, Wp) (crop its border for dx) or None without need_dx,
+        and dw2 (F, C·k·k), the array given or a new one.
     """
     xp = get_array_module(dout2, x_pad)
     c, n, hp, wp = x_pad.shape
@@ -427,8 +366,6 @@ def conv_cm_backward(dout2, x_pad, w2, k, need_dx=True, workspace=None, dw2=None
 
 
 # ----------------------------------------------------------------------------- conv2d
-# The public conv2d_forward / conv2d_backward are at the end of this section, after the
-# shift and rows orders they dispatch to.
 class Conv2dCache(NamedTuple):
     x: object        # (N, C, H, W) the input (im2col buffers are rebuilt in backward)
     w: object        # (F, C, k, k)
@@ -439,11 +376,8 @@ class Conv2dCache(NamedTuple):
 def _buffer_per_clip(method, x_shape, w_shape):
     """Elements of the temporary buffers that one batch item, one (C, H, W) input map,
     adds to a chunk: im2col's cols C·k²·H·W; shift's z and channel-major x, (F·k² + C)·H·W;
-    rows' R, z and channel-major x, (C·k + F·k + C)·H·W.
-
-    Per batch item, not per clip: N (x_shape[0]) does not enter, and in the model a
-    batch item is one frame (the model's batch is N clips × (T−1) frames). Used by
-    ``auto`` to pick the order and, against MAX_BUFFER, to size the batch chunks.
+    rows' R, z and channel-major x, (C·k + F·k + C)·H·W. Picks ``auto``'s order and
+    sizes the batch chunks.
     """
     _, c, h, w = x_shape
     f, _, k, _ = w_shape
@@ -457,11 +391,8 @@ def _buffer_per_clip(method, x_shape, w_shape):
 # ----------------------------------------------------------------------------- shift, rows orders
 def _window(d, size):
     """A shift by d along an axis of ``size``: the slices (dst, src) with
-    ``out[dst] += z[src]`` meaning out[y] += z[y + d] for every y with 0 ≤ y + d < size.
-
-    The shift and rows orders work on the *unpadded* map and add only the part of each
-    shifted window that lies inside it: the zero padding would add nothing, and leaving
-    it out saves the FLOPs spent on it (half of them for a 15×15 kernel on 32×32 maps).
+    ``out[dst] += z[src]`` meaning out[y] += z[y + d] for every y with 0 ≤ y + d < size:
+    only the part inside the map (the zero padding would add nothing).
     """
     lo = max(0, -d)
     hi = max(lo, min(size, size - d))        # empty when the shift is |d| ≥ size
@@ -605,9 +536,7 @@ def conv2d_forward(x, w, b=None, method="auto"):
 
     Args: x (N, C, H, W) float; w (F, C, k, k), k odd; b (F,) or None; method "auto"
         (the order with the smallest buffer), "im2col", "shift" or "rows".
-    Returns: out (N, F, H, W), x's dtype, and a :class:`Conv2dCache`. The batch goes in
-        chunks of at most MAX_BUFFER elements of buffer; the cache keeps x, not the im2col
-        buffer (C·k² times x's memory per call): backward rebuilds it.
+    Returns: out (N, F, H, W), x's dtype, and a :class:`Conv2dCache` (x, not the buffers).
     """
     _check_conv_args(x, w, b)
     method = _pick_method(method, x.shape, w.shape)
@@ -679,18 +608,12 @@ def _corners(x):
 
 
 def maxpool2_forward(x):
-    """2×2 max-pooling with stride 2.
+    """2×2 max-pooling with stride 2, x (N, C, H, W), H and W even -> out (N, C, H/2, W/2), cache.
 
     out[n, c, y, x] = max_{a,b ∈ {0,1}} x[n, c, 2y + a, 2x + b]
 
-    The maximum is taken as a tournament of the four corners (three element-wise
-    maxima over strided views, no (…, 4) copy of the input); the cache keeps which
-    corner won, 0…3, the first one in row-major order on a tie, like ``argmax``.
-
-    Args:
-        x: (N, C, H, W) with H and W even.
-    Returns:
-        out (N, C, H/2, W/2), cache.
+    A tournament of the four corner views; the cache keeps which corner won, 0…3, the
+    first in row-major order on a tie, like ``argmax``.
     """
     if x.ndim != 4:
         raise ValueError(f"maxpool2: x must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
@@ -706,15 +629,10 @@ def maxpool2_forward(x):
 
 
 def maxpool2_backward(dout, cache):
-    """The gradient goes to the winner of each window, zero elsewhere.
+    """The gradient goes to the winner of each window (the first on a tie), zero elsewhere:
+    dout (N, C, H/2, W/2) -> dx (N, C, H, W).
 
     dx[n, c, 2y + a, 2x + b] = dout[n, c, y, x] if (a, b) was the argmax, else 0.
-    A tie sends it to the first winner only (a valid sub-gradient).
-
-    Args:
-        dout: (N, C, H/2, W/2).
-    Returns:
-        dx: (N, C, H, W).
     """
     x_shape, argmax = cache
     xp = get_array_module(dout)
@@ -735,13 +653,8 @@ class UpsampleCache(NamedTuple):
 
 
 def upsample2_forward(x):
-    """Nearest-neighbour ×2 up-sampling: out[n, c, y, x] = x[n, c, ⌊y/2⌋, ⌊x/2⌋].
-
-    Args:
-        x: (N, C, H, W).
-    Returns:
-        out (N, C, 2H, 2W), cache.
-    """
+    """Nearest-neighbour ×2 up-sampling: out[n, c, y, x] = x[n, c, ⌊y/2⌋, ⌊x/2⌋];
+    x (N, C, H, W) -> out (N, C, 2H, 2W), cache."""
     if x.ndim != 4:
         raise ValueError(f"upsample2: x must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
     xp = get_array_module(x)
@@ -752,14 +665,10 @@ def upsample2_forward(x):
 
 
 def upsample2_backward(dout, cache):
-    """Each input pixel was copied to a 2×2 block: its gradient is the block's sum.
+    """Each input pixel was copied to a 2×2 block: its gradient is the block's sum;
+    dout (N, C, 2H, 2W) -> dx (N, C, H, W).
 
-    dx[n, c, y, x] = Σ_{a,b ∈ {0,1}} dout[n, c, 2y + a, 2x + b]
-
-    Args:
-        dout: (N, C, 2H, 2W).
-    Returns:
-        dx: (N, C, H, W).
+        dx[n, c, y, x] = Σ_{a,b ∈ {0,1}} dout[n, c, 2y + a, 2x + b]
     """
     n, c, h, w = cache.x_shape
     if tuple(dout.shape) != (n, c, 2 * h, 2 * w):

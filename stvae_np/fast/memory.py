@@ -1,44 +1,20 @@
 """Convolutional LSTM (Shi et al. 2015, without peepholes), forward and backward: the
 fast version, the one the model runs.
 
-The memory of the spatio-temporal autoencoder: an LSTM whose matrix products are
-replaced by "same" convolutions, so that h and c are feature maps. The plain maths,
-one step and the loop through time written as the equations, is in ``../memory.py``
-(same functions, same signatures); ``tests/test_fast.py`` holds the two together
-(values and every gradient, float64, to 1e-12). Read that first.
+The plain maths, written as the equations, is in ``../memory.py`` (same functions,
+same signatures): read that first. ``tests/test_fast.py`` holds the two together.
 
-Public functions::
+How it is fast (measurements in BENCHMARKS.md):
 
-    convlstm_step_forward(x, h_prev, c_prev, params) -> h, c, cache   (ConvLSTMStepCache)
-    convlstm_step_backward(dh, dc, cache)  -> dx, dh_prev, dc_prev, dparams
-    convlstm_forward(xs, params, h0=None, c0=None) -> hs, cache       (ConvLSTMCache)
-    convlstm_backward(dhs, cache, dc_last=None)    -> dxs, dparams    (+ "h0", "c0")
+1. One convolution for the four gates: ``Wx * x + Wh * h = W * [x; h]``.
+2. Every map stays channel-major, (channels, N, h, w) (see "layout" below).
+3. The gate arithmetic runs in place and on every core (``layers.over_batch_blocks``);
+   on CuPy it is one fused kernel per step (``lstm_gates_forward``/``_backward``).
+4. The cache keeps no im2col buffer: the backward rebuilds it.
 
-How it is fast, and why (the ConvLSTM holds 97 % of the paper preset's FLOPs; the
-measurements are in BENCHMARKS.md):
-
-1. One convolution for the four gates: ``Wx * x + Wh * h = W * [x; h]`` (below), one
-   matrix product where the equations have eight.
-2. Every map stays channel-major, (channels, N, h, w): the gate product comes out as
-   (4F, N·h·w), each gate a contiguous block of rows, and the backward takes δa in the
-   same layout; no transposed copies in or out of NCHW (see "layout" below).
-3. The zero-padded inputs [x_t; h_{t-1}] of all steps live in one buffer, filled as the
-   forward goes (h_t is written straight into step t+1's slot), which im2col reads as
-   it is; one im2col workspace serves every step and every batch chunk.
-4. The gate arithmetic runs in place (the pre-activations become the gates) and on
-   every core (``layers.over_batch_blocks``); on CuPy each step's gate arithmetic is one
-   fused kernel, forward and backward (``lstm_gates_forward``/``_backward`` below,
-   the plain lines beside them); h_t is written straight into hs and into step t+1's
-   input; the backward adds every step's dW into one accumulator.
-5. The cache keeps no im2col buffer: the backward rebuilds it (keeping one per step
-   would cost 2.3 GB on the paper preset).
-
-Equations, shapes and gate order are those of ``../memory.py``: gates i, f, g, o
-stacked along the output channels of ``Wx (4F, C, k, k)``, ``Wh (4F, F, k, k)``, ``b (4F,)``.
-
-Every function works on NumPy and CuPy arrays (``xp = get_array_module(x)``) and
-returns arrays of its inputs' dtype (float32 stays float32). Backward passes never
-modify their inputs or the cache.
+Gates i, f, g, o are stacked along the output channels of ``Wx (4F, C, k, k)``,
+``Wh (4F, F, k, k)``, ``b (4F,)``. Every function works on NumPy and CuPy arrays, keeps
+its inputs' dtype, and never modifies its inputs or the cache in a backward pass.
 """
 from __future__ import annotations
 
@@ -102,13 +78,11 @@ def _check_state(name, a, expected, where):
 
 
 # ----------------------------------------------------------------------------- layout
-# Inside, every map is kept channel-major, (channels, N, h, w), the layout in which the
-# one gate convolution is a plain matrix product: ``W₂ (4F, (C+F)·k²) @ cols`` gives the
-# pre-activations as (4F, N·h·w), each gate a contiguous block of rows, and its backward
-# takes δa in the same layout, with no transposed copy either way. The inputs
-# [x_t; h_{t-1}] of all steps live, zero-padded, in one buffer (T, C+F, N, h+2p, w+2p)
-# that the forward fills as it goes (h_t is written straight into step t+1's slot) and
-# that im2col reads directly. The public functions take and return (N, ..., h, w).
+# Inside, every map is channel-major, (channels, N, h, w): ``W₂ (4F, (C+F)·k²) @ cols``
+# gives the pre-activations as (4F, N·h·w), each gate a contiguous block of rows, with no
+# transposed copy either way. The inputs [x_t; h_{t-1}] of all steps live, zero-padded,
+# in one buffer (T, C+F, N, h+2p, w+2p) that the forward fills as it goes and im2col
+# reads directly. The public functions take and return (N, ..., h, w).
 class ConvLSTMStepCache(NamedTuple):
     """What one step's backward needs, channel-major. The gates are kept after their
     non-linearity, stacked i, f, g, o; the properties give them as (N, F, h, w)."""
@@ -137,14 +111,8 @@ def lstm_gates_forward(a, b, c_prev, c, tanh_c, h, h_next=None, fused=True):
         c = f ⊙ c_prev + i ⊙ g,   tanh_c = tanh(c),   h = o ⊙ tanh_c
         h_next ← h                                       (when given: the next step's input slot)
 
-    Args:
-        a: (4F, N, h, w) pre-activations without the bias; becomes the gates, stacked
-            i, f, g, o (the cache keeps them).
-        b: (4F,) bias.
-        c_prev: (F, N, h, w) c_{t-1}.
-        c, tanh_c, h: (F, N, h, w) outputs (views are fine: h may be a slice of hs).
-        h_next: optional (F, N, h, w) second destination of h.
-    All of one dtype. On CuPy: one ``stvae_lstm_gates_forward`` kernel.
+    a (4F, N, h, w) becomes the gates; b (4F,); c_prev, c, tanh_c, h, h_next (F, N, h, w)
+    (outputs may be views; h_next optional). On CuPy: one fused kernel.
     """
     if fused and kernels.wanted(a):   # CuPy: the lines below as one fused kernel (fast/kernels.py)
         return kernels.launch("lstm_gates_forward", lstm_gates_forward, a, b, c_prev, c, tanh_c, h, h_next)
@@ -170,15 +138,8 @@ def lstm_gates_backward(dh_loss, dh_next, dc, gates, c_prev, tanh_c, da, dc_prev
         δa  = [δc ⊙ g ⊙ σ'(i);  δc ⊙ c_prev ⊙ σ'(f);  δc ⊙ i ⊙ tanh'(g);  dh ⊙ tanh(c) ⊙ σ'(o)]
         dc_prev = δc ⊙ f
 
-    with σ' = s(1 − s) and tanh' = 1 − t² from the outputs (``activations``).
-
-    Args:
-        dh_loss, dh_next, dc: (F, N, h, w) the gradient of h_t from the loss and from
-            step t+1, and of c_t.
-        gates: (4F, N, h, w) the forward's gates i, f, g, o.
-        c_prev, tanh_c: (F, N, h, w) from the forward's cache.
-        da: (4F, N, h, w) output δa; dc_prev: (F, N, h, w) output.
-    On CuPy: one ``stvae_lstm_gates_backward`` kernel.
+    with σ' = s(1 − s) and tanh' = 1 − t² from the outputs. gates and the output da are
+    (4F, N, h, w), the rest (F, N, h, w). On CuPy: one fused kernel.
     """
     if fused and kernels.wanted(gates):   # CuPy: the lines below as one fused kernel (fast/kernels.py)
         return kernels.launch("lstm_gates_backward", lstm_gates_backward, dh_loss, dh_next, dc, gates, c_prev, tanh_c, da, dc_prev)
@@ -196,7 +157,6 @@ def lstm_gates_backward(dh_loss, dh_next, dc, gates, c_prev, tanh_c, da, dc_prev
     dc_prev[...] = dc_total * f
 
 
-
 def _leading_channels(w, m):
     """W₂ of the first m input channels alone, (4F, m·k·k): the product for a step whose
     other channels are all zero (step 0 when h_{-1} = 0: Wh * h_{-1} adds nothing)."""
@@ -208,9 +168,8 @@ def _leading_channels(w, m):
 
 def _step_forward(t, xh, c_prev, w, b, workspace, h, channels=None):
     """Step t: gates from the padded [x_t; h_{t-1}] = xh[t]; writes h_t into ``h``
-    (F, N, h, w), a view of hs, and into xh[t+1] (when there is a next step); returns
-    c_t (F, N, h, w) and the step's cache. ``channels``: only the first ones of xh[t]
-    are not all zero (the convolution skips the rest); None: all."""
+    (F, N, h, w), a view of hs, and into xh[t+1] (if any); returns c_t (F, N, h, w) and
+    the cache. ``channels``: only the first ones of xh[t] are non-zero (None: all)."""
     xp = get_array_module(xh, w)
     nf, k = w.shape[0] // 4, w.shape[2]
     p = k // 2
@@ -233,12 +192,10 @@ def _step_forward(t, xh, c_prev, w, b, workspace, h, channels=None):
 
 
 def _step_backward(dh_loss, dh_next, dc, cache, dw2, workspace, db_out, channels=None):
-    """One step's backward, channel-major: the gradient of h_t from the loss (dh_loss)
-    and from step t+1 (dh_next) and of c_t (dc), (F, N, h, w) each, in; adds this step's
-    dW into dw2 (4F, (C+F)·k²), writes db (4F,) into db_out and returns d[x_t; h_{t-1}]
-    padded (C+F, N, h+2p, w+2p) and dc_prev (F, N, h, w). ``channels``: as in the
-    forward, only the first ones of [x_t; h_{t-1}] were not all zero, and only their
-    gradient is wanted (step 0 without h0: h_{-1} gets none); the rest of dW gets zero."""
+    """One step's backward, channel-major: dh_loss, dh_next, dc (F, N, h, w) in; adds
+    the step's dW into dw2 (4F, (C+F)·k²), writes db (4F,) into db_out, returns
+    d[x_t; h_{t-1}] padded (C+F, N, h+2p, w+2p) and dc_prev (F, N, h, w). ``channels``:
+    as in the forward; only their gradient is wanted (the rest of dW gets zero)."""
     xp = get_array_module(dc)
     a, c_prev, tanh_c, xh_pad, w = cache
     nf, k = w.shape[0] // 4, w.shape[2]
@@ -328,8 +285,7 @@ def convlstm_step_forward(x, h_prev, c_prev, params):
 
     Args: x (N, C, h, w); h_prev, c_prev (N, F, h, w); params "Wx" (4F, C, k, k),
         "Wh" (4F, F, k, k), "b" (4F,), gates i, f, g, o.
-    Returns: h, c (N, F, h, w), x's dtype, and a :class:`ConvLSTMStepCache`
-        (``cache.i`` etc. are the gates, (N, F, h, w)).
+    Returns: h, c (N, F, h, w) and a :class:`ConvLSTMStepCache`.
     """
     where = "convlstm_step_forward"
     if x.ndim != 4:
@@ -384,10 +340,7 @@ def convlstm_forward(xs, params, h0=None, c0=None):
     Args: xs (N, T, C, h, w), T ≥ 1; params "Wx" (4F, C, k, k), "Wh" (4F, F, k, k),
         "b" (4F,); h0, c0 (N, F, h, w) or None.
     Returns: hs (N, T, F, h, w), xs's dtype, and a :class:`ConvLSTMCache`
-        (``cache.c_last`` is c_{T-1}).
-
-    Memory: per step the cache keeps the four gates, c_{t-1} and tanh(c_t) and the padded
-    [x_t; h_{t-1}]; no im2col buffer (one workspace serves every step, then is dropped).
+        (``cache.c_last`` is c_{T-1}; per step the gates, c_{t-1}, tanh(c_t), [x_t; h_{t-1}]).
     """
     where = "convlstm_forward"
     if xs.ndim != 5:
