@@ -185,8 +185,6 @@ def _uniform(xp, rng, low, high, shape, dtype):
 # ----------------------------------------------------------------------------- ConvLSTM gates, forward
 
 
-
-
 # σ(x) = ½(1 + tanh(x/2)), as activations.sigmoid computes it (no overflow)
 _LSTM_GATES_FORWARD_CUDA = """
 const T half = (T)0.5;
@@ -233,8 +231,6 @@ def _sample_lstm_gates_forward(xp, rng, dtype):
 # ----------------------------------------------------------------------------- ConvLSTM gates, backward
 
 
-
-
 _LSTM_GATES_BACKWARD_CUDA = """
 const T one = (T)1;
 T dh = dh_loss + dh_next;
@@ -275,8 +271,6 @@ def _sample_lstm_gates_backward(xp, rng, dtype):
 # ----------------------------------------------------------------------------- RMSProp, clipping
 
 
-
-
 # the Python floats enter the NumPy code as the array's dtype (NEP 50): cast them so here too
 _RMSPROP_CUDA = """
 T v_new = v * (T)alpha + (T)(1.0 - alpha) * (g * g);
@@ -300,10 +294,6 @@ def _sample_rmsprop_update(xp, rng, dtype):
             _randn(xp, rng, shape, dtype), 1e-2, 0.99, 1e-8)
 
 
-
-
-
-
 def _build_sum_of_squares():
     cupy = _cupy()
     return cupy.ReductionKernel("T x", "T y", "x * x", "a + b", "y = a", "0", "stvae_sum_of_squares")
@@ -315,10 +305,6 @@ def _sum_of_squares_launch(kernel, g):
 
 def _sample_sum_of_squares(xp, rng, dtype):
     return (_randn(xp, rng, (7, 5, 3), dtype),)
-
-
-
-
 
 
 def _build_clip_coefficient(n):
@@ -341,10 +327,6 @@ def _sample_clip_coefficient(xp, rng, dtype, n):
     return ([xp.asarray(v, dtype=dtype) for v in rng.uniform(0.0, 1.0, n)], 0.5)
 
 
-
-
-
-
 def _build_scale_in_place():
     return _elementwise("S scale", "T g", "g = g * (T)scale;", "stvae_scale")
 
@@ -358,10 +340,6 @@ def _sample_scale_in_place(xp, rng, dtype):
 
 
 # ----------------------------------------------------------------------------- bilinear sampler
-
-
-
-
 
 
 # _neighbours for one coordinate; a template, so that it needs no typedef of T
@@ -431,10 +409,6 @@ def _sample_bilinear_weights(xp, rng, dtype):
 # ----------------------------------------------------------------------------- Huber smoothness
 
 
-
-
-
-
 _HUBER_DIFFERENCES_CUDA = """
 T d = hi - lo;
 T ad = d < (T)0 ? -d : d;
@@ -461,10 +435,6 @@ def _huber_differences_launch(kernel, t_hi, t_lo, delta):
 def _sample_huber_differences(xp, rng, dtype):
     flow = _uniform(xp, rng, -1.0, 1.0, (2, 2, 4, 5), dtype)
     return (flow[..., :, 1:], flow[..., :, :-1], 0.3)
-
-
-
-
 
 
 # i is the flat (C-order) index of dflow; gx, gy are read by their own flat index
