@@ -68,7 +68,7 @@ fi
 rm -rf "$out/train"
 PYTHONWARNINGS=error::RuntimeWarning timeout -s TERM $train_limit $py -m stvae_np.train \
     --device $device $train_args --no-figures --quiet --out "$out/train" > "$out/train.log" 2>&1
-stamp "train ($train_limit s) exit $? (143: stopped by the time limit, checkpoint written): $(tail -1 "$out/train.log")"
+stamp "train ($train_limit s) exit $? (124: stopped by the time limit; the trainer wrote its checkpoint first): $(tail -1 "$out/train.log")"
 PYTHONWARNINGS=error::RuntimeWarning timeout 300 $py -m stvae_np.evaluate "$out/train/checkpoint.npz" \
     --device $device --clips $eval_clips --out "$out/eval" --overwrite --quiet > "$out/eval.log" 2>&1
 stamp "evaluate exit $?"
