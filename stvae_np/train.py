@@ -350,11 +350,13 @@ _test_hook = None
 MOMENTS = ("before_forward", "before_update", "after_update", "boundary")
 
 
+_SIGNAL_AT = os.environ.get("STVAE_TEST_SIGNAL_AT")     # read once: nothing per step
+
+
 def _moment(name, step):
     if _test_hook is not None:
         _test_hook(name, step)
-    at = os.environ.get("STVAE_TEST_SIGNAL_AT")
-    if at and at == f"{name}:{step}":
+    if _SIGNAL_AT is not None and _SIGNAL_AT == f"{name}:{step}":
         os.kill(os.getpid(), signal.SIGINT)
 
 
