@@ -1,50 +1,19 @@
 """Fused element-wise kernels: the one place where CuPy runs code of its own.
 
-On the GPU every array operation is at least one kernel launch, and a training step of
-this model is bound by the launches, not by the arithmetic: ``c = f * c_prev + i * g``
-is three kernels and two temporaries in NumPy style. Each kernel below does one such
-run of element-wise work in one launch, each element in registers.
+On the GPU every array operation is a kernel launch, and a training step of this model
+is bound by the launches: ``c = f * c_prev + i * g`` is three kernels and two
+temporaries in NumPy style. Each kernel here does one such run in one launch. The plain
+code of each run lives with its equation in the op's own file, and the op keeps one
+visible branch to the kernel, handing :func:`launch` its arguments and *itself*::
 
-The plain code of each run lives with its equation, in the op's own file, and the op
-keeps one visible branch to the kernel (DeZero's style)::
+    if fused and kernels.wanted(t_hi):     # CuPy: the lines below as one kernel
+        return kernels.launch("huber_differences", huber_differences, t_hi, t_lo, delta)
 
-    def huber_differences(t_hi, t_lo, delta, fused=True):          # losses.py
-        if fused and kernels.wanted(t_hi):     # CuPy: the lines below as one kernel
-            return kernels.launch("huber_differences", huber_differences, t_hi, t_lo, delta)
-        d = t_hi - t_lo
-        ...
-
-:func:`launch` hands the kernel the op's arguments; the op hands it *itself*, which the
-kernel calls as ``plain(*args, fused=False)`` for its first-use check and as the fallback.
-This module imports none of the op files.
-
-| kernel (``name``) | its plain code | CUDA |
-|---|---|---|
-| ``lstm_gates_forward`` | ``fast/memory.py``: bias, σ/tanh of the four gates, c, tanh(c), h | ``stvae_lstm_gates_forward`` |
-| ``lstm_gates_backward`` | ``fast/memory.py``: dh, δc, the four δa blocks, dc_prev | ``stvae_lstm_gates_backward`` |
-| ``rmsprop_update`` | ``optim.py``: v ← αv + (1−α)g², θ ← θ − lr·g/(√v + ε) | ``stvae_rmsprop`` |
-| ``sum_of_squares`` | ``optim.py``: Σ g² of one gradient | ``stvae_sum_of_squares`` (reduction) |
-| ``clip_coefficient`` | ``optim.py``: the global norm √(Σ sums) and the clip scale | ``stvae_clip_coefficient_<n>`` |
-| ``scale_in_place`` | ``optim.py``: g ← g · scale | ``stvae_scale`` |
-| ``bilinear_weights`` | ``sampler.py``: the four neighbours, indices, weights and their derivatives | ``stvae_bilinear_weights`` |
-| ``huber_differences`` | ``losses.py``: D = T_b − T_a, H_δ(D) and H_δ'(D)/n(D) | ``stvae_huber_differences`` |
-| ``huber_backward`` | ``losses.py``: the scatter of the differences' gradients onto the flow | ``stvae_huber_backward`` |
-
-Safety. A kernel is built the first time it is needed on CuPy (for each dtype), run once
-on small random inputs and compared with the plain code on the same inputs (relative
-error ≤ 1e-5 in float32, 1e-12 in float64, integers and non-finite values exact). If
-building, compiling or that check fails, a ``RuntimeWarning`` names the kernel and the
-plain code is used for it for the rest of the process. ``kernels.FUSED = False`` turns
-every kernel off (the plain code everywhere, as on NumPy).
-
-Counting. ``COUNT_AS_ONE`` is None, except while ``benchmarks/opcount.py`` counts the
-array operations of a step on NumPy: it then holds that tool's ``counts_as_one``, every
-op takes its branch here, and its plain code runs inside ``COUNT_AS_ONE(name)``, so that
-each run counts as the one kernel it stands for on the GPU.
-
-The check is the only device sync here: once per kernel and dtype per process.
-NumPy is imported only for the check's random inputs (made on the host, as the
-package's randomness always is); CuPy only inside the builder ``_cupy``.
+A kernel is built on first use (per dtype), checked once against ``plain(*args,
+fused=False)`` on small random inputs, and replaced by the plain code for the rest of
+the process, with a ``RuntimeWarning``, if building or the check fails. ``FUSED = False``
+turns every kernel off; ``COUNT_AS_ONE`` is ``benchmarks/opcount.py``'s hook. The table
+of kernels, the tolerances, the counting and the import rules: docs/DESIGN.md section 9.
 """
 from __future__ import annotations
 
@@ -183,8 +152,6 @@ def _uniform(xp, rng, low, high, shape, dtype):
 
 
 # ----------------------------------------------------------------------------- ConvLSTM gates, forward
-
-
 # σ(x) = ½(1 + tanh(x/2)), as activations.sigmoid computes it (no overflow)
 _LSTM_GATES_FORWARD_CUDA = """
 const T half = (T)0.5;
@@ -229,8 +196,6 @@ def _sample_lstm_gates_forward(xp, rng, dtype):
 
 
 # ----------------------------------------------------------------------------- ConvLSTM gates, backward
-
-
 _LSTM_GATES_BACKWARD_CUDA = """
 const T one = (T)1;
 T dh = dh_loss + dh_next;
@@ -269,8 +234,6 @@ def _sample_lstm_gates_backward(xp, rng, dtype):
 
 
 # ----------------------------------------------------------------------------- RMSProp, clipping
-
-
 # the Python floats enter the NumPy code as the array's dtype (NEP 50): cast them so here too
 _RMSPROP_CUDA = """
 T v_new = v * (T)alpha + (T)(1.0 - alpha) * (g * g);
@@ -340,8 +303,6 @@ def _sample_scale_in_place(xp, rng, dtype):
 
 
 # ----------------------------------------------------------------------------- bilinear sampler
-
-
 # _neighbours for one coordinate; a template, so that it needs no typedef of T
 _BILINEAR_PREAMBLE = """
 template <typename U>
@@ -407,8 +368,6 @@ def _sample_bilinear_weights(xp, rng, dtype):
 
 
 # ----------------------------------------------------------------------------- Huber smoothness
-
-
 _HUBER_DIFFERENCES_CUDA = """
 T d = hi - lo;
 T ad = d < (T)0 ? -d : d;

@@ -1,40 +1,17 @@
 """2-D convolution, 2×2 max-pooling and ×2 nearest up-sampling, forward and backward:
 the fast versions, the ones the model runs.
 
-The plain maths is in ``../layers.py`` (same functions, same signatures): read that
-first. This file computes the same numbers faster; ``tests/test_fast.py`` holds the two
-together. Besides the plain names it offers the channel-major pieces the fast ConvLSTM
-builds on (``pad_channel_major``, ``conv_cm_forward``, ``conv_cm_backward``, ...).
+The plain maths is in ``../layers.py`` (same names, same signatures): read that first;
+``tests/test_fast.py`` holds the two together. Besides the plain names this file offers
+the channel-major pieces the fast ConvLSTM builds on (``pad_channel_major``,
+``conv_cm_forward``, ``conv_cm_backward``, ...).
 
-How it is fast (measurements in BENCHMARKS.md): three orders of the same sum, "auto"
-taking the one with the smallest buffer; im2col works channel-major (C, N, H, W); the
-batch goes in chunks of at most MAX_BUFFER elements; the k·k copies run on every core
-(``over_batch_blocks``); on the GPU each k·k loop is one operation on a strided view
-(``_windows``, ``_shift_add``).
-
-Convolution (cross-correlation, stride 1, zero "same" padding p = k // 2):
-
-    out[n, f, y, x] = b[f] + Σ_c Σ_{u,v} W[f, c, u, v] · x_pad[n, c, y + u, x + v]
-
-It is computed as matrix products, in one of three orders (same result, different
-buffer sizes; shift and rows skip the zeros of the padding):
-
-* ``"im2col"``: gather every k×k patch into ``cols (C·k·k, N·H·W)`` with k·k strided
-  copies (one per kernel offset (u, v)), then ``out = W₂ @ cols`` with
-  ``W₂ = W.reshape(F, C·k·k)``. Buffer size C·k²·N·H·W.
-* ``"shift"``: contract the channels first, ``z = W₃ @ x`` with ``W₃ (F·k·k, C)``
-  and x as (C, N·H·W), then add the k·k shifted windows
-  ``out[f, n, y, x] = Σ_{u,v} z[f, u, v, n, y + u − p, x + v − p]``, each clipped to
-  the map. Buffer size F·k²·N·H·W: far smaller when F ≪ C.
-* ``"rows"``: half way between the two. Unfold only the k horizontal shifts,
-  ``R[c, v, n, y, x] = x[n, c, y, x + v − p]`` (C·k, N·H·W; zero outside the map),
-  contract channels and kernel columns at once, ``z = W_r @ R`` with
-  ``W_r[(f, u), (c, v)] = W[f, c, u, v]``, then add the k vertical shifts
-  ``out[f, n, y, x] = Σ_u z[f, u, n, y + u − p, x]``. Buffer size (C + F)·k·N·H·W: the
-  smallest when both C and F are small.
-
-The ConvLSTM calls the im2col order directly, channel-major (``conv_cm_forward`` /
-``conv_cm_backward``).
+A convolution is matrix products in one of three orders, "im2col", "shift" or "rows"
+(the same sum, different buffers; "auto" takes the smallest), over batch chunks of at
+most MAX_BUFFER elements; the k·k copies run on every core (``over_batch_blocks``), or
+on the GPU as one operation on a strided view (``_windows``, ``_shift_add``). The
+orders' equations and each device's way: docs/DESIGN.md section 10; the measurements:
+BENCHMARKS.md.
 """
 from __future__ import annotations
 
@@ -83,19 +60,15 @@ def _pick_method(method, x_shape, w_shape):
         raise ValueError(f"conv2d: method must be one of {METHODS}, got {method!r}")
     if method != "auto":
         return method
-    # the order with the smallest buffer per batch item; it is also the fastest for the
-    # encoder, flow and decoder layers of both presets (measured, BENCHMARKS.md)
+    # the smallest buffer per batch item: also the fastest order here (BENCHMARKS.md)
     return min(METHODS[1:], key=lambda m: _buffer_per_clip(m, x_shape, w_shape))
 
 
 # ----------------------------------------------------------------------------- threads, layout
 def over_batch_blocks(fill, n, xp):
-    """Call ``fill(maps)`` on disjoint blocks of the batch axis, in parallel on the CPU.
-
-    NumPy releases the GIL while it copies and adds, so the memory-bound k·k copies run
-    on every core too (disjoint writes, no races). Serial (one call on the whole batch)
-    when ``_CPU_THREADS`` is 1, when n is 1, or on CuPy.
-    """
+    """Call ``fill(maps)`` on disjoint blocks of the batch axis, in parallel on the CPU
+    (NumPy releases the GIL while it copies and adds; the writes are disjoint). Serial,
+    one call on the whole batch, when ``_CPU_THREADS`` is 1, when n is 1, or on CuPy."""
     workers = min(_CPU_THREADS, n) if xp.__name__ == "numpy" else 1
     if workers <= 1:
         fill(slice(0, n))
@@ -115,17 +88,10 @@ def _thread_pool():
 
 
 def quiet_blas_workers():
-    """Make OpenBLAS's worker threads sleep right after each product, once per process.
-
-    Spinning workers take cores from the copies of over_batch_blocks. OpenBLAS read
-    OPENBLAS_THREAD_TIMEOUT when NumPy loaded it, so it is set here (BLAS_THREAD_TIMEOUT,
-    unless it has a value), read again (``openblas_read_env``) and the workers ended
-    (``blas_thread_shutdown_``); the next product starts them with the new timeout.
-
-    Does nothing when REST_BLAS_WORKERS is False, after the first call, or where NumPy's
-    BLAS is not an OpenBLAS exporting these functions. Call it when no other thread is
-    inside a BLAS call.
-    """
+    """Make OpenBLAS's workers sleep right after each product (spinning, they take the
+    cores of over_batch_blocks' copies), once per process: OPENBLAS_THREAD_TIMEOUT set
+    (unless it has a value), read again, the workers ended (docs/DESIGN.md section 10).
+    A no-op where NumPy's BLAS is no such OpenBLAS. Call it when no thread is in BLAS."""
     global _BLAS_QUIETED
     if _BLAS_QUIETED or not REST_BLAS_WORKERS:
         return
@@ -193,10 +159,8 @@ def buffer_limit(xp, itemsize=4):
 
 
 def _windows(a, kh, kw):
-    """Every kh×kw window of a padded channel-major map, as one strided view (no copy).
-
-        view[c, u, v, n, y, x] = a[c, n, y + u, x + v]      a: (C, N, H + kh − 1, W + kw − 1)
-    """
+    """Every kh×kw window of a padded channel-major map a (C, N, H + kh − 1, W + kw − 1), as
+    one strided view (no copy): view[c, u, v, n, y, x] = a[c, n, y + u, x + v]."""
     xp = get_array_module(a)
     c, n, hp, wp = a.shape
     sc, sn, sy, sx = a.strides
@@ -205,13 +169,9 @@ def _windows(a, kh, kw):
 
 
 def _shift_add(z, py, px):
-    """Add up shifted maps in three operations (pad, then one sum over a strided view):
-
-        out[f, n, y, x] = Σ_{u,v} z_pad[f, u, v, n, y + u, x + v]
-
-    where z (F, kh, kw, N, H, W) is zero-padded by py rows and px columns: z_pad[..., y, x]
-    = z[..., y − py, x − px]. Returns (F, N, H + 2py − kh + 1, W + 2px − kw + 1).
-    """
+    """out[f, n, y, x] = Σ_{u,v} z_pad[f, u, v, n, y + u, x + v] in three operations (pad, one
+    sum over a strided view), z (F, kh, kw, N, H, W) zero-padded by py rows and px columns:
+    z_pad[..., y, x] = z[..., y − py, x − px]. Returns (F, N, H + 2py − kh + 1, W + 2px − kw + 1)."""
     xp = get_array_module(z)
     f, kh, kw, n, h, w = z.shape
     zp = _pad(z, py, px)
@@ -224,12 +184,8 @@ def _shift_add(z, py, px):
 
 # ----------------------------------------------------------------------------- im2col order
 def _im2col_padded(x_pad, k, out=None):
-    """im2col of an input already padded and channel-major, (C, N, H+k−1, W+k−1).
-
-    cols[c, u, v, n, y, x] = x_pad[c, n, y + u, x + v], returned as (C·k·k, N·H·W).
-    ``out``, a flat buffer of at least C·k²·N·H·W elements, is filled instead of a new
-    array (fresh pages cost as much as the copies).
-    """
+    """cols[c, u, v, n, y, x] = x_pad[c, n, y + u, x + v] as (C·k·k, N·H·W), x_pad padded and
+    channel-major (C, N, H+k−1, W+k−1); filled into the flat buffer ``out`` when given."""
     xp = get_array_module(x_pad)
     c, n, hp, wp = x_pad.shape
     h, w = hp - k + 1, wp - k + 1
@@ -249,10 +205,8 @@ def _im2col_padded(x_pad, k, out=None):
 
 
 def _col2im_padded(dcols, dx_pad, k):
-    """Adjoint of :func:`_im2col_padded`, added into dx_pad (C, N, H+k−1, W+k−1) in place.
-
-    dx_pad[c, n, y + u, x + v] += dcols[c, u, v, n, y, x]
-    """
+    """The adjoint of :func:`_im2col_padded`, added into dx_pad in place:
+    dx_pad[c, n, y + u, x + v] += dcols[c, u, v, n, y, x]."""
     xp = get_array_module(dcols)
     c, n, hp, wp = dx_pad.shape
     h, w = hp - k + 1, wp - k + 1
@@ -374,11 +328,7 @@ class Conv2dCache(NamedTuple):
 
 
 def _buffer_per_clip(method, x_shape, w_shape):
-    """Elements of the temporary buffers that one batch item, one (C, H, W) input map,
-    adds to a chunk: im2col's cols C·k²·H·W; shift's z and channel-major x, (F·k² + C)·H·W;
-    rows' R, z and channel-major x, (C·k + F·k + C)·H·W. Picks ``auto``'s order and
-    sizes the batch chunks.
-    """
+    """Elements of temporary buffer one batch item adds to a chunk (cols; z and x; R, z and x)."""
     _, c, h, w = x_shape
     f, _, k, _ = w_shape
     if method == "im2col":
@@ -390,17 +340,16 @@ def _buffer_per_clip(method, x_shape, w_shape):
 
 # ----------------------------------------------------------------------------- shift, rows orders
 def _window(d, size):
-    """A shift by d along an axis of ``size``: the slices (dst, src) with
-    ``out[dst] += z[src]`` meaning out[y] += z[y + d] for every y with 0 ≤ y + d < size:
-    only the part inside the map (the zero padding would add nothing).
-    """
+    """Slices (dst, src) with ``out[dst] += z[src]`` meaning out[y] += z[y + d] for every y
+    with 0 ≤ y + d < size: only the part inside the map (the padding would add zeros)."""
     lo = max(0, -d)
     hi = max(lo, min(size, size - d))        # empty when the shift is |d| ≥ size
     return slice(lo, hi), slice(lo + d, hi + d)
 
 
 def _shift_forward_chunk(x, w):
-    """The bias-free shift-order convolution of one chunk, returned as (F, N, H, W)."""
+    """The shift order, bias-free, of one chunk: z = W₃ @ x, then the k·k shifted windows
+    of z added (docs/DESIGN.md section 10); returns (F, N, H, W)."""
     xp = get_array_module(x, w)
     n, c, h, wd = x.shape
     f, _, k, _ = w.shape
@@ -471,7 +420,8 @@ def _unfold_rows(x_cm, k):
 
 
 def _rows_forward_chunk(x, w):
-    """The bias-free rows-order convolution of one chunk, returned as (F, N, H, W)."""
+    """The rows order, bias-free, of one chunk: z = W_r @ R (:func:`_unfold_rows`), then the
+    k vertical shifts of z added (docs/DESIGN.md section 10); returns (F, N, H, W)."""
     xp = get_array_module(x, w)
     n, c, h, wd = x.shape
     f, _, k, _ = w.shape
@@ -608,13 +558,9 @@ def _corners(x):
 
 
 def maxpool2_forward(x):
-    """2×2 max-pooling with stride 2, x (N, C, H, W), H and W even -> out (N, C, H/2, W/2), cache.
-
-    out[n, c, y, x] = max_{a,b ∈ {0,1}} x[n, c, 2y + a, 2x + b]
-
-    A tournament of the four corner views; the cache keeps which corner won, 0…3, the
-    first in row-major order on a tie, like ``argmax``.
-    """
+    """2×2 max-pooling with stride 2, x (N, C, H, W), H and W even -> out (N, C, H/2, W/2), cache:
+    out[n, c, y, x] = max_{a,b ∈ {0,1}} x[n, c, 2y + a, 2x + b], a tournament of the four
+    corner views; the cache keeps which won, 0…3, the first in row-major order on a tie."""
     if x.ndim != 4:
         raise ValueError(f"maxpool2: x must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
     if x.shape[2] % 2 or x.shape[3] % 2:
@@ -629,11 +575,8 @@ def maxpool2_forward(x):
 
 
 def maxpool2_backward(dout, cache):
-    """The gradient goes to the winner of each window (the first on a tie), zero elsewhere:
-    dout (N, C, H/2, W/2) -> dx (N, C, H, W).
-
-    dx[n, c, 2y + a, 2x + b] = dout[n, c, y, x] if (a, b) was the argmax, else 0.
-    """
+    """dout (N, C, H/2, W/2) -> dx (N, C, H, W): the gradient goes to each window's winner
+    (the first on a tie): dx[n, c, 2y + a, 2x + b] = dout[n, c, y, x] if (a, b) won, else 0."""
     x_shape, argmax = cache
     xp = get_array_module(dout)
     n, c, h, w = x_shape
@@ -665,11 +608,8 @@ def upsample2_forward(x):
 
 
 def upsample2_backward(dout, cache):
-    """Each input pixel was copied to a 2×2 block: its gradient is the block's sum;
-    dout (N, C, 2H, 2W) -> dx (N, C, H, W).
-
-        dx[n, c, y, x] = Σ_{a,b ∈ {0,1}} dout[n, c, 2y + a, 2x + b]
-    """
+    """dout (N, C, 2H, 2W) -> dx (N, C, H, W), each pixel's gradient the sum of its 2×2 block:
+    dx[n, c, y, x] = Σ_{a,b ∈ {0,1}} dout[n, c, 2y + a, 2x + b]."""
     n, c, h, w = cache.x_shape
     if tuple(dout.shape) != (n, c, 2 * h, 2 * w):
         raise ValueError(f"upsample2_backward: dout must have shape {(n, c, 2 * h, 2 * w)}, "

@@ -1,20 +1,13 @@
 """Convolutional LSTM (Shi et al. 2015, without peepholes), forward and backward: the
 fast version, the one the model runs.
 
-The plain maths, written as the equations, is in ``../memory.py`` (same functions,
-same signatures): read that first. ``tests/test_fast.py`` holds the two together.
-
-How it is fast (measurements in BENCHMARKS.md):
-
-1. One convolution for the four gates: ``Wx * x + Wh * h = W * [x; h]``.
-2. Every map stays channel-major, (channels, N, h, w) (see "layout" below).
-3. The gate arithmetic runs in place and on every core (``layers.over_batch_blocks``);
-   on CuPy it is one fused kernel per step (``lstm_gates_forward``/``_backward``).
-4. The cache keeps no im2col buffer: the backward rebuilds it.
-
-Gates i, f, g, o are stacked along the output channels of ``Wx (4F, C, k, k)``,
-``Wh (4F, F, k, k)``, ``b (4F,)``. Every function works on NumPy and CuPy arrays, keeps
-its inputs' dtype, and never modifies its inputs or the cache in a backward pass.
+The plain maths, written as the equations, is in ``../memory.py`` (same names, same
+signatures): read that first; ``tests/test_fast.py`` holds the two together. Here (the
+measurements in BENCHMARKS.md): one convolution for the four gates, ``Wx * x + Wh * h =
+W * [x; h]``; every map channel-major (see "layout" below); the gate arithmetic in place
+and on every core, one fused kernel per step on CuPy; no im2col buffer in the cache (the
+backward rebuilds it). Gates i, f, g, o are stacked along the output channels of
+``Wx (4F, C, k, k)``, ``Wh (4F, F, k, k)``, ``b (4F,)``.
 """
 from __future__ import annotations
 
@@ -71,10 +64,9 @@ def _check_dtypes(where, **arrays):
         raise ValueError(f"{where}: expected floating-point arrays, got {dtype}")
 
 
-def _check_state(name, a, expected, where):
+def _check_state(name, a, expected, where, layout="(N, F, h, w)"):
     if a is not None and _shape(a) != expected:
-        raise ValueError(f"{where}: {name} must have shape (N, F, h, w) = {expected}, "
-                         f"got {_shape(a)}")
+        raise ValueError(f"{where}: {name} must have shape {layout} = {expected}, got {_shape(a)}")
 
 
 # ----------------------------------------------------------------------------- layout
@@ -280,13 +272,9 @@ def _backward(dhs_cm, cache, dc_last_cm):
 
 # ----------------------------------------------------------------------------- one step
 def convlstm_step_forward(x, h_prev, c_prev, params):
-    """One ConvLSTM step, as ``memory.convlstm_step_forward`` (the equations are there):
-    a = Wx * x + Wh * h_prev + b as one convolution over [x; h_prev], then the gates.
-
-    Args: x (N, C, h, w); h_prev, c_prev (N, F, h, w); params "Wx" (4F, C, k, k),
-        "Wh" (4F, F, k, k), "b" (4F,), gates i, f, g, o.
-    Returns: h, c (N, F, h, w) and a :class:`ConvLSTMStepCache`.
-    """
+    """One ConvLSTM step, as ``memory.convlstm_step_forward`` (the equations and shapes are
+    there): a = Wx * x + Wh * h_prev + b as one convolution over [x; h_prev], then the
+    gates. Returns h, c (N, F, h, w) and a :class:`ConvLSTMStepCache`."""
     where = "convlstm_step_forward"
     if x.ndim != 4:
         raise ValueError(f"{where}: x must be 4-D (N, C, h, w), got shape {_shape(x)}")
@@ -305,18 +293,11 @@ def convlstm_step_forward(x, h_prev, c_prev, params):
 def convlstm_step_backward(dh, dc, cache):
     """Backward of one step, as ``memory.convlstm_step_backward``: δc, δo, δi, δg, δf,
     dc_prev, δa, then the gate convolution's backward at δa (dW = [dWx | dWh]).
-
-    Args: dh, dc (N, F, h, w); cache from :func:`convlstm_step_forward`.
-    Returns: dx (N, C, h, w), dh_prev, dc_prev (N, F, h, w), dparams "Wx", "Wh", "b".
-    """
-    expected = _shape(cache.i)
-    for name, a in (("dh", dh), ("dc", dc)):
-        if _shape(a) != expected:
-            raise ValueError(f"convlstm_step_backward: {name} must have shape {expected}, "
-                             f"got {_shape(a)}")
-        if a.dtype != cache.gates.dtype:
-            raise ValueError(f"convlstm_step_backward: dtypes differ (forward "
-                             f"{cache.gates.dtype}, {name} {a.dtype})")
+    Returns dx (N, C, h, w), dh_prev, dc_prev (N, F, h, w), dparams "Wx", "Wh", "b"."""
+    where, expected = "convlstm_step_backward", _shape(cache.i)
+    _check_state("dh", dh, expected, where)
+    _check_state("dc", dc, expected, where)
+    _check_dtypes(where, forward=cache.gates, dh=dh, dc=dc)
     nc = cache.xh_pad.shape[0] - expected[1]                   # C = (C+F) − F
     seq_cache = ConvLSTMCache([cache], nc, True, True, None)
     dxs, dparams, dh_prev, dc_prev = _backward(swap_batch_channels(dh)[None], seq_cache,
@@ -335,13 +316,8 @@ class ConvLSTMCache(NamedTuple):
 
 def convlstm_forward(xs, params, h0=None, c0=None):
     """A ConvLSTM over a sequence, as ``memory.convlstm_forward``: the step for t = 0 … T-1
-    with the same weights, h_{-1} = h0 and c_{-1} = c0 (zeros when not given).
-
-    Args: xs (N, T, C, h, w), T ≥ 1; params "Wx" (4F, C, k, k), "Wh" (4F, F, k, k),
-        "b" (4F,); h0, c0 (N, F, h, w) or None.
-    Returns: hs (N, T, F, h, w), xs's dtype, and a :class:`ConvLSTMCache`
-        (``cache.c_last`` is c_{T-1}; per step the gates, c_{t-1}, tanh(c_t), [x_t; h_{t-1}]).
-    """
+    with the same weights, h_{-1} = h0 and c_{-1} = c0 (zeros when not given); xs
+    (N, T, C, h, w) -> hs (N, T, F, h, w) and a :class:`ConvLSTMCache` (``c_last``: c_{T-1})."""
     where = "convlstm_forward"
     if xs.ndim != 5:
         raise ValueError(f"{where}: xs must be 5-D (N, T, C, h, w), got shape {_shape(xs)}")
@@ -357,30 +333,18 @@ def convlstm_forward(xs, params, h0=None, c0=None):
 
 
 def convlstm_backward(dhs, cache, dc_last=None):
-    """Backpropagation through time, as ``memory.convlstm_backward``: t = T-1 … 0
-    carrying dh into h_{t-1} and dc into c_{t-1}; the weights' gradients summed over t.
-
-    Args: dhs (N, T, F, h, w); cache from :func:`convlstm_forward`; dc_last (N, F, h, w)
-        gradient of ``cache.c_last``, or None (zero).
-    Returns: dxs (N, T, C, h, w), dparams "Wx", "Wh", "b", plus "h0" / "c0" (N, F, h, w)
-        when they were given to the forward.
-    """
+    """Backpropagation through time, as ``memory.convlstm_backward``: t = T-1 … 0 carrying
+    dh into h_{t-1} and dc into c_{t-1}, the weights' gradients summed over t; dc_last is
+    the gradient of ``cache.c_last`` (None: zero). Returns dxs (N, T, C, h, w) and dparams
+    "Wx", "Wh", "b", plus "h0" / "c0" (N, F, h, w) when the forward was given them."""
     steps, _, has_h0, has_c0, _ = cache
     xp = get_array_module(dhs)
-    t_len = len(steps)
+    where, t_len = "convlstm_backward", len(steps)
     nf = steps[0].gates.shape[0] // 4
     n, hh, ww = steps[0].gates.shape[1:]
-    dtype = steps[0].gates.dtype
-    if _shape(dhs) != (n, t_len, nf, hh, ww):
-        raise ValueError(f"convlstm_backward: dhs must have shape {(n, t_len, nf, hh, ww)}, "
-                         f"got {_shape(dhs)}")
-    if dc_last is not None and _shape(dc_last) != (n, nf, hh, ww):
-        raise ValueError(f"convlstm_backward: dc_last must have shape {(n, nf, hh, ww)}, "
-                         f"got {_shape(dc_last)}")
-    if dhs.dtype != dtype or (dc_last is not None and dc_last.dtype != dhs.dtype):
-        raise ValueError(f"convlstm_backward: dtypes differ (forward {dtype}, "
-                         f"dhs {dhs.dtype}"
-                         f"{'' if dc_last is None else f', dc_last {dc_last.dtype}'})")
+    _check_state("dhs", dhs, (n, t_len, nf, hh, ww), where, "(N, T, F, h, w)")
+    _check_state("dc_last", dc_last, (n, nf, hh, ww), where)
+    _check_dtypes(where, forward=steps[0].gates, dhs=dhs, dc_last=dc_last)
     dhs_cm = xp.ascontiguousarray(dhs.transpose(1, 2, 0, 3, 4))      # (T, F, N, h, w)
     dc_last_cm = None if dc_last is None else swap_batch_channels(dc_last)
     dxs, dparams, dh0, dc0 = _backward(dhs_cm, cache, dc_last_cm)
