@@ -2,22 +2,10 @@
 
 Every ``plot_*`` function takes NumPy (or CuPy) arrays, writes one PNG (parent folders
 created) and returns its path. Figures use ``Figure`` + ``FigureCanvasAgg``, never
-``pyplot``: no GUI backend, nothing left in a notebook, no leak over many calls.
-
-Conventions (docs/DESIGN.md):
-
-- Frames are grey in [0, 1]: ``(N, T, 1, H, W)`` clips, ``(T, 1, H, W)`` one clip,
-  ``(H, W)`` one frame.
-- A flow field is ``(2, H, W)`` in pixels; channel 0 is x (columns), channel 1 is y (rows).
-  It is a BACKWARD flow: ``frame_t(p + flow(p)) ≈ frame_{t+1}(p)``, so the *motion* of
-  the content is ``−flow``; colours and arrows here show the motion.
-- The model's flow lives on the memory grid; ``metrics.upsample_flow`` brings it to the
-  image grid.
-
-Colour code: the Middlebury colour wheel (Baker et al., IJCV 2011). The hue is the
-direction of the motion, the saturation its length divided by ``max_mag``; zero motion
-is white. In image coordinates (y down): right = red, down = yellow-orange, left = cyan,
-up = blue-violet.
+``pyplot``: no GUI backend, nothing left in a notebook, no leak over many calls. Frames
+are grey in [0, 1]; flows are backward, ``(2, H, W)`` in pixels, x first, and figures
+show the MOTION, ``−flow``, coloured with the Middlebury wheel (Baker et al., IJCV 2011;
+the conventions: docs/DESIGN.md section 2).
 """
 from __future__ import annotations
 
@@ -35,7 +23,6 @@ from .metrics import iou, upsample_flow
 MOTION_NOTE = "arrows: motion = −flow"
 
 # --------------------------------------------------------------------- colour wheel
-
 # (length of the ramp, the channel that ramps, up (+1) or down (−1), the channel held at 255)
 _WHEEL_RAMPS = (
     (15, 1, +1, 0),   # RY: red 255, green 0 -> 255
@@ -117,7 +104,6 @@ def color_wheel_image(size: int = 64) -> np.ndarray:
 
 
 # --------------------------------------------------------------------- small helpers
-
 def _new_figure(figsize) -> Figure:
     fig = Figure(figsize=figsize, layout="constrained")
     FigureCanvasAgg(fig)                           # attach an Agg canvas: PNG with no GUI
@@ -189,10 +175,8 @@ def _show_grey(ax, img, vmin=0.0, vmax=1.0, cmap="gray"):
 
 def _bare(ax):
     """No ticks, no frame, but keep the y label (row labels live there)."""
-    ax.set_xticks([])
-    ax.set_yticks([])
-    for spine in ax.spines.values():
-        spine.set_visible(False)
+    ax.set(xticks=[], yticks=[])
+    ax.spines[:].set_visible(False)
 
 
 def _frame_indices(t_total: int, max_frames: int) -> np.ndarray:
@@ -203,7 +187,6 @@ def _frame_indices(t_total: int, max_frames: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------- plots
-
 def plot_loss_curve(path, steps, losses, eval_steps=None, eval_mse=None,
                     baseline_mse=None, smooth: int | None = None,
                     title: str = "Training loss", eval_epe=None, zero_flow_epe=None,
@@ -248,10 +231,7 @@ def plot_loss_curve(path, steps, losses, eval_steps=None, eval_mse=None,
     if baseline_mse is not None:
         ax.axhline(max(float(baseline_mse), tiny), color="C3", ls="--", lw=1.2,
                    label=f"copy-last-frame MSE = {float(baseline_mse):.3g}")
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_title(title)
+    ax.set(yscale="log", xlabel="step", ylabel="loss", title=title)
     ax.grid(True, which="both", alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="upper right", fontsize=9)
@@ -272,9 +252,7 @@ def _plot_flow_curve(ax, steps, epe, zero_flow_epe=None, classical_epe=None):
         ax.axhline(float(classical_epe), color="C4", ls="-.", lw=1.2,
                    label=f"Horn–Schunck = {float(classical_epe):.3g} px")
     ax.set_ylim(bottom=0)
-    ax.set_xlabel("step")
-    ax.set_ylabel("EPE (image px)")
-    ax.set_title("Held-out flow error")
+    ax.set(xlabel="step", ylabel="EPE (image px)", title="Held-out flow error")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="upper right", fontsize=8)
 
@@ -334,15 +312,9 @@ def plot_predictions(path, inputs, preds, targets, max_frames: int = 8,
 
 def _choose_examples(n_clips, n_steps, max_examples):
     """(clip, t) pairs: one per clip first, at the middle step, then more steps."""
-    out = []
-    t_mid = n_steps // 2
-    for n in range(n_clips):
-        out.append((n, t_mid))
-    for t in range(n_steps):
-        for n in range(n_clips):
-            if (n, t) not in out:
-                out.append((n, t))
-    return out[:max_examples]
+    first = [(n, n_steps // 2) for n in range(n_clips)]
+    rest = [(n, t) for t in range(n_steps) for n in range(n_clips) if t != n_steps // 2]
+    return (first + rest)[:max_examples]
 
 
 def _quiver_motion(ax, flow, keep, step, scale):
@@ -400,27 +372,21 @@ def plot_flow_comparison(path, frames, pred_flow, true_flow, mask=None, step: in
     if pred.shape != true.shape:
         raise ValueError(f"pred_flow {pred.shape} and true_flow {true.shape} differ")
     n_clips, n_steps = true.shape[:2]
-    masks = None
-    if mask is not None:
-        m = _as_masks(mask, "mask") > 0.5
-        if m.shape[1] == n_steps + 1:                # per frame: the flow lives on x_{t+1}
-            m = m[:, 1:]
-        if m.shape[:2] != (n_clips, n_steps) or m.shape[-2:] != (H, W):
+    masks = None if mask is None else _as_masks(mask, "mask") > 0.5
+    if masks is not None:
+        if masks.shape[1] == n_steps + 1:            # per frame: the flow lives on x_{t+1}
+            masks = masks[:, 1:]
+        if masks.shape[:2] != (n_clips, n_steps) or masks.shape[-2:] != (H, W):
             raise ValueError(f"mask {np.shape(mask)} does not match the flow {true.shape}")
-        masks = m
     if examples is None:
         examples = _choose_examples(n_clips, n_steps, max_examples)
     examples = [(int(n), int(t)) for n, t in examples]
     if not examples:
         raise ValueError("no examples to show")
 
-    keeps = []
-    for n, t in examples:
-        if masks is not None:
-            keeps.append(masks[n, t])
-        else:
-            moving = (np.hypot(*pred[n, t]) > 1e-3) | (np.hypot(*true[n, t]) > 1e-3)
-            keeps.append(moving)
+    keeps = [masks[n, t] if masks is not None                  # else: where either flow moves
+             else (np.hypot(*pred[n, t]) > 1e-3) | (np.hypot(*true[n, t]) > 1e-3)
+             for n, t in examples]
     mags = [(np.hypot(*f[n, t]), keep) for (n, t), keep in zip(examples, keeps)
             for f in (pred, true)]
     biggest = max(float(m.max()) for m, _ in mags)
@@ -446,14 +412,12 @@ def plot_flow_comparison(path, frames, pred_flow, true_flow, mask=None, step: in
         for ax, f in ((axes[3], pred[n, t]), (axes[4], true[n, t])):
             _show_grey(ax, frames[n, min(t + 1, frames.shape[1] - 1)])
             _quiver_motion(ax, f, keep, step, arrow_scale)
-            ax.set_xlim(-0.5, W - 0.5)
-            ax.set_ylim(H - 0.5, -0.5)
+            ax.set(xlim=(-0.5, W - 0.5), ylim=(H - 0.5, -0.5))
         for ax in axes:
             _bare(ax)
         for ax in axes[1:3]:                       # zero flow is white: frame the panel
-            for spine in ax.spines.values():
-                spine.set_visible(True)
-                spine.set_color("0.6")
+            ax.spines[:].set_visible(True)
+            ax.spines[:].set_color("0.6")
         epe = np.hypot(*(pred[n, t] - true[n, t]))          # end-point error per pixel
         in_mask = masks is not None and keep.any()
         where = "in mask" if in_mask else "all pixels"
@@ -516,9 +480,7 @@ def plot_rollout(path, context, preds, targets=None, max_rows: int = 2,
             c = k + j
             _show_grey(axes[base, c], fut[n, j])
             for spine in axes[base, c].spines.values():   # a coloured frame marks predictions
-                spine.set_visible(True)
-                spine.set_color("C1")
-                spine.set_linewidth(1.5)
+                spine.set(visible=True, color="C1", linewidth=1.5)
             if targets is not None:
                 _show_grey(axes[base + 1, c], targets[n, j])
                 if show_error:
@@ -556,10 +518,7 @@ def plot_curves(path, xs, curves: Mapping[str, Sequence[float]], xlabel: str = "
                 label=str(label))
     if logy:
         ax.set_yscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(True, which="both", alpha=0.3)
     if curves:
         ax.legend(fontsize=9)
