@@ -3,10 +3,8 @@
     save(model, path, extra=None)                  write atomically (temporary name, then rename)
     load(path, device="cpu", return_extra=False)   -> model (, extra)
 
-Layout of the file (docs/DESIGN.md section 6): ``param/<name>`` for every parameter,
-``config_json``, ``dtype``, ``format_version`` (1), ``magic`` ("stvae_np") and
-``extra/<name>`` for the trainer's state. Arrays are written from the host: a checkpoint
-written on the GPU loads on the CPU and the other way round.
+The file's entries: docs/DESIGN.md section 6. Arrays are written from the host: a
+checkpoint written on the GPU loads on the CPU and the other way round.
 """
 from __future__ import annotations
 

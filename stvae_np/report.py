@@ -13,10 +13,6 @@ import numpy as np
 
 
 # ----------------------------------------------------------------------------- numbers
-def _finite_or_none(x):
-    return float(x) if math.isfinite(float(x)) else None
-
-
 def jsonable(obj):
     """Arrays -> lists, NumPy scalars -> Python, NaN/inf -> None (strict JSON)."""
     if isinstance(obj, dict):
@@ -30,7 +26,7 @@ def jsonable(obj):
     if isinstance(obj, (int, np.integer)):
         return int(obj)
     if isinstance(obj, (float, np.floating)):
-        return _finite_or_none(obj)
+        return float(obj) if math.isfinite(float(obj)) else None
     return obj
 
 
@@ -76,14 +72,13 @@ def write_report(path, result):
     """``report.md`` from the dict of ``evaluate.evaluate_checkpoint`` (already JSON-ready)."""
     one, roll, lab = result["one_step"], result["rollout"], result["label_propagation"]
     info, data, figs = result["model"], result["data"], result["figures"]
-    lines = ["# stvae_np evaluation", ""]
-    lines.append(f"- model: {info['checkpoint'] or '(in memory)'}, preset `{info['preset']}`, "
-                 f"{info['parameters']:,} parameters, {info['frame']} frames")
-    lines.append(f"- data: {data['description']}; {data['clips']} clips of {data['frames']} frames")
-    lines.append("- baselines: **copy-last** frame (pixels), **zero flow** (flow), "
-                 "the last **context** frame repeated (rollout), **mask t kept** (labels)")
-    lines += ["", "## Metrics", "",
-              "| metric | model | baseline | better? |", "|---|---:|---:|:---:|"]
+    lines = ["# stvae_np evaluation", "",
+             f"- model: {info['checkpoint'] or '(in memory)'}, preset `{info['preset']}`, "
+             f"{info['parameters']:,} parameters, {info['frame']} frames",
+             f"- data: {data['description']}; {data['clips']} clips of {data['frames']} frames",
+             "- baselines: **copy-last** frame (pixels), **zero flow** (flow), "
+             "the last **context** frame repeated (rollout), **mask t kept** (labels)",
+             "", "## Metrics", "", "| metric | model | baseline | better? |", "|---|---:|---:|:---:|"]
 
     def row(label, m, b, higher):
         lines.append(f"| {label} | {_fmt(m)} | {_fmt(b)} | {_better(m, b, higher)} |")

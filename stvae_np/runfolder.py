@@ -11,6 +11,7 @@ name, so a later run can tell a write in flight (its process alive) from a lefto
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -47,9 +48,8 @@ def fsync_dir(folder) -> None:
     except OSError:
         return
     try:
-        os.fsync(fd)
-    except OSError:
-        pass
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -96,11 +96,9 @@ def clean_stale_temps(folder) -> list:
     for name in names:
         m = _TEMP.search(name)
         if m and not pid_alive(int(m.group(1))):
-            try:
+            with contextlib.suppress(OSError):
                 os.remove(os.path.join(folder, name))
                 removed.append(name)
-            except OSError:
-                pass
     return removed
 
 
@@ -121,8 +119,7 @@ class RunLock:
             except FileExistsError:
                 try:
                     with open(self.path) as fh:
-                        text = fh.read().strip()
-                    pid = int(text)
+                        pid = int(fh.read().strip())
                 except (OSError, ValueError):
                     pid = -1                    # empty or unreadable: a crash while locking
                 if pid != -1 and pid_alive(pid) and pid != os.getpid():
@@ -132,10 +129,8 @@ class RunLock:
                     raise FolderBusy(f"{os.path.dirname(self.path)} is already in use by this process "
                                      f"(lock file {self.path})") from None
                 self.taken_over = pid
-                try:
+                with contextlib.suppress(FileNotFoundError):
                     os.remove(self.path)
-                except FileNotFoundError:
-                    pass
                 continue
             with os.fdopen(fd, "w") as fh:
                 fh.write(f"{os.getpid()}\n")          # (no fsync: a lock need not outlive a crash)
@@ -146,10 +141,8 @@ class RunLock:
     def release(self):
         if self.held:
             self.held = False
-            try:
+            with contextlib.suppress(OSError):
                 os.remove(self.path)
-            except OSError:
-                pass
 
     def __enter__(self):
         return self.acquire()
