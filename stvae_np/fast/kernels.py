@@ -235,6 +235,7 @@ def _sample_lstm_gates_backward(xp, rng, dtype):
 
 # ----------------------------------------------------------------------------- RMSProp, clipping
 # the Python floats enter the NumPy code as the array's dtype (NEP 50): cast them so here too
+# (they reach the kernel as float64); the small kernels of clipping are in the table below
 _RMSPROP_CUDA = """
 T v_new = v * (T)alpha + (T)(1.0 - alpha) * (g * g);
 v = v_new;
@@ -247,27 +248,10 @@ def _build_rmsprop_update():
                         _RMSPROP_CUDA, "stvae_rmsprop")
 
 
-def _rmsprop_update_launch(kernel, p, v, g, lr, alpha, eps):
-    kernel(g, lr, alpha, eps, p, v)             # Python numbers, cast to float64 by CuPy
-
-
 def _sample_rmsprop_update(xp, rng, dtype):
     shape = (5, 3, 2)
     return (_randn(xp, rng, shape, dtype), _uniform(xp, rng, 0.0, 2.0, shape, dtype),
             _randn(xp, rng, shape, dtype), 1e-2, 0.99, 1e-8)
-
-
-def _build_sum_of_squares():
-    cupy = _cupy()
-    return cupy.ReductionKernel("T x", "T y", "x * x", "a + b", "y = a", "0", "stvae_sum_of_squares")
-
-
-def _sum_of_squares_launch(kernel, g):
-    return kernel(g)
-
-
-def _sample_sum_of_squares(xp, rng, dtype):
-    return (_randn(xp, rng, (7, 5, 3), dtype),)
 
 
 def _build_clip_coefficient(n):
@@ -288,18 +272,6 @@ def _clip_coefficient_launch(kernel, sums, max_norm):
 
 def _sample_clip_coefficient(xp, rng, dtype, n):
     return ([xp.asarray(v, dtype=dtype) for v in rng.uniform(0.0, 1.0, n)], 0.5)
-
-
-def _build_scale_in_place():
-    return _elementwise("S scale", "T g", "g = g * (T)scale;", "stvae_scale")
-
-
-def _scale_in_place_launch(kernel, g, scale):
-    kernel(scale, g)
-
-
-def _sample_scale_in_place(xp, rng, dtype):
-    return (_randn(xp, rng, (4, 6), dtype), xp.asarray(0.37, dtype=dtype))
 
 
 # ----------------------------------------------------------------------------- bilinear sampler
@@ -440,14 +412,22 @@ _SPECS = {
     "lstm_gates_backward": _Spec(_build_lstm_gates_backward, _lstm_gates_backward_launch,
                                  _sample_lstm_gates_backward,
                                  lambda dh_loss, dh_next, dc, gates, *rest: (gates.dtype, None)),
-    "rmsprop_update": _Spec(_build_rmsprop_update, _rmsprop_update_launch, _sample_rmsprop_update,
+    "rmsprop_update": _Spec(_build_rmsprop_update,
+                            lambda kernel, p, v, g, lr, alpha, eps: kernel(g, lr, alpha, eps, p, v),
+                            _sample_rmsprop_update,
                             lambda p, v, g, *rest: (p.dtype, None) if _same_dtype(p, v, g) else None),
-    "sum_of_squares": _Spec(_build_sum_of_squares, _sum_of_squares_launch, _sample_sum_of_squares,
+    "sum_of_squares": _Spec(lambda: _cupy().ReductionKernel("T x", "T y", "x * x", "a + b", "y = a", "0",
+                                                            "stvae_sum_of_squares"),
+                            lambda kernel, g: kernel(g),
+                            lambda xp, rng, dtype: (_randn(xp, rng, (7, 5, 3), dtype),),
                             lambda g: (g.dtype, None)),
     "clip_coefficient": _Spec(_build_clip_coefficient, _clip_coefficient_launch, _sample_clip_coefficient,
                               lambda sums, max_norm: (sums[0].dtype, len(sums))
                               if len(sums) <= _MAX_CLIP_TENSORS and _same_dtype(*sums) else None),
-    "scale_in_place": _Spec(_build_scale_in_place, _scale_in_place_launch, _sample_scale_in_place,
+    "scale_in_place": _Spec(lambda: _elementwise("S scale", "T g", "g = g * (T)scale;", "stvae_scale"),
+                            lambda kernel, g, scale: kernel(scale, g),
+                            lambda xp, rng, dtype: (_randn(xp, rng, (4, 6), dtype),
+                                                    xp.asarray(0.37, dtype=dtype)),
                             lambda g, scale: (g.dtype, None)),
     "bilinear_weights": _Spec(_build_bilinear_weights, _bilinear_weights_launch, _sample_bilinear_weights,
                               lambda grid, height, width: (grid.dtype, None)),
