@@ -15,6 +15,9 @@ Per step t = 0 … T-2 the model sees frame x_t and predicts x_{t+1}:
 
     L = 1/(T-1) Σ_t [ mean((ŷ_t − x_{t+1})²) + w_H · H(∇T_t) ]   (+ w_P · P, docs/DESIGN.md)
 
+For real footage (``Config.video()``) two options: the encoder reads x_{t−1} and x_t
+(``enc_frames``), and ŷ_t adds x_t itself warped by the flow (``prediction``).
+
 Everything but the ConvLSTM is independent across time given the frames, so the
 encoder, flow head, sampler and decoder run once over all N·(T-1) frames stacked in
 the batch axis (bigger matrix products); only the memory walks through time. The
@@ -42,7 +45,8 @@ from .backend import device_of, get_array_module, to_device
 from .fast import layers as fast_layers, memory as fast_memory
 from .losses import (huber_smoothness_backward, huber_smoothness_forward, mse_backward, mse_forward,
                      photometric_backward, photometric_forward)
-from .sampler import bilinear_backward, bilinear_forward, flow_to_grid
+from .sampler import (bilinear_backward, bilinear_forward, flow_to_grid, warp_image_backward,
+                      warp_image_forward)
 
 OPS = {"fast": (fast_layers, fast_memory), "plain": (plain_layers, plain_memory)}
 PARAM_NAMES = ("enc.W", "enc.b", "lstm.Wx", "lstm.Wh", "lstm.b", "flow1.W", "flow1.b",
@@ -71,6 +75,7 @@ class DecodeCache(NamedTuple):
     sampler: tuple           # sampler.BilinearCache
     upsample: tuple
     decoder: tuple
+    image: tuple = None      # sampler.ImageWarpCache (prediction = "warp_plus_decoded")
 
 
 @dataclass
@@ -98,6 +103,10 @@ class Config:
     photo_gm_scale: float = 0.1    # C of the Geman–McClure error (frame units)
     photo_weighting: str = "uniform"  # P's mean over pixels: "uniform" or "next_frame" (weights B(x_{t+1}))
     recon_flow_grad: float = 1.0   # scale of the reconstruction gradient reaching the flow head
+    prediction: str = "decoded"    # ŷ: "decoded" (the paper), "warp_plus_decoded" or "warp" (the frame itself warped)
+    frame_stride: int = 1          # video clips take every frame_stride-th frame (stvae_np.video)
+    pan_share: float = 0.0         # share of video training clips that are synthetic pans (video.pan_clips)
+    enc_frames: int = 1            # frames the encoder sees: 1 (x_t, the paper) or 2 (x_{t-1} and x_t)
     # training recipe (used by stvae_np.train; every number can be overridden there)
     lr: float = 1e-4
     lr_decay: float = 0.9          # lr × lr_decay every lr_decay_every epochs
@@ -131,8 +140,18 @@ class Config:
                    steps_per_epoch=200, batch_size=16, seq_len=10, name="tiny")
 
     @classmethod
+    def video(cls) -> "Config":
+        """The tiny model for real footage (docs/flow_study.md, section 11): its encoder sees
+        x_{t−1} and x_t, it predicts the frame itself warped by the flow plus a decoded
+        correction, its photometric term weighs every pixel alike (Charbonnier's error,
+        σ = 1 px blur), batches of 8 clips of 10 consecutive frames."""
+        return dataclasses.replace(cls.tiny(), enc_frames=2, prediction="warp_plus_decoded",
+                                   photo_loss="charbonnier", photo_weighting="uniform", batch_size=8,
+                                   name="video")
+
+    @classmethod
     def preset(cls, name: str) -> "Config":
-        presets = {"paper": cls.paper, "tiny": cls.tiny}
+        presets = {"paper": cls.paper, "tiny": cls.tiny, "video": cls.video}
         if name not in presets:
             raise ValueError(f"unknown preset {name!r}; choose one of {sorted(presets)}")
         return presets[name]()
@@ -148,13 +167,13 @@ class Config:
                                  f"got {v!r}")
         for k in ("height", "width", "channels", "enc_filters", "enc_kernel", "mem_filters",
                   "mem_kernel", "flow_kernel", "flow_filters", "lr_decay_every", "steps_per_epoch",
-                  "batch_size"):
+                  "batch_size", "frame_stride", "enc_frames"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k} must be at least 1, got {getattr(self, k)}")
         if self.seq_len < 2:
             raise ValueError(f"seq_len must be at least 2, got {self.seq_len}")
         for k in ("huber_delta", "huber_weight", "photo_weight", "photo_blur", "photo_gm_scale",
-                  "recon_flow_grad", "lr", "lr_decay", "clip_norm", "clip_value"):
+                  "recon_flow_grad", "lr", "lr_decay", "clip_norm", "clip_value", "pan_share"):
             v = float(getattr(self, k))
             if not math.isfinite(v) or v < 0:
                 raise ValueError(f"{k} must be a finite number ≥ 0, got {getattr(self, k)}")
@@ -162,6 +181,8 @@ class Config:
             raise ValueError(f"huber_delta must be positive, got {self.huber_delta}")
         if not 0 < self.lr <= 1:
             raise ValueError(f"lr must be in (0, 1], got {self.lr}")
+        if self.pan_share > 1:
+            raise ValueError(f"pan_share must be in [0, 1], got {self.pan_share}")
         if not 0 < self.lr_decay <= 1:
             raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
         if self.height % 2 or self.width % 2:
@@ -173,6 +194,10 @@ class Config:
             raise ValueError(f"photo_loss must be 'l2', 'charbonnier' or 'geman_mcclure', got {self.photo_loss!r}")
         if not self.photo_gm_scale > 0:
             raise ValueError(f"photo_gm_scale must be positive, got {self.photo_gm_scale}")
+        if self.enc_frames not in (1, 2):
+            raise ValueError(f"enc_frames must be 1 or 2, got {self.enc_frames}")
+        if self.prediction not in ("decoded", "warp_plus_decoded", "warp"):
+            raise ValueError(f"prediction must be 'decoded', 'warp_plus_decoded' or 'warp', got {self.prediction!r}")
         if self.photo_weighting not in ("uniform", "next_frame"):
             raise ValueError(f"photo_weighting must be 'uniform' or 'next_frame', got {self.photo_weighting!r}")
         if self.photo_weighting == "next_frame" and self.photo_loss == "charbonnier":
@@ -187,7 +212,7 @@ class Config:
         c, fe, fm, ff = self.channels, self.enc_filters, self.mem_filters, self.flow_filters
         ke, km, kf = self.enc_kernel, self.mem_kernel, self.flow_kernel
         return {
-            "enc.W": (fe, c, ke, ke), "enc.b": (fe,),
+            "enc.W": (fe, c * self.enc_frames, ke, ke), "enc.b": (fe,),
             "lstm.Wx": (4 * fm, fe, km, km), "lstm.Wh": (4 * fm, fm, km, km), "lstm.b": (4 * fm,),
             "flow1.W": (ff, fm, kf, kf), "flow1.b": (ff,),
             "flow2.W": (ff, ff, kf, kf), "flow2.b": (ff,),
@@ -217,7 +242,8 @@ def init_params(config: Config, seed: int = 0, dtype="float32") -> dict:
     U(−a, a) with a = √(6 / (fan_in + fan_out)), fan = channels · k · k.
     ConvLSTM weights: U(−0.08, 0.08). Biases 0, except the forget gate's, which are 1
     (the memory starts by keeping its cell). The last 1×1 flow layer is all zeros, so
-    training starts from zero flow: the identity warp.
+    training starts from zero flow: the identity warp. With ``prediction =
+    "warp_plus_decoded"`` the decoder's weights are zero too.
     """
     rng = np.random.default_rng(seed)
     shapes = config.param_shapes()
@@ -237,6 +263,8 @@ def init_params(config: Config, seed: int = 0, dtype="float32") -> dict:
         params[name] = p.astype(dtype)
     fm = config.mem_filters
     params["lstm.b"][fm:2 * fm] = 1.0  # gates are stacked i, f, g, o
+    if config.prediction == "warp_plus_decoded":
+        params["dec.W"][...] = 0       # no correction yet: training starts from copy-last
     return params
 
 
@@ -304,7 +332,9 @@ class STVAE:
         """Spatial encoder, e = maxpool2(tanh(conv(x; We) + be)).
 
         Args:
-            frames: (M, C, H, W), any M frames (the model stacks N·(T-1) of them).
+            frames: (M, C, H, W), any M frames (the model stacks N·(T-1) of them); with
+                ``Config.enc_frames = 2``, (M, 2C, H, W): x_{t−1} and x_t stacked on the
+                channels (:meth:`encoder_input`), so that its filters see motion.
         Returns:
             e (M, Fe, h, w) with (h, w) = (H/2, W/2), and an :class:`EncodeCache`.
         """
@@ -313,6 +343,13 @@ class STVAE:
         t = tanh(a)
         e, pool_cache = self.layers.maxpool2_forward(t)                              # (M, Fe, h, w)
         return e, EncodeCache(conv_cache, t, pool_cache)
+
+    def encoder_input(self, frames, previous):
+        """What the encoder reads at step t: x_t (M, C, H, W), or with ``enc_frames = 2``
+        x_{t−1} and x_t stacked on the channels (M, 2C, H, W); x_{−1} = x_0."""
+        if self.config.enc_frames == 1:
+            return frames
+        return get_array_module(frames).concatenate([previous, frames], axis=1)
 
     def flow_head(self, hs_flat):
         """Flow regressor, T = conv1x1(φ(conv_k(φ(conv_k(h))))).
@@ -339,20 +376,30 @@ class STVAE:
             return flow, FlowCache(c1, c2, c3, act1=f1, act2=f2)
         return flow, FlowCache(c1, c2, c3)
 
-    def warp_decode(self, e, flow):
+    def warp_decode(self, e, flow, frames=None):
         """Grid generator, sampler and decoder: ŷ = conv(upsample2(bilinear(e, G)); Wd) + bd,
-        with G = ``sampler.flow_to_grid(flow)`` = base grid + T.
+        with G = ``sampler.flow_to_grid(flow)`` = base grid + T. With ``Config.prediction =
+        "warp_plus_decoded"`` the frame itself, warped by the flow in image pixels
+        (``sampler.warp_image_forward``), is added: ŷ = warp(x_t, 2·upsample2(T)) + decoded;
+        with ``"warp"`` it is the prediction alone (no decoder, its cache fields None).
 
         Args:
-            e: (M, Fe, h, w) encoded frames; flow: (M, 2, h, w) in memory-grid pixels.
+            e: (M, Fe, h, w) encoded frames; flow: (M, 2, h, w) in memory-grid pixels;
+            frames: (M, C, H, W) the frames x_t (only for "warp_plus_decoded").
         Returns:
             ŷ (M, C, H, W) and a :class:`DecodeCache`.
         """
         p = self.params
+        if self.config.prediction == "warp":                                        # no decoder
+            moved, image_cache = warp_image_forward(frames, flow, self.layers)
+            return moved, DecodeCache(None, None, None, image_cache)
         warped, samp_cache = bilinear_forward(e, flow_to_grid(flow))    # (M, Fe, h, w)
         up, up_cache = self.layers.upsample2_forward(warped)                        # (M, Fe, H, W)
         pred, dec_cache = self.layers.conv2d_forward(up, p["dec.W"], p["dec.b"])    # (M, C, H, W)
-        return pred, DecodeCache(samp_cache, up_cache, dec_cache)
+        if self.config.prediction == "decoded":
+            return pred, DecodeCache(samp_cache, up_cache, dec_cache)
+        moved, image_cache = warp_image_forward(frames, flow, self.layers)          # (M, C, H, W)
+        return pred + moved, DecodeCache(samp_cache, up_cache, dec_cache, image_cache)
 
     def loss_and_grads(self, clip):
         """The loss of docs/DESIGN.md over one clip and the gradient of every parameter.
@@ -373,12 +420,14 @@ class STVAE:
         targets = clip[:, 1:].reshape(n * s, c, hh, ww)            # x_1 … x_{T-1}
 
         # ---- forward: encoder on all frames, memory through time, the rest on all frames
-        e, enc_cache = self.encode(inputs)                         # (N·S, Fe, h, w)
+        previous = xp.concatenate([clip[:, :1], clip[:, :-2]], axis=1).reshape(inputs.shape) \
+            if cfg.enc_frames == 2 else None                       # x_{t−1}, x_{−1} = x_0
+        e, enc_cache = self.encode(self.encoder_input(inputs, previous))     # (N·S, Fe, h, w)
         fe, h, w = e.shape[1:]
         lstm_params = {"Wx": p["lstm.Wx"], "Wh": p["lstm.Wh"], "b": p["lstm.b"]}
         hs, lstm_cache = self.memory.convlstm_forward(e.reshape(n, s, fe, h, w), lstm_params)
         flow, flow_cache = self.flow_head(hs.reshape(n * s, -1, h, w))     # (N·S, 2, h, w)
-        pred, dec_cache = self.warp_decode(e, flow)                # (N·S, C, H, W)
+        pred, dec_cache = self.warp_decode(e, flow, inputs)        # (N·S, C, H, W)
         mse, mse_cache = mse_forward(pred, targets)
         smooth, huber_cache = huber_smoothness_forward(flow, cfg.huber_delta)
         # mean over all N·S frames == 1/(T-1) Σ_t of the per-step means (equal sizes)
@@ -393,10 +442,16 @@ class STVAE:
         one = xp.ones((), dtype=self.dtype)
         grads = {}
         dpred = mse_backward(one, mse_cache)
-        dup, grads["dec.W"], grads["dec.b"] = self.layers.conv2d_backward(dpred, dec_cache.decoder)
-        dwarped = self.layers.upsample2_backward(dup, dec_cache.upsample)
-        de, dgrid = bilinear_backward(dwarped, dec_cache.sampler)  # e feeds the sampler ...
-        dflow = dgrid if cfg.recon_flow_grad == 1 else cfg.recon_flow_grad * dgrid
+        if dec_cache.decoder is not None:
+            dup, grads["dec.W"], grads["dec.b"] = self.layers.conv2d_backward(dpred, dec_cache.decoder)
+            dwarped = self.layers.upsample2_backward(dup, dec_cache.upsample)
+            de, dgrid = bilinear_backward(dwarped, dec_cache.sampler)  # e feeds the sampler ...
+            dflow = dgrid if cfg.recon_flow_grad == 1 else cfg.recon_flow_grad * dgrid
+        else:                                                      # prediction = "warp": no decoder
+            grads["dec.W"], grads["dec.b"] = xp.zeros_like(p["dec.W"]), xp.zeros_like(p["dec.b"])
+            de, dflow = 0, 0
+        if dec_cache.image is not None:                            # ŷ's warped frame
+            dflow = dflow + warp_image_backward(dpred, dec_cache.image, self.layers)
         dflow = dflow + cfg.huber_weight * huber_smoothness_backward(one, huber_cache)
         if photo is not None:
             dflow = dflow + photometric_backward(cfg.photo_weight * one, photo_cache, self.layers)
@@ -436,21 +491,21 @@ class STVAE:
 
         Args:
             frame: (N, C, H, W) on the model's device.
-            state: (h, c) from the previous step, or None for a fresh memory.
+            state: (h, c, x_t) from the previous step, or None for a fresh memory.
         Returns:
-            pred (N, C, H, W), flow (N, 2, h, w) in memory-grid pixels, state (h, c).
+            pred (N, C, H, W), flow (N, 2, h, w) in memory-grid pixels, state (h, c, x_t).
         """
         p = self.params
-        e, _ = self.encode(frame)
+        e, _ = self.encode(self.encoder_input(frame, frame if state is None else state[2]))
         lstm_params = {"Wx": p["lstm.Wx"], "Wh": p["lstm.Wh"], "b": p["lstm.b"]}
         if state is None:
             xp = get_array_module(e)
             zeros = xp.zeros((e.shape[0], self.config.mem_filters) + e.shape[2:], dtype=e.dtype)
-            state = (zeros, zeros)
+            state = (zeros, zeros, frame)
         h, c, _ = self.memory.convlstm_step_forward(e, state[0], state[1], lstm_params)
         flow, _ = self.flow_head(h)
-        pred, _ = self.warp_decode(e, flow)
-        return pred, flow, (h, c)
+        pred, _ = self.warp_decode(e, flow, frame)
+        return pred, flow, (h, c, frame)
 
     def predict(self, clip):
         """Next-frame predictions for frames 1 … T-1, without keeping backward caches.

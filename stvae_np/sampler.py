@@ -273,3 +273,40 @@ def bilinear_backward(dout, cache, need_dimg=True):
     dgrid_y = (s * dw_dy).sum(axis=2)
     dgrid = xp.concatenate([dgrid_x, dgrid_y], axis=1).reshape(n, 2, ho, wo)
     return dimg, dgrid
+
+
+# ----------------------------------------------------------------------------- the frame itself, warped
+class ImageWarpCache(NamedTuple):
+    scale: int       # s = W / w: memory-grid pixels -> image pixels
+    upsample: tuple  # layers.upsample2's cache
+    sampler: tuple   # BilinearCache
+    inside: object   # (M, 2, H, W) bool: the source coordinate was not clamped
+
+
+def warp_image_forward(frames, flow, layers):
+    """The frames themselves warped by a memory-grid flow brought to image pixels, with
+    source points clamped into the frame (border pixels repeat: no black enters):
+
+        F   = s · upsample2(T)                              s = W / w (= 2), nearest
+        out = bilinear(x, clamp(base_grid + F))             clamp: x_s to [0, W−1], y_s to [0, H−1]
+
+    Args:
+        frames: (M, C, H, W); flow: (M, 2, H/2, W/2); layers: the ops' module (up-sampling).
+    Returns:
+        (M, C, H, W) and an :class:`ImageWarpCache`.
+    """
+    xp = get_array_module(frames)
+    scale = frames.shape[-1] // flow.shape[-1]
+    up, up_cache = layers.upsample2_forward(flow)
+    grid = flow_to_grid(scale * up)
+    top = xp.asarray([frames.shape[-1] - 1, frames.shape[-2] - 1], dtype=grid.dtype).reshape(1, 2, 1, 1)
+    clamped = xp.minimum(xp.maximum(grid, 0), top)
+    out, samp_cache = bilinear_forward(frames, clamped)
+    return out, ImageWarpCache(scale, up_cache, samp_cache, clamped == grid)
+
+
+def warp_image_backward(dout, cache, layers):
+    """∂/∂T = s · upsample2ᵀ(inside ⊙ ∂/∂G): the sampler's grid gradient, zero where the
+    source point was clamped, summed over each 2×2 block and times s. The frames get none."""
+    _, dgrid = bilinear_backward(dout, cache.sampler, need_dimg=False)
+    return cache.scale * layers.upsample2_backward(dgrid * cache.inside, cache.upsample)
