@@ -18,6 +18,7 @@ the figures. Model outputs are copied to the host as soon as they are computed.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -91,10 +92,61 @@ def _one_step_scores(preds, flows, clips):
             out[f"acc@{th:g}"] = a
             out[f"zero_flow_acc@{th:g}"] = a0
     out = {k: float(v) for k, v in out.items()}
+    if clips.flow is None and frames.shape[2] == 1 and frames.shape[1] - 1 > M.FLOW_T_MIN:
+        out.update({f"{k}_t2": v for k, v in forecast_scores(frames, _image_flow(flows, frames), preds).items()})
     if clips.flow is not None and clips.masks is not None and flows.shape[1] > M.FLOW_T_MIN:
         quality = M.flow_quality(flow_img, clips.flow, clips.masks[:, 1:, 0])
         out["epe_per_step"] = [float(v) for v in quality.pop("epe_per_step")]
         out.update(quality)
+    return out
+
+
+_HS_FLOWS = {}   # Horn–Schunck's flows of the last four clip sets scored (test, validation)
+
+
+def forecast_scores(frames, flows, preds=None, t_min=M.FLOW_T_MIN):
+    """Scores of real footage, which has no true flow: how well x_t warped by a flow
+    forecasts x_{t+1}, over the steps t ≥ ``t_min``, as MSE / copy-last's MSE (< 1 beats it):
+
+        warp_forecast_ratio        x_t warped by ``flows`` (the learned flow, image pixels)
+        classical_forecast_ratio   x_t warped by Horn–Schunck's flow of x_{t−1} → x_t (causal)
+        classical_oracle_ratio     x_t warped by Horn–Schunck's flow of x_t → x_{t+1} (sees it)
+        mse_ratio                  ``preds`` (the model's prediction, clipped to [0, 1])
+
+    every warp with source points clamped into the frame, plus ``hs_epe``, ``hs_angle``
+    (degrees) and ``hs_gain`` of ``flows`` against Horn–Schunck's x_t → x_{t+1} flow where its
+    motion exceeds half a pixel (``metrics.flow_quality``), and ``copy_last_mse``. Python floats.
+
+    Args:
+        frames: (N, T, 1, H, W); flows: (N, T-1, 2, H, W) in image pixels; preds (N, T-1, 1, H, W).
+    """
+    from .classical import _warp, horn_schunck
+    frames, flows = np.asarray(asnumpy(frames), np.float64), np.asarray(asnumpy(flows), np.float64)
+    n, t, _, h, w = frames.shape
+    if t - 1 <= t_min or flows.shape != (n, t - 1, 2, h, w):
+        raise ValueError(f"forecast_scores: needs frames (N, T > {t_min + 1}, 1, H, W) and flows "
+                         f"(N, T-1, 2, H, W), got {frames.shape} and {flows.shape}")
+    grey = frames[:, :, 0]
+    key = hashlib.sha1(grey.tobytes()).hexdigest()                    # the same clips: once
+    if key not in _HS_FLOWS:
+        if len(_HS_FLOWS) >= 4:
+            _HS_FLOWS.pop(next(iter(_HS_FLOWS)))
+        _HS_FLOWS[key] = horn_schunck(grey[:, :-1], grey[:, 1:])      # (N, T-1, 2, H, W)
+    hs = _HS_FLOWS[key]
+    x_t, target = grey[:, t_min:-1].reshape(-1, h, w), grey[:, t_min + 1:]
+    copy = float(np.mean((x_t.reshape(target.shape) - target) ** 2))
+
+    def ratio(flow):
+        return float(np.mean((_warp(x_t, flow.reshape(-1, 2, h, w)).reshape(target.shape) - target) ** 2)) / copy
+
+    out = {"copy_last_mse": copy, "warp_forecast_ratio": ratio(flows[:, t_min:]),
+           "classical_forecast_ratio": ratio(hs[:, t_min - 1:-1]),
+           "classical_oracle_ratio": ratio(hs[:, t_min:])}
+    if preds is not None:
+        p = np.clip(np.asarray(asnumpy(preds), np.float64)[:, t_min:, 0], 0, 1)
+        out["mse_ratio"] = float(np.mean((p - target) ** 2)) / copy
+    q = M.flow_quality(flows, hs, np.hypot(hs[:, :, 0], hs[:, :, 1]) > 0.5, t_min)
+    out.update(hs_epe=q["epe_t2"], hs_angle=q["angular_error_t2"], hs_gain=q["flow_gain_t2"])
     return out
 
 
@@ -126,44 +178,6 @@ def classical_scores(clips):
         return {}
     q = M.flow_quality(classical_flows(clips.frames), clips.flow, clips.masks[:, 1:, 0])
     return {f"classical_{k}": q[k] for k in ("epe_t2", "flow_gain_t2", "angular_error_t2")}
-
-
-def true_flow_probe(model, clips, batch_size=32):
-    """Does the pixel loss prefer the true motion? The model's own encoder and decoder,
-    fed three flows in turn, predict frame t+1 for the steps t ≥ 2:
-
-        learned  the flow the model regresses (``predict``)
-        true     the true flow on the memory grid: the mean over each 2×2 block, halved
-        true_obj the same mean over the block's object pixels only (0 where none)
-        zero     no flow
-
-    Returns ``copy_last_mse_t2``, ``mse_t2_<flow>`` for each flow and ``<flow>_over_copy_last``.
-    """
-    from .backend import to_device
-    frames, t_min = clips.frames, M.FLOW_T_MIN
-    n, t, c, hh, ww = frames.shape
-    s = t - 1
-    _, learned = predict_clips(model, frames, batch_size)                # (N, S, 2, h, w)
-    f = clips.flow.reshape(n, s, 2, hh // 2, 2, ww // 2, 2).astype(np.float64)
-    m = clips.masks[:, 1:].reshape(n, s, 1, hh // 2, 2, ww // 2, 2).astype(np.float64)
-    flows = {"learned": learned, "true": f.mean(axis=(4, 6)) / 2,
-             "true_obj": (f * m).sum(axis=(4, 6)) / np.maximum(m.sum(axis=(4, 6)), 1) / 2,
-             "zero": np.zeros_like(learned)}
-    inputs = frames[:, t_min:-1].reshape(-1, c, hh, ww)
-    targets = frames[:, t_min + 1:].reshape(-1, c, hh, ww)
-    out = {"copy_last_mse_t2": float(M.mse_per_pixel(inputs, targets))}
-    for name, flow in flows.items():
-        flow = flow[:, t_min:].reshape(-1, 2, hh // 2, ww // 2)
-        preds = []
-        for i in range(0, len(inputs), batch_size):
-            x = to_device(inputs[i:i + batch_size], model.device).astype(model.dtype)
-            e, _ = model.encode(x)
-            pred, _ = model.warp_decode(e, to_device(flow[i:i + batch_size], model.device).astype(model.dtype))
-            preds.append(asnumpy(pred))
-        mse = float(M.mse_per_pixel(np.clip(np.concatenate(preds), 0.0, 1.0), targets))
-        out[f"mse_t2_{name}"] = mse
-        out[f"{name}_over_copy_last"] = mse / out["copy_last_mse_t2"]
-    return out
 
 
 # ----------------------------------------------------------------------------- rollout

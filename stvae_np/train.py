@@ -2,6 +2,7 @@
 
     python -m stvae_np.train                          # tiny preset, Moving MNIST, a few minutes on a CPU
     python -m stvae_np.train --preset paper --device gpu --steps 20000
+    python -m stvae_np.train --preset video             # real footage: the three bundled videos
     python -m stvae_np.train --resume runs/<run>/checkpoint.npz --steps 3000
     python -m stvae_np.train --ops plain --steps 20   # the plain ops (layers.py, memory.py): same numbers
 
@@ -42,6 +43,7 @@ from .evaluate import final_evaluation, one_step_metrics, predict_clips
 from .model import OPS, STVAE, Config
 from .optim import RMSProp, clip_grad_norm, clip_grad_value, step_decay
 from .runfolder import FolderBusy, RunLock, clean_stale_temps, write_json
+from .video import is_video_spec, video_data
 
 CHECKPOINT = "checkpoint.npz"
 
@@ -50,9 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="python -m stvae_np.train",
                 description="Train the spatio-temporal video autoencoder (Patraucean et al. 2016).")
     p.add_argument("--preset", default=None,
-                   help="tiny (default: CPU, minutes) or paper (64×64, GPU); a resumed run keeps its own")
+                   help="tiny (default: CPU, minutes), video (real footage) or paper (64×64, GPU); "
+                        "a resumed run keeps its own")
     p.add_argument("--data", default=None,
-                   help="moving-mnist (default), shapes, or a .npy/.npz file of clips")
+                   help="moving-mnist (default), shapes, a .npy/.npz file of clips, a video file, "
+                        "samples (the bundled videos; the video preset's default) or sample:NAME")
     p.add_argument("--steps", type=int, default=None, help="total training steps (default: per preset)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--seq-len", type=int, default=None,
@@ -85,9 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-DEFAULT_STEPS = {"tiny": 2000, "paper": 20000}
+DEFAULT_STEPS = {"tiny": 2000, "paper": 20000, "video": 2000}
+DEFAULT_DATA = {"video": "samples"}   # else moving-mnist
 VAL_KEYS = ("mse", "copy_last_mse", "epe", "zero_flow_epe", "epe_t2", "zero_flow_epe_t2",
-            "flow_gain_t2", "angular_error_t2")
+            "flow_gain_t2", "angular_error_t2", "mse_ratio_t2", "warp_forecast_ratio_t2",
+            "classical_forecast_ratio_t2", "classical_oracle_ratio_t2", "hs_angle_t2")
 
 
 def eval_line(m) -> str:
@@ -100,6 +106,10 @@ def eval_line(m) -> str:
                 f"angle {m['angular_error_t2']:.1f}°")
     elif "epe" in m:
         msg += f", flow EPE {m['epe']:.3f} px (zero flow {m['zero_flow_epe']:.3f})"
+    if "warp_forecast_ratio_t2" in m:             # real footage: forecasts against copy-last
+        msg += (f"; t≥2 × copy-last: warp {m['warp_forecast_ratio_t2']:.3f}, prediction "
+                f"{m['mse_ratio_t2']:.3f}, H–S forecast {m['classical_forecast_ratio_t2']:.3f}, "
+                f"H–S oracle {m['classical_oracle_ratio_t2']:.3f}; angle to H–S {m['hs_angle_t2']:.0f}°")
     return msg
 
 
@@ -221,7 +231,7 @@ def _recipe(args, config: Config) -> Recipe:
     """The :class:`Recipe` of ``args`` over ``config``; CLIError for a number out of range."""
     def given(value, default):
         return default if value is None else value
-    recipe = Recipe(data=args.data or "moving-mnist", seed=given(args.seed, 0),
+    recipe = Recipe(data=args.data or DEFAULT_DATA.get(config.name, "moving-mnist"), seed=given(args.seed, 0),
                     steps=given(args.steps, DEFAULT_STEPS.get(config.name, 5000)),
                     batch_size=given(args.batch_size, config.batch_size),
                     seq_len=given(args.seq_len, config.seq_len),
@@ -240,11 +250,16 @@ def _recipe(args, config: Config) -> Recipe:
     return recipe
 
 
-def _held_out_data(recipe, config, n_clips, layout="auto"):
+def _held_out_data(recipe, config, n_clips, layout="auto", progress=True):
     """(training source for ``ClipSampler``, test Clips, validation Clips or None, a line
     about the data): ``data.make_data``, plus ``n_clips`` validation clips for synthetic data."""
     # The held-out clips of synthetic data keep the preset's length (config.seq_len) whatever
     # --seq-len the batches have, so runs with other clip lengths are scored on the same clips.
+    if is_video_spec(recipe.data):                 # video: its own validation stretch
+        try:
+            return video_data(recipe.data, config, n_clips, recipe.seq_len, progress=progress)
+        except ValueError as err:
+            raise CLIError(str(err)) from None
     eval_len = config.seq_len if recipe.data in DATA_CHOICES else recipe.seq_len
     source, test_clips, data_desc = make_data(recipe.data, config, n_clips, eval_len, layout=layout)
     val_clips = None          # validation clips (their own seed) on which recipes are chosen
@@ -459,7 +474,7 @@ def _prepare(args) -> _Run:
     config = model.config
     recipe = _recipe(args, config)
     source, test_clips, val_clips, data_desc = _held_out_data(recipe, config, args.eval_clips,
-                                                              args.layout)
+                                                              args.layout, not args.quiet)
     sampler = ClipSampler(source, recipe.batch_size, recipe.seq_len, seed=recipe.seed)
     settings = dict(data=recipe.data, seed=recipe.seed, batch_size=recipe.batch_size,
                     seq_len=recipe.seq_len, lr=recipe.lr, clip_norm=recipe.clip_norm, device=device,

