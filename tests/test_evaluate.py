@@ -1,6 +1,8 @@
 """Evaluation: mask propagation by a known flow, flow metrics of a model with a known
 (constant) flow, rollout scores, the report folder, and the command line."""
+import importlib.util
 import json
+import pathlib
 import math
 
 import numpy as np
@@ -230,7 +232,11 @@ def test_true_flow_probe_on_a_fresh_model_and_by_hand():
     with T̄ the 2×2 block mean of the true flow, halved, computed here by hand."""
     model = STVAE(Config.tiny(), dtype="float64")
     clips = moving_shapes(3, seq_len=5, size=32, seed=4)
-    out = E.true_flow_probe(model, clips)
+    spec = importlib.util.spec_from_file_location(
+        "true_flow_probe", pathlib.Path(__file__).parents[1] / "docs/flow_study/true_flow_probe.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)                  # a study tool, kept beside the study
+    out = probe.true_flow_probe(model, clips)
     assert out["mse_t2_learned"] == pytest.approx(out["mse_t2_zero"], rel=1e-12)
     inputs, targets = clips.frames[:, 2:-1].reshape(-1, 1, 32, 32), clips.frames[:, 3:].reshape(-1, 1, 32, 32)
     flow = clips.flow[:, 2:].reshape(-1, 2, 16, 2, 16, 2).mean(axis=(3, 5)) / 2
