@@ -543,14 +543,7 @@ def load_eval_clips(data, config, n_clips, seq_len, seed=TEST_SEED, layout="auto
         cli.CLIError: data that does not fit the model, or neither a choice nor a file.
     """
     from .cli import CLIError, check_clip_file
-    from .video import is_video_spec, video_data
     size = config.height
-    if is_video_spec(data):
-        try:
-            _, clips, _, desc = video_data(data, config, n_clips, seq_len)
-        except ValueError as err:
-            raise CLIError(str(err)) from None
-        return clips, desc
     if data == "moving-mnist":
         if (config.height, config.width, config.channels) not in ((32, 32, 1), (64, 64, 1)):
             raise CLIError(f"moving-mnist needs a model of 32×32 or 64×64 one-channel frames, "

@@ -34,6 +34,7 @@ from .model import STVAE
 from .report import jsonable, summary_lines, write_figures, write_report
 from .runfolder import FolderBusy, RunLock, atomic_write, clean_stale_temps
 from .sampler import bilinear_forward, flow_to_grid
+from .video import is_video_spec, video_data
 
 FLOW_THRESHOLDS = (0.5, 1.0, 3.0)
 MASK_THRESHOLD = 0.5               # a warped mask pixel is "in" when its coverage is ≥ this
@@ -477,8 +478,15 @@ def main(argv=None) -> int:
             raise CLIError(str(err)) from None
         except OSError as err:
             raise CLIError(f"{args.checkpoint}: cannot read the checkpoint ({err.strerror or err})") from None
-        clips, desc = load_eval_clips(args.data, model.config, args.clips,
-                                      args.context + args.future, layout=args.layout)
+        if is_video_spec(args.data):               # a video: its test stretch (the last fifth)
+            try:
+                _, clips, _, desc = video_data(args.data, model.config, args.clips, args.context + args.future,
+                                               progress=not args.quiet)
+            except ValueError as err:
+                raise CLIError(str(err)) from None
+        else:
+            clips, desc = load_eval_clips(args.data, model.config, args.clips,
+                                          args.context + args.future, layout=args.layout)
         out = args.out or _new_eval_folder(os.path.dirname(os.path.abspath(args.checkpoint)))
         lock = _claim(out, args.overwrite)
     except CLIError as err:

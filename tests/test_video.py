@@ -166,3 +166,21 @@ def test_a_synthetic_pan_moves_its_content_at_one_constant_velocity():
     assert (np.abs(per_clip[:, 0]) <= 1.5 * 3 + 1e-3).all() and np.ptp(per_clip[:, 0]) > 0.1
     with pytest.raises(ValueError, match="too small for pans"):
         pan_clips(frames, 1, 20, (60, 60), np.random.default_rng(0))
+
+
+def test_evaluate_scores_a_video_on_its_last_fifth(tmp_path, capsys):
+    from stvae_np import evaluate as E
+    import json
+    path = write_video(tmp_path / "pan.mkv", n_frames=40, h=40, w=40)
+    ckpt = tmp_path / "run" / "checkpoint.npz"
+    os.makedirs(ckpt.parent)
+    checkpoint.save(STVAE(Config.video()), ckpt)
+    out = tmp_path / "eval"
+    assert E.main([str(ckpt), "--data", path, "--clips", "3", "--context", "3",
+                   "--future", "2", "--out", str(out), "--no-figures", "--quiet"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["data"]["clips"] == 3 and m["one_step"]["warp_forecast_ratio_t2"] == pytest.approx(1.0)
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video")
+    _one_line_error(capsys, E.main, [str(ckpt), "--data", str(text), "--quiet"],
+                    ["notes.mp4", "not a video"])
