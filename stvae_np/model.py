@@ -103,7 +103,7 @@ class Config:
     photo_gm_scale: float = 0.1    # C of the Geman–McClure error (frame units)
     photo_weighting: str = "uniform"  # P's mean over pixels: "uniform" or "next_frame" (weights B(x_{t+1}))
     recon_flow_grad: float = 1.0   # scale of the reconstruction gradient reaching the flow head
-    prediction: str = "decoded"    # ŷ: "decoded" (the paper), "warp_plus_decoded" or "warp" (the frame itself warped)
+    prediction: str = "decoded"    # ŷ: "decoded" (the paper) or "warp_plus_decoded" (+ the frame itself warped)
     frame_stride: int = 1          # video clips take every frame_stride-th frame (stvae_np.video)
     pan_share: float = 0.0         # share of video training clips that are synthetic pans (video.pan_clips)
     enc_frames: int = 1            # frames the encoder sees: 1 (x_t, the paper) or 2 (x_{t-1} and x_t)
@@ -196,8 +196,8 @@ class Config:
             raise ValueError(f"photo_gm_scale must be positive, got {self.photo_gm_scale}")
         if self.enc_frames not in (1, 2):
             raise ValueError(f"enc_frames must be 1 or 2, got {self.enc_frames}")
-        if self.prediction not in ("decoded", "warp_plus_decoded", "warp"):
-            raise ValueError(f"prediction must be 'decoded', 'warp_plus_decoded' or 'warp', got {self.prediction!r}")
+        if self.prediction not in ("decoded", "warp_plus_decoded"):
+            raise ValueError(f"prediction must be 'decoded' or 'warp_plus_decoded', got {self.prediction!r}")
         if self.photo_weighting not in ("uniform", "next_frame"):
             raise ValueError(f"photo_weighting must be 'uniform' or 'next_frame', got {self.photo_weighting!r}")
         if self.photo_weighting == "next_frame" and self.photo_loss == "charbonnier":
@@ -296,6 +296,14 @@ def check_clip(clip, cfg, device, dtype, min_frames=2):
     return clip.astype(dtype, copy=False)
 
 
+def encoder_input(config, frames, previous):
+    """What the encoder reads at step t: x_t (M, C, H, W), or with ``config.enc_frames = 2``
+    x_{t−1} and x_t stacked on the channels (M, 2C, H, W); x_{−1} = x_0."""
+    if config.enc_frames == 1:
+        return frames
+    return get_array_module(frames).concatenate([previous, frames], axis=1)
+
+
 class STVAE:
     """The model: parameters, the forward/backward over a clip, prediction, checkpoints.
 
@@ -326,7 +334,6 @@ class STVAE:
     def xp(self):
         return get_array_module(self.params["enc.W"])
 
-    # ------------------------------------------------------------------ input checks
     # ------------------------------------------------------------------ forward / backward
     def encode(self, frames):
         """Spatial encoder, e = maxpool2(tanh(conv(x; We) + be)).
@@ -334,7 +341,7 @@ class STVAE:
         Args:
             frames: (M, C, H, W), any M frames (the model stacks N·(T-1) of them); with
                 ``Config.enc_frames = 2``, (M, 2C, H, W): x_{t−1} and x_t stacked on the
-                channels (:meth:`encoder_input`), so that its filters see motion.
+                channels (:func:`encoder_input`), so that its filters see motion.
         Returns:
             e (M, Fe, h, w) with (h, w) = (H/2, W/2), and an :class:`EncodeCache`.
         """
@@ -343,13 +350,6 @@ class STVAE:
         t = tanh(a)
         e, pool_cache = self.layers.maxpool2_forward(t)                              # (M, Fe, h, w)
         return e, EncodeCache(conv_cache, t, pool_cache)
-
-    def encoder_input(self, frames, previous):
-        """What the encoder reads at step t: x_t (M, C, H, W), or with ``enc_frames = 2``
-        x_{t−1} and x_t stacked on the channels (M, 2C, H, W); x_{−1} = x_0."""
-        if self.config.enc_frames == 1:
-            return frames
-        return get_array_module(frames).concatenate([previous, frames], axis=1)
 
     def flow_head(self, hs_flat):
         """Flow regressor, T = conv1x1(φ(conv_k(φ(conv_k(h))))).
@@ -380,19 +380,12 @@ class STVAE:
         """Grid generator, sampler and decoder: ŷ = conv(upsample2(bilinear(e, G)); Wd) + bd,
         with G = ``sampler.flow_to_grid(flow)`` = base grid + T. With ``Config.prediction =
         "warp_plus_decoded"`` the frame itself, warped by the flow in image pixels
-        (``sampler.warp_image_forward``), is added: ŷ = warp(x_t, 2·upsample2(T)) + decoded;
-        with ``"warp"`` it is the prediction alone (no decoder, its cache fields None).
+        (``sampler.warp_image_forward``), is added: ŷ = warp(x_t, 2·upsample2(T)) + decoded.
 
-        Args:
-            e: (M, Fe, h, w) encoded frames; flow: (M, 2, h, w) in memory-grid pixels;
-            frames: (M, C, H, W) the frames x_t (only for "warp_plus_decoded").
-        Returns:
-            ŷ (M, C, H, W) and a :class:`DecodeCache`.
+        Args: e (M, Fe, h, w) encoded frames; flow (M, 2, h, w) in memory-grid pixels; frames
+            (M, C, H, W), the x_t ("warp_plus_decoded" only). Returns ŷ (M, C, H, W), a :class:`DecodeCache`.
         """
         p = self.params
-        if self.config.prediction == "warp":                                        # no decoder
-            moved, image_cache = warp_image_forward(frames, flow, self.layers)
-            return moved, DecodeCache(None, None, None, image_cache)
         warped, samp_cache = bilinear_forward(e, flow_to_grid(flow))    # (M, Fe, h, w)
         up, up_cache = self.layers.upsample2_forward(warped)                        # (M, Fe, H, W)
         pred, dec_cache = self.layers.conv2d_forward(up, p["dec.W"], p["dec.b"])    # (M, C, H, W)
@@ -422,7 +415,7 @@ class STVAE:
         # ---- forward: encoder on all frames, memory through time, the rest on all frames
         previous = xp.concatenate([clip[:, :1], clip[:, :-2]], axis=1).reshape(inputs.shape) \
             if cfg.enc_frames == 2 else None                       # x_{t−1}, x_{−1} = x_0
-        e, enc_cache = self.encode(self.encoder_input(inputs, previous))     # (N·S, Fe, h, w)
+        e, enc_cache = self.encode(encoder_input(cfg, inputs, previous))     # (N·S, Fe, h, w)
         fe, h, w = e.shape[1:]
         lstm_params = {"Wx": p["lstm.Wx"], "Wh": p["lstm.Wh"], "b": p["lstm.b"]}
         hs, lstm_cache = self.memory.convlstm_forward(e.reshape(n, s, fe, h, w), lstm_params)
@@ -442,14 +435,10 @@ class STVAE:
         one = xp.ones((), dtype=self.dtype)
         grads = {}
         dpred = mse_backward(one, mse_cache)
-        if dec_cache.decoder is not None:
-            dup, grads["dec.W"], grads["dec.b"] = self.layers.conv2d_backward(dpred, dec_cache.decoder)
-            dwarped = self.layers.upsample2_backward(dup, dec_cache.upsample)
-            de, dgrid = bilinear_backward(dwarped, dec_cache.sampler)  # e feeds the sampler ...
-            dflow = dgrid if cfg.recon_flow_grad == 1 else cfg.recon_flow_grad * dgrid
-        else:                                                      # prediction = "warp": no decoder
-            grads["dec.W"], grads["dec.b"] = xp.zeros_like(p["dec.W"]), xp.zeros_like(p["dec.b"])
-            de, dflow = 0, 0
+        dup, grads["dec.W"], grads["dec.b"] = self.layers.conv2d_backward(dpred, dec_cache.decoder)
+        dwarped = self.layers.upsample2_backward(dup, dec_cache.upsample)
+        de, dgrid = bilinear_backward(dwarped, dec_cache.sampler)  # e feeds the sampler ...
+        dflow = dgrid if cfg.recon_flow_grad == 1 else cfg.recon_flow_grad * dgrid
         if dec_cache.image is not None:                            # ŷ's warped frame
             dflow = dflow + warp_image_backward(dpred, dec_cache.image, self.layers)
         dflow = dflow + cfg.huber_weight * huber_smoothness_backward(one, huber_cache)
@@ -496,7 +485,7 @@ class STVAE:
             pred (N, C, H, W), flow (N, 2, h, w) in memory-grid pixels, state (h, c, x_t).
         """
         p = self.params
-        e, _ = self.encode(self.encoder_input(frame, frame if state is None else state[2]))
+        e, _ = self.encode(encoder_input(self.config, frame, frame if state is None else state[2]))
         lstm_params = {"Wx": p["lstm.Wx"], "Wh": p["lstm.Wh"], "b": p["lstm.b"]}
         if state is None:
             xp = get_array_module(e)
