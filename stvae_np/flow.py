@@ -20,11 +20,12 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
+from .backend import asnumpy, to_device
 from .checkpoint import load as load_checkpoint
 from .cli import CLIError, Parser, resolve_device
 from .metrics import upsample_flow
 from .model import STVAE
-from .runfolder import RunLock, FolderBusy
+from .runfolder import FolderBusy, RunLock
 from .video import read_video, video_paths
 from .viz import flow_to_color
 
@@ -37,11 +38,13 @@ def video_flows(model, frames, progress=True):
     full.params = model.params
     state, preds, flows = None, [], []
     for x in tqdm(frames[:-1], unit="frame", desc="flow", disable=not progress):
-        pred, flow, state = full.predict_step(full.xp.asarray(x[None], dtype=model.dtype), state)
-        preds.append(np.asarray(pred.get() if hasattr(pred, "get") else pred)[0])
-        flows.append(np.asarray(flow.get() if hasattr(flow, "get") else flow)[0])
-    factor = frames.shape[-1] // flows[0].shape[-1]
-    return np.clip(np.stack(preds), 0, 1), upsample_flow(np.stack(flows), factor).astype(np.float32)
+        pred, flow, state = full.predict_step(to_device(x[None], model.device).astype(model.dtype), state)
+        preds.append(pred[0])
+        flows.append(flow[0])
+    xp = full.xp
+    preds, flows = asnumpy(xp.stack(preds)), asnumpy(xp.stack(flows))     # one copy to the host
+    factor = frames.shape[-1] // flows.shape[-1]
+    return np.clip(preds, 0, 1), upsample_flow(flows, factor).astype(np.float32)
 
 
 def side_by_side(frames, preds, flows):
