@@ -6,6 +6,7 @@ reported as one line on stderr with exit status 2, never as a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 
 from .backend import gpu_available
@@ -20,6 +21,18 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message):
         raise CLIError(message)
+
+
+@contextlib.contextmanager
+def one_line(path):
+    """Inside: the library's ValueError or missing file (its message names the problem)
+    becomes a CLIError; another OSError one that names ``path`` and the cause."""
+    try:
+        yield
+    except (FileNotFoundError, ValueError) as err:
+        raise CLIError(str(err)) from None
+    except OSError as err:
+        raise CLIError(f"{path}: cannot read it ({err.strerror or err})") from None
 
 
 def resolve_device(name: str) -> str:

@@ -28,7 +28,7 @@ import numpy as np
 from . import metrics as M
 from .backend import asnumpy, get_array_module
 from .checkpoint import load as load_checkpoint   # (`checkpoint` below names a path)
-from .cli import CLIError, Parser, require_positive, resolve_device
+from .cli import CLIError, Parser, one_line, require_positive, resolve_device
 from .data import DATA_CHOICES, TEST_SEED, VAL_SEED, load_eval_clips  # noqa: F401 (re-exported)
 from .model import STVAE
 from .report import jsonable, summary_lines, write_figures, write_report
@@ -152,11 +152,8 @@ def forecast_scores(frames, flows, preds=None, t_min=M.FLOW_T_MIN):
 
 
 def one_step_metrics(model, clips, batch_size=32, progress=False):
-    """One-step prediction and flow metrics on held-out clips.
-
-    Args:
-        clips: a ``data.Clips`` (``flow`` and ``masks`` may be None for real data).
-    Returns:
+    """One-step prediction and flow metrics on held-out ``clips`` (a ``data.Clips``;
+    ``flow`` and ``masks`` may be None for real data). Returns a
         dict of Python floats: ``mse``, ``mae`` (per pixel), ``mse_per_frame``,
         ``mae_per_frame``, ``psnr``, ``ssim``, ``bce_per_frame``, each with a ``copy_last_``
         twin; with ground-truth flow ``epe``, ``acc@0.5`` … (image pixels, object pixels
@@ -225,17 +222,12 @@ def _rollout_scores(preds, frames, context):
 
 
 def rollout_metrics(model, clips, context=10, future=10, batch_size=32, progress=False):
-    """Multi-step prediction: read ``context`` frames, predict ``future`` more from the
-    model's own outputs (:meth:`STVAE.rollout`), score every horizon.
-
-    Args:
-        clips: a ``data.Clips`` or an array (N, T, C, H, W) with T ≥ context + future.
-    Returns:
-        dict: ``context``, ``future``, ``horizon`` (1 … F), ``mse`` (per pixel) and ``ssim``
-        ((F,) averaged over clips), ``mean_mse``, ``mean_ssim``, each with a ``copy_last_``
-        twin (every future frame predicted as x_{context-1}).
-    Raises:
-        ValueError: clips shorter than context + future.
+    """Multi-step prediction: read ``context`` frames of ``clips`` (a ``data.Clips`` or an
+    array (N, T, C, H, W); ValueError if T < context + future), predict ``future`` more from
+    the model's own outputs (:meth:`STVAE.rollout`), score every horizon. Returns a dict:
+    ``context``, ``future``, ``horizon`` (1 … F), ``mse`` (per pixel) and ``ssim`` ((F,)
+    averaged over clips), ``mean_mse``, ``mean_ssim``, each with a ``copy_last_`` twin
+    (every future frame predicted as x_{context-1}).
     """
     frames = np.asarray(getattr(clips, "frames", clips))
     _check_rollout_length(frames, context, future)
@@ -297,17 +289,11 @@ def _label_scores(flows, clips):
 
 
 def label_propagation_metrics(model, clips, batch_size=32, progress=False):
-    """Object masks carried from frame t to t+1 by the model's one-step flow.
-
-    For every step t the flow :meth:`STVAE.predict` regresses for x_{t+1} warps the true
-    mask of frame t (:func:`propagate_masks`), compared with the true mask of frame t+1.
-
-    Args:
-        clips: a ``data.Clips`` with ``masks`` (N, T, 1, H, W).
-    Returns:
-        dict: ``iou`` (mean over clips and steps of the per-frame IoU), ``iou_per_step``
-        ((T-1,) NumPy, step t predicts frame t+1), and ``copy_last_iou``,
-        ``copy_last_iou_per_step`` for the baseline that keeps mask t.
+    """Object masks carried from frame t to t+1 by the model's one-step flow: for every
+    step t the flow :meth:`STVAE.predict` regresses for x_{t+1} warps the true mask of frame t
+    (:func:`propagate_masks`; ``clips.masks`` (N, T, 1, H, W)), scored against mask t+1.
+    Returns ``iou`` (mean over clips and steps of the per-frame IoU), ``iou_per_step`` ((T-1,),
+    step t predicts frame t+1), and ``copy_last_iou(_per_step)``, the baseline that keeps mask t.
     """
     if clips.masks is None:
         raise ValueError("label_propagation_metrics: the clips carry no object masks")
@@ -321,17 +307,12 @@ def evaluate_checkpoint(model_or_path, clips, out_dir, context=10, future=10, ba
     """Everything: one-step, rollout and label-propagation metrics, ``metrics.json``,
     ``report.md`` and the figures, written into ``out_dir``.
 
-    Args:
-        model_or_path: an ``STVAE`` or the path of a checkpoint (loaded on ``device``).
-        clips: a ``data.Clips``; without ``flow`` and ``masks`` (real data) the flow and
-            label metrics are skipped, and clips shorter than ``context + future`` skip
-            the rollout (the report says so).
-        context, future: the rollout reads ``context`` frames and predicts ``future``.
-        description, checkpoint: for the report.
-    Returns:
-        the dict written to ``metrics.json`` (``model``, ``data``, ``one_step``, ``rollout``,
-        ``label_propagation``, ``figures``), JSON-ready (NaN as None); a skipped section
-        is ``{"skipped": reason}``.
+    ``model_or_path`` is an ``STVAE`` or a checkpoint's path (loaded on ``device``); ``clips``
+    a ``data.Clips``: without ``flow`` and ``masks`` (real data) the flow and label metrics
+    are skipped, and clips shorter than ``context + future`` skip the rollout. Returns the
+    dict written to ``metrics.json`` (``model``, ``data``, ``one_step``, ``rollout``,
+    ``label_propagation``, ``figures``), JSON-ready (NaN as None); a skipped section is
+    ``{"skipped": reason}``.
     """
     if isinstance(model_or_path, STVAE):
         model = model_or_path
@@ -382,20 +363,15 @@ ROLLOUT = 10                       # the end of a training run: read 10 frames, 
 
 def final_evaluation(model, test_clips, one_step, out_dir, data, n_clips, description=None,
                      checkpoint=None, figures=True, layout="auto"):
-    """The evaluation at the end of a training run (``python -m stvae_np.train``).
+    """The evaluation at the end of a training run (``python -m stvae_np.train``): the
+    classical reference (:func:`classical_scores`) on the run's test clips, and
+    :func:`evaluate_checkpoint` into ``out_dir/eval``, for synthetic ``data`` on ``n_clips``
+    fresh test clips (a ROLLOUT → ROLLOUT rollout), else on the run's test clips (read
+    half, predict half). ``one_step`` is the model's last :func:`one_step_metrics` there.
 
-    The classical reference (:func:`classical_scores`) on the run's test clips, and
-    :func:`evaluate_checkpoint` into ``out_dir/eval``: for synthetic data on ``n_clips``
-    fresh test clips (a ROLLOUT → ROLLOUT rollout), for a clip file on the run's test
-    clips (read half, predict half).
-
-    Args:
-        one_step: the model's last :func:`one_step_metrics` on ``test_clips``.
-        data: the run's ``--data`` (one of ``DATA_CHOICES`` or a clip file's path).
-    Returns:
-        (test, evaluation): ``test`` is ``one_step`` followed by the ``classical_*`` scores
-        (a new dict); ``evaluation`` is ``{"report": path of report.md, "rollout": …,
-        "label_propagation": …}`` from the full evaluation.
+    Returns (test, evaluation): ``test`` is ``one_step`` and the ``classical_*`` scores (a
+    new dict), ``evaluation`` ``{"report": path of report.md, "rollout": …,
+    "label_propagation": …}``.
     """
     test = {**one_step, **classical_scores(test_clips)}   # the classical reference, same clips
     if data in DATA_CHOICES:
@@ -472,18 +448,12 @@ def main(argv=None) -> int:
         require_positive(clips=args.clips, context=args.context, future=args.future,
                          batch_size=args.batch_size)
         device = resolve_device(args.device)
-        try:
+        with one_line(args.checkpoint):
             model = load_checkpoint(args.checkpoint, device=device)
-        except (FileNotFoundError, ValueError) as err:
-            raise CLIError(str(err)) from None
-        except OSError as err:
-            raise CLIError(f"{args.checkpoint}: cannot read the checkpoint ({err.strerror or err})") from None
         if is_video_spec(args.data):               # a video: its test stretch (the last fifth)
-            try:
+            with one_line(args.data):
                 _, clips, _, desc = video_data(args.data, model.config, args.clips, args.context + args.future,
                                                progress=not args.quiet)
-            except ValueError as err:
-                raise CLIError(str(err)) from None
         else:
             clips, desc = load_eval_clips(args.data, model.config, args.clips,
                                           args.context + args.future, layout=args.layout)

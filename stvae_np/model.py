@@ -49,6 +49,9 @@ from .sampler import (bilinear_backward, bilinear_forward, flow_to_grid, warp_im
                       warp_image_forward)
 
 OPS = {"fast": (fast_layers, fast_memory), "plain": (plain_layers, plain_memory)}
+CHOICES = {"flow_act": ("none", "tanh"), "photo_loss": ("l2", "charbonnier", "geman_mcclure"),
+           "enc_frames": (1, 2), "prediction": ("decoded", "warp_plus_decoded"),
+           "photo_weighting": ("uniform", "next_frame")}      # the Config fields that name a choice
 PARAM_NAMES = ("enc.W", "enc.b", "lstm.Wx", "lstm.Wh", "lstm.b", "flow1.W", "flow1.b",
                "flow2.W", "flow2.b", "flow3.W", "flow3.b", "dec.W", "dec.b")
 
@@ -188,18 +191,12 @@ class Config:
         if self.height % 2 or self.width % 2:
             raise ValueError(f"height and width must be even (the encoder pools by 2), "
                              f"got {self.height}×{self.width}")
-        if self.flow_act not in ("none", "tanh"):
-            raise ValueError(f"flow_act must be 'none' or 'tanh', got {self.flow_act!r}")
-        if self.photo_loss not in ("l2", "charbonnier", "geman_mcclure"):
-            raise ValueError(f"photo_loss must be 'l2', 'charbonnier' or 'geman_mcclure', got {self.photo_loss!r}")
+        for k, choices in CHOICES.items():
+            if getattr(self, k) not in choices:
+                names = [repr(c) for c in choices]
+                raise ValueError(f"{k} must be {', '.join(names[:-1])} or {names[-1]}, got {getattr(self, k)!r}")
         if not self.photo_gm_scale > 0:
             raise ValueError(f"photo_gm_scale must be positive, got {self.photo_gm_scale}")
-        if self.enc_frames not in (1, 2):
-            raise ValueError(f"enc_frames must be 1 or 2, got {self.enc_frames}")
-        if self.prediction not in ("decoded", "warp_plus_decoded"):
-            raise ValueError(f"prediction must be 'decoded' or 'warp_plus_decoded', got {self.prediction!r}")
-        if self.photo_weighting not in ("uniform", "next_frame"):
-            raise ValueError(f"photo_weighting must be 'uniform' or 'next_frame', got {self.photo_weighting!r}")
         if self.photo_weighting == "next_frame" and self.photo_loss == "charbonnier":
             raise ValueError("photo_weighting='next_frame' needs photo_loss 'l2' or 'geman_mcclure', "
                              "got 'charbonnier' (set photo_weighting=uniform with it)")

@@ -6,21 +6,10 @@
     python -m stvae_np.train --resume runs/<run>/checkpoint.npz --steps 3000
     python -m stvae_np.train --ops plain --steps 20   # the plain ops (layers.py, memory.py): same numbers
 
-A run folder (``runs/<time>-<preset>`` unless ``--out``) receives ``config.json`` and
-``run.json`` (written once training really starts), ``checkpoint.npz`` (model,
-optimizer, step, data RNG, the run's settings), ``metrics.json`` and the figures:
-``loss_curve.png``, ``predictions.png``, ``flow.png``. Every file is written atomically
-(a temporary file in the folder, fsynced, renamed). The folder is locked (``.lock``, the
-PID) while a run uses it, and a folder holding a run is never replaced without
-``--resume`` or ``--overwrite``.
-
-Ctrl-C (or SIGTERM) is deferred to the end of the step: the run finishes the step, writes
-a checkpoint and stops (exit 130; 143 for SIGTERM); a second Ctrl-C stops at once and
-writes nothing. ``--resume`` carries on with the run's own settings (a flag asking for
-another value is refused), and on the CPU a resumed run ends bit-identical to one that
-never stopped. Bad settings, paths and files end in one line and exit status 2 before
-anything is written; a failure during training (a checkpoint that cannot be written, a
-non-finite loss) in one line and exit status 1.
+A run folder (``runs/<time>-<preset>`` unless ``--out``) receives ``config.json``,
+``run.json``, ``checkpoint.npz`` (model, optimizer, step, data RNG, the run's settings),
+``metrics.json`` and the figures. How folders are kept safe, how Ctrl-C stops a run at a
+step boundary, ``--resume`` and the exit statuses: docs/DESIGN.md section 11.
 """
 from __future__ import annotations
 
@@ -37,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import checkpoint, viz
-from .cli import CLIError, Parser, require_finite, require_positive, resolve_device
+from .cli import CLIError, Parser, one_line, require_finite, require_positive, resolve_device
 from .data import DATA_CHOICES, VAL_SEED, ClipSampler, load_eval_clips, make_data
 from .evaluate import final_evaluation, one_step_metrics, predict_clips
 from .model import OPS, STVAE, Config
@@ -170,12 +159,8 @@ def _resumed_model(args, device):
     run's own (in the checkpoint, or the ``run.json`` beside an older one); CLIError for
     a flag that asks for another value.
     """
-    try:
+    with one_line(args.resume):
         model, extra = checkpoint.load(args.resume, device=device, return_extra=True)
-    except (FileNotFoundError, ValueError) as err:
-        raise CLIError(str(err)) from None
-    except OSError as err:
-        raise CLIError(f"{args.resume}: cannot read the checkpoint ({err.strerror or err})") from None
     if "step" not in extra:
         raise CLIError(f"{args.resume}: a model file without training state; cannot resume")
     if args.set:
@@ -256,10 +241,8 @@ def _held_out_data(recipe, config, n_clips, layout="auto", progress=True):
     # The held-out clips of synthetic data keep the preset's length (config.seq_len) whatever
     # --seq-len the batches have, so runs with other clip lengths are scored on the same clips.
     if is_video_spec(recipe.data):                 # video: its own validation stretch
-        try:
+        with one_line(recipe.data):
             return video_data(recipe.data, config, n_clips, recipe.seq_len, progress=progress)
-        except ValueError as err:
-            raise CLIError(str(err)) from None
     eval_len = config.seq_len if recipe.data in DATA_CHOICES else recipe.seq_len
     source, test_clips, data_desc = make_data(recipe.data, config, n_clips, eval_len, layout=layout)
     val_clips = None          # validation clips (their own seed) on which recipes are chosen
@@ -282,6 +265,7 @@ def _checkpoint_extra(run) -> dict:
 def _restore(extra, opt, sampler, path):
     """(step, history, train_seconds) of a checkpoint's training state, the optimizer and
     the sampler restored; CLIError naming the damaged part."""
+    part = "optimizer"
     try:
         opt.load_state_dict({k[len("opt/"):]: v for k, v in extra.items() if k.startswith("opt/")})
         for name, v in opt.v.items():
@@ -289,16 +273,12 @@ def _restore(extra, opt, sampler, path):
                 raise ValueError(f"optimizer state of {name!r} holds NaN or infinite values")
         if not (np.isfinite(opt.lr) and opt.lr >= 0 and 0 <= opt.alpha < 1 and opt.eps >= 0):
             raise ValueError(f"optimizer numbers out of range (lr {opt.lr}, alpha {opt.alpha}, eps {opt.eps})")
-    except (ValueError, TypeError, KeyError, OverflowError) as err:
-        raise CLIError(f"{path}: damaged optimizer state: {err}") from None
-    try:
+        part = "sampler"
         state = json.loads(str(extra["sampler_state"]))
         if not isinstance(state, dict) or not isinstance(state.get("batches_drawn"), int):
             raise ValueError("not a sampler state")
         sampler.load_state_dict(state)
-    except (ValueError, TypeError, KeyError, OverflowError) as err:
-        raise CLIError(f"{path}: damaged sampler state: {err}") from None
-    try:
+        part = "training"
         step = extra["step"]
         if step.shape != () or step.dtype.kind not in "iu" or int(step) < 0:
             raise ValueError(f"step must be a non-negative integer, got {step!r}")
@@ -307,11 +287,9 @@ def _restore(extra, opt, sampler, path):
                 or not isinstance(history.get("eval"), list):
             raise ValueError("history must hold lists 'loss' and 'eval'")
         seconds = float(extra.get("train_seconds", 0.0))
-        if not np.isfinite(seconds):
-            seconds = 0.0
-    except (ValueError, TypeError, KeyError) as err:
-        raise CLIError(f"{path}: damaged training state: {err}") from None
-    return int(step), history, seconds
+    except (ValueError, TypeError, KeyError, OverflowError) as err:
+        raise CLIError(f"{path}: damaged {part} state: {err}") from None
+    return int(step), history, seconds if np.isfinite(seconds) else 0.0
 
 
 RUN_FILES = (CHECKPOINT, "run.json", "config.json", "metrics.json")
