@@ -1,11 +1,10 @@
 """Pictures of what the model does: loss curves, predicted frames, flow fields, masks.
 
-Every ``plot_*`` function takes NumPy (or CuPy) arrays, writes one PNG (parent folders
-created) and returns its path. Figures use ``Figure`` + ``FigureCanvasAgg``, never
-``pyplot``: no GUI backend, nothing left in a notebook, no leak over many calls. Frames
-are grey in [0, 1]; flows are backward, ``(2, H, W)`` in pixels, x first, and figures
-show the MOTION, ``−flow``, coloured with the Middlebury wheel (Baker et al., IJCV 2011;
-the conventions: docs/DESIGN.md section 2).
+Every ``plot_*`` function takes NumPy (or CuPy) arrays, writes one PNG (parent folders created)
+and returns its path. Figures use ``Figure`` + ``FigureCanvasAgg``, never ``pyplot``: no GUI backend,
+nothing left in a notebook, no leak over many calls. Frames are grey in [0, 1]; flows are backward,
+``(2, H, W)`` in pixels, x first, and figures show the MOTION, ``−flow``, coloured with the Middlebury
+wheel (Baker et al., IJCV 2011; the conventions: docs/DESIGN.md section 2).
 """
 from __future__ import annotations
 
@@ -35,9 +34,8 @@ _WHEEL_RAMPS = (
 
 
 def make_color_wheel() -> np.ndarray:
-    """The Middlebury colour wheel: (55, 3) float64, RGB in [0, 255]: six ramps red →
-    yellow → green → cyan → blue → magenta → red; entry i of a ramp of length n is
-    ``floor(255 · i / n)``."""
+    """The Middlebury colour wheel: (55, 3) float64, RGB in [0, 255]: six ramps red → yellow → green →
+    cyan → blue → magenta → red; entry i of a ramp of length n is ``floor(255 · i / n)``."""
     rows = []
     for n, ramp_channel, direction, full_channel in _WHEEL_RAMPS:
         ramp = np.floor(255.0 * np.arange(n) / n)
@@ -52,27 +50,23 @@ _WHEEL = make_color_wheel()
 
 
 def flow_to_color(flow, max_mag=None) -> np.ndarray:
-    """Colour-code a flow field by the MOTION it describes (``−flow``).
+    """Colour-code a flow field by the MOTION it describes (``−flow``): (H, W, 3) uint8 RGB.
 
-    (u, v) = −flow, r = √(u² + v²) / max_mag, a = atan2(−v, −u) / π ∈ [−1, 1], wheel
-    position k = (a + 1)/2 · (55 − 1); colour = the wheel interpolated at k, then
-    ``1 − r · (1 − colour)`` for r ≤ 1 and ``0.75 · colour`` beyond ``max_mag``.
+    (u, v) = −flow, r = √(u² + v²) / max_mag, a = atan2(−v, −u) / π ∈ [−1, 1], wheel position
+    k = (a + 1)/2 · (55 − 1); colour = the wheel interpolated at k, then ``1 − r · (1 − colour)`` for
+    r ≤ 1 and ``0.75 · colour`` beyond ``max_mag``.
 
     Args:
         flow: (2, H, W) backward flow in pixels (NaN read as zero).
         max_mag: the motion length of full saturation (default: the field's largest);
             pass the same value for two fields to compare their colours.
-    Returns:
-        (H, W, 3) uint8 RGB image.
     """
-    flow = np.nan_to_num(np.asarray(asnumpy(flow), dtype=np.float64))
+    flow = np.nan_to_num(_host(flow))
     if flow.ndim != 3 or flow.shape[0] != 2:
         raise ValueError(f"flow must have shape (2, H, W), got {flow.shape}")
     u, v = -flow[0], -flow[1]                      # colour the motion, not the flow
     mag = np.sqrt(u * u + v * v)
-    if max_mag is None:
-        max_mag = float(mag.max())
-    max_mag = float(max_mag)
+    max_mag = float(mag.max() if max_mag is None else max_mag)
     if not np.isfinite(max_mag) or max_mag <= 1e-12:   # an all-zero field: all white
         max_mag = 1.0
     rad = mag / max_mag
@@ -85,8 +79,7 @@ def flow_to_color(flow, max_mag=None) -> np.ndarray:
     frac = (k - k0)[..., None]
     col = ((1.0 - frac) * _WHEEL[k0] + frac * _WHEEL[k1]) / 255.0   # (H, W, 3)
 
-    inside = (rad <= 1.0)[..., None]
-    col = np.where(inside, 1.0 - rad[..., None] * (1.0 - col), 0.75 * col)
+    col = np.where((rad <= 1.0)[..., None], 1.0 - rad[..., None] * (1.0 - col), 0.75 * col)
     return np.floor(255.0 * np.clip(col, 0.0, 1.0) + 0.5).astype(np.uint8)
 
 
@@ -98,8 +91,7 @@ def color_wheel_image(size: int = 64) -> np.ndarray:
     motion = np.stack([xs - c, ys - c])                    # (2, size, size)
     radius = max(c, 1e-12)
     img = flow_to_color(-motion, max_mag=radius)           # flow = −motion
-    outside = np.hypot(xs - c, ys - c) > radius
-    img[outside] = 255
+    img[np.hypot(xs - c, ys - c) > radius] = 255           # outside the rim
     return img
 
 
@@ -112,9 +104,7 @@ def _new_figure(figsize) -> Figure:
 
 def _save(fig: Figure, path, dpi=100) -> str:
     path = os.fspath(path)
-    parent = os.path.dirname(path)
-    if parent:
-        os.makedirs(parent, exist_ok=True)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     try:
         fig.savefig(path, dpi=dpi, format="png")
     finally:
@@ -122,50 +112,48 @@ def _save(fig: Figure, path, dpi=100) -> str:
     return path
 
 
+def _host(a) -> np.ndarray:
+    """Any array (NumPy, CuPy, list) as a float64 NumPy array."""
+    return np.asarray(asnumpy(a), dtype=np.float64)
+
+
+def _lead(a, ndim) -> np.ndarray:
+    """``a`` with axes of length 1 put in front until it has ``ndim`` axes."""
+    return a.reshape((1,) * (ndim - a.ndim) + a.shape)
+
+
 def _as_clips(frames, name="frames") -> np.ndarray:
     """(N, T, C, H, W), (T, C, H, W) with C in {1, 3}, (T, H, W) or (H, W) -> (N, T, H, W)
     float64 grey (channels averaged)."""
-    a = np.asarray(asnumpy(frames), dtype=np.float64)
-    if a.ndim == 5:
-        a = a[:, :, 0] if a.shape[2] == 1 else a.mean(axis=2)
-    elif a.ndim == 4:                              # one clip (T, C, H, W)
+    a = _host(frames)
+    if a.ndim == 4:                                # one clip (T, C, H, W)
         if a.shape[1] not in (1, 3):
             raise ValueError(f"{name}: a 4-D array is read as (T, C, H, W) with C = 1 (or 3), "
                              f"got shape {a.shape}; pass clips as (N, T, 1, H, W)")
-        a = (a[:, 0] if a.shape[1] == 1 else a.mean(axis=1))[None]
-    elif a.ndim == 3:
         a = a[None]
-    elif a.ndim == 2:
-        a = a[None, None]
-    else:
-        raise ValueError(f"{name}: expected (N,T,C,H,W), (T,C,H,W), (T,H,W) or (H,W), "
-                         f"got shape {a.shape}")
-    return a
+    if a.ndim == 5:
+        return a[:, :, 0] if a.shape[2] == 1 else a.mean(axis=2)
+    if a.ndim not in (2, 3):
+        raise ValueError(f"{name}: expected (N,T,C,H,W), (T,C,H,W), (T,H,W) or (H,W), got shape {a.shape}")
+    return _lead(a, 4)
 
 
 def _as_flows(flow, name="flow") -> np.ndarray:
     """(N, T, 2, H, W), (T, 2, H, W) or (2, H, W) -> (N, T, 2, H, W) float64."""
-    a = np.asarray(asnumpy(flow), dtype=np.float64)
-    while a.ndim < 5:
-        a = a[None]
+    a = _lead(_host(flow), 5)
     if a.ndim != 5 or a.shape[2] != 2:
-        raise ValueError(f"{name}: expected (N,T,2,H,W), (T,2,H,W) or (2,H,W), "
-                         f"got shape {np.shape(flow)}")
+        raise ValueError(f"{name}: expected (N,T,2,H,W), (T,2,H,W) or (2,H,W), got shape {np.shape(flow)}")
     return a
 
 
 def _as_masks(masks, name="masks") -> np.ndarray:
     """(N, T, 1, H, W), (N, T, H, W), (T, H, W) or (H, W) -> (N, T, H, W) float64."""
-    a = np.asarray(asnumpy(masks), dtype=np.float64)
+    a = _host(masks)
     if a.ndim == 5:
-        a = a.max(axis=2)                          # any object channel counts
-    elif a.ndim == 3:
-        a = a[None]
-    elif a.ndim == 2:
-        a = a[None, None]
-    elif a.ndim != 4:
+        return a.max(axis=2)                       # any object channel counts
+    if a.ndim not in (2, 3, 4):
         raise ValueError(f"{name}: expected (N,T,[1,]H,W), (T,H,W) or (H,W), got {a.shape}")
-    return a
+    return _lead(a, 4)
 
 
 def _show_grey(ax, img, vmin=0.0, vmax=1.0, cmap="gray"):
@@ -187,24 +175,20 @@ def _frame_indices(t_total: int, max_frames: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------- plots
-def plot_loss_curve(path, steps, losses, eval_steps=None, eval_mse=None,
-                    baseline_mse=None, smooth: int | None = None,
-                    title: str = "Training loss", eval_epe=None, zero_flow_epe=None,
-                    classical_epe=None) -> str:
+def plot_loss_curve(path, steps, losses, eval_steps=None, eval_mse=None, baseline_mse=None,
+                    smooth: int | None = None, title: str = "Training loss", eval_epe=None,
+                    zero_flow_epe=None, classical_epe=None) -> str:
     """Training loss against step on a log y axis.
 
     Args:
         steps: (S,) step numbers; losses: (S,) training losses.
         eval_steps, eval_mse: (E,) optional held-out next-frame MSE, drawn as points.
-        baseline_mse: optional float, the copy-last-frame MSE (ŷ_t = x_t), drawn as a
-            horizontal dashed line.
-        smooth: moving-average window for the training curve (raw curve faint behind).
-            Default: about S/50 (no smoothing below 100 points).
+        baseline_mse: optional float, the copy-last-frame MSE (ŷ_t = x_t), a dashed horizontal line.
+        smooth: moving-average window (raw curve faint behind); default about S/50, none below 100 points.
         eval_epe: (E,) optional held-out flow EPE (t ≥ 2) at ``eval_steps``, in a second
             panel with ``zero_flow_epe`` and ``classical_epe`` (floats) as references.
     """
-    steps = np.asarray(asnumpy(steps), dtype=np.float64).ravel()
-    losses = np.asarray(asnumpy(losses), dtype=np.float64).ravel()
+    steps, losses = _host(steps).ravel(), _host(losses).ravel()
     if steps.shape != losses.shape:
         raise ValueError(f"steps {steps.shape} and losses {losses.shape} differ in length")
     tiny = 1e-12                                   # a log axis cannot show 0
@@ -212,22 +196,19 @@ def plot_loss_curve(path, steps, losses, eval_steps=None, eval_mse=None,
     fig = _new_figure((12.0, 4.0) if with_flow else (7.0, 4.0))
     ax = fig.add_subplot(1, 2, 1) if with_flow else fig.add_subplot(1, 1, 1)
     if with_flow:
-        _plot_flow_curve(fig.add_subplot(1, 2, 2), eval_steps, eval_epe, zero_flow_epe,
-                         classical_epe)
+        _plot_flow_curve(fig.add_subplot(1, 2, 2), eval_steps, eval_epe, zero_flow_epe, classical_epe)
     if smooth is None:
         smooth = len(losses) // 50 if len(losses) >= 100 else 1
     if smooth > 1 and len(losses) >= smooth:
         ax.plot(steps, np.maximum(losses, tiny), color="C0", alpha=0.25, lw=0.8)
-        kernel = np.ones(smooth) / smooth
-        smoothed = np.convolve(losses, kernel, mode="valid")
+        smoothed = np.convolve(losses, np.ones(smooth) / smooth, mode="valid")
         ax.plot(steps[smooth - 1:], np.maximum(smoothed, tiny), color="C0", lw=1.6,
                 label=f"train loss (moving mean of {smooth})")
     elif len(losses):
         ax.plot(steps, np.maximum(losses, tiny), color="C0", lw=1.2, label="train loss")
     if eval_steps is not None and eval_mse is not None:
-        es = np.asarray(asnumpy(eval_steps), dtype=np.float64).ravel()
-        em = np.asarray(asnumpy(eval_mse), dtype=np.float64).ravel()
-        ax.plot(es, np.maximum(em, tiny), "o-", color="C1", ms=4, lw=1.0, label="eval MSE")
+        ax.plot(_host(eval_steps).ravel(), np.maximum(_host(eval_mse).ravel(), tiny), "o-",
+                color="C1", ms=4, lw=1.0, label="eval MSE")
     if baseline_mse is not None:
         ax.axhline(max(float(baseline_mse), tiny), color="C3", ls="--", lw=1.2,
                    label=f"copy-last-frame MSE = {float(baseline_mse):.3g}")
@@ -240,14 +221,12 @@ def plot_loss_curve(path, steps, losses, eval_steps=None, eval_mse=None,
 
 def _plot_flow_curve(ax, steps, epe, zero_flow_epe=None, classical_epe=None):
     """Held-out flow EPE (t ≥ 2) against training step, beside its two references."""
-    xs = np.asarray(asnumpy(steps), dtype=np.float64).ravel()
-    ys = np.asarray(asnumpy(epe), dtype=np.float64).ravel()
-    ax.plot(xs, ys, "o-", color="C2", ms=4, lw=1.2, label="model flow EPE, t ≥ 2")
+    ax.plot(_host(steps).ravel(), _host(epe).ravel(), "o-", color="C2", ms=4, lw=1.2,
+            label="model flow EPE, t ≥ 2")
     if zero_flow_epe is not None:
         ax.axhline(float(zero_flow_epe), color="C3", ls="--", lw=1.2,
                    label=f"zero flow = {float(zero_flow_epe):.3g} px")
-        ax.axhline(0.5 * float(zero_flow_epe), color="C3", ls=":", lw=1.0,
-                   label="half the zero-flow EPE")
+        ax.axhline(0.5 * float(zero_flow_epe), color="C3", ls=":", lw=1.0, label="half the zero-flow EPE")
     if classical_epe is not None:
         ax.axhline(float(classical_epe), color="C4", ls="-.", lw=1.2,
                    label=f"Horn–Schunck = {float(classical_epe):.3g} px")
@@ -265,8 +244,7 @@ def plot_predictions(path, inputs, preds, targets, max_frames: int = 8,
     at most ``max_frames`` time steps spread over the clip.
 
     Args:
-        inputs: (N, T', 1, H, W) the frames x_0 … x_{T'-1} the model read (or the whole
-            clips of T' + 1 frames).
+        inputs: (N, T', 1, H, W) the frames x_0 … x_{T'-1} the model read (or whole clips of T' + 1 frames).
         preds: (N, T', 1, H, W) predictions of x_1 … x_{T'} (``STVAE.predict``'s first output).
         targets: (N, T', 1, H, W) the true x_1 … x_{T'} (or the whole clips).
     """
@@ -289,13 +267,11 @@ def plot_predictions(path, inputs, preds, targets, max_frames: int = 8,
     n_cols = len(ts)
     fig = _new_figure((1.3 * n_cols + 0.8, 1.35 * 4 * n_clips + 0.5))
     axes = fig.subplots(4 * n_clips, n_cols, squeeze=False)
-    row_names = ("input $x_t$", "pred $\\hat{y}_t$", "truth $x_{t+1}$",
-                 f"|error| (0–{err_max:.2g})")
+    row_names = ("input $x_t$", "pred $\\hat{y}_t$", "truth $x_{t+1}$", f"|error| (0–{err_max:.2g})")
     for n in range(n_clips):
         mse = float(np.mean((preds[n] - targets[n]) ** 2))
         for j, t in enumerate(ts):
-            rows = (inputs[n, t], preds[n, t], targets[n, t])
-            for r, img in enumerate(rows):
+            for r, img in enumerate((inputs[n, t], preds[n, t], targets[n, t])):
                 _show_grey(axes[4 * n + r, j], img)
             _show_grey(axes[4 * n + 3, j], err[n, j], vmax=err_max)
             if n == 0:
@@ -305,8 +281,7 @@ def plot_predictions(path, inputs, preds, targets, max_frames: int = 8,
             if r == 3:
                 label += f"\nMSE {mse:.2e}"
             axes[4 * n + r, 0].set_ylabel(label, fontsize=8)
-    fig.suptitle(title or "Next-frame prediction: input, prediction, truth, |error|",
-                 fontsize=11)
+    fig.suptitle(title or "Next-frame prediction: input, prediction, truth, |error|", fontsize=11)
     return _save(fig, path)
 
 
@@ -321,22 +296,19 @@ def _quiver_motion(ax, flow, keep, step, scale):
     """Arrows of ``scale`` × the motion (−flow) at every ``step``-th pixel where ``keep``."""
     h, w = flow.shape[1:]
     ys, xs = np.mgrid[step // 2:h:step, step // 2:w:step]
-    sel = keep[ys, xs]
     u, v = -flow[0][ys, xs], -flow[1][ys, xs]
-    sel &= np.hypot(u, v) > 1e-6
+    sel = keep[ys, xs] & (np.hypot(u, v) > 1e-6)
     if not sel.any():
         return
-    # Shaft width and heads in pixels, proportional to the spacing: a short arrow
-    # keeps a visible shaft instead of shrinking to a bare head.
+    # shaft and heads in pixels, proportional to the spacing: a short arrow keeps a visible shaft
     ax.quiver(xs[sel], ys[sel], u[sel], v[sel], angles="xy", scale_units="xy",
               scale=1.0 / scale, units="xy", width=0.15 * step, headwidth=3.0,
               headlength=3.0, headaxislength=2.6, minlength=0.3, color="red")
 
 
-def plot_flow_comparison(path, frames, pred_flow, true_flow, mask=None, step: int = 2,
-                         max_examples: int = 3, examples: Sequence[tuple[int, int]] | None = None,
-                         max_mag: float | None = None, arrow_scale: float | None = None,
-                         title: str | None = None) -> str:
+def plot_flow_comparison(path, frames, pred_flow, true_flow, mask=None, step: int = 2, max_examples: int = 3,
+                         examples: Sequence[tuple[int, int]] | None = None, max_mag: float | None = None,
+                         arrow_scale: float | None = None, title: str | None = None) -> str:
     """Predicted against true flow for a few (clip, t) examples.
 
     Each row: the frame x_t; the predicted and true flow colour-coded (one ``max_mag``);
@@ -347,17 +319,12 @@ def plot_flow_comparison(path, frames, pred_flow, true_flow, mask=None, step: in
         frames: (N, T, 1, H, W) clips (or (T, 1, H, W)).
         pred_flow: (N, T-1, 2, h, w) the model's flow in memory-grid pixels; when h < H it
             is brought to the image grid with ``metrics.upsample_flow(·, H // h)``.
-        true_flow: (N, T-1, 2, H, W) ground-truth backward flow in image pixels;
-            step t maps x_t to x_{t+1}.
-        mask: optional object masks, (N, T, [1,] H, W) per frame or (N, T-1, [1,] H, W) per
-            flow step, restricting arrows and error (without: arrows where either flow is
-            non-zero, error over all pixels).
-        step: arrow spacing in pixels.
-        max_examples: how many (clip, t) rows; ``examples`` picks them explicitly.
-        max_mag: the motion length of full colour saturation (default: the largest in the
-            shown rows, predicted or true).
-        arrow_scale: arrows are drawn this many times their true length (default: the
-            longest spans about two grid steps).
+        true_flow: (N, T-1, 2, H, W) ground-truth backward flow in image pixels; step t maps x_t to x_{t+1}.
+        mask: optional object masks, (N, T, [1,] H, W) per frame or (N, T-1, [1,] H, W) per flow step,
+            restricting arrows and error (without: arrows where either flow is non-zero, error on all pixels).
+        max_examples: how many (clip, t) rows; ``examples`` picks them explicitly; step: arrow spacing in px.
+        max_mag: the motion length of full colour saturation (default: the largest shown, predicted or true).
+        arrow_scale: arrows are this many times their true length (default: the longest spans ~2 grid steps).
     """
     frames = _as_clips(frames, "frames")
     pred = _as_flows(pred_flow, "pred_flow")
@@ -366,8 +333,7 @@ def plot_flow_comparison(path, frames, pred_flow, true_flow, mask=None, step: in
     if pred.shape[-2:] != (H, W):
         factor = H // pred.shape[-2]
         if factor * pred.shape[-2] != H or factor * pred.shape[-1] != W:
-            raise ValueError(f"pred_flow grid {pred.shape[-2:]} does not divide the true "
-                             f"flow grid {(H, W)}")
+            raise ValueError(f"pred_flow grid {pred.shape[-2:]} does not divide the true flow grid {(H, W)}")
         pred = upsample_flow(pred, factor)           # nearest, values × factor
     if pred.shape != true.shape:
         raise ValueError(f"pred_flow {pred.shape} and true_flow {true.shape} differ")
@@ -387,8 +353,7 @@ def plot_flow_comparison(path, frames, pred_flow, true_flow, mask=None, step: in
     keeps = [masks[n, t] if masks is not None                  # else: where either flow moves
              else (np.hypot(*pred[n, t]) > 1e-3) | (np.hypot(*true[n, t]) > 1e-3)
              for n, t in examples]
-    mags = [(np.hypot(*f[n, t]), keep) for (n, t), keep in zip(examples, keeps)
-            for f in (pred, true)]
+    mags = [(np.hypot(*f[n, t]), keep) for (n, t), keep in zip(examples, keeps) for f in (pred, true)]
     biggest = max(float(m.max()) for m, _ in mags)
     if max_mag is None:
         max_mag = biggest if biggest > 1e-6 else 1.0
@@ -399,30 +364,26 @@ def plot_flow_comparison(path, frames, pred_flow, true_flow, mask=None, step: in
     n_rows = len(examples)
     fig = _new_figure((2.2 * 5 + 1.6, 2.35 * n_rows + 0.6))
     grid = fig.add_gridspec(n_rows, 6, width_ratios=[1, 1, 1, 1, 1, 0.7])
-    col_titles = ("frame $x_t$",
-                  "predicted flow\n(colour = motion)",
-                  "true flow\n(colour = motion)",
+    col_titles = ("frame $x_t$", "predicted flow\n(colour = motion)", "true flow\n(colour = motion)",
                   f"predicted motion on $x_{{t+1}}$\n(arrows ×{arrow_scale:.3g})",
                   f"true motion on $x_{{t+1}}$\n(arrows ×{arrow_scale:.3g})")
     for r, ((n, t), keep) in enumerate(zip(examples, keeps)):
         axes = [fig.add_subplot(grid[r, c]) for c in range(5)]
         _show_grey(axes[0], frames[n, t])
-        axes[1].imshow(flow_to_color(pred[n, t], max_mag), interpolation="nearest")
-        axes[2].imshow(flow_to_color(true[n, t], max_mag), interpolation="nearest")
+        for ax, f in ((axes[1], pred[n, t]), (axes[2], true[n, t])):
+            ax.imshow(flow_to_color(f, max_mag), interpolation="nearest")
+            _bare(ax)
+            ax.spines[:].set_visible(True)         # zero flow is white: frame the panel
+            ax.spines[:].set_color("0.6")
         for ax, f in ((axes[3], pred[n, t]), (axes[4], true[n, t])):
             _show_grey(ax, frames[n, min(t + 1, frames.shape[1] - 1)])
             _quiver_motion(ax, f, keep, step, arrow_scale)
             ax.set(xlim=(-0.5, W - 0.5), ylim=(H - 0.5, -0.5))
-        for ax in axes:
-            _bare(ax)
-        for ax in axes[1:3]:                       # zero flow is white: frame the panel
-            ax.spines[:].set_visible(True)
-            ax.spines[:].set_color("0.6")
         epe = np.hypot(*(pred[n, t] - true[n, t]))          # end-point error per pixel
         in_mask = masks is not None and keep.any()
-        where = "in mask" if in_mask else "all pixels"
         epe_val = float(epe[keep].mean() if in_mask else epe.mean())
-        axes[0].set_ylabel(f"clip {n}, t = {t}\nEPE {epe_val:.2f} px\n({where})", fontsize=8)
+        axes[0].set_ylabel(f"clip {n}, t = {t}\nEPE {epe_val:.2f} px\n"
+                           f"({'in mask' if in_mask else 'all pixels'})", fontsize=8)
         if r == 0:
             for ax, name in zip(axes, col_titles):
                 ax.set_title(name, fontsize=9)
@@ -432,14 +393,12 @@ def plot_flow_comparison(path, frames, pred_flow, true_flow, mask=None, step: in
             leg.set_axis_off()
         else:
             fig.add_subplot(grid[r, 5]).set_axis_off()
-    fig.suptitle(title or f"Flow: predicted vs true (backward flow; colours and {MOTION_NOTE})",
-                 fontsize=11)
+    fig.suptitle(title or f"Flow: predicted vs true (backward flow; colours and {MOTION_NOTE})", fontsize=11)
     return _save(fig, path)
 
 
-def plot_rollout(path, context, preds, targets=None, max_rows: int = 2,
-                 max_frames: int = 12, show_error: bool = True,
-                 title: str | None = None) -> str:
+def plot_rollout(path, context, preds, targets=None, max_rows: int = 2, max_frames: int = 12,
+                 show_error: bool = True, title: str | None = None) -> str:
     """A multi-step rollout as a strip: context frames, then predicted vs true future.
 
     Per clip: the K context frames then the predictions; below, the true future frames
@@ -457,14 +416,12 @@ def plot_rollout(path, context, preds, targets=None, max_rows: int = 2,
     if targets is not None and targets.shape[:2] != preds.shape[:2]:
         raise ValueError(f"targets {targets.shape} and preds {preds.shape} differ")
     n_clips = min(preds.shape[0], context.shape[0], max_rows)
-    ctx = context[:, -max_frames:]
-    fut = preds[:, :max_frames]
+    ctx, fut = context[:, -max_frames:], preds[:, :max_frames]
     k, f = ctx.shape[1], fut.shape[1]
     k0 = context.shape[1] - k                      # index of the first shown context frame
     rows_per = 1 + (targets is not None) + (targets is not None and show_error)
-    n_cols = k + f
-    fig = _new_figure((1.15 * n_cols + 0.9, 1.3 * rows_per * n_clips + 0.6))
-    axes = fig.subplots(rows_per * n_clips, n_cols, squeeze=False)
+    fig = _new_figure((1.15 * (k + f) + 0.9, 1.3 * rows_per * n_clips + 0.6))
+    axes = fig.subplots(rows_per * n_clips, k + f, squeeze=False)
     if targets is not None:
         err = np.abs(fut[:n_clips] - targets[:n_clips, :f])
         err_max = max(float(err.max()), 1e-6)
@@ -492,30 +449,26 @@ def plot_rollout(path, context, preds, targets=None, max_rows: int = 2,
             axes[base + 1, k].set_ylabel("truth", fontsize=8)
             if show_error:
                 axes[base + 2, k].set_ylabel(f"|error|\n(0–{err_max:.2g})", fontsize=8)
-    fig.suptitle(title or "Rollout: context, then the model's own predictions (orange frame)",
-                 fontsize=10)
+    fig.suptitle(title or "Rollout: context, then the model's own predictions (orange frame)", fontsize=10)
     return _save(fig, path)
 
 
 def plot_curves(path, xs, curves: Mapping[str, Sequence[float]], xlabel: str = "horizon",
-                ylabel: str = "MSE", title: str = "", logy: bool = False,
-                markers: bool = True) -> str:
+                ylabel: str = "MSE", title: str = "", logy: bool = False, markers: bool = True) -> str:
     """Several curves over one x axis (e.g. per-horizon MSE of model and baselines).
 
     Args:
-        xs: (K,) x values shared by every curve.
-        curves: label -> (K,) y values; drawn in the mapping's order.
+        xs: (K,) x values shared by every curve; curves: label -> (K,) y values, drawn in that order.
         logy: log-scale y axis.
     """
-    xs = np.asarray(asnumpy(xs), dtype=np.float64).ravel()
+    xs = _host(xs).ravel()
     fig = _new_figure((6.0, 4.0))
     ax = fig.add_subplot(1, 1, 1)
     for i, (label, ys) in enumerate(curves.items()):
-        ys = np.asarray(asnumpy(ys), dtype=np.float64).ravel()
+        ys = _host(ys).ravel()
         if ys.shape != xs.shape:
             raise ValueError(f"curve {label!r} has {ys.shape[0]} points, xs has {xs.shape[0]}")
-        ax.plot(xs, ys, marker="o" if markers else None, ms=4, lw=1.4, color=f"C{i % 10}",
-                label=str(label))
+        ax.plot(xs, ys, marker="o" if markers else None, ms=4, lw=1.4, color=f"C{i % 10}", label=str(label))
     if logy:
         ax.set_yscale("log")
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
@@ -571,8 +524,7 @@ def plot_masks(path, frames, masks_pred, masks_true, masks_copy=None, max_frames
     handles = [Line2D([], [], color="limegreen", lw=1.5, label="true"),
                Line2D([], [], color="red", lw=1.5, label="propagated (model)")]
     if mc is not None:
-        handles.append(Line2D([], [], color="deepskyblue", lw=1.5, ls="--",
-                              label="copy last mask"))
+        handles.append(Line2D([], [], color="deepskyblue", lw=1.5, ls="--", label="copy last mask"))
     fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8)
     fig.suptitle(title or "Mask propagation", fontsize=11)
     return _save(fig, path)
