@@ -1,25 +1,21 @@
-"""Evaluation of video prediction: pixel errors, PSNR, SSIM, cross-entropy, optical
-flow (end-point error) and masks (IoU).
+"""Evaluation of video prediction: pixel errors, PSNR, SSIM, cross-entropy, optical flow
+(end-point error) and masks (IoU). Every function runs on NumPy and CuPy alike, with these conventions:
 
-Conventions shared by every function here:
-
-* A *frame* is the last three axes ``(C, H, W)``; every leading axis counts frames.
-  Predictions and targets are ``(N, T, C, H, W)`` or ``(N, C, H, W)`` (a single
-  ``(C, H, W)`` frame also works), pixels in ``[0, data_range]`` (``[0, 1]`` by default).
-  For the model, compare ``preds (N, T-1, C, H, W)`` with ``clip[:, 1:]``.
-* Inputs are promoted to float64 before any arithmetic (float32 round-off in
-  ``E[x²] − E[x]²`` visibly biases SSIM).
-* Results are float64 0-d arrays (or, for ``per_frame=True`` or several thresholds,
-  small arrays) on the inputs' device: call ``float()`` at the edge (a device sync on CuPy).
+* A *frame* is the last three axes ``(C, H, W)``; every leading axis counts frames. Predictions and
+  targets are ``(N, T, C, H, W)`` or ``(N, C, H, W)`` (a single ``(C, H, W)`` frame also works),
+  pixels in ``[0, data_range]`` (``[0, 1]`` by default). For the model, compare
+  ``preds (N, T-1, C, H, W)`` with ``clip[:, 1:]``.
+* Inputs are promoted to float64 before any arithmetic (float32 round-off in ``E[x²] − E[x]²``
+  visibly biases SSIM).
+* Results are float64 0-d arrays (or, for ``per_frame=True`` or several thresholds, small arrays)
+  on the inputs' device: call ``float()`` at the edge (a device sync on CuPy).
 * Per-frame metrics are averaged with equal weight per frame.
 
-Pixel errors ("per frame" sums a frame's C·H·W pixels, as the tables of OpenSTL and of
-most video-prediction papers report MSE/MAE; "per pixel" is the plain mean):
+Pixel errors ("per frame" sums a frame's C·H·W pixels, as the tables of OpenSTL and of most
+video-prediction papers report MSE/MAE; "per pixel" is the plain mean):
 
     mse_per_pixel = mean((ŷ − y)²)            mse_per_frame = mse_per_pixel · C·H·W
     mae_per_pixel = mean(|ŷ − y|)             mae_per_frame = mae_per_pixel · C·H·W
-
-Every function runs on NumPy and CuPy alike.
 """
 from __future__ import annotations
 
@@ -44,6 +40,13 @@ def _float64(xp, a):
     return a.astype(xp.float64, copy=False)
 
 
+def _diff(name, pred, target):
+    """``pred − target`` in float64, once their shapes are checked."""
+    _check_pair(name, pred, target)
+    xp = get_array_module(pred, target)
+    return _float64(xp, pred) - _float64(xp, target)
+
+
 def _frame_mean(values, per_frame):
     """``values`` has the frames' leading shape; average it unless asked for each frame."""
     return values if per_frame else _as_0d(values.mean())
@@ -62,33 +65,25 @@ def mse_per_pixel(pred, target, per_frame=False):
         pred, target: ``(..., C, H, W)`` of the same shape.
         per_frame: return one value per frame (shape ``pred.shape[:-3]``) instead of the mean.
     """
-    _check_pair("mse_per_pixel", pred, target)
-    xp = get_array_module(pred, target)
-    err = (_float64(xp, pred) - _float64(xp, target)) ** 2
+    err = _diff("mse_per_pixel", pred, target) ** 2
     return _frame_mean(err.mean(axis=(-3, -2, -1)), per_frame)
 
 
 def mse_per_frame(pred, target, per_frame=False):
     """Squared error summed over a frame's C·H·W pixels, averaged over frames (OpenSTL's MSE)."""
-    _check_pair("mse_per_frame", pred, target)
-    xp = get_array_module(pred, target)
-    err = (_float64(xp, pred) - _float64(xp, target)) ** 2
+    err = _diff("mse_per_frame", pred, target) ** 2
     return _frame_mean(err.sum(axis=(-3, -2, -1)), per_frame)
 
 
 def mae_per_pixel(pred, target, per_frame=False):
     """Mean absolute error over every pixel: ``mean(|ŷ − y|)``."""
-    _check_pair("mae_per_pixel", pred, target)
-    xp = get_array_module(pred, target)
-    err = xp.abs(_float64(xp, pred) - _float64(xp, target))
+    err = abs(_diff("mae_per_pixel", pred, target))
     return _frame_mean(err.mean(axis=(-3, -2, -1)), per_frame)
 
 
 def mae_per_frame(pred, target, per_frame=False):
     """Absolute error summed over a frame's C·H·W pixels, averaged over frames."""
-    _check_pair("mae_per_frame", pred, target)
-    xp = get_array_module(pred, target)
-    err = xp.abs(_float64(xp, pred) - _float64(xp, target))
+    err = abs(_diff("mae_per_frame", pred, target))
     return _frame_mean(err.sum(axis=(-3, -2, -1)), per_frame)
 
 
@@ -140,8 +135,7 @@ def _filter_valid(a, weights):
     out[..., y, x] = Σ_u Σ_v w[u] w[v] a[..., y + u, x + v],   out (..., H − k + 1, W − k + 1)
     """
     k = len(weights)
-    h, w = a.shape[-2], a.shape[-1]
-    ho, wo = h - k + 1, w - k + 1
+    ho, wo = a.shape[-2] - k + 1, a.shape[-1] - k + 1
     rows = weights[0] * a[..., 0:ho, :]
     for u in range(1, k):
         rows = rows + weights[u] * a[..., u:u + ho, :]
@@ -166,8 +160,7 @@ def ssim(pred, target, data_range=1.0, win_size=11, sigma=1.5, per_frame=False):
 
     Args:
         pred, target: ``(..., C, H, W)``, same shape, with H and W at least win_size.
-        win_size: odd window size (11 in the paper).
-        sigma: the Gaussian's standard deviation in pixels.
+        win_size: odd window size (11 in the paper); sigma: the Gaussian's standard deviation in px.
         per_frame: return one value per frame instead of the mean.
     Raises:
         ValueError: frames smaller than the window (pass a smaller odd ``win_size``).
@@ -179,18 +172,14 @@ def ssim(pred, target, data_range=1.0, win_size=11, sigma=1.5, per_frame=False):
         raise ValueError(f"ssim: data_range must be > 0, got {data_range}")
     h, w = pred.shape[-2], pred.shape[-1]
     if h < win_size or w < win_size:
-        raise ValueError(f"ssim: frames of {h}×{w} pixels are smaller than the "
-                         f"{win_size}×{win_size} window; pass a smaller odd win_size "
-                         f"(at most {min(h, w) - (1 - min(h, w) % 2)})")
+        raise ValueError(f"ssim: frames of {h}×{w} pixels are smaller than the {win_size}×{win_size} "
+                         f"window; pass a smaller odd win_size (at most {min(h, w) - (1 - min(h, w) % 2)})")
     xp = get_array_module(pred, target)
-    x = _float64(xp, pred)
-    y = _float64(xp, target)
+    x, y = _float64(xp, pred), _float64(xp, target)
     g = _gaussian_weights(win_size, sigma)
-    c1 = (0.01 * data_range) ** 2
-    c2 = (0.03 * data_range) ** 2
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
 
-    mu_x = _filter_valid(x, g)
-    mu_y = _filter_valid(y, g)
+    mu_x, mu_y = _filter_valid(x, g), _filter_valid(y, g)
     var_x = _filter_valid(x * x, g) - mu_x * mu_x
     var_y = _filter_valid(y * y, g) - mu_y * mu_y
     cov_xy = _filter_valid(x * y, g) - mu_x * mu_y
@@ -202,13 +191,11 @@ def ssim(pred, target, data_range=1.0, win_size=11, sigma=1.5, per_frame=False):
 # ----------------------------------------------------------------------------- flow
 def _epe_map(name, flow_pred, flow_true):
     """‖pred − true‖₂ at every pixel: flows (..., 2, H, W) -> (..., H, W), float64."""
-    _check_pair(name, flow_pred, flow_true)
-    if flow_pred.shape[-3] != 2:
+    d = _diff(name, flow_pred, flow_true)
+    if d.shape[-3] != 2:
         raise ValueError(f"{name}: flows must be (..., 2, H, W) with channel 0 = x and "
                          f"1 = y, got shape {tuple(flow_pred.shape)}")
-    xp = get_array_module(flow_pred, flow_true)
-    d = _float64(xp, flow_pred) - _float64(xp, flow_true)
-    return xp.sqrt(d[..., 0, :, :] ** 2 + d[..., 1, :, :] ** 2)
+    return get_array_module(d).sqrt(d[..., 0, :, :] ** 2 + d[..., 1, :, :] ** 2)
 
 
 def _broadcast_mask(name, mask, shape, xp):
@@ -257,16 +244,14 @@ def flow_accuracy(flow_pred, flow_true, mask=None, thresholds=(0.5, 1.0, 3.0)):
 def upsample_flow(flow, factor, mode="nearest"):
     """Bring a flow from a coarse grid to a ``factor``-times finer one, values included.
 
-    A flow is measured in pixels of its own grid, so the field is resized AND multiplied
-    by ``factor``:
+    A flow is measured in pixels of its own grid, so the field is resized AND multiplied by ``factor``:
 
         out[..., c, Y, X] = factor · flow_resized[..., c, Y, X]
 
     Args:
         flow: ``(..., 2, h, w)``; factor: integer ≥ 1.
-        mode: ``"nearest"`` (like ``upsample2``), or ``"bilinear"`` with pixel-centre
-            alignment: fine pixel Y reads coarse ``(Y + 0.5)/factor − 0.5`` clamped to
-            [0, h − 1] (PyTorch's ``align_corners=False``).
+        mode: ``"nearest"`` (like ``upsample2``), or ``"bilinear"`` with pixel-centre alignment: fine pixel Y
+            reads coarse ``(Y + 0.5)/factor − 0.5`` clamped to [0, h − 1] (PyTorch's ``align_corners=False``).
     Returns:
         ``(..., 2, factor·h, factor·w)``, flow's dtype.
     """
@@ -290,8 +275,7 @@ def _resize_linear_axis(a, factor, axis):
     """Linear interpolation along one axis to ``factor`` times its length (pixel centres)."""
     xp = get_array_module(a)
     n = a.shape[axis]
-    src = (xp.arange(n * factor, dtype=xp.float64) + 0.5) / factor - 0.5
-    src = xp.clip(src, 0.0, n - 1)
+    src = xp.clip((xp.arange(n * factor, dtype=xp.float64) + 0.5) / factor - 0.5, 0.0, n - 1)
     i0 = xp.floor(src).astype(xp.int64)
     i1 = xp.minimum(i0 + 1, n - 1)
     w1 = (src - i0).astype(a.dtype)
@@ -311,17 +295,13 @@ def iou(mask_pred, mask_true, per_clip=False):
             of axis 0 (a small object counts as much as a large one).
     """
     if tuple(mask_pred.shape) != tuple(mask_true.shape):
-        raise ValueError(f"iou: mask shapes differ, {tuple(mask_pred.shape)} "
-                         f"vs {tuple(mask_true.shape)}")
+        raise ValueError(f"iou: mask shapes differ, {tuple(mask_pred.shape)} vs {tuple(mask_true.shape)}")
     xp = get_array_module(mask_pred, mask_true)
     a = xp.asarray(mask_pred).astype(bool)
     b = xp.asarray(mask_true).astype(bool)
-    if per_clip:
-        if a.ndim < 1:
-            raise ValueError("iou: per_clip needs masks with a clip axis 0")
-        axes = tuple(range(1, a.ndim))
-    else:
-        axes = None
+    if per_clip and a.ndim < 1:
+        raise ValueError("iou: per_clip needs masks with a clip axis 0")
+    axes = tuple(range(1, a.ndim)) if per_clip else None
     inter = (a & b).sum(axis=axes).astype(xp.float64)
     union = (a | b).sum(axis=axes).astype(xp.float64)
     score = xp.where(union > 0, inter / xp.maximum(union, 1.0), 1.0)
@@ -335,9 +315,8 @@ FLOW_T_MIN = 2     # flow steps t >= 2: the memory has seen at least three frame
 def flow_quality(flow_pred, flow_true, mask, t_min=FLOW_T_MIN):
     """How close a predicted flow is to the true motion, step by step and pooled.
 
-    Flows in IMAGE pixels, indexed like ``STVAE.predict``'s flows (step t predicts frame
-    t+1). Over the masked pixels p of the steps t ≥ ``t_min`` (f the predicted, g the
-    true flow at p):
+    Flows in IMAGE pixels, indexed like ``STVAE.predict``'s flows (step t predicts frame t+1). Over the
+    masked pixels p of the steps t ≥ ``t_min`` (f the predicted, g the true flow at p):
 
         epe_t2            = mean_p ‖f − g‖₂
         zero_flow_epe_t2  = mean_p ‖g‖₂                 (the EPE of predicting no motion)
@@ -361,8 +340,7 @@ def flow_quality(flow_pred, flow_true, mask, t_min=FLOW_T_MIN):
     count = m.sum(axis=(0, 2, 3))
     per_step = xp.where(m, epe, 0.0).sum(axis=(0, 2, 3)) / xp.maximum(count, 1)
     per_step = xp.where(count > 0, per_step, xp.nan)
-    late = m[:, t_min:]
-    f, g, epe = f[:, t_min:], g[:, t_min:], epe[:, t_min:]
+    late, f, g, epe = m[:, t_min:], f[:, t_min:], g[:, t_min:], epe[:, t_min:]
     dot = f[:, :, 0] * g[:, :, 0] + f[:, :, 1] * g[:, :, 1]
     gg = g[:, :, 0] ** 2 + g[:, :, 1] ** 2
     ff = f[:, :, 0] ** 2 + f[:, :, 1] ** 2
@@ -384,6 +362,5 @@ def flow_quality(flow_pred, flow_true, mask, t_min=FLOW_T_MIN):
     }
 
 
-__all__ = ["mse_per_pixel", "mse_per_frame", "mae_per_pixel", "mae_per_frame", "psnr",
-           "ssim", "bce_per_frame", "endpoint_error", "flow_accuracy", "upsample_flow",
-           "iou", "flow_quality"]
+__all__ = ["mse_per_pixel", "mse_per_frame", "mae_per_pixel", "mae_per_frame", "psnr", "ssim",
+           "bce_per_frame", "endpoint_error", "flow_accuracy", "upsample_flow", "iou", "flow_quality"]
