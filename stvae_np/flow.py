@@ -3,12 +3,11 @@
     python -m stvae_np.flow VIDEO --checkpoint runs/<run>/checkpoint.npz [--out DIR]
     python -m stvae_np.flow sample:bikes --checkpoint ...          # a bundled sample
 
-The model is convolutional, so it reads the full downscaled frames (``video.read_video``,
-the working size of training), not crops. Written into ``--out`` (default
-``<run>/flow-<video>``): ``flow.gif``, frame t | the prediction of frame t+1 | the flow's
-colour (the Middlebury wheel of ``viz.flow_to_color``, one scale for the whole video);
-``still.png``, one frame of it; ``flows.npy``, (T-1, 2, H, W) float32 in image pixels
-(backward: x_t(p + flow(p)) ≈ x_{t+1}(p)).
+The model is convolutional, so it reads the full downscaled frames (``video.read_video``, the working
+size of training), not crops. Written into ``--out`` (default ``<run>/flow-<video>``): ``flow.gif``,
+frame t | the prediction of frame t+1 | the flow's colour (the Middlebury wheel of ``viz.flow_to_color``,
+one scale for the whole video); ``still.png``, one frame of it; ``flows.npy``, (T-1, 2, H, W) float32
+in image pixels (backward: x_t(p + flow(p)) ≈ x_{t+1}(p)).
 """
 from __future__ import annotations
 
@@ -41,8 +40,7 @@ def video_flows(model, frames, progress=True):
         pred, flow, state = full.predict_step(to_device(x[None], model.device).astype(model.dtype), state)
         preds.append(pred[0])
         flows.append(flow[0])
-    xp = full.xp
-    preds, flows = asnumpy(xp.stack(preds)), asnumpy(xp.stack(flows))     # one copy to the host
+    preds, flows = asnumpy(full.xp.stack(preds)), asnumpy(full.xp.stack(flows))   # one copy to the host
     factor = frames.shape[-1] // flows.shape[-1]
     return np.clip(preds, 0, 1), upsample_flow(flows, factor).astype(np.float32)
 

@@ -1,8 +1,6 @@
-"""The evaluation's written outputs: ``metrics.json``'s JSON-ready numbers, ``report.md``
-and the figures.
-
-``stvae_np.evaluate`` computes the metrics (:func:`evaluate.evaluate_checkpoint`) and
-hands the result here; every number is already a Python float or a NumPy array.
+"""The evaluation's written outputs: ``metrics.json``'s JSON-ready numbers, ``report.md`` and the
+figures. ``stvae_np.evaluate`` computes the metrics (:func:`evaluate.evaluate_checkpoint`) and hands
+the result here; every number is already a Python float or a NumPy array.
 """
 from __future__ import annotations
 
@@ -95,8 +93,7 @@ def write_report(path, result):
         lines.append(f"| classical reference (Horn–Schunck), flow EPE t ≥ 2 | "
                      f"{_fmt(one['classical_epe_t2'])} | {_fmt(one['zero_flow_epe_t2'])} | "
                      f"model {_better(one['epe_t2'], one['classical_epe_t2'], False)} |")
-        lines.append(f"| classical reference, gain / angle t ≥ 2 | "
-                     f"{_fmt(one['classical_flow_gain_t2'])} / "
+        lines.append(f"| classical reference, gain / angle t ≥ 2 | {_fmt(one['classical_flow_gain_t2'])} / "
                      f"{_fmt(one['classical_angular_error_t2'])}° | — | — |")
     if "skipped" not in roll:
         span = f"{roll['context']} → {roll['future']}"
@@ -147,7 +144,6 @@ def write_figures(out_dir, clips, one_step_out, rollout_out, label_out, examples
     from . import viz
     frames, k = clips.frames, min(examples, len(clips.frames))
     figs = {}
-    flows, masks_pred = one_step_out[1], label_out
     if rollout_out is not None:
         scores, roll_preds = rollout_out
         ctx, fut = scores["context"], scores["future"]
@@ -161,14 +157,13 @@ def write_figures(out_dir, clips, one_step_out, rollout_out, label_out, examples
         figs["rollout"] = "rollout.png"
     if clips.flow is not None:
         mask = clips.masks[:k, 1:, 0] if clips.masks is not None else None
-        # the whole clips: plot_flow_comparison shows frames[:, t] as x_t and draws the
-        # arrows of flow step t on frames[:, t + 1] (the frame a backward flow lives on)
-        viz.plot_flow_comparison(os.path.join(out_dir, "flow.png"), frames[:k], flows[:k],
+        # whole clips: x_t is frames[:, t]; flow step t's arrows go on frames[:, t + 1], where it lives
+        viz.plot_flow_comparison(os.path.join(out_dir, "flow.png"), frames[:k], one_step_out[1][:k],
                                  clips.flow[:k], mask=mask)
         figs["flow"] = "flow.png"
-    if masks_pred is not None:
+    if label_out is not None:
         masks = clips.masks[:k, :, 0]
-        viz.plot_masks(os.path.join(out_dir, "masks.png"), frames[:k], masks_pred[:k],
+        viz.plot_masks(os.path.join(out_dir, "masks.png"), frames[:k], label_out[:k],
                        masks[:, 1:], masks[:, :-1], max_rows=k,
                        title="Label propagation: mask t warped by the predicted flow -> mask t+1")
         figs["masks"] = "masks.png"
@@ -181,9 +176,8 @@ def summary_lines(result):
     lines = [f"one-step MSE {_fmt(one['mse'])} (copy-last {_fmt(one['copy_last_mse'])}), "
              f"SSIM {_fmt(one['ssim'])} (copy-last {_fmt(one['copy_last_ssim'])})"]
     if "epe_t2" in one:
-        lines.append(f"flow EPE t ≥ 2 {_fmt(one['epe_t2'])} px (zero flow "
-                     f"{_fmt(one['zero_flow_epe_t2'])}, classical "
-                     f"{_fmt(one.get('classical_epe_t2'))}), gain {_fmt(one['flow_gain_t2'])}, "
+        lines.append(f"flow EPE t ≥ 2 {_fmt(one['epe_t2'])} px (zero flow {_fmt(one['zero_flow_epe_t2'])}, "
+                     f"classical {_fmt(one.get('classical_epe_t2'))}), gain {_fmt(one['flow_gain_t2'])}, "
                      f"angle {_fmt(one['angular_error_t2'])}°")
     elif "epe" in one:
         lines.append(f"flow EPE {_fmt(one['epe'])} px (zero flow {_fmt(one['zero_flow_epe'])})")

@@ -3,13 +3,12 @@
     frames = read_video("clip.mp4")            # (T, 1, H, W) float32 in [0, 1], grey
     source, test, desc = video_data("samples", config, n_clips=64, seq_len=10)
 
-A video is decoded frame by frame, made grey (``channels=1``, BT.601 luma as FFmpeg's
-``gray``) or kept in colour (``channels=3``), and area-downscaled by an integer factor
-(the mean of each f×f block) to a working size whose short side is about ``short_side``
-pixels. Training clips are random crops of the model's size, ``seq_len`` frames at a frame
-``stride``, from the first three fifths of every video; the validation clips (on which
-recipes are chosen) come from the fourth fifth and the held-out test clips from the last,
-both drawn with fixed seeds and never trained on.
+A video is decoded frame by frame, made grey (``channels=1``, BT.601 luma as FFmpeg's ``gray``) or
+kept in colour (``channels=3``), and area-downscaled by an integer factor (the mean of each f×f block)
+to a working size whose short side is about ``short_side`` pixels. Training clips are random crops of
+the model's size, ``seq_len`` frames at a frame ``stride``, from the first three fifths of every video;
+the validation clips (on which recipes are chosen) come from the fourth fifth and the held-out test
+clips from the last, both drawn with fixed seeds and never trained on.
 """
 from __future__ import annotations
 
@@ -104,10 +103,9 @@ def random_crops(frames, n, seq_len, size, rng, stride=1):
 
 
 def pan_clips(frames, n, seq_len, size, rng, speed=PAN_SPEED):
-    """``n`` synthetic pans (n, seq_len, C, h, w): one still frame each, seen through a
-    window that moves at a random constant velocity (|v_x|, |v_y| ≤ ``speed`` px/frame),
-    read by bilinear sampling, so the content moves by −v·t exactly: a motion the model
-    can be sure of, made of real texture."""
+    """``n`` synthetic pans (n, seq_len, C, h, w): one still frame each, seen through a window that moves
+    at a random constant velocity (|v_x|, |v_y| ≤ ``speed`` px/frame), read by bilinear sampling, so the
+    content moves by −v·t exactly: a motion the model can be sure of, made of real texture."""
     from .sampler import base_grid, bilinear_forward
     t, c, hh, ww = frames.shape
     travel = speed * (seq_len - 1)
@@ -129,12 +127,11 @@ def pan_clips(frames, n, seq_len, size, rng, speed=PAN_SPEED):
 
 
 def video_data(data, config, n_clips, seq_len, progress=True):
-    """The data of a run on video: (training source for ``ClipSampler``, test Clips,
-    validation Clips, a one-line description). Each video is cut in time into training
-    (3/5), validation (1/5) and test (1/5) stretches; clips take every ``config.frame_stride``-th
-    frame; ``n_clips`` clips are shared out over
-    the videos (seeds ``VAL_SEED``, ``TEST_SEED``). ValueError naming the file for a video
-    that is not one, too short or too small."""
+    """The data of a run on video: (training source for ``ClipSampler``, test Clips, validation Clips,
+    a one-line description). Each video is cut in time into training (3/5), validation (1/5) and test
+    (1/5) stretches; clips take every ``config.frame_stride``-th frame; ``n_clips`` clips are shared out
+    over the videos (seeds ``VAL_SEED``, ``TEST_SEED``). ValueError naming the file for a video that is
+    not one, too short or too small."""
     stride = config.frame_stride
     size, span = (config.height, config.width), (seq_len - 1) * stride + 1
     train, val, test = [], [], []
