@@ -138,7 +138,8 @@ def _flow_from_owner(owner, mask, positions):
 
 # ============================================================================ Moving MNIST
 def moving_mnist(n, seq_len=20, size=64, digit_size=28, num_digits=2, speed=3.6, split="train", seed=0):
-    """Moving MNIST clips with exact (integer) ground-truth flow.
+    """Moving MNIST clips (module doc) with exact (integer) ground-truth flow; positions: the digits'
+    integer top-left corners.
 
     Args:
         n, seq_len, size: clips, frames per clip T (≥ 2), canvas side H = W.
@@ -146,8 +147,6 @@ def moving_mnist(n, seq_len=20, size=64, digit_size=28, num_digits=2, speed=3.6,
         num_digits: digits per clip K; speed: |velocity| in px/frame before rounding.
         split: "train" or "test": which digit instances may appear (``mnist_split``).
         seed: int or ``np.random.Generator`` (used and advanced).
-    Returns:
-        Clips (module doc); positions are the digits' integer top-left corners.
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -214,7 +213,8 @@ def _shape_extent(kind, r):
 
 
 def moving_shapes(n, seq_len=10, size=32, num_shapes=2, max_speed=2.0, kinds=SHAPE_KINDS, seed=0):
-    """Textured squares, discs and triangles translating with sub-pixel velocities.
+    """Textured squares, discs and triangles translating with sub-pixel velocities: Clips (module doc),
+    positions the shapes' centres.
 
     Each object k has a kind, a radius r ∈ [0.12, 0.2]·size, a speed uniform in [max_speed/4, max_speed]
     and a texture, drawn at continuous centres c_t (pixel centres at integer coordinates):
@@ -228,8 +228,6 @@ def moving_shapes(n, seq_len=10, size=32, num_shapes=2, max_speed=2.0, kinds=SHA
         n, seq_len, size: clips, frames per clip, canvas side.
         num_shapes: objects per clip K; max_speed: largest |velocity| in px/frame.
         seed: int or ``np.random.Generator``.
-    Returns:
-        Clips (module doc); positions are the shapes' centres.
     """
     if seq_len < 2:
         raise ValueError(f"seq_len must be at least 2, got {seq_len}")

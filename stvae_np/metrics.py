@@ -10,12 +10,8 @@
 * Results are float64 0-d arrays (or, for ``per_frame=True`` or several thresholds, small arrays)
   on the inputs' device: call ``float()`` at the edge (a device sync on CuPy).
 * Per-frame metrics are averaged with equal weight per frame.
-
-Pixel errors ("per frame" sums a frame's C·H·W pixels, as the tables of OpenSTL and of most
-video-prediction papers report MSE/MAE; "per pixel" is the plain mean):
-
-    mse_per_pixel = mean((ŷ − y)²)            mse_per_frame = mse_per_pixel · C·H·W
-    mae_per_pixel = mean(|ŷ − y|)             mae_per_frame = mae_per_pixel · C·H·W
+* Pixel errors "per pixel" are plain means; "per frame" sums a frame's C·H·W pixels, as the tables of
+  OpenSTL and of most video-prediction papers report MSE/MAE.
 """
 from __future__ import annotations
 
@@ -70,7 +66,7 @@ def mse_per_pixel(pred, target, per_frame=False):
 
 
 def mse_per_frame(pred, target, per_frame=False):
-    """Squared error summed over a frame's C·H·W pixels, averaged over frames (OpenSTL's MSE)."""
+    """Squared error summed over a frame's C·H·W pixels (mse_per_pixel · C·H·W), averaged over frames."""
     err = _diff("mse_per_frame", pred, target) ** 2
     return _frame_mean(err.sum(axis=(-3, -2, -1)), per_frame)
 
@@ -82,7 +78,7 @@ def mae_per_pixel(pred, target, per_frame=False):
 
 
 def mae_per_frame(pred, target, per_frame=False):
-    """Absolute error summed over a frame's C·H·W pixels, averaged over frames."""
+    """Absolute error summed over a frame's C·H·W pixels (mae_per_pixel · C·H·W), averaged over frames."""
     err = abs(_diff("mae_per_frame", pred, target))
     return _frame_mean(err.sum(axis=(-3, -2, -1)), per_frame)
 
@@ -209,12 +205,11 @@ def _broadcast_mask(name, mask, shape, xp):
 
 
 def endpoint_error(flow_pred, flow_true, mask=None):
-    """Average end-point error, ``mean over the masked pixels of ‖pred − true‖₂``.
+    """Average end-point error, ``mean over the masked pixels of ‖pred − true‖₂``; NaN if none is masked.
 
     Args:
         flow_pred, flow_true: ``(..., 2, H, W)`` in the same pixel units.
         mask: None (every pixel) or broadcastable to ``(..., H, W)`` (non-zero = selected).
-    Returns NaN when the mask selects no pixel.
     """
     epe = _epe_map("endpoint_error", flow_pred, flow_true)
     if mask is None:

@@ -3,12 +3,9 @@
     frames = read_video("clip.mp4")            # (T, 1, H, W) float32 in [0, 1], grey
     source, test, desc = video_data("samples", config, n_clips=64, seq_len=10)
 
-A video is decoded frame by frame, made grey (``channels=1``, BT.601 luma as FFmpeg's ``gray``) or
-kept in colour (``channels=3``), and area-downscaled by an integer factor (the mean of each f×f block)
-to a working size whose short side is about ``short_side`` pixels. Training clips are random crops of
-the model's size, ``seq_len`` frames at a frame ``stride``, from the first three fifths of every video;
-the validation clips (on which recipes are chosen) come from the fourth fifth and the held-out test
-clips from the last, both drawn with fixed seeds and never trained on.
+Frames are made grey (``channels=1``, BT.601 luma as FFmpeg's ``gray``) or kept in colour (3) and
+area-downscaled (the mean of each f×f block) to a short side of about ``short_side`` px; clips are crops
+from three stretches of each video in time: training, validation, test (docs/DESIGN.md section 5).
 """
 from __future__ import annotations
 

@@ -267,7 +267,6 @@ def plot_predictions(path, inputs, preds, targets, max_frames: int = 8,
     n_cols = len(ts)
     fig = _new_figure((1.3 * n_cols + 0.8, 1.35 * 4 * n_clips + 0.5))
     axes = fig.subplots(4 * n_clips, n_cols, squeeze=False)
-    row_names = ("input $x_t$", "pred $\\hat{y}_t$", "truth $x_{t+1}$", f"|error| (0–{err_max:.2g})")
     for n in range(n_clips):
         mse = float(np.mean((preds[n] - targets[n]) ** 2))
         for j, t in enumerate(ts):
@@ -276,10 +275,9 @@ def plot_predictions(path, inputs, preds, targets, max_frames: int = 8,
             _show_grey(axes[4 * n + 3, j], err[n, j], vmax=err_max)
             if n == 0:
                 axes[0, j].set_title(f"t = {t}", fontsize=9)
-        for r, name in enumerate(row_names):
-            label = f"clip {n}\n{name}" if r == 0 else name
-            if r == 3:
-                label += f"\nMSE {mse:.2e}"
+        labels = (f"clip {n}\ninput $x_t$", "pred $\\hat{y}_t$", "truth $x_{t+1}$",
+                  f"|error| (0–{err_max:.2g})\nMSE {mse:.2e}")
+        for r, label in enumerate(labels):
             axes[4 * n + r, 0].set_ylabel(label, fontsize=8)
     fig.suptitle(title or "Next-frame prediction: input, prediction, truth, |error|", fontsize=11)
     return _save(fig, path)
