@@ -52,6 +52,7 @@ OPS = {"fast": (fast_layers, fast_memory), "plain": (plain_layers, plain_memory)
 CHOICES = {"flow_act": ("none", "tanh"), "photo_loss": ("l2", "charbonnier", "geman_mcclure"),
            "enc_frames": (1, 2), "prediction": ("decoded", "warp_plus_decoded"),
            "photo_weighting": ("uniform", "next_frame")}      # the Config fields that name a choice
+REMOVED = {"pan_share": 0.0}    # options taken out, at the value that meant "off" (older checkpoints)
 PARAM_NAMES = ("enc.W", "enc.b", "lstm.Wx", "lstm.Wh", "lstm.b", "flow1.W", "flow1.b",
                "flow2.W", "flow2.b", "flow3.W", "flow3.b", "dec.W", "dec.b")
 
@@ -108,7 +109,6 @@ class Config:
     recon_flow_grad: float = 1.0   # scale of the reconstruction gradient reaching the flow head
     prediction: str = "decoded"    # ŷ: "decoded" (the paper) or "warp_plus_decoded" (+ the frame itself warped)
     frame_stride: int = 1          # video clips take every frame_stride-th frame (stvae_np.video)
-    pan_share: float = 0.0         # share of video training clips that are synthetic pans (video.pan_clips)
     enc_frames: int = 1            # frames the encoder sees: 1 (x_t, the paper) or 2 (x_{t-1} and x_t)
     # training recipe (used by stvae_np.train; every number can be overridden there)
     lr: float = 1e-4
@@ -176,7 +176,7 @@ class Config:
         if self.seq_len < 2:
             raise ValueError(f"seq_len must be at least 2, got {self.seq_len}")
         for k in ("huber_delta", "huber_weight", "photo_weight", "photo_blur", "photo_gm_scale",
-                  "recon_flow_grad", "lr", "lr_decay", "clip_norm", "clip_value", "pan_share"):
+                  "recon_flow_grad", "lr", "lr_decay", "clip_norm", "clip_value"):
             v = float(getattr(self, k))
             if not math.isfinite(v) or v < 0:
                 raise ValueError(f"{k} must be a finite number ≥ 0, got {getattr(self, k)}")
@@ -184,8 +184,6 @@ class Config:
             raise ValueError(f"huber_delta must be positive, got {self.huber_delta}")
         if not 0 < self.lr <= 1:
             raise ValueError(f"lr must be in (0, 1], got {self.lr}")
-        if self.pan_share > 1:
-            raise ValueError(f"pan_share must be in [0, 1], got {self.pan_share}")
         if not 0 < self.lr_decay <= 1:
             raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
         if self.height % 2 or self.width % 2:
@@ -226,6 +224,7 @@ class Config:
     @classmethod
     def from_dict(cls, d: dict) -> "Config":
         known = {f.name for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in d.items() if REMOVED.get(k, object()) != v}   # a removed option, off
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown Config fields {sorted(unknown)}")

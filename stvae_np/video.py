@@ -18,7 +18,6 @@ from .data import TEST_SEED, VAL_SEED, Clips
 
 SAMPLES = {"bikes": "bikes.mp4", "bigbuckbunny": "bigbuckbunny.mp4", "carphone": "carphone_pristine.mp4"}
 SHORT_SIDE = 72        # the working size: short side of the downscaled frames, about
-PAN_SPEED = 2.0        # px per frame: the largest speed of a synthetic pan (Config.pan_share)
 HOLD_OUT = 0.2         # the last fifth of each video is the test footage, the one before it validation
 
 
@@ -99,30 +98,6 @@ def random_crops(frames, n, seq_len, size, rng, stride=1):
                      for a, y, x in zip(t0, y0, x0)])
 
 
-def pan_clips(frames, n, seq_len, size, rng, speed=PAN_SPEED):
-    """``n`` synthetic pans (n, seq_len, C, h, w): one still frame each, seen through a window that moves
-    at a random constant velocity (|v_x|, |v_y| ≤ ``speed`` px/frame), read by bilinear sampling, so the
-    content moves by −v·t exactly: a motion the model can be sure of, made of real texture."""
-    from .sampler import base_grid, bilinear_forward
-    t, c, hh, ww = frames.shape
-    travel = speed * (seq_len - 1)
-    if hh - size[0] < 2 * travel or ww - size[1] < 2 * travel:
-        raise ValueError(f"frames of {hh}×{ww} are too small for pans of {seq_len} frames at "
-                         f"{speed} px/frame in {size[0]}×{size[1]} crops")
-    out = np.empty((n, seq_len, c) + tuple(size), np.float32)
-    grid = base_grid(seq_len, size[0], size[1], np.zeros(1, np.float32))
-    steps = np.arange(seq_len, dtype=np.float32)[:, None, None]
-    for i in range(n):
-        v = rng.uniform(-speed, speed, 2).astype(np.float32)
-        x0, y0 = rng.uniform(travel, ww - size[1] - travel), rng.uniform(travel, hh - size[0] - travel)
-        g = grid.copy()
-        g[:, 0] += np.float32(x0) + v[0] * steps
-        g[:, 1] += np.float32(y0) + v[1] * steps
-        img = np.broadcast_to(frames[rng.integers(t)], (seq_len, c, hh, ww))
-        out[i] = bilinear_forward(np.ascontiguousarray(img), g)[0]
-    return out
-
-
 def video_data(data, config, n_clips, seq_len, progress=True):
     """The data of a run on video: (training source for ``ClipSampler``, test Clips, validation Clips,
     a one-line description). Each video is cut in time into training (3/5), validation (1/5) and test
@@ -154,13 +129,10 @@ def video_data(data, config, n_clips, seq_len, progress=True):
 
     def source(n, length, rng):
         pick = rng.integers(0, len(train), n)                      # a video per clip
-        pan = rng.random(n) < config.pan_share if config.pan_share > 0 else np.zeros(n, bool)
         frames = np.empty((n, length, config.channels) + size, np.float32)
         for i in range(len(train)):
-            for chosen, make in (((pick == i) & ~pan, lambda k: random_crops(train[i], k, length, size, rng, stride)),
-                                 ((pick == i) & pan, lambda k: pan_clips(train[i], k, length, size, rng))):
-                if chosen.any():
-                    frames[chosen] = make(int(chosen.sum()))
+            if (pick == i).any():
+                frames[pick == i] = random_crops(train[i], int((pick == i).sum()), length, size, rng, stride)
         return Clips(frames)
 
     test_clips = clips(test, TEST_SEED)

@@ -153,19 +153,14 @@ def test_the_flow_command_refuses_bad_input_in_one_line(tmp_path, capsys):
     assert not (tmp_path / "run" / "flow-notes").exists()
 
 
-def test_a_synthetic_pan_moves_its_content_at_one_constant_velocity():
-    """On a ramp img(x, y) = x + 2y the pan's frames differ by a constant: the content
-    moves by −v per frame, the same v at every pixel and every step, |v| ≤ the speed."""
-    from stvae_np.video import pan_clips
-    yy, xx = np.mgrid[0:64, 0:80].astype(np.float32)
-    frames = ((xx + 2 * yy) / 300)[None, None]                          # (1, 1, 64, 80)
-    clips = pan_clips(frames, 4, 6, (24, 24), np.random.default_rng(3), speed=1.5)
-    steps = np.diff(clips[:, :, 0].astype(np.float64), axis=1) * 300     # (4, 5, 24, 24)
-    per_clip = steps.reshape(4, -1)
-    np.testing.assert_allclose(per_clip, np.broadcast_to(per_clip[:, :1], per_clip.shape), atol=1e-3)
-    assert (np.abs(per_clip[:, 0]) <= 1.5 * 3 + 1e-3).all() and np.ptp(per_clip[:, 0]) > 0.1
-    with pytest.raises(ValueError, match="too small for pans"):
-        pan_clips(frames, 1, 20, (60, 60), np.random.default_rng(0))
+def test_a_checkpoint_config_from_before_pan_share_was_removed_still_loads():
+    """``pan_share`` (synthetic pans, removed: flow study section 11, run E) at 0, its "off",
+    is dropped from an older checkpoint's config; any other value is refused by name."""
+    from stvae_np.model import Config
+    old = {**Config.video().to_dict(), "pan_share": 0.0}
+    assert Config.from_dict(old) == Config.video()
+    with pytest.raises(ValueError, match="unknown Config fields .'pan_share'."):
+        Config.from_dict({**old, "pan_share": 0.5})
 
 
 def test_evaluate_scores_a_video_on_its_last_fifth(tmp_path, capsys):
