@@ -347,50 +347,62 @@ def _window(d, size):
     return slice(lo, hi), slice(lo + d, hi + d)
 
 
-def _shift_forward_chunk(x, w):
-    """The shift order, bias-free, of one chunk: z = W₃ @ x, then the k·k shifted windows
-    of z added (docs/DESIGN.md section 10); returns (F, N, H, W)."""
-    xp = get_array_module(x, w)
-    n, c, h, wd = x.shape
-    f, _, k, _ = w.shape
-    p = k // 2
-    w3 = w.transpose(0, 2, 3, 1).reshape(f * k * k, c)        # (F·k·k, C)
-    z = (w3 @ swap_batch_channels(x).reshape(c, -1)).reshape(f, k, k, n, h, wd)
+def _shifts_added(z):
+    """out[f, n, y, x] = Σ_{u,v} z[f, u, v, n, y + u − py, x + v − px] (inside the map), z
+    (F, kh, kw, N, H, W), (py, px) = (kh // 2, kw // 2): :func:`_shift_add`, on the CPU as
+    kh·kw in-place adds on every core. Returns (F, N, H, W)."""
+    xp = get_array_module(z)
+    f, kh, kw, n, h, wd = z.shape
     if few_kernels(xp):
-        return _shift_add(z, p, p)
-    out = xp.zeros((f, n, h, wd), dtype=x.dtype)
+        return _shift_add(z, kh // 2, kw // 2)
+    out = xp.zeros((f, n, h, wd), dtype=z.dtype)
 
     def fill(maps):
-        for u in range(k):       # add the k·k shifted windows: out[y, x] += z[u, v][y+u-p, x+v-p]
-            dst_y, src_y = _window(u - p, h)
-            for v in range(k):
-                dst_x, src_x = _window(v - p, wd)
+        for u in range(kh):
+            dst_y, src_y = _window(u - kh // 2, h)
+            for v in range(kw):
+                dst_x, src_x = _window(v - kw // 2, wd)
                 out[:, maps, dst_y, dst_x] += z[:, u, v, maps, src_y, src_x]
     over_batch_blocks(fill, n, xp)
     return out
 
 
-def _shift_backward_chunk(dout, x, w, need_dx=True):
-    """dx (N, C, H, W) (None unless ``need_dx``) and dW (F, C, k, k) of one chunk."""
-    xp = get_array_module(dout, w)
+def _shifted_copies(a, kh, kw):
+    """dz[f, u, v, n, y + u − py, x + v − px] = a[f, n, y, x] (zero elsewhere), a (F, N, H, W):
+    the adjoint of :func:`_shifts_added`, (F, kh, kw, N, H, W)."""
+    xp = get_array_module(a)
+    f, n, h, wd = a.shape
+    if few_kernels(xp):     # = the windows of a padded, offsets reversed: one copy
+        return xp.ascontiguousarray(_windows(_pad(a, kh // 2, kw // 2), kh, kw)[:, ::-1, ::-1])
+    dz = xp.zeros((f, kh, kw, n, h, wd), dtype=a.dtype)
+
+    def fill(maps):
+        for u in range(kh):
+            dst_y, src_y = _window(u - kh // 2, h)
+            for v in range(kw):
+                dst_x, src_x = _window(v - kw // 2, wd)
+                dz[:, u, v, maps, src_y, src_x] = a[:, maps, dst_y, dst_x]
+    over_batch_blocks(fill, n, xp)
+    return dz
+
+
+def _shift_forward_chunk(x, w):
+    """The shift order, bias-free, of one chunk: z = W₃ @ x, then the k·k shifted windows
+    of z added (docs/DESIGN.md section 10); returns (F, N, H, W)."""
     n, c, h, wd = x.shape
     f, _, k, _ = w.shape
-    p = k // 2
+    w3 = w.transpose(0, 2, 3, 1).reshape(f * k * k, c)        # (F·k·k, C)
+    z = (w3 @ swap_batch_channels(x).reshape(c, -1)).reshape(f, k, k, n, h, wd)
+    return _shifts_added(z)      # the k·k shifted windows: out[y, x] += z[u, v][y+u-p, x+v-p]
+
+
+def _shift_backward_chunk(dout, x, w, need_dx=True):
+    """dx (N, C, H, W) (None unless ``need_dx``) and dW (F, C, k, k) of one chunk."""
+    n, c, h, wd = x.shape
+    f, _, k, _ = w.shape
     dout_t = dout.transpose(1, 0, 2, 3)                       # (F, N, H, W), a view
     # dz[f, u, v, n, y+u-p, x+v-p] = dout[n, f, y, x]: the adjoint of the shift-add
-    if few_kernels(xp):     # = the windows of dout padded by p, offsets reversed: one copy
-        dz = xp.ascontiguousarray(_windows(_pad(dout_t, p, p), k, k)[:, ::-1, ::-1])
-    else:
-        dz = xp.zeros((f, k, k, n, h, wd), dtype=dout.dtype)
-
-        def fill(maps):
-            for u in range(k):
-                dst_y, src_y = _window(u - p, h)
-                for v in range(k):
-                    dst_x, src_x = _window(v - p, wd)
-                    dz[:, u, v, maps, src_y, src_x] = dout_t[:, maps, dst_y, dst_x]
-        over_batch_blocks(fill, n, xp)
-    dz = dz.reshape(f * k * k, n * h * wd)
+    dz = _shifted_copies(dout_t, k, k).reshape(f * k * k, n * h * wd)
     x2 = swap_batch_channels(x).reshape(c, -1)                # (C, N·H·W)
     dw = (dz @ x2.T).reshape(f, k, k, c).transpose(0, 3, 1, 2)
     if not need_dx:
@@ -422,23 +434,12 @@ def _unfold_rows(x_cm, k):
 def _rows_forward_chunk(x, w):
     """The rows order, bias-free, of one chunk: z = W_r @ R (:func:`_unfold_rows`), then the
     k vertical shifts of z added (docs/DESIGN.md section 10); returns (F, N, H, W)."""
-    xp = get_array_module(x, w)
     n, c, h, wd = x.shape
     f, _, k, _ = w.shape
-    p = k // 2
     r = _unfold_rows(swap_batch_channels(x), k)               # (C·k, N·H·W)
     wr = w.transpose(0, 2, 1, 3).reshape(f * k, c * k)        # rows (f, u), columns (c, v)
-    z = (wr @ r).reshape(f, k, n, h, wd)                      # z[f, u, n, y, x]
-    if few_kernels(xp):
-        return _shift_add(z.reshape(f, k, 1, n, h, wd), p, 0)
-    out = xp.zeros((f, n, h, wd), dtype=x.dtype)
-
-    def fill(maps):
-        for u in range(k):       # add the k vertical shifts: out[y] += z[u][y+u-p]
-            dst_y, src_y = _window(u - p, h)
-            out[:, maps, dst_y] += z[:, u, maps, src_y]
-    over_batch_blocks(fill, n, xp)
-    return out
+    z = (wr @ r).reshape(f, k, 1, n, h, wd)                   # z[f, u, 0, n, y, x]
+    return _shifts_added(z)      # the k vertical shifts: out[y] += z[u][y+u-p]
 
 
 def _rows_backward_chunk(dout, x, w, need_dx=True):
@@ -449,17 +450,7 @@ def _rows_backward_chunk(dout, x, w, need_dx=True):
     p = k // 2
     dout_t = dout.transpose(1, 0, 2, 3)                       # (F, N, H, W), a view
     # dz[f, u, n, y+u-p, x] = dout[n, f, y, x]: the adjoint of the vertical shift-add
-    if few_kernels(xp):     # the k×1 windows of dout padded by p rows, reversed: one copy
-        dz = xp.ascontiguousarray(_windows(_pad(dout_t, p, 0), k, 1)[:, ::-1])
-    else:
-        dz = xp.zeros((f, k, n, h, wd), dtype=dout.dtype)
-
-        def fill(maps):
-            for u in range(k):
-                dst_y, src_y = _window(u - p, h)
-                dz[:, u, maps, src_y] = dout_t[:, maps, dst_y]
-        over_batch_blocks(fill, n, xp)
-    dz = dz.reshape(f * k, n * h * wd)
+    dz = _shifted_copies(dout_t, k, 1).reshape(f * k, n * h * wd)
     r = _unfold_rows(swap_batch_channels(x), k)               # (C·k, N·H·W)
     dw = (dz @ r.T).reshape(f, k, c, k).transpose(0, 2, 1, 3)
     if not need_dx:
