@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from .backend import asnumpy, to_device
 from .checkpoint import load as load_checkpoint
-from .cli import CLIError, Parser, resolve_device
+from .cli import CLIError, Parser, one_line, resolve_device
 from .metrics import upsample_flow
 from .model import STVAE
 from .runfolder import FolderBusy, RunLock
@@ -81,21 +81,22 @@ def main(argv=None) -> int:
         args = build_parser().parse_args(argv)
         if args.max_frames is not None and args.max_frames < 2:
             raise CLIError(f"--max-frames must be at least 2, got {args.max_frames}")
-        try:
+        with one_line(args.checkpoint):
             model = load_checkpoint(args.checkpoint, device=resolve_device(args.device))
+        with one_line(args.video):
             (name, path), = video_paths(args.video).items()
             frames = read_video(path, model.config.channels, progress=not args.quiet)[:args.max_frames]
-        except (FileNotFoundError, ValueError) as err:
-            raise CLIError(str(err)) from None
         if len(frames) < 2:
             raise CLIError(f"{path}: {len(frames)} frame; the flow needs at least 2")
         out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)),
                                        "flow-" + os.path.splitext(name)[0])
-        os.makedirs(out, exist_ok=True)
         try:
-            lock = RunLock(out)
+            os.makedirs(out, exist_ok=True)
+            lock = RunLock(out).acquire()          # one process per output folder
         except FolderBusy as err:
             raise CLIError(str(err)) from None
+        except OSError as err:
+            raise CLIError(f"--out {out}: cannot write there ({err.strerror or err})") from None
     except CLIError as err:
         print(f"stvae_np.flow: error: {err}", file=sys.stderr)
         return 2

@@ -151,6 +151,12 @@ def test_the_flow_command_refuses_bad_input_in_one_line(tmp_path, capsys):
                         ([video, "--checkpoint", str(ckpt), "--max-frames", "1"], ["--max-frames"])):
         _one_line_error(capsys, F.main, argv + ["--quiet"], words)
     assert not (tmp_path / "run" / "flow-notes").exists()
+    busy = tmp_path / "busy"                     # an output folder another living process holds
+    busy.mkdir()
+    (busy / ".lock").write_text(f"{os.getppid()}\n")
+    _one_line_error(capsys, F.main, [video, "--checkpoint", str(ckpt), "--out", str(busy), "--quiet"],
+                    ["in use by process", str(os.getppid())])
+    assert sorted(p.name for p in busy.iterdir()) == [".lock"]
 
 
 def test_a_checkpoint_config_from_before_pan_share_was_removed_still_loads():
