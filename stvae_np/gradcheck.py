@@ -10,13 +10,10 @@ def numerical_gradient(f, x, df=None, h=1e-5):
 
         ∂/∂x_i ≈ [ s(x + h e_i) − s(x − h e_i) ] / (2h),   s(x) = Σ f(x) ⊙ df
 
-    Args:
-        f: called as ``f(x)``, returns an array or a scalar.
-        x: float array, perturbed in place one element at a time and restored exactly.
-        df: the upstream gradient ``dout`` of a backward pass, same shape as ``f(x)``, so
-            the result compares with ``*_backward(df, cache)``; None means ones.
-    Returns:
-        array of ``x``'s shape and dtype.
+    f: called as ``f(x)``, returns an array or a scalar; x: float array, perturbed in place
+    one element at a time and restored exactly; df: the upstream gradient ``dout`` of a
+    backward pass, ``f(x)``'s shape, so the result compares with ``*_backward(df, cache)``
+    (None: ones). Returns an array of ``x``'s shape and dtype.
     """
     grad = np.zeros_like(x)
     it = np.nditer(x, flags=["multi_index"], op_flags=["readwrite"])
@@ -54,13 +51,10 @@ def directional_check(loss, params, grads, names=None, directions=3, h=1e-6, see
     directions because a model has kinks (a max-pool winner that switches): a real bug
     fails every direction, a kink fails one.
 
-    Args:
-        loss: function of no arguments returning the scalar loss; it must read ``params``,
-            whose arrays are perturbed in place and restored exactly.
-        params, grads: dicts name -> float64 array.
-        names: tensors to check (default: all of ``grads``).
-    Returns:
-        dict name -> the worst rel_error over its directions.
+    loss: function of no arguments returning the scalar loss; it must read ``params``,
+    whose arrays are perturbed in place and restored exactly. params, grads: dicts name ->
+    float64 array; names: tensors to check (default: all of ``grads``). Returns a dict
+    name -> the worst rel_error over its directions.
     """
     rng = np.random.default_rng(seed)
     worst = {}

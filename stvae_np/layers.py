@@ -10,11 +10,9 @@ matrix product per convolution, no threads, no workspaces, no in-place tricks. E
 is a pair ``*_forward(...) -> (out, cache)`` / ``*_backward(dout, cache)``, and works on
 NumPy and CuPy arrays alike (``xp = get_array_module(x)``).
 
-The model runs the same functions made fast, ``fast/layers.py`` (same names, same
-signatures, the same numbers to 1e-12 in float64: ``tests/test_fast.py`` holds them
-together); ``STVAE(config, ops="plain")`` runs the model on these instead. Unlike the
-fast ops these check almost nothing (only conv2d's ``method`` name): shapes and dtypes
-are assumed right, and the fast ops are the ones that say what is wrong.
+The model runs their fast mirror, ``fast/layers.py``, or these with ``STVAE(config,
+ops="plain")`` (docs/DESIGN.md section 0). Unlike the fast ops, which say what is wrong,
+these check only conv2d's ``method`` name: shapes and dtypes are assumed right.
 
 Contents::
 
@@ -42,13 +40,8 @@ def im2col(x, k):
         cols[(c, u, v), (n, y, x)] = x_pad[n, c, y + u, x + v],   p = k // 2
 
     Row block (c, u, v) is channel c of the padded map shifted by (u, v): k·k slice
-    copies build the whole matrix, with no loop over pixels.
-
-    Args:
-        x: (N, C, H, W).
-        k: odd kernel size.
-    Returns:
-        cols: (C·k·k, N·H·W), rows ordered c, u, v like ``W.reshape(F, C·k·k)``.
+    copies build the whole matrix, with no loop over pixels. x: (N, C, H, W), k odd;
+    returns cols (C·k·k, N·H·W), rows ordered c, u, v like ``W.reshape(F, C·k·k)``.
     """
     xp = get_array_module(x)
     n, c, h, w = x.shape
@@ -68,14 +61,8 @@ def col2im(cols, x_shape, k):
         dx_pad[n, c, y + u, x + v] += cols[(c, u, v), (n, y, x)]   for every u, v
         dx = dx_pad without its border of p = k // 2
 
-    Adjoint means ⟨im2col(x), D⟩ = ⟨x, col2im(D)⟩ for every x and D.
-
-    Args:
-        cols: (C·k·k, N·H·W).
-        x_shape: (N, C, H, W) of the input im2col read.
-        k: odd kernel size.
-    Returns:
-        dx: (N, C, H, W).
+    Adjoint means ⟨im2col(x), D⟩ = ⟨x, col2im(D)⟩ for every x and D. cols: (C·k·k, N·H·W);
+    x_shape: (N, C, H, W) of the input im2col read; k odd. Returns dx (N, C, H, W).
     """
     xp = get_array_module(cols)
     n, c, h, w = x_shape
@@ -103,15 +90,9 @@ def conv2d_forward(x, w, b=None, method="auto"):
     As one matrix product: out₂ = W₂ @ cols, with W₂ = W.reshape(F, C·k·k) (F, C·k·k),
     cols = im2col(x, k) (C·k·k, N·H·W), and out₂ (F, N·H·W) reshaped to (N, F, H, W).
 
-    Args:
-        x: (N, C, H, W) float.
-        w: (F, C, k, k), k odd.
-        b: (F,) or None.
-        method: one of "auto", "im2col", "shift", "rows", accepted so that the call
-            matches ``fast.layers.conv2d_forward``; the plain one always uses im2col.
-    Returns:
-        out: (N, F, H, W).
-        cache: :class:`Conv2dCache`.
+    x: (N, C, H, W) float; w: (F, C, k, k), k odd; b: (F,) or None; method: one of
+    ``METHODS``, accepted so that the call matches ``fast.layers.conv2d_forward`` (the
+    plain one always uses im2col). Returns out (N, F, H, W) and a :class:`Conv2dCache`.
     """
     if method not in METHODS:
         raise ValueError(f"conv2d: method must be one of {METHODS}, got {method!r}")
@@ -134,12 +115,8 @@ def conv2d_backward(dout, cache, need_dx=True):
 
     with dout₂ = dout as (F, N·H·W) and cols = im2col(x, k), rebuilt from the cache.
 
-    Args:
-        dout: (N, F, H, W) gradient of the loss with respect to out.
-        cache: from :func:`conv2d_forward`.
-        need_dx: False skips dx (returned as None).
-    Returns:
-        dx (N, C, H, W) or None, dw (F, C, k, k), db (F,) or None when there was no bias.
+    dout: (N, F, H, W), the gradient of the loss with respect to out; need_dx=False skips
+    dx. Returns dx (N, C, H, W) or None, dw (F, C, k, k), db (F,) or None (no bias).
     """
     x, w, has_bias = cache
     f, c, k, _ = w.shape
@@ -172,11 +149,7 @@ def maxpool2_forward(x):
         out[n, c, y, x] = max_{a,b ∈ {0,1}} x[n, c, 2y + a, 2x + b]
 
     The cache keeps which corner 2a + b won (the first in row-major order on a tie).
-
-    Args:
-        x: (N, C, H, W), H and W even.
-    Returns:
-        out (N, C, H/2, W/2), cache :class:`MaxPoolCache`.
+    x: (N, C, H, W), H and W even. Returns out (N, C, H/2, W/2) and a :class:`MaxPoolCache`.
     """
     win = _windows(x)                                             # (N, C, H/2, W/2, 4)
     return win.max(axis=-1), MaxPoolCache(tuple(x.shape), win.argmax(axis=-1))
@@ -187,11 +160,7 @@ def maxpool2_backward(dout, cache):
 
         dx[n, c, 2y + a, 2x + b] = dout[n, c, y, x] if 2a + b won, else 0
 
-    Args:
-        dout: (N, C, H/2, W/2).
-        cache: from :func:`maxpool2_forward`.
-    Returns:
-        dx: (N, C, H, W).
+    dout (N, C, H/2, W/2) -> dx (N, C, H, W).
     """
     xp = get_array_module(dout)
     n, c, h, w = cache.x_shape
@@ -210,10 +179,7 @@ class UpsampleCache(NamedTuple):
 def upsample2_forward(x):
     """Nearest-neighbour ×2 up-sampling: out[n, c, y, x] = x[n, c, ⌊y/2⌋, ⌊x/2⌋].
 
-    Args:
-        x: (N, C, H, W).
-    Returns:
-        out (N, C, 2H, 2W), cache :class:`UpsampleCache`.
+    x (N, C, H, W) -> out (N, C, 2H, 2W), and a :class:`UpsampleCache`.
     """
     xp = get_array_module(x)
     out = xp.repeat(xp.repeat(x, 2, axis=2), 2, axis=3)
@@ -225,11 +191,7 @@ def upsample2_backward(dout, cache):
 
         dx[n, c, y, x] = Σ_{a,b ∈ {0,1}} dout[n, c, 2y + a, 2x + b]
 
-    Args:
-        dout: (N, C, 2H, 2W).
-        cache: from :func:`upsample2_forward`.
-    Returns:
-        dx: (N, C, H, W).
+    dout (N, C, 2H, 2W) -> dx (N, C, H, W).
     """
     n, c, h, w = cache.x_shape
     return dout.reshape(n, c, h, 2, w, 2).sum(axis=(3, 5))

@@ -5,9 +5,8 @@ optional photometric term.
 
 This module computes each term and its gradient, and the errors the photometric term can
 use (Charbonnier, Geman–McClure, the weighted MSE); the weights w_H, w_P and the average
-over time steps are applied by the model. Losses are returned as 0-d arrays of the input's
-dtype, on the input's device: turning them into Python floats is a device sync on the
-GPU, so that is left to the caller (logging). Backward passes never modify their inputs.
+over time steps are applied by the model. Losses are 0-d arrays of the input's dtype and
+device (no float(): docs/DESIGN.md section 2); backward passes never modify their inputs.
 """
 from __future__ import annotations
 
@@ -32,12 +31,8 @@ def mse_forward(pred, target):
 
     loss = (1/M) Σ_i (pred_i − target_i)²,   M = pred.size
 
-    Args:
-        pred: float array, any shape.
-        target: array of the same shape and dtype.
-    Returns:
-        loss: 0-d array, pred's dtype.
-        cache: :class:`MSECache`.
+    pred, target: float arrays of one shape (any) and dtype. Returns the loss (0-d array,
+    pred's dtype) and an :class:`MSECache`.
     """
     if tuple(pred.shape) != tuple(target.shape):
         raise ValueError(f"mse: shape mismatch, pred {tuple(pred.shape)} vs target {tuple(target.shape)}")
@@ -54,14 +49,8 @@ def mse_forward(pred, target):
 
 
 def mse_backward(dloss, cache):
-    """dpred = dloss · 2 (pred − target) / M.
-
-    Args:
-        dloss: scalar or 0-d array, the upstream gradient of the loss (1 at the top).
-        cache: from :func:`mse_forward`.
-    Returns:
-        dpred: pred's shape and dtype.
-    """
+    """dpred = dloss · 2 (pred − target) / M, pred's shape and dtype; dloss is a scalar or
+    0-d array, the upstream gradient of the loss (1 at the top)."""
     diff = cache.diff
     xp = get_array_module(diff)
     scale = xp.asarray(dloss, dtype=diff.dtype) * (2.0 / diff.size)
@@ -85,15 +74,10 @@ def weighted_mse_forward(pred, target, weight):
 
     loss = Σ_i w_i (pred_i − target_i)² / Σ_i w_i
 
-    The weights are constants (nothing is differentiated through them) and must be ≥ 0;
-    the photometric term uses the next frame itself, so that the pixels where it shows
-    something count and the empty background does not. All-zero weights give loss 0 and
-    a zero gradient (there is nothing to weigh).
-
-    Args:
-        pred, target, weight: float arrays of one shape and dtype.
-    Returns:
-        loss: 0-d array, pred's dtype; cache: :class:`WeightedMSECache`.
+    The weights are constants (not differentiated; the photometric term's are the next
+    frame, docs/DESIGN.md section 3) and must be ≥ 0. All-zero weights give loss 0 and a
+    zero gradient. pred, target, weight: float arrays of one shape and dtype. Returns the
+    loss (0-d array, pred's dtype) and a :class:`WeightedMSECache`.
     """
     shapes = {tuple(a.shape) for a in (pred, target, weight)}
     if len(shapes) != 1:
@@ -133,12 +117,9 @@ def geman_mcclure_forward(pred, target, scale=0.1, weight=None):
     the flow is free to follow one of them instead of hedging between the two.
     The weights, if given, are constants (as in :func:`weighted_mse_forward`).
 
-    Args:
-        pred, target: float arrays of one shape and dtype.
-        scale: C > 0, in the units of pred (frames in [0, 1]: 0.1).
-        weight: None or a float array of pred's shape and dtype, ≥ 0.
-    Returns:
-        loss: 0-d array, pred's dtype; cache: :class:`GemanMcClureCache`.
+    pred, target (and weight, ≥ 0, or None): float arrays of one shape and dtype; scale:
+    C > 0, in pred's units (frames in [0, 1]: 0.1). Returns the loss (0-d array, pred's
+    dtype) and a :class:`GemanMcClureCache`.
     """
     if tuple(pred.shape) != tuple(target.shape) or (weight is not None and tuple(weight.shape) != tuple(pred.shape)):
         raise ValueError(f"geman_mcclure: shape mismatch, pred {tuple(pred.shape)}, target {tuple(target.shape)}"
@@ -153,10 +134,7 @@ def geman_mcclure_forward(pred, target, scale=0.1, weight=None):
     diff = pred - target
     denom = diff * diff + c2
     rho = diff * diff / denom
-    if weight is None:
-        weight = xp.asarray(1.0 / diff.size, dtype=pred.dtype)
-    else:
-        weight = _shares(weight)
+    weight = xp.asarray(1.0 / diff.size, dtype=pred.dtype) if weight is None else _shares(weight)
     loss = xp.asarray(xp.sum(weight * rho), dtype=pred.dtype)
     return loss, GemanMcClureCache(diff, denom, weight, c2)
 
@@ -181,13 +159,8 @@ def charbonnier_forward(pred, target, eps=1e-2):
 
     Near 0 it is ≈ d²/(2ε) (quadratic), far from it ≈ |d| (linear): large errors pull
     with a bounded force, so an uncertain prediction is not pushed towards the mean of
-    its alternatives as hard as under L2.
-
-    Args:
-        pred, target: float arrays of one shape and dtype.
-        eps: ε > 0.
-    Returns:
-        loss: 0-d array, pred's dtype; cache: :class:`CharbonnierCache`.
+    its alternatives as hard as under L2. pred, target: float arrays of one shape and
+    dtype; eps: ε > 0. Returns the loss (0-d array, pred's dtype) and a :class:`CharbonnierCache`.
     """
     if tuple(pred.shape) != tuple(target.shape):
         raise ValueError(f"charbonnier: shape mismatch, pred {tuple(pred.shape)} vs target {tuple(target.shape)}")
@@ -224,12 +197,8 @@ def huber_differences(t_hi, t_lo, delta, fused=True):
         H = H_δ(D) = D²/2 if |D| ≤ δ else δ(|D| − δ/2)
         grad = H_δ'(D) / n(D) = clip(D, −δ, δ) / D.size
 
-    Args:
-        t_hi, t_lo: arrays of one shape (two shifted views of the flow).
-        delta: δ > 0, a Python float.
-    Returns:
-        H and grad, t_hi's shape and dtype.
-    On CuPy: one ``stvae_huber_differences`` kernel.
+    t_hi, t_lo: arrays of one shape (two shifted views of the flow); delta: δ > 0, a Python
+    float. Returns H and grad, t_hi's shape and dtype. On CuPy: one ``stvae_huber_differences`` kernel.
     """
     if fused and kernels.wanted(t_hi):   # CuPy: the lines below as one fused kernel (fast/kernels.py)
         return kernels.launch("huber_differences", huber_differences, t_hi, t_lo, delta)
@@ -247,14 +216,10 @@ def huber_backward(scale, grad_x, grad_y, shape, fused=True):
         dflow[..., :, 1:] += scale·grad_x,   dflow[..., :, :-1] −= scale·grad_x
         dflow[..., 1:, :] += scale·grad_y,   dflow[..., :-1, :] −= scale·grad_y
 
-    Args:
-        scale: 0-d array (the upstream gradient).
-        grad_x: (..., h, w−1), grad_y: (..., h−1, w) from :func:`huber_differences`.
-        shape: the flow's shape (..., h, w).
-    Returns:
-        dflow of that shape, grad_x's dtype.
-    On CuPy: one ``stvae_huber_backward`` kernel (each flow element gathers its at most
-    four differences).
+    scale: 0-d array (the upstream gradient); grad_x (..., h, w−1), grad_y (..., h−1, w)
+    from :func:`huber_differences`; shape: the flow's (..., h, w). Returns dflow of that
+    shape, grad_x's dtype. On CuPy: one ``stvae_huber_backward`` kernel (each flow element
+    gathers its at most four differences).
     """
     if fused and kernels.wanted(grad_x):   # CuPy: the lines below as one fused kernel (fast/kernels.py)
         return kernels.launch("huber_backward", huber_backward, scale, grad_x, grad_y, shape)
@@ -283,17 +248,10 @@ def huber_smoothness_forward(flow, delta=DEFAULT_HUBER_DELTA):
     H(∇T) = mean(H_δ(D_x)) + mean(H_δ(D_y))
     H_δ(a) = a²/2 if |a| ≤ δ else δ(|a| − δ/2)
 
-    Both flow channels (and the batch) are averaged together. The loss weight w_H is
-    applied by the model, not here.
-
-    Args:
-        flow: float array (..., h, w), e.g. (N, 2, h, w); the last two axes are spatial
-              and each must have at least 2 pixels.
-        delta: δ > 0, where the penalty turns from quadratic to linear (default 1e-3,
-               the paper's).
-    Returns:
-        loss: 0-d array, flow's dtype.
-        cache: :class:`HuberCache`.
+    Both flow channels (and the batch) are averaged together; the model applies w_H.
+    flow: float (..., h, w), e.g. (N, 2, h, w), at least 2×2 spatially; delta: δ > 0, where
+    the penalty turns linear (the paper's 1e-3). Returns the loss (0-d array, flow's dtype)
+    and a :class:`HuberCache`.
     """
     if flow.ndim < 2:
         raise ValueError(f"huber_smoothness: flow needs two spatial axes, got shape {tuple(flow.shape)}")
@@ -320,16 +278,11 @@ def huber_smoothness_backward(dloss, cache):
     dflow[..., :, 1:] += g_x,  dflow[..., :, :-1] −= g_x,   and likewise along rows with g_y.
 
     n(D) is the number of differences in D (``D.size``: the mean divides by it), not an
-    absolute value.
+    absolute value. H_δ' is continuous, so the only kink is in H_δ'' (at |a| = δ):
+    finite-difference checks should keep differences off ±δ.
 
-    H_δ' is continuous, so the only kink is in H_δ'' (at |a| = δ): finite-difference
-    checks should keep differences off ±δ.
-
-    Args:
-        dloss: scalar or 0-d array, the upstream gradient (w_H when called by the model).
-        cache: from :func:`huber_smoothness_forward`.
-    Returns:
-        dflow: flow's shape and dtype.
+    dloss: scalar or 0-d array, the upstream gradient (w_H from the model). Returns dflow,
+    flow's shape and dtype.
     """
     shape, grad_x, grad_y = cache
     xp = get_array_module(grad_x)
@@ -352,14 +305,9 @@ def gaussian_blur(frames, sigma, layers, kernels_cache):
 
         g(u) = exp(−u² / 2σ²),  u = −r … r,  r = ⌈2σ⌉;   B = (g gᵀ / Σ g gᵀ) * x
 
-    Args:
-        frames: (M, C, H, W).
-        sigma: σ ≥ 0, a Python number.
-        layers: the module whose ``conv2d_forward`` convolves (``stvae_np.layers`` or
-            ``stvae_np.fast.layers``: the model's ops).
-        kernels_cache: a dict that keeps the kernel on the device between calls.
-    Returns:
-        (M, C, H, W), frames' dtype.
+    frames (M, C, H, W) -> (M, C, H, W), frames' dtype; sigma: σ ≥ 0, a Python number;
+    layers: the module whose ``conv2d_forward`` convolves (the model's ops, plain or fast);
+    kernels_cache: a dict that keeps the kernel on the device between calls.
     """
     if sigma <= 0:
         return frames
@@ -386,19 +334,15 @@ def photometric_forward(clip, flow, config, layers, kernels_cache):
 
     with ρ(d) = d² (``photo_loss="l2"``), √(d² + ε²) − ε, ε = 0.01 ("charbonnier") or
     d² / (d² + C²), C = ``photo_gm_scale`` ("geman_mcclure"). The weights are data, not
-    differentiated: the pixels where frame t+1 shows something count, its empty
-    background does not. B is the Gaussian blur of σ = ``photo_blur`` (:func:`gaussian_blur`),
+    differentiated. B is the Gaussian blur of σ = ``photo_blur`` (:func:`gaussian_blur`),
     which widens the range of displacements the bilinear gradient can see; it runs once
     over the T frames of the clip, which serve both as x_t and as x_{t+1}. No parameter
     but the flow's enters P.
 
-    Args:
-        clip: (N, T, C, H, W), the model's dtype and device.
-        flow: (N·(T-1), 2, h, w) in memory-grid pixels, steps stacked like the model's.
-        config: the model's ``Config`` (photo_blur, photo_loss, photo_gm_scale, photo_weighting).
-        layers, kernels_cache: as for :func:`gaussian_blur` (the up-sampling is ``layers``' too).
-    Returns:
-        P (0-d array) and a :class:`PhotoCache` for :func:`photometric_backward`.
+    clip: (N, T, C, H, W), the model's dtype and device; flow: (N·(T-1), 2, h, w) in
+    memory-grid pixels, steps stacked like the model's; config: the model's ``Config``;
+    layers, kernels_cache: as for :func:`gaussian_blur` (``layers`` up-samples too).
+    Returns P (0-d array) and a :class:`PhotoCache` for :func:`photometric_backward`.
     """
     n, t, c, hh, ww = clip.shape
     blurred = gaussian_blur(clip.reshape(n * t, c, hh, ww), config.photo_blur, layers,
@@ -423,13 +367,8 @@ def photometric_forward(clip, flow, config, layers, kernels_cache):
 def photometric_backward(dphoto, cache, layers):
     """∂P/∂T = s · upsample2ᵀ(∂P/∂G): the error's derivative, back through the sampler's
     grid path (the frames are data and get no gradient), summed over each 2×2 block of
-    the up-sampling and times s for the flow's units.
-
-    Args:
-        dphoto: 0-d array, the upstream gradient (w_P when called by the model).
-        cache: from :func:`photometric_forward`; layers: the same module as there.
-    Returns:
-        dflow (N·(T-1), 2, h, w).
+    the up-sampling and times s for the flow's units. dphoto: 0-d array, the upstream
+    gradient (w_P from the model); layers: as in the forward. Returns dflow (N·(T-1), 2, h, w).
     """
     error_backward = (charbonnier_backward if isinstance(cache.error, CharbonnierCache) else
                       weighted_mse_backward if isinstance(cache.error, WeightedMSECache) else

@@ -15,10 +15,8 @@ products are "same" convolutions, so that its state h_t, c_t is a stack of featu
 output channels of ``Wx (4F, C, k, k)``, ``Wh (4F, F, k, k)`` and ``b (4F,)``.
 
 Here one step is the six equations and the sequence a Python loop over time; the
-backward walks t = T-1 … 0 carrying dh and dc. The model runs the same functions made
-fast, ``fast/memory.py`` (one convolution for the four gates, channel-major maps, one
-reused im2col buffer, fused gate kernels on the GPU; ``tests/test_fast.py`` holds the two
-together to 1e-12 in float64).
+backward walks t = T-1 … 0 carrying dh and dc. The model runs their fast mirror,
+``fast/memory.py`` (docs/DESIGN.md section 0).
 
 Contents::
 
@@ -55,12 +53,9 @@ def convlstm_step_forward(x, h_prev, c_prev, params):
         c = f ⊙ c_prev + i ⊙ g
         h = o ⊙ tanh(c)
 
-    Args:
-        x: (N, C, h, w).
-        h_prev, c_prev: (N, F, h, w).
-        params: "Wx" (4F, C, k, k), "Wh" (4F, F, k, k), "b" (4F,); gates i, f, g, o.
-    Returns:
-        h (N, F, h, w), c (N, F, h, w), cache :class:`ConvLSTMStepCache`.
+    x: (N, C, h, w); h_prev, c_prev: (N, F, h, w); params: "Wx" (4F, C, k, k), "Wh"
+    (4F, F, k, k), "b" (4F,), gates i, f, g, o. Returns h, c (N, F, h, w) and a
+    :class:`ConvLSTMStepCache`.
     """
     xp = get_array_module(x)
     nf = params["Wh"].shape[1]
@@ -88,12 +83,8 @@ def convlstm_step_backward(dh, dc, cache):
         dx, dWx, db  = conv2d_backward(δa) of Wx * x + b
         dh_prev, dWh = conv2d_backward(δa) of Wh * h_prev
 
-    Args:
-        dh, dc: (N, F, h, w) gradients of the loss with respect to h and c.
-        cache: from :func:`convlstm_step_forward`.
-    Returns:
-        dx (N, C, h, w), dh_prev (N, F, h, w), dc_prev (N, F, h, w),
-        dparams {"Wx": (4F, C, k, k), "Wh": (4F, F, k, k), "b": (4F,)}.
+    dh, dc: (N, F, h, w), the gradients of the loss with respect to h and c. Returns dx
+    (N, C, h, w), dh_prev, dc_prev (N, F, h, w) and dparams, "Wx", "Wh", "b" as params.
     """
     xp = get_array_module(dh)
     i, f, g, o = cache.i, cache.f, cache.g, cache.o
@@ -121,15 +112,9 @@ def convlstm_forward(xs, params, h0=None, c0=None):
 
         h_t, c_t = step(x_t, h_{t-1}, c_{t-1}),   h_{-1} = h0, c_{-1} = c0 (zeros if None)
 
-    with the same weights at every step.
-
-    Args:
-        xs: (N, T, C, h, w).
-        params: "Wx" (4F, C, k, k), "Wh" (4F, F, k, k), "b" (4F,).
-        h0, c0: (N, F, h, w) or None.
-    Returns:
-        hs: (N, T, F, h, w) every h_t.
-        cache: :class:`ConvLSTMCache`; ``cache.c_last`` is c_{T-1}.
+    with the same weights at every step. xs: (N, T, C, h, w); params as for one step; h0,
+    c0: (N, F, h, w) or None. Returns hs (N, T, F, h, w), every h_t, and a
+    :class:`ConvLSTMCache` (``cache.c_last`` is c_{T-1}).
     """
     xp = get_array_module(xs)
     n, t_len, _, hh, ww = xs.shape
@@ -155,13 +140,9 @@ def convlstm_backward(dhs, cache, dc_last=None):
     h_t feeds both the loss (dhs[:, t]) and step t+1 (dh_next); c_t only step t+1.
     After the loop dh_next, dc_next are the gradients of h0 and c0.
 
-    Args:
-        dhs: (N, T, F, h, w) gradient of the loss with respect to every h_t.
-        cache: from :func:`convlstm_forward`.
-        dc_last: (N, F, h, w) gradient with respect to ``cache.c_last``, or None (zero).
-    Returns:
-        dxs: (N, T, C, h, w).
-        dparams: "Wx", "Wh", "b", plus "h0" / "c0" (N, F, h, w) when they were given.
+    dhs: (N, T, F, h, w), the gradient of the loss with respect to every h_t; dc_last:
+    (N, F, h, w), that of ``cache.c_last``, or None (zero). Returns dxs (N, T, C, h, w)
+    and dparams: "Wx", "Wh", "b", plus "h0" / "c0" (N, F, h, w) when they were given.
     """
     xp = get_array_module(dhs)
     t_len = dhs.shape[1]

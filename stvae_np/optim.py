@@ -1,10 +1,9 @@
 """RMSProp, gradient clipping and the paper's step-decay learning-rate schedule.
 
-Parameters and gradients are plain dicts ``name -> array`` (NumPy or CuPy), the
-same names as ``STVAE.params``. Everything updates arrays in place and stays on
-their device: no ``float()`` and no host copy inside a training step, because on
-CuPy each one is a device sync. Host copies happen only in
-:meth:`RMSProp.state_dict`, which is for checkpoints.
+Parameters and gradients are plain dicts ``name -> array`` (NumPy or CuPy), named as in
+``STVAE.params``. Everything updates arrays in place on their device: no ``float()`` and
+no host copy inside a training step (on CuPy each is a device sync); only
+:meth:`RMSProp.state_dict`, which is for checkpoints, copies to the host.
 
 RMSProp (Tieleman & Hinton 2012; the update of Torch7's ``optim.rmsprop`` and of
 ``torch.optim.RMSprop``, with ε *outside* the square root):
@@ -29,9 +28,7 @@ def rmsprop_update(p, v, g, lr, alpha, eps, fused=True):
         v ← α·v + (1 − α)·g²
         p ← p − lr · g / (√v + ε)
 
-    Args:
-        p, v, g: arrays of one shape and dtype; p and v are updated.
-        lr, alpha, eps: Python floats.
+    p, v, g: arrays of one shape and dtype; lr, alpha, eps: Python floats.
     On CuPy: one ``stvae_rmsprop`` kernel.
     """
     if fused and kernels.wanted(p):   # CuPy: the lines below as one fused kernel (fast/kernels.py)
@@ -45,18 +42,11 @@ def rmsprop_update(p, v, g, lr, alpha, eps, fused=True):
 class RMSProp:
     """RMSProp with one running mean of squared gradients ``v`` per parameter.
 
-    Args:
-        params: dict ``name -> array`` (float, NumPy or CuPy). The optimizer keeps
-            references to these arrays and :meth:`step` overwrites them in place, so
-            the model sees the update without re-assigning anything.
-        lr: learning rate; a plain attribute, so a schedule may set ``opt.lr``.
-        alpha: decay of the running mean of g² (Torch's ``alpha``, 0.99).
-        eps: added to √v (not to v) to keep the step finite where v ≈ 0.
-
-    Attributes:
-        v: dict ``name -> array``, created with ``zeros_like`` (same shape, dtype and
-            device as the parameter).
-        t: number of steps taken.
+    params: dict ``name -> array``, kept by reference and updated in place by :meth:`step`
+    (the model sees the update without re-assigning anything); lr: a plain attribute, so a
+    schedule may set ``opt.lr``; alpha: decay of the running mean of g² (Torch's, 0.99);
+    eps: added to √v (not to v) to keep the step finite where v ≈ 0. Attributes: ``v``
+    (``zeros_like`` each parameter at first) and ``t``, the number of steps taken.
     """
 
     def __init__(self, params, lr, alpha=0.99, eps=1e-8):
@@ -79,15 +69,10 @@ class RMSProp:
             self.v[name] = xp.zeros_like(p)
 
     def step(self, grads):
-        """One update of every parameter, in place.
-
-        Args:
-            grads: dict ``name -> array`` with one gradient per parameter, of the
-                parameter's shape. Non-finite values are not checked (a NaN would
-                cost a device sync to find; that check is the caller's business).
-        Raises:
-            ValueError: a parameter has no gradient, a gradient names no parameter,
-                or shapes differ.
+        """One update of every parameter, in place, from ``grads`` (``name -> array``, one per
+        parameter, of its shape). ValueError: a parameter has no gradient, a gradient names
+        no parameter, or shapes differ. Non-finite values are not checked (a NaN would cost
+        a device sync to find; that check is the caller's business).
         """
         missing = [name for name in self.params if name not in grads]
         if missing:
@@ -100,7 +85,6 @@ class RMSProp:
             if tuple(g.shape) != tuple(p.shape):
                 raise ValueError(f"RMSProp.step: gradient of {name!r} has shape "
                                  f"{tuple(g.shape)}, parameter has {tuple(p.shape)}")
-            # v ← αv + (1−α)g², θ ← θ − lr·g/(√v + ε), in place
             rmsprop_update(p, self.v[name], g, self.lr, self.alpha, self.eps)
         self.t += 1
 
@@ -121,10 +105,8 @@ class RMSProp:
         Each ``v`` is copied onto its parameter's device with its parameter's dtype,
         so a checkpoint written on the GPU loads on the CPU and the other way round.
         ``lr``, ``alpha``, ``eps`` and ``t`` are restored too (a schedule may set
-        ``lr`` again afterwards).
-
-        Raises:
-            ValueError: a key is missing, a ``v`` names no parameter, or a shape differs.
+        ``lr`` again afterwards). ValueError: a key is missing, a ``v`` names no parameter,
+        or a shape differs.
         """
         keys = set(state.keys())
         for key in ("lr", "alpha", "eps", "t"):
@@ -147,9 +129,7 @@ class RMSProp:
             # xp.array copies: the optimizer must not share memory with the caller's dict
             new_v[name] = xp.array(v_host, dtype=p.dtype)
         self.v = new_v
-        self.lr = float(state["lr"])
-        self.alpha = float(state["alpha"])
-        self.eps = float(state["eps"])
+        self.lr, self.alpha, self.eps = (float(state[key]) for key in ("lr", "alpha", "eps"))
         self.t = int(state["t"])
 
 
@@ -169,15 +149,10 @@ def clip_coefficient(sums, max_norm, fused=True):
         total = √(Σ_k sums[k])                      (summed in the order given)
         scale = max_norm / (total + 1e-6)   if total > max_norm, else 1
 
-    A NaN total gives scale 1 (the comparison is false), as ``xp.where`` does.
-
-    Args:
-        sums: list of 0-d arrays of one dtype.
-        max_norm: Python float.
-    Returns:
-        total, scale: 0-d arrays of the sums' dtype.
-    On CuPy: one ``stvae_clip_coefficient_<n>`` kernel (one per number of tensors, at
-    most 64; more use the plain code).
+    A NaN total gives scale 1 (the comparison is false), as ``xp.where`` does. sums: list
+    of 0-d arrays of one dtype; max_norm: Python float. Returns total, scale: 0-d arrays
+    of the sums' dtype. On CuPy: one ``stvae_clip_coefficient_<n>`` kernel (one per number
+    of tensors, at most 64; more use the plain code).
     """
     if fused and kernels.wanted(sums[0]):   # CuPy: the lines below as one fused kernel (fast/kernels.py)
         return kernels.launch("clip_coefficient", clip_coefficient, sums, max_norm)
@@ -214,33 +189,24 @@ def clip_grad_norm(grads, max_norm):
     On CuPy that is one reduction per tensor, one kernel for the norm and the factor,
     and one per tensor for the scaling (``fast/kernels.py``).
 
-    Args:
-        grads: dict ``name -> array`` (or a list of arrays), modified in place.
-        max_norm: positive float.
-    Returns:
-        The total norm *before* clipping, as a 0-d array on the gradients' device.
-        It is not a Python float on purpose: call ``float()`` on it only when
-        logging, since on CuPy that waits for the GPU. A NaN or inf norm leaves the
-        gradients unscaled and is returned as is, for the caller to detect.
+    grads: dict ``name -> array`` (or a list of arrays), modified in place; max_norm > 0.
+    Returns the total norm *before* clipping, a 0-d array on the gradients' device (not a
+    Python float on purpose: ``float()`` waits for the GPU, so only when logging). A NaN
+    or inf norm leaves the gradients unscaled and is returned as is, for the caller to detect.
     """
     if not max_norm > 0:
         raise ValueError(f"clip_grad_norm: max_norm must be > 0, got {max_norm}")
     arrays = _grad_arrays(grads)
-    # total = √(Σ Σ g²), scale = max_norm / (total + 1e-6) or 1, both 0-d on the device
     total, scale = clip_coefficient([sum_of_squares(g) for g in arrays], max_norm)
     for g in arrays:
-        scale_in_place(g, scale)                     # g *= scale.astype(g.dtype)
+        scale_in_place(g, scale)
     return total
 
 
 def clip_grad_value(grads, clip=50.0):
     """Clamp every gradient element to ``[-clip, clip]`` in place (the original Torch code used ±50).
 
-    Args:
-        grads: dict ``name -> array`` (or a list of arrays), modified in place.
-        clip: positive float.
-    Returns:
-        ``grads`` (the same object), for chaining.
+    grads: dict ``name -> array`` (or a list of arrays); clip > 0. Returns ``grads``, for chaining.
     """
     if not clip > 0:
         raise ValueError(f"clip_grad_value: clip must be > 0, got {clip}")

@@ -31,11 +31,8 @@ def base_grid(n, h, w, like):
 
     grid[:, 0, y, x] = x   (column index),   grid[:, 1, y, x] = y   (row index)
 
-    Args:
-        n, h, w: batch size and spatial size.
-        like: any array; the grid gets its array module (NumPy/CuPy) and dtype.
-    Returns:
-        (n, 2, h, w), a fresh (writable) array.
+    n, h, w: batch and spatial size; like: any array, whose module and dtype the grid
+    gets. Returns a fresh (writable) (n, 2, h, w) array.
     """
     xp = get_array_module(like)
     grid = xp.empty((n, 2, h, w), dtype=like.dtype)
@@ -49,11 +46,7 @@ def flow_to_grid(flow):
 
     It has no parameters and is linear with slope one, so its backward is the
     identity: dflow = dgrid (no separate backward function is needed).
-
-    Args:
-        flow: (N, 2, h, w) float, channel 0 = T_x, channel 1 = T_y, in pixels.
-    Returns:
-        grid: (N, 2, h, w), flow's dtype: (x + T_x, y + T_y).
+    flow (N, 2, h, w) float, channels T_x, T_y in pixels -> grid (x + T_x, y + T_y), same shape and dtype.
     """
     if flow.ndim != 4 or flow.shape[1] != 2:
         raise ValueError(f"flow_to_grid: flow must be (N, 2, h, w), got shape {tuple(flow.shape)}")
@@ -120,13 +113,9 @@ def bilinear_weights(grid, height, width, fused=True):
         dw_dx_q  = ±wy_q · valid_q     (− for the x0 corners)
         dw_dy_q  = ±wx_q · valid_q     (− for the y0 corners)
 
-    Args:
-        grid: (N, 2, Ho, Wo) source points (x, y) in pixels.
-        height, width: the image's H, W.
-    Returns:
-        index (N, 1, 4, P) int64 and weight, dw_dx, dw_dy (N, 1, 4, P) of grid's dtype,
-        P = Ho·Wo.
-    On CuPy: one ``stvae_bilinear_weights`` kernel.
+    grid: (N, 2, Ho, Wo) source points (x, y) in pixels; height, width: the image's H, W.
+    Returns index (N, 1, 4, P) int64 and weight, dw_dx, dw_dy (N, 1, 4, P) of grid's dtype,
+    P = Ho·Wo. On CuPy: one ``stvae_bilinear_weights`` kernel.
     """
     if fused and kernels.wanted(grid):   # CuPy: the lines below as one fused kernel (fast/kernels.py)
         return kernels.launch("bilinear_weights", bilinear_weights, grid, height, width)
@@ -191,28 +180,19 @@ def bilinear_forward(img, grid):
     valid_q is 1 when q lies in the map (0 ≤ q_x < W, 0 ≤ q_y < H), else 0: that is the
     zero padding. Integer source points give weight 1 to one pixel and 0 to the rest,
     so zero flow (grid = base_grid) returns the input exactly, and grid x = x − 1
-    shifts the map right by one pixel with zeros entering at column 0.
+    shifts the map right by one pixel with zeros entering at column 0. Non-finite grids:
+    ±inf samples zero; NaN gives NaN at that output pixel (and in the gradients through it).
 
-    Args:
-        img: (N, C, H, W) float.
-        grid: (N, 2, Ho, Wo), same dtype; channel 0 = x_s, channel 1 = y_s, in pixels
-              of ``img`` (e.g. ``flow_to_grid(flow)``).
-    Returns:
-        out: (N, C, Ho, Wo), img's dtype.
-        cache: :class:`BilinearCache`.
-
-    Non-finite grids: ±inf samples zero; NaN gives NaN at that output pixel (and NaN
-    in the gradients that flow through it), as for any other op.
+    img: (N, C, H, W) float; grid: (N, 2, Ho, Wo), same dtype, channels x_s, y_s in pixels
+    of ``img`` (e.g. ``flow_to_grid(flow)``). Returns out (N, C, Ho, Wo), img's dtype, and
+    a :class:`BilinearCache`.
     """
     _check_sampler_args(img, grid)
     n, c, h, w = img.shape
     _, _, ho, wo = grid.shape
     p = ho * wo
-    # the four corners q of every source point, in the order (y0,x0), (y0,x1), (y1,x0),
-    # (y1,x1): flat index y·W + x, weight wy_q·wx_q·valid_q and its derivatives in x_s
-    # and y_s, (N, 1, 4, P) each (bilinear_weights above)
+    # each source point's four corners q: flat index, w_q, ∂w_q/∂x_s, ∂w_q/∂y_s (bilinear_weights)
     index, weight, dw_dx, dw_dy = bilinear_weights(grid, h, w)
-
     index = index.reshape(n, 1, 4 * p)
     vals = _gather(img, index)                                 # (N, C, 4, P)
     out = (vals * weight).sum(axis=2).reshape(n, c, ho, wo)
@@ -240,13 +220,9 @@ def bilinear_backward(dout, cache, need_dimg=True):
     integer coordinates. At an exact integer this code returns the right-hand
     derivative (⌊x_s⌋ = x_s). Finite-difference checks must keep points off integers.
 
-    Args:
-        dout: (N, C, Ho, Wo).
-        cache: from :func:`bilinear_forward`.
-        need_dimg: False skips the scatter of dimg (returned as None) when the image is a
-            constant, like the frames the photometric term warps.
-    Returns:
-        dimg (N, C, H, W) or None, dgrid (N, 2, Ho, Wo), both of img's dtype.
+    dout: (N, C, Ho, Wo); need_dimg=False skips the scatter of dimg (returned as None)
+    when the image is a constant, like the frames the photometric term warps.
+    Returns dimg (N, C, H, W) or None, dgrid (N, 2, Ho, Wo), both of img's dtype.
     """
     img, grid_shape, index, weight, dw_dx, dw_dy = cache
     xp = get_array_module(dout, img)
@@ -290,10 +266,8 @@ def warp_image_forward(frames, flow, layers):
         F   = s · upsample2(T)                              s = W / w (= 2), nearest
         out = bilinear(x, clamp(base_grid + F))             clamp: x_s to [0, W−1], y_s to [0, H−1]
 
-    Args:
-        frames: (M, C, H, W); flow: (M, 2, H/2, W/2); layers: the ops' module (up-sampling).
-    Returns:
-        (M, C, H, W) and an :class:`ImageWarpCache`.
+    frames: (M, C, H, W); flow: (M, 2, H/2, W/2); layers: the ops' module (up-sampling).
+    Returns (M, C, H, W) and an :class:`ImageWarpCache`.
     """
     xp = get_array_module(frames)
     scale = frames.shape[-1] // flow.shape[-1]
