@@ -19,6 +19,7 @@ from .data import TEST_SEED, VAL_SEED, Clips
 SAMPLES = {"bikes": "bikes.mp4", "bigbuckbunny": "bigbuckbunny.mp4", "carphone": "carphone_pristine.mp4"}
 SHORT_SIDE = 72        # the working size: short side of the downscaled frames, about
 HOLD_OUT = 0.2         # the last fifth of each video is the test footage, the one before it validation
+CUT_RATIO, CUT_FLOOR, CUT_WINDOW = 5.0, 0.01, 10    # a cut between shots: see shot_cuts
 
 
 def is_video_spec(data) -> bool:
@@ -83,15 +84,42 @@ def read_video(path, channels=1, short_side=SHORT_SIDE, factor=None, progress=Fa
     return np.ascontiguousarray(v.transpose(0, 3, 1, 2) / np.float32(255))
 
 
-def random_crops(frames, n, seq_len, size, rng, stride=1):
+def shot_cuts(frames):
+    """The cuts between shots: the indices c where frame c → c+1 differs (mean squared, over
+    pixels) by more than ``CUT_FLOOR`` and more than ``CUT_RATIO`` × the median difference of the
+    ``CUT_WINDOW`` pairs on either side (a lone pair has none: no cut). Across a cut there is no
+    motion to forecast."""
+    d = ((frames[1:] - frames[:-1]) ** 2).mean(axis=tuple(range(1, frames.ndim)))
+    cuts = []
+    for c in range(len(d)):
+        around = np.r_[d[max(0, c - CUT_WINDOW):c], d[c + 1:c + 1 + CUT_WINDOW]]
+        if len(around) and d[c] > CUT_FLOOR and d[c] > CUT_RATIO * np.median(around):
+            cuts.append(c)
+    return np.array(cuts, int)
+
+
+def clip_starts(t, span, cuts=()):
+    """The first frames of the clips of ``span`` frames that ``t`` frames hold with no cut
+    (pair indices, as :func:`shot_cuts`) inside; ValueError where there is none."""
+    starts = np.arange(max(t - span + 1, 0))
+    c = np.asarray(cuts, int)[None]
+    starts = starts[~((c >= starts[:, None]) & (c < starts[:, None] + span - 1)).any(axis=1)]
+    if not len(starts):
+        raise ValueError(f"{t} frames{' cut into shots' if len(cuts) else ''} hold no clip of {span} frames")
+    return starts
+
+
+def random_crops(frames, n, seq_len, size, rng, stride=1, cuts=()):
     """``n`` clips (n, seq_len, C, h, w) from frames (T, C, H, W): random start time and
-    place, frames ``stride`` apart; ``size`` = (h, w)."""
+    place, frames ``stride`` apart, none across a cut (``cuts``, as :func:`shot_cuts`);
+    ``size`` = (h, w)."""
     t, _, hh, ww = frames.shape
     span = (seq_len - 1) * stride + 1
     if t < span or hh < size[0] or ww < size[1]:
         raise ValueError(f"{t} frames of {hh}×{ww} cannot give clips of {seq_len} frames "
                          f"(stride {stride}) of {size[0]}×{size[1]}")
-    t0 = rng.integers(0, t - span + 1, n)
+    starts = clip_starts(t, span, cuts)
+    t0 = starts[rng.integers(0, len(starts), n)]
     y0 = rng.integers(0, hh - size[0] + 1, n)
     x0 = rng.integers(0, ww - size[1] + 1, n)
     return np.stack([frames[a:a + span:stride, :, y:y + size[0], x:x + size[1]]
@@ -103,12 +131,14 @@ def video_data(data, config, n_clips, seq_len, progress=True):
     a one-line description). Each video is cut in time into training (3/5), validation (1/5) and test
     (1/5) stretches; clips take every ``config.frame_stride``-th frame; ``n_clips`` clips are shared out
     over the videos (seeds ``VAL_SEED``, ``TEST_SEED``). ValueError naming the file for a video that is
-    not one, too short or too small."""
+    not one, too short or too small. No clip crosses a cut between shots (:func:`shot_cuts`)."""
     stride = config.frame_stride
     size, span = (config.height, config.width), (seq_len - 1) * stride + 1
-    train, val, test = [], [], []
+    train, val, test, n_cuts = [], [], [], 0
     for name, path in video_paths(data).items():
         v = read_video(path, config.channels, progress=progress)
+        cuts = shot_cuts(v)
+        n_cuts += len(cuts)
         held = max(span, int(round(HOLD_OUT * len(v))))
         cut = len(v) - 2 * held
         if cut < span:
@@ -117,26 +147,31 @@ def video_data(data, config, n_clips, seq_len, progress=True):
         if v.shape[2] < size[0] or v.shape[3] < size[1]:
             raise ValueError(f"{path}: frames downscaled to {v.shape[2]}×{v.shape[3]} are smaller "
                              f"than the model's {size[0]}×{size[1]} crops")
-        train.append(v[:cut])
-        val.append(v[cut:cut + held])
-        test.append(v[cut + held:])
+        for stretches, a, b in ((train, 0, cut), (val, cut, cut + held), (test, cut + held, len(v))):
+            stretches.append((v[a:b], cuts[(cuts >= a) & (cuts < b - 1)] - a))
+            try:
+                clip_starts(b - a, span, stretches[-1][1])
+            except ValueError as err:
+                raise ValueError(f"{path}: frames {a}–{b - 1}: {err} (clips of {seq_len}, stride {stride})") from None
     share = np.diff(np.linspace(0, n_clips, len(test) + 1).round().astype(int))
 
     def clips(stretches, seed):
         rng = np.random.default_rng(seed)
-        return Clips(np.concatenate([random_crops(v, k, seq_len, size, rng, stride)
-                                     for v, k in zip(stretches, share) if k > 0]))
+        return Clips(np.concatenate([random_crops(v, k, seq_len, size, rng, stride, c)
+                                     for (v, c), k in zip(stretches, share) if k > 0]))
 
     def source(n, length, rng):
         pick = rng.integers(0, len(train), n)                      # a video per clip
         frames = np.empty((n, length, config.channels) + size, np.float32)
         for i in range(len(train)):
             if (pick == i).any():
-                frames[pick == i] = random_crops(train[i], int((pick == i).sum()), length, size, rng, stride)
+                v, cuts = train[i]
+                frames[pick == i] = random_crops(v, int((pick == i).sum()), length, size, rng, stride, cuts)
         return Clips(frames)
 
     test_clips = clips(test, TEST_SEED)
     desc = (f"video {', '.join(video_paths(data))} ({'grey' if config.channels == 1 else 'colour'}, "
-            f"short side ≈{SHORT_SIDE} px, stride {stride}): crops of the first 3/5, "
+            f"short side ≈{SHORT_SIDE} px, stride {stride}, {n_cuts} cuts between shots, no clip across one): "
+            f"crops of the first 3/5, "
             f"{len(test_clips)} test clips of the last 1/5")
     return source, test_clips, clips(val, VAL_SEED), desc

@@ -11,7 +11,7 @@ from stvae_np import checkpoint, flow as F, train as T
 from stvae_np.data import Clips
 from stvae_np.evaluate import forecast_scores
 from stvae_np.model import STVAE, Config
-from stvae_np.video import SAMPLES, random_crops, read_video, sample_path, video_data
+from stvae_np.video import SAMPLES, random_crops, read_video, sample_path, shot_cuts, video_data
 
 
 def _texture(h, w, seed=0):
@@ -23,16 +23,22 @@ def _texture(h, w, seed=0):
     return (t - t.min()) / (t.max() - t.min())
 
 
-def write_video(path, n_frames=30, h=80, w=96, speed=1, codec="ffv1", index_in_brightness=False):
+def write_video(path, n_frames=30, h=80, w=96, speed=1, codec="ffv1", index_in_brightness=False,
+                cut_at=None):
     """A grey pan: frame k shows the texture shifted right by speed·k pixels (lossless ffv1).
-    With ``index_in_brightness`` every frame is flat, of brightness 5·k (to find its index)."""
+    With ``index_in_brightness`` every frame is flat, of brightness 5·k (to find its index);
+    from frame ``cut_at`` on, a second shot: the pan of another texture, darker (this noise
+    decorrelates under a shift of 1 px nearly as much as under a cut between equally bright shots)."""
     tex = _texture(h, w + speed * n_frames)
+    if cut_at is not None:
+        tex = np.stack([tex, 0.6 * _texture(h, w + speed * n_frames, seed=1)])
     with av.open(str(path), "w") as c:
         s = c.add_stream(codec, rate=10)
         s.width, s.height, s.pix_fmt = w, h, "yuv420p" if codec != "ffv1" else "gray"
         for k in range(n_frames):
+            shot = tex if cut_at is None else tex[int(k >= cut_at)]
             img = (np.full((h, w), 5 * k) if index_in_brightness else
-                   255 * tex[:, speed * (n_frames - k):speed * (n_frames - k) + w]).astype(np.uint8)
+                   255 * shot[:, speed * (n_frames - k):speed * (n_frames - k) + w]).astype(np.uint8)
             for p in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="gray")):
                 c.mux(p)
         for p in s.encode():
@@ -70,6 +76,36 @@ def test_random_crops_keep_the_stride():
     clips = random_crops(frames, 5, 4, (4, 4), np.random.default_rng(1), stride=3)
     steps = np.diff(clips[:, :, 0, 0, 0], axis=1)
     assert clips.shape == (5, 4, 1, 4, 4) and (steps == 3).all()
+
+
+def test_shot_cuts_find_the_cut_and_not_the_motion(tmp_path):
+    """A pan of 2 px/frame is motion; the switch to another texture at frame 17 is a cut (pair 16)."""
+    frames = read_video(write_video(tmp_path / "cut.mkv", n_frames=30, h=64, w=64, speed=2, cut_at=17), factor=1)
+    d = ((frames[1:] - frames[:-1]) ** 2).mean(axis=(1, 2, 3))
+    assert d.min() > 0.002 and d[16] > 5 * np.median(d)                # the pan moves every pair
+    assert shot_cuts(frames).tolist() == [16]
+    assert shot_cuts(frames[:17]).tolist() == [] and shot_cuts(frames[:2]).tolist() == []
+
+
+def test_random_crops_never_cross_a_cut_and_draw_as_before_without_one():
+    frames = np.arange(20, dtype=np.float32)[:, None, None, None] * np.ones((1, 1, 8, 8), np.float32)
+    clips = random_crops(frames, 200, 4, (4, 4), np.random.default_rng(1), cuts=[8])
+    first, last = clips[:, 0, 0, 0, 0], clips[:, -1, 0, 0, 0]
+    assert ((last <= 8) | (first >= 9)).all()                          # frames 0–8 or 9–19, never both
+    assert set(first.astype(int)) == set(range(6)) | set(range(9, 17))  # every other start is drawn
+    a = random_crops(frames, 9, 4, (4, 4), np.random.default_rng(2), stride=2)
+    b = np.random.default_rng(2).integers(0, 20 - 7 + 1, 9)           # the draw before cuts existed
+    np.testing.assert_array_equal(a[:, 0, 0, 0, 0], b)
+    with pytest.raises(ValueError, match="cut into shots hold no clip of 4 frames"):
+        random_crops(frames[:6], 1, 4, (4, 4), np.random.default_rng(0), cuts=[2])
+
+
+def test_the_held_out_clips_stay_inside_one_shot(tmp_path):
+    path = write_video(tmp_path / "cut.mkv", n_frames=60, h=64, w=64, speed=2, cut_at=52)
+    _, test, _, desc = video_data(path, Config.video(), n_clips=16, seq_len=4, progress=False)
+    assert "1 cuts between shots" in desc
+    d = ((test.frames[:, 1:] - test.frames[:, :-1]) ** 2).mean(axis=(2, 3, 4))
+    assert d.max() < 0.01                                              # no clip holds the cut (pair 51)
 
 
 def test_the_bundled_samples_are_there():
@@ -119,6 +155,7 @@ def _one_line_error(capsys, main, argv, words):
 @pytest.mark.parametrize("kind, words", [
     ("text", ["not a video"]), ("short", ["12 frames are too few"]), ("small", ["smaller than", "32×32"]),
     ("missing", ["no such file"]), ("sample", ["unknown sample"]),
+    ("shots", ["frames 30–39", "cut into shots hold no clip of 10 frames"]),
 ])
 def test_bad_video_input_is_one_line(tmp_path, capsys, kind, words):
     if kind == "text":
@@ -128,6 +165,8 @@ def test_bad_video_input_is_one_line(tmp_path, capsys, kind, words):
         data = write_video(tmp_path / "short.mkv", n_frames=12, h=72, w=72)
     elif kind == "small":
         data = write_video(tmp_path / "small.mkv", n_frames=40, h=24, w=24)
+    elif kind == "shots":                      # the test stretch (frames 30–39) cut at frame 35
+        data = write_video(tmp_path / "shots.mkv", n_frames=40, h=72, w=72, cut_at=35)
     else:
         data = tmp_path / "absent.mp4" if kind == "missing" else "sample:nope"
     data = str(data)
