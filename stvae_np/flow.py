@@ -25,18 +25,20 @@ from .cli import CLIError, Parser, one_line, resolve_device
 from .metrics import upsample_flow
 from .model import STVAE
 from .runfolder import FolderBusy, RunLock
-from .video import read_video, video_paths
+from .video import read_video, shot_cuts, video_paths
 from .viz import flow_to_color
 
 
 def video_flows(model, frames, progress=True):
     """Predictions (T-1, C, H, W) and image-pixel flows (T-1, 2, H, W) of frames (T, C, H, W),
-    one recurrent step per frame, the model rebuilt for the frames' size."""
+    one recurrent step per frame, the model rebuilt for the frames' size; the memory starts
+    afresh after each cut between shots (``video.shot_cuts``)."""
     cfg = dataclasses.replace(model.config, height=frames.shape[2], width=frames.shape[3])
     full = STVAE(cfg, dtype=model.dtype, device=model.device)
     full.params = model.params
-    state, preds, flows = None, [], []
-    for x in tqdm(frames[:-1], unit="frame", desc="flow", disable=not progress):
+    state, preds, flows, cuts = None, [], [], set(shot_cuts(frames).tolist())
+    for t, x in enumerate(tqdm(frames[:-1], unit="frame", desc="flow", disable=not progress)):
+        state = None if t - 1 in cuts else state
         pred, flow, state = full.predict_step(to_device(x[None], model.device).astype(model.dtype), state)
         preds.append(pred[0])
         flows.append(flow[0])

@@ -177,6 +177,21 @@ def test_bad_video_input_is_one_line(tmp_path, capsys, kind, words):
     assert not run.exists()
 
 
+def test_the_flow_command_starts_its_memory_afresh_after_a_cut(tmp_path):
+    """From the first frame of a new shot on, the flows are those of that shot alone."""
+    frames = read_video(write_video(tmp_path / "cut.mkv", n_frames=12, h=32, w=32, speed=1, cut_at=7), factor=1)
+    model, rng = STVAE(Config.video(), seed=3), np.random.default_rng(3)
+    for p in model.params.values():                 # the flow head starts at zero: make it move
+        p += 0.05 * rng.standard_normal(p.shape).astype(p.dtype)
+    preds, flows = F.video_flows(model, frames, progress=False)
+    assert np.abs(flows).mean() > 0.01
+    alone_preds, alone_flows = F.video_flows(model, frames[7:], progress=False)
+    np.testing.assert_array_equal(flows[7:], alone_flows)
+    np.testing.assert_array_equal(preds[7:], alone_preds)
+    _, carried = F.video_flows(model, np.concatenate([frames[:7], frames[6:]]), progress=False)
+    assert not np.allclose(carried[7:], F.video_flows(model, frames[6:], progress=False)[1])  # no cut: memory kept
+
+
 def test_the_flow_command_refuses_bad_input_in_one_line(tmp_path, capsys):
     ckpt = tmp_path / "run" / "checkpoint.npz"
     os.makedirs(ckpt.parent)
