@@ -1,7 +1,7 @@
 """Checkpoints: a model's parameters, its Config and anything the trainer adds, in one ``.npz``.
 
     save(model, path, extra=None)                  write atomically (temporary name, then rename)
-    load(path, device="cpu", return_extra=False)   -> model (, extra)
+    load(path, device="cpu", return_extra=False, average=True)   -> model (, extra)
 
 The file's entries: docs/DESIGN.md section 6. Arrays are written from the host: a
 checkpoint written on the GPU loads on the CPU and the other way round.
@@ -34,10 +34,11 @@ def save(model, path, extra: dict | None = None):
     atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
 
-def load(path, device="cpu", return_extra=False):
+def load(path, device="cpu", return_extra=False, average=True):
     """Read a checkpoint written by :func:`save`: the model on ``device`` (and ``extra``
-    with ``return_extra``). FileNotFoundError for a missing file, ValueError for a
-    truncated, foreign or pickled one (never unpickled)."""
+    with ``return_extra``), with the running average of its weights where the trainer kept
+    one (``Config.ema_decay``; ``average=False``: the weights themselves, to resume). FileNotFoundError
+    for a missing file, ValueError for a truncated, foreign or pickled one (never unpickled)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -75,7 +76,7 @@ def load(path, device="cpu", return_extra=False):
         raise ValueError(f"{path}: damaged checkpoint, dtype {dtype!r} (float32 or float64 only)")
     model = STVAE(config, dtype=dtype, device="cpu")
     for name in PARAM_NAMES:
-        key = f"param/{name}"
+        key = f"extra/average/{name}" if average and f"extra/average/{name}" in data else f"param/{name}"
         if key not in data:
             raise ValueError(f"{path}: checkpoint lacks parameter {name!r}")
         value = data[key]

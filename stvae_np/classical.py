@@ -80,8 +80,7 @@ def horn_schunck(frame_t, frame_t1, alpha=0.7, iters=100, levels=3, warps=1):
     a = np.asarray(frame_t, np.float64)
     b = np.asarray(frame_t1, np.float64)
     if a.shape != b.shape or a.ndim < 2:
-        raise ValueError(f"horn_schunck: frames must share a shape (..., H, W), got "
-                         f"{a.shape} and {b.shape}")
+        raise ValueError(f"horn_schunck: frames must share a shape (..., H, W), got {a.shape} and {b.shape}")
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         raise ValueError("horn_schunck: frames contain NaN or infinite values")
     lead, (h, w) = a.shape[:-2], a.shape[-2:]

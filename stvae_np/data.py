@@ -216,13 +216,9 @@ def moving_shapes(n, seq_len=10, size=32, num_shapes=2, max_speed=2.0, kinds=SHA
     """Textured squares, discs and triangles translating with sub-pixel velocities: Clips (module doc),
     positions the shapes' centres.
 
-    Each object k has a kind, a radius r ∈ [0.12, 0.2]·size, a speed uniform in [max_speed/4, max_speed]
-    and a texture, drawn at continuous centres c_t (pixel centres at integer coordinates):
-
-        intensity_t(p) = texture(p − c_t)   where shape(p − c_t), else 0
-        texture(u) = 0.65 + 0.175 sin(k1·u + φ1) + 0.175 sin(k2·u + φ2) ∈ [0.3, 1]
-
-    wavelengths 2π/|k| ∈ [0.25, 0.5]·size. On object k's pixels the backward flow is exactly c_t − c_{t+1}.
+    Each is drawn with its texture at continuous centres c_t, intensity_t(p) = texture(p − c_t) inside
+    its shape (the radii, speeds and texture: docs/DESIGN.md section 5); on object k's pixels the
+    backward flow is exactly c_t − c_{t+1}.
 
     Args:
         n, seq_len, size: clips, frames per clip, canvas side.
@@ -321,18 +317,9 @@ def _open_array(path, ext):
 
 
 def load_clips(path, layout="auto", max_clips=None, frame_shape=None):
-    """Read clips from a ``.npy`` or ``.npz`` file: ``Clips(frames)`` (flow etc. None).
-
-    Layouts (``layout``):
-        "NTHW"  (N, T, H, W), one channel (added as axis 2)
-        "NTCHW" (N, T, C, H, W)
-        "TNHW"  (T, N, H, W), time-major, as in Srivastava et al.'s mnist_test_seq.npy
-        "auto"  5-D -> NTCHW; 4-D uint8 with shape (20, N, 64, 64) -> TNHW (the
-                benchmark file); a 4-D (20, N, H, W) with N > 20 at another frame size
-                cannot be told apart and is refused (name the layout); any other 4-D -> NTHW.
-    A ``.npz`` must hold a key ``clips`` or exactly one array. uint8 is scaled by 1/255; float must be
-    in [0, 1] already. Never unpickles; shape and dtype are checked (.npy: from its header) before any
-    frame is converted.
+    """Read clips from a ``.npy`` or ``.npz`` file: ``Clips(frames)`` (flow etc. None). ``layout``:
+    "NTHW", "NTCHW", "TNHW" (time-major) or "auto"; the rules, the scaling and the checks made before
+    any frame is converted: docs/DESIGN.md section 5.
 
     Args:
         max_clips: keep only the first this-many clips (the rest is not read).

@@ -63,8 +63,7 @@ def predict_clips(model, frames, batch_size=32, progress=False):
 
 def _image_flow(flows, frames):
     """Memory-grid flows (..., 2, h, w) -> image pixels (..., 2, H, W): resized and scaled."""
-    factor = frames.shape[-1] // flows.shape[-1]
-    return M.upsample_flow(flows, factor)
+    return M.upsample_flow(flows, frames.shape[-1] // flows.shape[-1])
 
 
 def _one_step_scores(preds, flows, clips):

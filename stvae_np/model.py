@@ -119,6 +119,7 @@ class Config:
     seq_len: int = 10
     clip_norm: float = 1.0         # global L2 norm; 0 disables
     clip_value: float = 0.0        # element-wise clamp (the original code used 50); 0 disables
+    ema_decay: float = 0.0         # d of the weights' running average used for evaluation (optim.WeightAverage); 0: off
     name: str = "custom"
 
     @classmethod
@@ -147,10 +148,11 @@ class Config:
         """The tiny model for real footage (docs/flow_study.md, section 11): its encoder sees
         x_{t−1} and x_t, it predicts the frame itself warped by the flow plus a decoded
         correction, its photometric term weighs every pixel alike (Charbonnier's error,
-        σ = 1 px blur), batches of 8 clips of 10 consecutive frames."""
+        σ = 1 px blur), batches of 8 clips of 10 consecutive frames; it is evaluated and used
+        with the running average of its weights (d = 0.99)."""
         return dataclasses.replace(cls.tiny(), enc_frames=2, prediction="warp_plus_decoded",
                                    photo_loss="charbonnier", photo_weighting="uniform", batch_size=8,
-                                   name="video")
+                                   ema_decay=0.99, name="video")
 
     @classmethod
     def preset(cls, name: str) -> "Config":
@@ -186,6 +188,8 @@ class Config:
             raise ValueError(f"lr must be in (0, 1], got {self.lr}")
         if not 0 < self.lr_decay <= 1:
             raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.height % 2 or self.width % 2:
             raise ValueError(f"height and width must be even (the encoder pools by 2), "
                              f"got {self.height}×{self.width}")

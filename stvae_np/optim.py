@@ -1,4 +1,4 @@
-"""RMSProp, gradient clipping and the paper's step-decay learning-rate schedule.
+"""RMSProp, gradient clipping, the paper's step-decay learning-rate schedule, a running average of the weights.
 
 Parameters and gradients are plain dicts ``name -> array`` (NumPy or CuPy), named as in
 ``STVAE.params``. Everything updates arrays in place on their device: no ``float()`` and
@@ -69,11 +69,8 @@ class RMSProp:
             self.v[name] = xp.zeros_like(p)
 
     def step(self, grads):
-        """One update of every parameter, in place, from ``grads`` (``name -> array``, one per
-        parameter, of its shape). ValueError: a parameter has no gradient, a gradient names
-        no parameter, or shapes differ. Non-finite values are not checked (a NaN would cost
-        a device sync to find; that check is the caller's business).
-        """
+        """One update of every parameter, in place, from ``grads`` (``name -> array``). ValueError
+        for a missing, unknown or misshapen gradient; NaN is the caller's check (a device sync)."""
         missing = [name for name in self.params if name not in grads]
         if missing:
             raise ValueError(f"RMSProp.step: no gradient for parameter(s) {missing}")
@@ -89,25 +86,16 @@ class RMSProp:
         self.t += 1
 
     def state_dict(self):
-        """The optimizer's state as a flat dict of host NumPy values, ready for ``np.savez``.
-
-        Keys: ``"v/<name>"`` (a NumPy copy of each running mean), ``"lr"``, ``"alpha"``,
-        ``"eps"`` (Python floats) and ``"t"`` (Python int). The parameters themselves
-        are not included: they belong to the model's checkpoint.
-        """
+        """The state as a flat dict of host values for ``np.savez``: ``"v/<name>"`` (a NumPy copy
+        of each running mean), ``"lr"``, ``"alpha"``, ``"eps"``, ``"t"``; not the parameters."""
         state = {f"v/{name}": asnumpy(v).copy() for name, v in self.v.items()}
         state.update(lr=self.lr, alpha=self.alpha, eps=self.eps, t=self.t)
         return state
 
     def load_state_dict(self, state):
-        """Restore what :meth:`state_dict` returned (also after an ``np.savez``/``np.load``).
-
-        Each ``v`` is copied onto its parameter's device with its parameter's dtype,
-        so a checkpoint written on the GPU loads on the CPU and the other way round.
-        ``lr``, ``alpha``, ``eps`` and ``t`` are restored too (a schedule may set
-        ``lr`` again afterwards). ValueError: a key is missing, a ``v`` names no parameter,
-        or a shape differs.
-        """
+        """Restore what :meth:`state_dict` returned, each ``v`` copied onto its parameter's device
+        and dtype (GPU checkpoints load on the CPU and back). ValueError: a key missing or unknown,
+        or a shape that differs."""
         keys = set(state.keys())
         for key in ("lr", "alpha", "eps", "t"):
             if key not in keys:
@@ -131,6 +119,30 @@ class RMSProp:
         self.v = new_v
         self.lr, self.alpha, self.eps = (float(state[key]) for key in ("lr", "alpha", "eps"))
         self.t = int(state["t"])
+
+
+class WeightAverage:
+    """A running average of the parameters (Polyak averaging), updated after each step:
+
+        θ̄ ← d·θ̄ + (1 − d)·θ            θ̄ starts as θ
+
+    It smooths the step-to-step noise of RMSProp's updates. :meth:`swap` exchanges θ̄ and θ
+    in place (the model then evaluates the average; swap again to train on)."""
+
+    def __init__(self, params, decay):
+        self.params, self.decay = params, float(decay)
+        self.average = {k: p.copy() for k, p in params.items()}
+
+    def update(self):
+        for k, p in self.params.items():
+            self.average[k] *= self.decay
+            self.average[k] += (1.0 - self.decay) * p
+
+    def swap(self):
+        for k, p in self.params.items():
+            kept = p.copy()
+            p[...] = self.average[k]
+            self.average[k][...] = kept
 
 
 # ----------------------------------------------------------------------------- clipping

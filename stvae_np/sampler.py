@@ -230,8 +230,7 @@ def bilinear_backward(dout, cache, need_dimg=True):
     _, _, ho, wo = grid_shape
     p = ho * wo
     if tuple(dout.shape) != (n, c, ho, wo):
-        raise ValueError(f"bilinear_backward: dout must have shape {(n, c, ho, wo)}, "
-                         f"got {tuple(dout.shape)}")
+        raise ValueError(f"bilinear_backward: dout must have shape {(n, c, ho, wo)}, got {tuple(dout.shape)}")
     dout = dout.reshape(n, c, 1, p)
 
     dimg = None

@@ -14,6 +14,7 @@ step boundary, ``--resume`` and the exit statuses: docs/DESIGN.md section 11.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -30,7 +31,7 @@ from .cli import CLIError, Parser, one_line, require_finite, require_positive, r
 from .data import DATA_CHOICES, VAL_SEED, ClipSampler, load_eval_clips, make_data
 from .evaluate import final_evaluation, one_step_metrics, predict_clips
 from .model import OPS, STVAE, Config
-from .optim import RMSProp, clip_grad_norm, clip_grad_value, step_decay
+from .optim import RMSProp, WeightAverage, clip_grad_norm, clip_grad_value, step_decay
 from .runfolder import FolderBusy, RunLock, clean_stale_temps, write_json
 from .video import is_video_spec, video_data
 
@@ -154,13 +155,11 @@ RESUMED = ("data", "seed", "batch_size", "seq_len", "lr", "clip_norm", "layout")
 
 
 def _resumed_model(args, device):
-    """The model of ``--resume``, its training state (the checkpoint's ``extra``) and its
-    run folder (``--out``, else the checkpoint's folder). The settings are the resumed
-    run's own (in the checkpoint, or the ``run.json`` beside an older one); CLIError for
-    a flag that asks for another value.
-    """
+    """The model of ``--resume`` (its raw weights), its training state (the checkpoint's ``extra``), its
+    run folder (``--out``, else the checkpoint's). The settings are the run's own (in the checkpoint, or
+    the ``run.json`` beside an older one); CLIError for a flag that asks for another value."""
     with one_line(args.resume):
-        model, extra = checkpoint.load(args.resume, device=device, return_extra=True)
+        model, extra = checkpoint.load(args.resume, device=device, return_extra=True, average=False)
     if "step" not in extra:
         raise CLIError(f"{args.resume}: a model file without training state; cannot resume")
     if args.set:
@@ -201,8 +200,7 @@ def _resumed_model(args, device):
 
 @dataclasses.dataclass
 class Recipe:
-    """The settings of a run: each flag given, else the default (for the numbers, the
-    preset's: ``Config``)."""
+    """The settings of a run: each flag given, else the default (for the numbers, the preset's)."""
     data: str               # one of DATA_CHOICES or a clip file's path
     seed: int               # of the batches (and of a new model's initialisation)
     steps: int
@@ -238,8 +236,7 @@ def _recipe(args, config: Config) -> Recipe:
 def _held_out_data(recipe, config, n_clips, layout="auto", progress=True):
     """(training source for ``ClipSampler``, test Clips, validation Clips or None, a line
     about the data): ``data.make_data``, plus ``n_clips`` validation clips for synthetic data."""
-    # The held-out clips of synthetic data keep the preset's length (config.seq_len) whatever
-    # --seq-len the batches have, so runs with other clip lengths are scored on the same clips.
+    # synthetic held-out clips keep config.seq_len whatever --seq-len is: every run scored alike
     if is_video_spec(recipe.data):                 # video: its own validation stretch
         with one_line(recipe.data):
             return video_data(recipe.data, config, n_clips, recipe.seq_len, progress=progress)
@@ -259,6 +256,7 @@ def _checkpoint_extra(run) -> dict:
     extra["sampler_state"] = np.array(json.dumps(run.sampler.state_dict()))
     extra["history"] = np.array(json.dumps(run.history))
     extra["run_json"] = np.array(json.dumps(run.settings))     # the run's settings, for --resume
+    extra.update({f"average/{k}": v for k, v in (run.avg.average if run.avg else {}).items()})
     return extra
 
 
@@ -419,6 +417,16 @@ class _Run:
     history: dict = dataclasses.field(default_factory=lambda: {"loss": [], "eval": []})
     train_seconds: float = 0.0
     saved_at: int | None = None     # the step of the last checkpoint written by this process
+    avg: WeightAverage | None = None    # Config.ema_decay > 0: the weights' running average
+
+    @contextlib.contextmanager
+    def averaged(self):
+        """The model holds the running average of its weights inside (where there is one)."""
+        self.avg and self.avg.swap()
+        try:
+            yield
+        finally:
+            self.avg and self.avg.swap()
 
     @property
     def ckpt_path(self) -> str:
@@ -460,8 +468,14 @@ def _prepare(args) -> _Run:
     run = _Run(model=model, opt=RMSProp(model.params, lr=recipe.lr), sampler=sampler, recipe=recipe,
                settings=settings, device=device, out=out, test_clips=test_clips, val_clips=val_clips,
                data_desc=data_desc)
+    if config.ema_decay > 0:
+        run.avg = WeightAverage(model.params, config.ema_decay)
     if extra is not None:
         run.step, run.history, run.train_seconds = _restore(extra, run.opt, sampler, args.resume)
+        for k, a in (run.avg.average if run.avg else {}).items():
+            if f"average/{k}" not in extra:
+                raise CLIError(f"{args.resume}: damaged checkpoint, the weights' running average lacks {k!r}")
+            a[...] = model.xp.asarray(extra[f"average/{k}"])
         if run.step > recipe.steps:
             raise CLIError(f"{args.resume} is at step {run.step}, beyond --steps {recipe.steps}")
     return run
@@ -471,10 +485,11 @@ def _evaluate(run, log):
     """The one-step metrics of the model on the test clips (returned, and logged), kept in
     ``run.history["eval"]`` with the step and, where there are validation clips, their
     ``VAL_KEYS`` scores as ``val_<key>``."""
-    m = one_step_metrics(run.model, run.test_clips)
+    with run.averaged():
+        m = one_step_metrics(run.model, run.test_clips)
+        v = one_step_metrics(run.model, run.val_clips) if run.val_clips is not None else None
     entry = {"step": run.step, **m}
-    if run.val_clips is not None:
-        v = one_step_metrics(run.model, run.val_clips)
+    if v is not None:
         entry.update({f"val_{k}": v[k] for k in VAL_KEYS if k in v})
     run.history["eval"].append(entry)
     log(f"step {run.step}: " + eval_line(m))
@@ -544,6 +559,7 @@ def _loop(args, run, signals, log):
                 _moment("before_update", run.step)
                 phase = "update"
                 opt.step(grads)
+                run.avg and run.avg.update()
                 _moment("after_update", run.step)
                 run.step += 1
                 phase = "boundary"
@@ -590,10 +606,11 @@ def _finish(args, run, signals, log) -> int:
     try:
         final = _evaluate(run, log)
         run.save()
-        test, evaluation = final_evaluation(run.model, run.test_clips, final, run.out, run.recipe.data,
-                                            args.eval_clips, description=run.data_desc,
-                                            checkpoint=run.ckpt_path, figures=not args.no_figures,
-                                            layout=args.layout)
+        with run.averaged():
+            test, evaluation = final_evaluation(run.model, run.test_clips, final, run.out, run.recipe.data,
+                                                args.eval_clips, description=run.data_desc,
+                                                checkpoint=run.ckpt_path, figures=not args.no_figures,
+                                                layout=args.layout)
     except _Abort as abort:
         print(f"\nstopped at once (second signal) during the final evaluation; the checkpoint "
               f"{run.ckpt_path} is complete", file=sys.stderr)
@@ -607,7 +624,8 @@ def _finish(args, run, signals, log) -> int:
     try:
         write_json(os.path.join(run.out, "metrics.json"), _metrics(run, test, evaluation))
         if not args.no_figures:
-            make_figures(run.model, run.test_clips, run.history, run.out, test.get("classical_epe_t2"))
+            with run.averaged():
+                make_figures(run.model, run.test_clips, run.history, run.out, test.get("classical_epe_t2"))
     except OSError as err:
         raise TrainingFailure(f"cannot write metrics.json or the figures into {run.out} "
                               f"({err.strerror or err}); the checkpoint {run.ckpt_path} is complete") from None

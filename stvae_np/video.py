@@ -85,17 +85,13 @@ def read_video(path, channels=1, short_side=SHORT_SIDE, factor=None, progress=Fa
 
 
 def shot_cuts(frames):
-    """The cuts between shots: the indices c where frame c → c+1 differs (mean squared, over
-    pixels) by more than ``CUT_FLOOR`` and more than ``CUT_RATIO`` × the median difference of the
-    ``CUT_WINDOW`` pairs on either side (a lone pair has none: no cut). Across a cut there is no
-    motion to forecast."""
+    """The cuts between shots, across which there is no motion to forecast: the indices c where frame
+    c → c+1 differs (mean squared) by more than ``CUT_FLOOR`` and ``CUT_RATIO`` × the median difference
+    of the ``CUT_WINDOW`` pairs on either side (a lone pair has none: no cut)."""
     d = ((frames[1:] - frames[:-1]) ** 2).mean(axis=tuple(range(1, frames.ndim)))
-    cuts = []
-    for c in range(len(d)):
-        around = np.r_[d[max(0, c - CUT_WINDOW):c], d[c + 1:c + 1 + CUT_WINDOW]]
-        if len(around) and d[c] > CUT_FLOOR and d[c] > CUT_RATIO * np.median(around):
-            cuts.append(c)
-    return np.array(cuts, int)
+    around = [np.r_[d[max(0, c - CUT_WINDOW):c], d[c + 1:c + 1 + CUT_WINDOW]] for c in range(len(d))]
+    return np.array([c for c, a in enumerate(around)
+                     if len(a) and d[c] > CUT_FLOOR and d[c] > CUT_RATIO * np.median(a)], int)
 
 
 def clip_starts(t, span, cuts=()):
@@ -110,9 +106,8 @@ def clip_starts(t, span, cuts=()):
 
 
 def random_crops(frames, n, seq_len, size, rng, stride=1, cuts=()):
-    """``n`` clips (n, seq_len, C, h, w) from frames (T, C, H, W): random start time and
-    place, frames ``stride`` apart, none across a cut (``cuts``, as :func:`shot_cuts`);
-    ``size`` = (h, w)."""
+    """``n`` clips (n, seq_len, C, h, w) from frames (T, C, H, W): random start time and place, frames
+    ``stride`` apart, none across a cut (``cuts``, as :func:`shot_cuts`); ``size`` = (h, w)."""
     t, _, hh, ww = frames.shape
     span = (seq_len - 1) * stride + 1
     if t < span or hh < size[0] or ww < size[1]:
@@ -172,6 +167,5 @@ def video_data(data, config, n_clips, seq_len, progress=True):
     test_clips = clips(test, TEST_SEED)
     desc = (f"video {', '.join(video_paths(data))} ({'grey' if config.channels == 1 else 'colour'}, "
             f"short side ≈{SHORT_SIDE} px, stride {stride}, {n_cuts} cuts between shots, no clip across one): "
-            f"crops of the first 3/5, "
-            f"{len(test_clips)} test clips of the last 1/5")
+            f"crops of the first 3/5, {len(test_clips)} test clips of the last 1/5")
     return source, test_clips, clips(val, VAL_SEED), desc

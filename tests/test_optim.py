@@ -1,11 +1,11 @@
-"""RMSProp against hand-computed steps, its checkpoint round trip, gradient clipping and
-the step-decay schedule."""
+"""RMSProp against hand-computed steps, its checkpoint round trip, gradient clipping,
+the step-decay schedule and the running average of the weights."""
 import math
 
 import numpy as np
 import pytest
 
-from stvae_np.optim import RMSProp, StepDecay, clip_grad_norm, clip_grad_value, step_decay
+from stvae_np.optim import RMSProp, StepDecay, WeightAverage, clip_grad_norm, clip_grad_value, step_decay
 
 
 # ----------------------------------------------------------------------------- RMSProp
@@ -214,3 +214,23 @@ def test_step_decay_class_sets_the_optimizer_lr():
     assert sched(10) == pytest.approx(0.81e-4)
     assert sched.apply(opt, 5) == pytest.approx(0.9e-4)
     assert opt.lr == pytest.approx(0.9e-4)
+
+
+def test_weight_average_by_hand_and_swap():
+    """θ̄ ← d·θ̄ + (1 − d)·θ after each update, starting at θ; swap exchanges θ̄ and θ in place."""
+    params = {"w": np.array([1.0, -2.0]), "b": np.array([4.0])}
+    avg = WeightAverage(params, 0.75)
+    params["w"][...] = [3.0, 2.0]               # a step moved the weights
+    avg.update()
+    np.testing.assert_allclose(avg.average["w"], [0.75 * 1 + 0.25 * 3, 0.75 * -2 + 0.25 * 2])
+    np.testing.assert_allclose(avg.average["b"], [4.0])
+    params["w"][...] = [5.0, 0.0]
+    avg.update()
+    np.testing.assert_allclose(avg.average["w"], [0.75 * 1.5 + 0.25 * 5, 0.75 * -1.0 + 0.25 * 0])
+    w = params["w"]
+    avg.swap()
+    assert params["w"] is w                      # in place: the model keeps its arrays
+    np.testing.assert_allclose(params["w"], [2.375, -0.75])
+    np.testing.assert_allclose(avg.average["w"], [5.0, 0.0])
+    avg.swap()
+    np.testing.assert_allclose(params["w"], [5.0, 0.0])

@@ -171,3 +171,30 @@ def test_a_real_sigint_from_outside_in_a_subprocess(tmp_path):
     _, extra = _state(out)
     assert int(extra["step"]) == 2
     assert json.loads(str(extra["sampler_state"]))["batches_drawn"] == 2
+
+
+def test_the_weights_running_average_resumes_bit_identical_and_is_what_inference_loads(tmp_path, capsys):
+    """With ``ema_decay`` the checkpoint keeps the average beside the weights; an interruption
+    during an evaluation (the model then holds the average) resumes bit for bit, and
+    ``checkpoint.load`` gives the average, ``average=False`` the weights."""
+    ema = [*ARGS, "--set", "ema_decay=0.5"]
+    assert T.main([*ema, "--out", str(tmp_path / "straight")]) == 0
+    out = tmp_path / "run"
+    mp = pytest.MonkeyPatch()
+    _arm_evaluation(mp)
+    try:
+        assert T.main([*ema, "--out", str(out)]) == 130
+    finally:
+        mp.undo()
+    assert T.main([*ARGS, "--resume", str(out / "checkpoint.npz")]) == 0
+    raw = {}
+    for run in ("straight", "run"):
+        path = tmp_path / run / "checkpoint.npz"
+        model, extra = checkpoint.load(path, return_extra=False, average=False), checkpoint.load(path, return_extra=True)[1]
+        raw[run] = model.params, extra
+        for k in PARAM_NAMES:
+            np.testing.assert_array_equal(checkpoint.load(path).params[k], extra[f"average/{k}"])
+            assert not np.array_equal(extra[f"average/{k}"], model.params[k]) or k.endswith(".b"), k
+    _assert_same(raw["straight"], raw["run"])
+    for k in PARAM_NAMES:
+        np.testing.assert_array_equal(raw["straight"][1][f"average/{k}"], raw["run"][1][f"average/{k}"])

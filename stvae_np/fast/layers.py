@@ -44,8 +44,7 @@ def _check_conv_args(x, w, b):
     if kh % 2 == 0:
         raise ValueError(f"conv2d: kernel size must be odd for 'same' padding, got {kh}")
     if x.shape[1] != c:
-        raise ValueError(f"conv2d: channel mismatch, x has {x.shape[1]} channels "
-                         f"but w expects {c}")
+        raise ValueError(f"conv2d: channel mismatch, x has {x.shape[1]} channels but w expects {c}")
     if b is not None and tuple(b.shape) != (f,):
         raise ValueError(f"conv2d: b must have shape ({f},), got {tuple(b.shape)}")
     if x.dtype != w.dtype or (b is not None and b.dtype != x.dtype):
@@ -512,8 +511,7 @@ def conv2d_backward(dout, cache, need_dx=True):
     n, c, h, wd = x.shape
     f, _, k, _ = w.shape
     if tuple(dout.shape) != (n, f, h, wd):
-        raise ValueError(f"conv2d_backward: dout must have shape {(n, f, h, wd)}, "
-                         f"got {tuple(dout.shape)}")
+        raise ValueError(f"conv2d_backward: dout must have shape {(n, f, h, wd)}, got {tuple(dout.shape)}")
     db = dout.sum(axis=(0, 2, 3)) if has_bias else None
     if method == "im2col":
         p = k // 2
