@@ -110,8 +110,11 @@ print("input columns with ink:", np.nonzero(x[0, 0].any(axis=0))[0],
 #
 # `python -m stvae_np.train --preset video` trains on the three bundled videos: crops of
 # the first three fifths of each, validation clips from the fourth fifth, test clips from
-# the last (never trained on). The default run's figures are in docs/results.md; here,
-# a short run to see the machinery (its numbers are not the method's).
+# the last (never trained on). It scores and saves the running average of its weights,
+# θ̄ ← 0.99·θ̄ + 0.01·θ after each step (`Config.ema_decay`, `optim.WeightAverage`), which
+# smooths RMSProp's step-to-step swings. The default run's figures are in docs/results.md;
+# here, a short run to see the machinery (its numbers are not the method's: after 60 steps
+# the average still leans on the initial weights).
 
 # %%
 OUT = RUNS / "09_real_video"
