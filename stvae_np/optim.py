@@ -126,8 +126,8 @@ class WeightAverage:
 
         θ̄ ← d·θ̄ + (1 − d)·θ            θ̄ starts as θ
 
-    It smooths the step-to-step noise of RMSProp's updates. :meth:`swap` exchanges θ̄ and θ
-    in place (the model then evaluates the average; swap again to train on)."""
+    params: the model's dict name → array (any shapes, updated in place); ``average`` likewise.
+    :meth:`swap` exchanges θ̄ and θ in place (evaluate the average, swap again to train on)."""
 
     def __init__(self, params, decay):
         self.params, self.decay = params, float(decay)

@@ -85,9 +85,9 @@ def read_video(path, channels=1, short_side=SHORT_SIDE, factor=None, progress=Fa
 
 
 def shot_cuts(frames):
-    """The cuts between shots, across which there is no motion to forecast: the indices c where frame
-    c → c+1 differs (mean squared) by more than ``CUT_FLOOR`` and ``CUT_RATIO`` × the median difference
-    of the ``CUT_WINDOW`` pairs on either side (a lone pair has none: no cut)."""
+    """Cuts between shots of frames (T, C, H, W) (no motion to forecast across one): int array of the c
+    where d_c = mean (x_{c+1} − x_c)² > ``CUT_FLOOR`` and > ``CUT_RATIO`` × the median of the d of the
+    ``CUT_WINDOW`` pairs on either side (a lone pair has none: no cut)."""
     d = ((frames[1:] - frames[:-1]) ** 2).mean(axis=tuple(range(1, frames.ndim)))
     around = [np.r_[d[max(0, c - CUT_WINDOW):c], d[c + 1:c + 1 + CUT_WINDOW]] for c in range(len(d))]
     return np.array([c for c, a in enumerate(around)
