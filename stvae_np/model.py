@@ -147,12 +147,12 @@ class Config:
     def video(cls) -> "Config":
         """The tiny model for real footage (docs/flow_study.md, section 11): its encoder sees
         x_{t−1} and x_t, it predicts the frame itself warped by the flow plus a decoded
-        correction, its photometric term weighs every pixel alike (Charbonnier's error,
-        σ = 1 px blur), batches of 8 clips of 10 consecutive frames; it is evaluated and used
-        with the running average of its weights (d = 0.99)."""
+        correction, its flow takes no gradient through the warped encoding (only through the
+        warped frame, smoothness and the photometric term: every pixel alike, Charbonnier's error,
+        σ = 1 px blur), batches of 8 clips of 10 frames; evaluated with its weights' average (d = 0.99)."""
         return dataclasses.replace(cls.tiny(), enc_frames=2, prediction="warp_plus_decoded",
                                    photo_loss="charbonnier", photo_weighting="uniform", batch_size=8,
-                                   ema_decay=0.99, name="video")
+                                   recon_flow_grad=0.0, ema_decay=0.99, name="video")
 
     @classmethod
     def preset(cls, name: str) -> "Config":

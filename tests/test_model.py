@@ -95,6 +95,25 @@ def test_whole_model_directional_gradient_check(overrides):
     assert max(worst.values()) <= 1e-5, worst
 
 
+def test_recon_flow_grad_scales_only_the_gradient_through_the_warped_encoding():
+    """The video preset's recon_flow_grad = 0: the flow head gets no gradient through the
+    warped encoding; the decoder's gradient and the loss are unchanged, and the gradient is
+    linear in the scale (so it scales that path alone)."""
+    grads, losses = {}, {}
+    for r in (0.0, 0.5, 1.0):
+        model, clip = _gradcheck_model(**{**vars(Config.video()), "recon_flow_grad": r})
+        losses[r], grads[r] = model.loss_and_grads(clip)
+    assert Config.video().recon_flow_grad == 0.0 and losses[0.0] == losses[1.0] == losses[0.5]
+    for name in PARAM_NAMES:
+        np.testing.assert_allclose(grads[0.5][name], (grads[0.0][name] + grads[1.0][name]) / 2,
+                                   rtol=1e-10, atol=1e-14)
+    assert all(np.array_equal(grads[0.0][n], grads[1.0][n]) for n in ("dec.W", "dec.b"))
+    assert not np.allclose(grads[0.0]["flow3.W"], grads[1.0]["flow3.W"])
+    model, clip = _gradcheck_model(photo_weight=0.0, huber_weight=0.0, recon_flow_grad=0.0)
+    _, g = model.loss_and_grads(clip)                     # the paper's prediction: no other path
+    assert not g["flow3.W"].any() and not g["flow1.W"].any() and g["dec.W"].any()
+
+
 def test_loss_and_grads_matches_forward_only_loss():
     model, clip = _gradcheck_model()
     loss, _ = model.loss_and_grads(clip)
