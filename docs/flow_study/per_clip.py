@@ -1,5 +1,5 @@
-"""Which held-out clips decide the pooled score? Per clip, on the video preset's validation and
-test clips (steps t ≥ 2, as evaluate.forecast_scores): its share of copy-last's error, and the
+"""Which held-out clips decide the pooled score? Per clip, on 64 training crops and on the video
+preset's validation and test clips (steps t ≥ 2, as evaluate.forecast_scores): its share of copy-last's error, and the
 MSE over copy-last's of x_t warped by the run's learned flow, by Horn–Schunck's forecast (t−1 → t)
 and that × 0.5, and by Horn–Schunck's oracle (t → t+1); with the mean length of the learned
 flow and of the oracle's, in image pixels. Flow study section 11.6.
@@ -26,7 +26,8 @@ moves = lambda c: ((c[:, 1:] - c[:, :-1]) ** 2).mean()   # noqa: E731
 print(f"mean square difference of consecutive frames: 256 training crops (as the trainer draws them) "
       f"{moves(source(256, 10, np.random.default_rng(0)).frames):.4f}, validation clips "
       f"{moves(val.frames):.4f}, test clips {moves(test.frames):.4f}")
-for name, c in (("val", val), ("test", test)):
+train = source(64, 10, np.random.default_rng(1))   # 64 training crops, as the trainer draws them
+for name, c in (("train", train), ("val", val), ("test", test)):
     f = np.asarray(c.frames, np.float64)[:, :, 0]
     n, t, h, w = f.shape
     _, flows = predict_clips(m, c.frames)
