@@ -29,14 +29,20 @@ def with_gradients(frames):
     return xp.concatenate([frames, dx, dy], axis=-3)
 
 
-def photometric_forward(clip, flow, config, layers, kernels_cache):
-    n, t, c, hh, ww = clip.shape
-    blurred = losses.gaussian_blur(clip.reshape(n * t, c, hh, ww), config.photo_blur, layers,
-                                   kernels_cache).reshape(clip.shape)
-    return losses.photometric_forward(with_gradients(blurred), flow,
-                                      dataclasses.replace(config, photo_blur=0.0), layers, kernels_cache)
+def photometric_on(transform):
+    """The package's photometric term on ``transform(B(x))`` in place of the clip: B (the
+    blur of σ = ``photo_blur``) runs first, then the term with σ = 0. The transformed channels
+    are data, so nothing is differentiated through them. Returns a drop-in
+    ``photometric_forward`` (also used by ``census_photo.py``)."""
+    def photometric_forward(clip, flow, config, layers, kernels_cache):
+        n, t, c, hh, ww = clip.shape
+        blurred = losses.gaussian_blur(clip.reshape(n * t, c, hh, ww), config.photo_blur, layers,
+                                       kernels_cache).reshape(clip.shape)
+        return losses.photometric_forward(transform(blurred), flow,
+                                          dataclasses.replace(config, photo_blur=0.0), layers, kernels_cache)
+    return photometric_forward
 
 
-model.photometric_forward = photometric_forward       # what STVAE.loss_and_grads calls
 if __name__ == "__main__":
+    model.photometric_forward = photometric_on(with_gradients)    # what STVAE.loss_and_grads calls
     sys.exit(train.main(sys.argv[1:]))
